@@ -1,0 +1,628 @@
+//! graft-tch: graft's [`Backend`] and [`AutodiffBackend`] over libtorch, through tch 0.26.
+//!
+//! Owns: the mapping of every backend op to libtorch kernels (fallible `f_*` calls only — a
+//! libtorch exception becomes [`Error::Backend`] naming the op, never a panic), autograd
+//! (`backward` computes gradients with `torch::autograd::grad`-style engine calls and accumulates
+//! nothing on the tensors, so "no gradient" really is none), no-grad scopes, in-place assignment,
+//! device selection (CPU default, CUDA when present) and the libtorch rpath (build.rs).
+//!
+//! Must not know: model families, parameter names or groups (graft-backend's store owns those —
+//! tch's `VarStore` / `nn::Optimizer` are not used), optimizers, files, TOML.
+
+use graft_backend::{
+    AutodiffBackend, Backend, BatchNormMode, BatchNormTensors, Conv2dOpts, DType, GeluApprox,
+    MemoryFormat, Pool2dOpts, TensorData,
+};
+use graft_core::{Error, Result};
+use half::bf16;
+use ndarray::{ArrayD, IxDyn};
+use tch::{Device, Kind, TchError, Tensor};
+
+/// The libtorch backend on one device.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Tch {
+    device: Device,
+}
+
+impl Default for Tch {
+    fn default() -> Self {
+        Self::cpu()
+    }
+}
+
+impl Tch {
+    /// CPU.
+    pub fn cpu() -> Self {
+        Self { device: Device::Cpu }
+    }
+    /// CUDA device `index`, or an error if libtorch sees no such GPU.
+    pub fn cuda(index: usize) -> Result<Self> {
+        let n = tch::Cuda::device_count();
+        if (index as i64) < n {
+            Ok(Self { device: Device::Cuda(index) })
+        } else {
+            Err(Error::Unsupported {
+                backend: "tch",
+                what: format!("cuda:{index}"),
+                why: format!("libtorch sees {n} CUDA device(s)"),
+            })
+        }
+    }
+    /// CUDA 0 if available, else CPU.
+    pub fn best_available() -> Self {
+        Self { device: Device::cuda_if_available() }
+    }
+    /// The tch device.
+    pub fn tch_device(&self) -> Device {
+        self.device
+    }
+    /// Sets libtorch's intra-op thread count (results depend on it: keep it fixed for
+    /// reproducible runs).
+    pub fn set_num_threads(n: usize) {
+        tch::set_num_threads(n.max(1) as i32);
+    }
+    /// libtorch's intra-op thread count.
+    pub fn num_threads() -> usize {
+        tch::get_num_threads().max(1) as usize
+    }
+}
+
+/// A libtorch tensor handle. `clone` is a shallow clone: same storage, same autograd identity.
+#[derive(Debug)]
+pub struct TchTensor(pub Tensor);
+
+impl Clone for TchTensor {
+    fn clone(&self) -> Self {
+        TchTensor(self.0.shallow_clone())
+    }
+}
+
+impl TchTensor {
+    /// The underlying tch tensor.
+    pub fn inner(&self) -> &Tensor {
+        &self.0
+    }
+}
+
+fn err(op: &'static str) -> impl Fn(TchError) -> Error {
+    move |e| Error::Backend { op: format!("tch {op}"), msg: e.to_string() }
+}
+
+fn kind_of(d: DType) -> Kind {
+    match d {
+        DType::F32 => Kind::Float,
+        DType::BF16 => Kind::BFloat16,
+        DType::I64 => Kind::Int64,
+    }
+}
+
+fn dtype_of(k: Kind) -> Result<DType> {
+    match k {
+        Kind::Float => Ok(DType::F32),
+        Kind::BFloat16 => Ok(DType::BF16),
+        Kind::Int64 => Ok(DType::I64),
+        other => Err(Error::dtype("tch", format!("{other:?}"), "graft tensors are float32, bfloat16 or int64")),
+    }
+}
+
+fn ishape(s: &[usize]) -> Vec<i64> {
+    s.iter().map(|&v| v as i64).collect()
+}
+
+fn pair(p: (usize, usize)) -> [i64; 2] {
+    [p.0 as i64, p.1 as i64]
+}
+
+fn t(x: Tensor) -> TchTensor {
+    TchTensor(x)
+}
+
+fn check_dim(op: &'static str, dim: usize, rank: usize) -> Result<i64> {
+    if dim < rank.max(1) {
+        Ok(dim as i64)
+    } else {
+        Err(Error::invalid(op, format!("dim {dim} out of range for rank {rank}")))
+    }
+}
+
+impl Tch {
+    fn float_only(&self, op: &'static str, x: &TchTensor) -> Result<()> {
+        match dtype_of(x.0.kind())? {
+            DType::I64 => Err(Error::dtype(op, DType::I64, "float op")),
+            _ => Ok(()),
+        }
+    }
+    fn same_kind(&self, op: &'static str, a: &TchTensor, b: &TchTensor) -> Result<()> {
+        if a.0.kind() != b.0.kind() {
+            return Err(Error::dtype(
+                op,
+                format!("{:?} with {:?}", a.0.kind(), b.0.kind()),
+                "operands must have the same dtype (cast first)",
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl Backend for Tch {
+    type Tensor = TchTensor;
+
+    fn name(&self) -> &'static str {
+        "tch"
+    }
+    fn device(&self) -> String {
+        match self.device {
+            Device::Cpu => "cpu".to_string(),
+            Device::Cuda(i) => format!("cuda:{i}"),
+            other => format!("{other:?}").to_lowercase(),
+        }
+    }
+
+    fn from_data(&self, data: &TensorData) -> Result<TchTensor> {
+        let shape = ishape(data.shape());
+        let x = match data {
+            TensorData::F32(a) => {
+                let v: Vec<f32> = a.iter().copied().collect();
+                Tensor::f_from_slice(&v).map_err(err("from_data"))?
+            }
+            TensorData::BF16(a) => {
+                // tch 0.26 declares `half::bf16` as Kind::Half: upload the bits as i16 and
+                // reinterpret them as bfloat16.
+                let v: Vec<i16> = a.iter().map(|x| x.to_bits() as i16).collect();
+                Tensor::f_from_slice(&v)
+                    .and_then(|b| b.f_view_dtype(Kind::BFloat16))
+                    .map_err(err("from_data"))?
+            }
+            TensorData::I64(a) => {
+                let v: Vec<i64> = a.iter().copied().collect();
+                Tensor::f_from_slice(&v).map_err(err("from_data"))?
+            }
+        };
+        let x = x.f_reshape(shape).map_err(err("from_data"))?;
+        Ok(t(x.f_to_device(self.device).map_err(err("from_data"))?))
+    }
+
+    fn to_data(&self, x: &TchTensor) -> Result<TensorData> {
+        let shape: Vec<usize> = x.0.size().iter().map(|&d| d as usize).collect();
+        let flat = x
+            .0
+            .f_detach()
+            .and_then(|d| d.f_to_device(Device::Cpu))
+            .and_then(|d| d.f_contiguous())
+            .and_then(|d| d.f_reshape([-1]))
+            .map_err(err("to_data"))?;
+        let shape_err = |e: ndarray::ShapeError| Error::shape("to_data", e.to_string());
+        Ok(match dtype_of(x.0.kind())? {
+            DType::F32 => TensorData::F32(
+                ArrayD::from_shape_vec(IxDyn(&shape), Vec::<f32>::try_from(&flat).map_err(err("to_data"))?)
+                    .map_err(shape_err)?,
+            ),
+            DType::BF16 => {
+                let bits = flat.f_view_dtype(Kind::Int16).map_err(err("to_data"))?;
+                let v: Vec<bf16> = Vec::<i16>::try_from(&bits)
+                    .map_err(err("to_data"))?
+                    .into_iter()
+                    .map(|b| bf16::from_bits(b as u16))
+                    .collect();
+                TensorData::BF16(ArrayD::from_shape_vec(IxDyn(&shape), v).map_err(shape_err)?)
+            }
+            DType::I64 => TensorData::I64(
+                ArrayD::from_shape_vec(IxDyn(&shape), Vec::<i64>::try_from(&flat).map_err(err("to_data"))?)
+                    .map_err(shape_err)?,
+            ),
+        })
+    }
+
+    fn shape(&self, x: &TchTensor) -> Vec<usize> {
+        x.0.size().iter().map(|&d| d as usize).collect()
+    }
+    fn dtype(&self, x: &TchTensor) -> DType {
+        dtype_of(x.0.kind()).unwrap_or(DType::F32)
+    }
+    fn cast(&self, x: &TchTensor, dtype: DType) -> Result<TchTensor> {
+        if dtype == DType::I64 && x.0.is_floating_point() {
+            // PyTorch's .long() truncates toward zero
+            return Ok(t(x.0.f_trunc().and_then(|v| v.f_to_kind(Kind::Int64)).map_err(err("cast"))?));
+        }
+        Ok(t(x.0.f_to_kind(kind_of(dtype)).map_err(err("cast"))?))
+    }
+    fn rand_uniform(&self, shape: &[usize], seed: u64) -> Result<TchTensor> {
+        // libtorch has one global generator per device; seeding it per call makes every mask a
+        // function of its seed alone (graft derives seeds from (seed, step, path)).
+        tch::manual_seed(seed as i64);
+        Ok(t(Tensor::f_rand(ishape(shape), (Kind::Float, self.device)).map_err(err("rand_uniform"))?))
+    }
+    fn to_memory_format(&self, x: &TchTensor, format: MemoryFormat) -> Result<TchTensor> {
+        if x.0.dim() != 4 {
+            return Ok(x.clone());
+        }
+        let y = match format {
+            MemoryFormat::Contiguous => x.0.f_contiguous(),
+            // tch has no memory-format API: NHWC strides through permute → contiguous → permute.
+            MemoryFormat::ChannelsLast => x
+                .0
+                .f_permute([0, 2, 3, 1])
+                .and_then(|v| v.f_contiguous())
+                .and_then(|v| v.f_permute([0, 3, 1, 2])),
+        };
+        Ok(t(y.map_err(err("to_memory_format"))?))
+    }
+    fn full(&self, shape: &[usize], value: f64, dtype: DType) -> Result<TchTensor> {
+        Ok(t(Tensor::f_full(ishape(shape), value, (kind_of(dtype), self.device)).map_err(err("full"))?))
+    }
+
+    fn add(&self, a: &TchTensor, b: &TchTensor) -> Result<TchTensor> {
+        self.same_kind("add", a, b)?;
+        Ok(t(a.0.f_add(&b.0).map_err(err("add"))?))
+    }
+    fn sub(&self, a: &TchTensor, b: &TchTensor) -> Result<TchTensor> {
+        self.same_kind("sub", a, b)?;
+        Ok(t(a.0.f_sub(&b.0).map_err(err("sub"))?))
+    }
+    fn mul(&self, a: &TchTensor, b: &TchTensor) -> Result<TchTensor> {
+        self.same_kind("mul", a, b)?;
+        Ok(t(a.0.f_mul(&b.0).map_err(err("mul"))?))
+    }
+    fn div(&self, a: &TchTensor, b: &TchTensor) -> Result<TchTensor> {
+        self.same_kind("div", a, b)?;
+        self.float_only("div", a)?;
+        Ok(t(a.0.f_div(&b.0).map_err(err("div"))?))
+    }
+    fn add_scalar(&self, x: &TchTensor, v: f64) -> Result<TchTensor> {
+        if x.0.kind() == Kind::Int64 {
+            return Ok(t(x.0.f_add_scalar(v as i64).map_err(err("add_scalar"))?));
+        }
+        Ok(t(x.0.f_add_scalar(v).map_err(err("add_scalar"))?))
+    }
+    fn mul_scalar(&self, x: &TchTensor, v: f64) -> Result<TchTensor> {
+        if x.0.kind() == Kind::Int64 {
+            return Ok(t(x.0.f_mul_scalar(v as i64).map_err(err("mul_scalar"))?));
+        }
+        Ok(t(x.0.f_mul_scalar(v).map_err(err("mul_scalar"))?))
+    }
+    fn lt_scalar(&self, x: &TchTensor, v: f64) -> Result<TchTensor> {
+        Ok(t(x.0.f_lt(v).and_then(|m| m.f_to_kind(x.0.kind())).map_err(err("lt_scalar"))?))
+    }
+    fn neg(&self, x: &TchTensor) -> Result<TchTensor> {
+        Ok(t(x.0.f_neg().map_err(err("neg"))?))
+    }
+    fn exp(&self, x: &TchTensor) -> Result<TchTensor> {
+        self.float_only("exp", x)?;
+        Ok(t(x.0.f_exp().map_err(err("exp"))?))
+    }
+    fn log(&self, x: &TchTensor) -> Result<TchTensor> {
+        self.float_only("log", x)?;
+        Ok(t(x.0.f_log().map_err(err("log"))?))
+    }
+    fn tanh(&self, x: &TchTensor) -> Result<TchTensor> {
+        self.float_only("tanh", x)?;
+        Ok(t(x.0.f_tanh().map_err(err("tanh"))?))
+    }
+    fn sqrt(&self, x: &TchTensor) -> Result<TchTensor> {
+        self.float_only("sqrt", x)?;
+        Ok(t(x.0.f_sqrt().map_err(err("sqrt"))?))
+    }
+    fn sigmoid(&self, x: &TchTensor) -> Result<TchTensor> {
+        self.float_only("sigmoid", x)?;
+        Ok(t(x.0.f_sigmoid().map_err(err("sigmoid"))?))
+    }
+    fn clamp(&self, x: &TchTensor, min: Option<f64>, max: Option<f64>) -> Result<TchTensor> {
+        let y = match (min, max) {
+            (Some(lo), Some(hi)) => x.0.f_clamp(lo, hi),
+            (Some(lo), None) => x.0.f_clamp_min(lo),
+            (None, Some(hi)) => x.0.f_clamp_max(hi),
+            (None, None) => return Ok(x.clone()),
+        };
+        Ok(t(y.map_err(err("clamp"))?))
+    }
+    fn gelu(&self, x: &TchTensor, approx: GeluApprox) -> Result<TchTensor> {
+        self.float_only("gelu", x)?;
+        let a = match approx {
+            GeluApprox::Erf => "none",
+            GeluApprox::Tanh => "tanh",
+        };
+        Ok(t(x.0.f_gelu(a).map_err(err("gelu"))?))
+    }
+    fn relu(&self, x: &TchTensor) -> Result<TchTensor> {
+        Ok(t(x.0.f_relu().map_err(err("relu"))?))
+    }
+    fn relu6(&self, x: &TchTensor) -> Result<TchTensor> {
+        Ok(t(x.0.f_relu6().map_err(err("relu6"))?))
+    }
+    fn silu(&self, x: &TchTensor) -> Result<TchTensor> {
+        self.float_only("silu", x)?;
+        Ok(t(x.0.f_silu().map_err(err("silu"))?))
+    }
+    fn hardsigmoid(&self, x: &TchTensor) -> Result<TchTensor> {
+        self.float_only("hardsigmoid", x)?;
+        Ok(t(x.0.f_hardsigmoid().map_err(err("hardsigmoid"))?))
+    }
+    fn hardswish(&self, x: &TchTensor) -> Result<TchTensor> {
+        self.float_only("hardswish", x)?;
+        Ok(t(x.0.f_hardswish().map_err(err("hardswish"))?))
+    }
+    fn softmax(&self, x: &TchTensor, dim: usize) -> Result<TchTensor> {
+        self.float_only("softmax", x)?;
+        let d = check_dim("softmax", dim, x.0.dim())?;
+        Ok(t(x.0.f_softmax(d, x.0.kind()).map_err(err("softmax"))?))
+    }
+    fn log_softmax(&self, x: &TchTensor, dim: usize) -> Result<TchTensor> {
+        self.float_only("log_softmax", x)?;
+        let d = check_dim("log_softmax", dim, x.0.dim())?;
+        Ok(t(x.0.f_log_softmax(d, x.0.kind()).map_err(err("log_softmax"))?))
+    }
+
+    fn sum(&self, x: &TchTensor, dims: &[usize], keepdim: bool) -> Result<TchTensor> {
+        let r = x.0.dim();
+        let dims: Vec<i64> = if dims.is_empty() {
+            (0..r as i64).collect()
+        } else {
+            dims.iter().map(|&d| check_dim("sum", d, r)).collect::<Result<_>>()?
+        };
+        if r == 0 {
+            return Ok(x.clone());
+        }
+        Ok(t(x.0.f_sum_dim_intlist(dims.as_slice(), keepdim, x.0.kind()).map_err(err("sum"))?))
+    }
+    fn mean(&self, x: &TchTensor, dims: &[usize], keepdim: bool) -> Result<TchTensor> {
+        self.float_only("mean", x)?;
+        let r = x.0.dim();
+        let dims: Vec<i64> = if dims.is_empty() {
+            (0..r as i64).collect()
+        } else {
+            dims.iter().map(|&d| check_dim("mean", d, r)).collect::<Result<_>>()?
+        };
+        if r == 0 {
+            return Ok(x.clone());
+        }
+        Ok(t(x.0.f_mean_dim(dims.as_slice(), keepdim, x.0.kind()).map_err(err("mean"))?))
+    }
+    fn max_dim(&self, x: &TchTensor, dim: usize, keepdim: bool) -> Result<TchTensor> {
+        let d = check_dim("max_dim", dim, x.0.dim())?;
+        Ok(t(x.0.f_max_dim(d, keepdim).map_err(err("max_dim"))?.0))
+    }
+    fn argmax(&self, x: &TchTensor, dim: usize, keepdim: bool) -> Result<TchTensor> {
+        let d = check_dim("argmax", dim, x.0.dim())?;
+        Ok(t(x.0.f_argmax(d, keepdim).map_err(err("argmax"))?))
+    }
+    fn topk(&self, x: &TchTensor, k: usize, dim: usize, largest: bool) -> Result<(TchTensor, TchTensor)> {
+        let d = check_dim("topk", dim, x.0.dim())?;
+        let (v, i) = x.0.f_topk(k as i64, d, largest, true).map_err(err("topk"))?;
+        Ok((t(v), t(i)))
+    }
+
+    fn gather(&self, x: &TchTensor, dim: usize, index: &TchTensor) -> Result<TchTensor> {
+        let d = check_dim("gather", dim, x.0.dim())?;
+        Ok(t(x.0.f_gather(d, &index.0, false).map_err(err("gather"))?))
+    }
+    fn index_select(&self, x: &TchTensor, dim: usize, index: &TchTensor) -> Result<TchTensor> {
+        let d = check_dim("index_select", dim, x.0.dim())?;
+        Ok(t(x.0.f_index_select(d, &index.0).map_err(err("index_select"))?))
+    }
+    fn masked_fill(&self, x: &TchTensor, mask: &TchTensor, value: f64) -> Result<TchTensor> {
+        let m = mask.0.f_ne(0).map_err(err("masked_fill"))?;
+        let y = if x.0.kind() == Kind::Int64 {
+            x.0.f_masked_fill(&m, value as i64)
+        } else {
+            x.0.f_masked_fill(&m, value)
+        };
+        Ok(t(y.map_err(err("masked_fill"))?))
+    }
+    fn embedding(&self, weight: &TchTensor, ids: &TchTensor) -> Result<TchTensor> {
+        Ok(t(Tensor::f_embedding(&weight.0, &ids.0, -1, false, false).map_err(err("embedding"))?))
+    }
+
+    fn reshape(&self, x: &TchTensor, shape: &[usize]) -> Result<TchTensor> {
+        let n: usize = shape.iter().product();
+        if n != self.numel(x) {
+            return Err(Error::shape("reshape", format!("{:?} → {shape:?}: element counts differ", self.shape(x))));
+        }
+        Ok(t(x.0.f_reshape(ishape(shape)).map_err(err("reshape"))?))
+    }
+    fn permute(&self, x: &TchTensor, dims: &[usize]) -> Result<TchTensor> {
+        Ok(t(x.0.f_permute(ishape(dims)).map_err(err("permute"))?))
+    }
+    fn cat(&self, xs: &[&TchTensor], dim: usize) -> Result<TchTensor> {
+        let ts: Vec<&Tensor> = xs.iter().map(|x| &x.0).collect();
+        Ok(t(Tensor::f_cat(&ts, dim as i64).map_err(err("cat"))?))
+    }
+    fn narrow(&self, x: &TchTensor, dim: usize, start: usize, len: usize) -> Result<TchTensor> {
+        let d = check_dim("narrow", dim, x.0.dim())?;
+        Ok(t(x.0.f_narrow(d, start as i64, len as i64).map_err(err("narrow"))?))
+    }
+
+    fn matmul(&self, a: &TchTensor, b: &TchTensor) -> Result<TchTensor> {
+        self.same_kind("matmul", a, b)?;
+        Ok(t(a.0.f_matmul(&b.0).map_err(err("matmul"))?))
+    }
+    fn linear(&self, x: &TchTensor, w: &TchTensor, b: Option<&TchTensor>) -> Result<TchTensor> {
+        Ok(t(x.0.f_linear(&w.0, b.map(|b| &b.0)).map_err(err("linear"))?))
+    }
+
+    fn conv2d(&self, x: &TchTensor, w: &TchTensor, b: Option<&TchTensor>, o: Conv2dOpts) -> Result<TchTensor> {
+        if x.0.dim() != 4 || w.0.dim() != 4 {
+            return Err(Error::shape("conv2d", format!("input {:?} and weight {:?} must be 4-d", x.0.size(), w.0.size())));
+        }
+        Ok(t(x
+            .0
+            .f_conv2d(&w.0, b.map(|b| &b.0), pair(o.stride), pair(o.padding), pair(o.dilation), o.groups as i64)
+            .map_err(err("conv2d"))?))
+    }
+    fn batch_norm(&self, x: &TchTensor, bn: BatchNormTensors<'_, TchTensor>, mode: BatchNormMode) -> Result<TchTensor> {
+        let (training, momentum) = match mode {
+            BatchNormMode::Eval => (false, 0.0),
+            BatchNormMode::Train { momentum } => {
+                let factor = match (momentum, bn.num_batches_tracked) {
+                    (m, Some(nbt)) => {
+                        let _same = tch::no_grad(|| nbt.0.shallow_clone().f_add_scalar_(1))
+                            .map_err(err("batch_norm"))?;
+                        match m {
+                            Some(m) => m,
+                            None => 1.0 / nbt.0.f_int64_value(&[]).map_err(err("batch_norm"))?.max(1) as f64,
+                        }
+                    }
+                    (Some(m), None) => m,
+                    (None, None) => {
+                        return Err(Error::invalid(
+                            "batch_norm",
+                            "cumulative re-estimation (momentum None) needs num_batches_tracked",
+                        ));
+                    }
+                };
+                (true, factor)
+            }
+        };
+        let y = x.0.f_batch_norm(
+            bn.weight.map(|w| &w.0),
+            bn.bias.map(|b| &b.0),
+            Some(&bn.running_mean.0),
+            Some(&bn.running_var.0),
+            training,
+            momentum,
+            bn.eps,
+            true,
+        );
+        Ok(t(y.map_err(err("batch_norm"))?))
+    }
+    fn layer_norm(
+        &self,
+        x: &TchTensor,
+        normalized_dims: usize,
+        weight: Option<&TchTensor>,
+        bias: Option<&TchTensor>,
+        eps: f64,
+    ) -> Result<TchTensor> {
+        let size = x.0.size();
+        if normalized_dims == 0 || normalized_dims > size.len() {
+            return Err(Error::invalid("layer_norm", format!("normalized_dims {normalized_dims} for shape {size:?}")));
+        }
+        let norm_shape = &size[size.len() - normalized_dims..];
+        Ok(t(x
+            .0
+            .f_layer_norm(norm_shape, weight.map(|w| &w.0), bias.map(|b| &b.0), eps, true)
+            .map_err(err("layer_norm"))?))
+    }
+    fn max_pool2d(&self, x: &TchTensor, o: Pool2dOpts) -> Result<TchTensor> {
+        Ok(t(x
+            .0
+            .f_max_pool2d(pair(o.kernel), pair(o.stride), pair(o.padding), pair(o.dilation), o.ceil_mode)
+            .map_err(err("max_pool2d"))?))
+    }
+    fn avg_pool2d(&self, x: &TchTensor, o: Pool2dOpts) -> Result<TchTensor> {
+        Ok(t(x
+            .0
+            .f_avg_pool2d(pair(o.kernel), pair(o.stride), pair(o.padding), o.ceil_mode, o.count_include_pad, None::<i64>)
+            .map_err(err("avg_pool2d"))?))
+    }
+    fn adaptive_avg_pool2d(&self, x: &TchTensor, out: (usize, usize)) -> Result<TchTensor> {
+        Ok(t(x.0.f_adaptive_avg_pool2d(pair(out)).map_err(err("adaptive_avg_pool2d"))?))
+    }
+    fn adaptive_max_pool2d(&self, x: &TchTensor, out: (usize, usize)) -> Result<TchTensor> {
+        Ok(t(x.0.f_adaptive_max_pool2d(pair(out)).map_err(err("adaptive_max_pool2d"))?.0))
+    }
+    fn scaled_dot_product_attention(
+        &self,
+        q: &TchTensor,
+        k: &TchTensor,
+        v: &TchTensor,
+        mask: Option<&TchTensor>,
+        scale: Option<f64>,
+    ) -> Result<TchTensor> {
+        Ok(t(Tensor::f_scaled_dot_product_attention(
+            &q.0,
+            &k.0,
+            &v.0,
+            mask.map(|m| &m.0),
+            0.0,
+            false,
+            scale,
+            false,
+        )
+        .map_err(err("scaled_dot_product_attention"))?))
+    }
+}
+
+impl AutodiffBackend for Tch {
+    fn set_requires_grad(&self, x: &TchTensor, on: bool) -> Result<()> {
+        let _same = x.0.f_set_requires_grad(on).map_err(err("set_requires_grad"))?;
+        Ok(())
+    }
+    fn requires_grad(&self, x: &TchTensor) -> bool {
+        x.0.requires_grad()
+    }
+    fn backward(&self, loss: &TchTensor, wrt: &[&TchTensor]) -> Result<Vec<Option<TchTensor>>> {
+        if loss.0.numel() != 1 {
+            return Err(Error::shape("backward", format!("loss must be a scalar, got shape {:?}", loss.0.size())));
+        }
+        if let Some(i) = wrt.iter().position(|w| !w.0.requires_grad()) {
+            return Err(Error::invalid("backward", format!("input {i} does not require grad")));
+        }
+        let inputs: Vec<&Tensor> = wrt.iter().map(|w| &w.0).collect();
+        let grads = Tensor::f_run_backward(&[&loss.0], &inputs, false, false).map_err(err("backward"))?;
+        Ok(grads.into_iter().map(|g| g.defined().then(|| TchTensor(g))).collect())
+    }
+    fn no_grad<R>(&self, f: impl FnOnce() -> R) -> R {
+        tch::no_grad(f)
+    }
+    fn detach(&self, x: &TchTensor) -> Result<TchTensor> {
+        Ok(t(x.0.f_detach().map_err(err("detach"))?))
+    }
+    fn assign(&self, dst: &TchTensor, src: &TchTensor) -> Result<()> {
+        if dst.0.size() != src.0.size() {
+            return Err(Error::shape("assign", format!("{:?} ← {:?}", dst.0.size(), src.0.size())));
+        }
+        let mut d = dst.0.shallow_clone();
+        tch::no_grad(|| d.f_copy_(&src.0)).map_err(err("assign"))?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    graft_backend::conformance_tests!(Tch::cpu(), inference_only = false, autodiff);
+
+    #[test]
+    fn dropout_is_seeded_and_scaled() {
+        let b = Tch::cpu();
+        let x = b.full(&[200, 100], 1.0, DType::F32).expect("full");
+        let a = b.to_data(&b.dropout(&x, 0.3, 42).expect("dropout")).expect("data");
+        let again = b.to_data(&b.dropout(&x, 0.3, 42).expect("dropout")).expect("data");
+        let other = b.to_data(&b.dropout(&x, 0.3, 43).expect("dropout")).expect("data");
+        assert_eq!(a, again, "same seed, same mask");
+        assert_ne!(a, other, "another seed, another mask");
+        let v = a.to_f64();
+        let zeros = v.iter().filter(|x| **x == 0.0).count() as f64 / v.len() as f64;
+        assert!((zeros - 0.3).abs() < 0.02, "zero fraction {zeros}");
+        assert!(v.iter().all(|x| *x == 0.0 || (*x - 1.0 / 0.7).abs() < 1e-6));
+        let dp = b.to_data(&b.drop_path(&x, 0.5, 7).expect("drop_path")).expect("data").to_f64();
+        for row in dp.rows() {
+            assert!(row.iter().all(|v| *v == row[0]), "drop_path drops whole samples");
+        }
+        assert!(b.dropout(&x, 1.0, 0).is_err());
+    }
+
+    #[test]
+    fn libtorch_errors_are_typed_not_panics() {
+        let b = Tch::cpu();
+        let x = b.zeros(&[2, 3], DType::F32).expect("zeros");
+        let y = b.zeros(&[4, 5], DType::F32).expect("zeros");
+        let e = b.matmul(&x, &y).expect_err("bad matmul");
+        assert!(matches!(e, Error::Backend { .. }), "{e}");
+        assert!(e.to_string().contains("matmul"), "{e}");
+        let e = b.reshape(&x, &[7]).expect_err("bad reshape");
+        assert!(e.to_string().contains("element counts"), "{e}");
+        let i = b.zeros(&[2], DType::I64).expect("zeros");
+        assert!(b.add(&x, &i).is_err(), "mixed dtypes are refused");
+    }
+
+    #[test]
+    fn channels_last_keeps_values() {
+        let b = Tch::cpu();
+        let x = b.from_data(&graft_backend::conformance::rnd(&[2, 3, 4, 5], 1, -1.0, 1.0)).expect("x");
+        let y = b.to_memory_format(&x, MemoryFormat::ChannelsLast).expect("cl");
+        assert_eq!(y.0.stride(), vec![60, 1, 15, 3]);
+        assert_eq!(b.to_data(&y).expect("y"), b.to_data(&x).expect("x"));
+    }
+}
