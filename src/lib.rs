@@ -1,1 +1,21 @@
+//! graft: transfer learning in Rust — feature extraction, direct reuse and fine-tuning over a
+//! timm / torchvision-like model zoo, on libtorch (training, CPU / CUDA) or pure Rust (inference).
+//!
+//! This facade owns nothing of its own: it re-exports the workspace crates under one name and picks
+//! the backends. It must not grow logic that a lower crate should own.
+//!
+//! - [`core`]: errors, dotted names, selectors.
+//! - [`backend`]: the `Backend` / `AutodiffBackend` traits, the parameter store, the forward context.
+//! - [`tch`]: the libtorch backend; [`ndarray`]: the pure-Rust inference backend.
+//! - [`optim`]: SGD and AdamW with mutable parameter groups and exportable state.
 
+pub use graft_backend as backend;
+pub use graft_core as core;
+pub use graft_ndarray as ndarray;
+pub use graft_optim as optim;
+pub use graft_tch as tch;
+
+pub use graft_backend::{AutodiffBackend, Backend, Ctx, DType, ModeTable, Params, TensorData};
+pub use graft_core::{Error, Result};
+pub use graft_ndarray::NdArray;
+pub use graft_tch::Tch;

@@ -120,6 +120,17 @@ fn ints(shape: &[usize], seed: u64, hi: i64) -> TensorData {
     TensorData::I64(ArrayD::from_shape_vec(IxDyn(shape), v).unwrap_or_else(|_| ArrayD::zeros(IxDyn(shape))))
 }
 
+/// Distinct i64 values (a seeded permutation of `0..n`, scaled and shifted) so that sorts,
+/// top-k and argmax have no ties whose order backends may break differently.
+fn distinct_ints(shape: &[usize], seed: u64) -> TensorData {
+    let n: usize = shape.iter().product();
+    let keys = uniform_f32(n, seed);
+    let mut order: Vec<usize> = (0..n).collect();
+    order.sort_by(|&a, &b| keys[a].total_cmp(&keys[b]).then(a.cmp(&b)));
+    let v = order.into_iter().map(|i| 7 * i as i64 - 150).collect();
+    TensorData::I64(ArrayD::from_shape_vec(IxDyn(shape), v).unwrap_or_else(|_| ArrayD::zeros(IxDyn(shape))))
+}
+
 /// Inputs of a case (host values), shared by [`run_case`] and the references.
 pub fn inputs(case: &str) -> Vec<TensorData> {
     let r = |s: &[usize], seed| rnd(s, seed, -2.0, 2.0);
@@ -186,7 +197,7 @@ pub fn inputs(case: &str) -> Vec<TensorData> {
         "bf16_layer_norm" => vec![r(&[2, 16], 80).cast(DType::BF16)],
         "i64_add" | "i64_mul" => vec![ints(&[3, 4], 81, 50), ints(&[4], 82, 50)],
         "i64_sum" | "i64_permute" | "i64_narrow" | "i64_max_dim" | "i64_argmax" | "i64_topk" => {
-            vec![ints(&[3, 4, 5], 83, 1000)]
+            vec![distinct_ints(&[3, 4, 5], 83)]
         }
         "i64_cat" => vec![ints(&[2, 3], 84, 9), ints(&[1, 3], 85, 9)],
         "i64_masked_fill" => vec![ints(&[3, 4], 86, 9), ints(&[3, 1], 87, 2)],
