@@ -21,7 +21,9 @@ fn every_op_agrees_between_tch_and_ndarray() {
         let got = run_case(&n, case);
         if TRAIN_ONLY.contains(&case) {
             if !matches!(got, Err(Error::Unsupported { .. })) {
-                failures.push(format!("{case}: ndarray should refuse a training op, got {got:?}"));
+                failures.push(format!(
+                    "{case}: ndarray should refuse a training op, got {got:?}"
+                ));
             }
             continue;
         }
@@ -43,6 +45,11 @@ fn every_op_agrees_between_tch_and_ndarray() {
             }
         }
     }
-    assert!(failures.is_empty(), "{} disagreements:\n{}", failures.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} disagreements:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
     assert!(compared >= 100, "only {compared} outputs compared");
 }

@@ -21,20 +21,27 @@ fn main() {
     let version = std::fs::read_to_string(root.join("version.py"))
         .ok()
         .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("__version__ = ").map(|v| v.trim_matches(['\'', '"']).to_string()))
+            s.lines().find_map(|l| {
+                l.strip_prefix("__version__ = ")
+                    .map(|v| v.trim_matches(['\'', '"']).to_string())
+            })
         })
-        .or_else(|| std::fs::read_to_string(root.join("build-version")).ok().map(|s| s.trim().to_string()));
-    if let Some(v) = version {
-        if v.split('+').next() != Some(WANT_TORCH) && std::env::var_os("LIBTORCH_BYPASS_VERSION_CHECK").is_none() {
-            eprintln!(
-                "error: libtorch at {} is version {v}; graft (tch 0.26) needs {WANT_TORCH}.\n\
+        .or_else(|| {
+            std::fs::read_to_string(root.join("build-version"))
+                .ok()
+                .map(|s| s.trim().to_string())
+        });
+    if let Some(v) = version
+        && v.split('+').next() != Some(WANT_TORCH)
+        && std::env::var_os("LIBTORCH_BYPASS_VERSION_CHECK").is_none()
+    {
+        eprintln!(
+            "error: libtorch at {} is version {v}; graft (tch 0.26) needs {WANT_TORCH}.\n\
                  Run `make setup` (or scripts/setup.sh) to install torch=={WANT_TORCH} into the venv,\n\
                  or export LIBTORCH=/path/to/libtorch-{WANT_TORCH} and run `cargo clean -p torch-sys`.",
-                root.display()
-            );
-            std::process::exit(1);
-        }
+            root.display()
+        );
+        std::process::exit(1);
     }
     println!("cargo:rustc-link-arg=-Wl,-rpath,{lib}");
     // Exported to crates that depend on graft-tch (DEP_GRAFT_TCH_LIBTORCH_LIB) so their own build

@@ -7,7 +7,9 @@
 use std::fmt::Debug;
 
 use crate::data::{DType, TensorData};
-use crate::opts::{BatchNormMode, BatchNormTensors, Conv2dOpts, GeluApprox, MemoryFormat, Pool2dOpts};
+use crate::opts::{
+    BatchNormMode, BatchNormTensors, Conv2dOpts, GeluApprox, MemoryFormat, Pool2dOpts,
+};
 use crate::{Error, Result};
 
 /// A tensor library graft models run on. The value of a `Backend` is its device (CPU, `cuda:0`).
@@ -21,7 +23,8 @@ pub trait Backend: Clone + Send + Sync + Debug + 'static {
     fn device(&self) -> String;
 
     // ---- data in / out -----------------------------------------------------------------------
-    /// Uploads a host value.
+    /// Uploads a host value. (`self` is the device the tensor goes to.)
+    #[allow(clippy::wrong_self_convention)]
     fn from_data(&self, data: &TensorData) -> Result<Self::Tensor>;
     /// Downloads a tensor's value.
     fn to_data(&self, x: &Self::Tensor) -> Result<TensorData>;
@@ -147,7 +150,9 @@ pub trait Backend: Clone + Send + Sync + Debug + 'static {
         let n: usize = if dims.is_empty() {
             shape.iter().product()
         } else {
-            dims.iter().map(|&d| shape.get(d).copied().unwrap_or(1)).product()
+            dims.iter()
+                .map(|&d| shape.get(d).copied().unwrap_or(1))
+                .product()
         };
         let s = self.sum(x, dims, keepdim)?;
         self.mul_scalar(&s, 1.0 / n.max(1) as f64)
@@ -169,10 +174,19 @@ pub trait Backend: Clone + Send + Sync + Debug + 'static {
     /// `out[i][j][k] = x[i][index[i][j][k]][k]` for `dim = 1` (PyTorch's gather).
     fn gather(&self, x: &Self::Tensor, dim: usize, index: &Self::Tensor) -> Result<Self::Tensor>;
     /// Rows (slices along `dim`) picked by a 1-d i64 index.
-    fn index_select(&self, x: &Self::Tensor, dim: usize, index: &Self::Tensor)
-    -> Result<Self::Tensor>;
+    fn index_select(
+        &self,
+        x: &Self::Tensor,
+        dim: usize,
+        index: &Self::Tensor,
+    ) -> Result<Self::Tensor>;
     /// `value` where `mask` (broadcastable to `x`, any dtype) is non-zero, else `x`.
-    fn masked_fill(&self, x: &Self::Tensor, mask: &Self::Tensor, value: f64) -> Result<Self::Tensor>;
+    fn masked_fill(
+        &self,
+        x: &Self::Tensor,
+        mask: &Self::Tensor,
+        value: f64,
+    ) -> Result<Self::Tensor>;
     /// Embedding lookup: i64 `ids` of any shape → `ids.shape + [dim]` rows of `weight`.
     fn embedding(&self, weight: &Self::Tensor, ids: &Self::Tensor) -> Result<Self::Tensor> {
         let ids_shape = self.shape(ids);
@@ -193,8 +207,13 @@ pub trait Backend: Clone + Send + Sync + Debug + 'static {
     /// Concatenates along `dim`.
     fn cat(&self, xs: &[&Self::Tensor], dim: usize) -> Result<Self::Tensor>;
     /// `len` elements along `dim` starting at `start`.
-    fn narrow(&self, x: &Self::Tensor, dim: usize, start: usize, len: usize)
-    -> Result<Self::Tensor>;
+    fn narrow(
+        &self,
+        x: &Self::Tensor,
+        dim: usize,
+        start: usize,
+        len: usize,
+    ) -> Result<Self::Tensor>;
     /// Merges dims `start..=end` into one.
     fn flatten(&self, x: &Self::Tensor, start: usize, end: usize) -> Result<Self::Tensor> {
         let shape = self.shape(x);
@@ -216,7 +235,10 @@ pub trait Backend: Clone + Send + Sync + Debug + 'static {
     fn transpose(&self, x: &Self::Tensor, a: usize, b: usize) -> Result<Self::Tensor> {
         let r = self.rank(x);
         if a >= r || b >= r {
-            return Err(Error::invalid("transpose", format!("dims {a}, {b} out of range for rank {r}")));
+            return Err(Error::invalid(
+                "transpose",
+                format!("dims {a}, {b} out of range for rank {r}"),
+            ));
         }
         let mut dims: Vec<usize> = (0..r).collect();
         dims.swap(a, b);
@@ -226,7 +248,10 @@ pub trait Backend: Clone + Send + Sync + Debug + 'static {
     fn unsqueeze(&self, x: &Self::Tensor, dim: usize) -> Result<Self::Tensor> {
         let mut shape = self.shape(x);
         if dim > shape.len() {
-            return Err(Error::invalid("unsqueeze", format!("dim {dim} > rank {}", shape.len())));
+            return Err(Error::invalid(
+                "unsqueeze",
+                format!("dim {dim} > rank {}", shape.len()),
+            ));
         }
         shape.insert(dim, 1);
         self.reshape(x, &shape)
@@ -277,7 +302,10 @@ pub trait Backend: Clone + Send + Sync + Debug + 'static {
     ) -> Result<Self::Tensor> {
         let r = self.rank(x);
         if normalized_dims == 0 || normalized_dims > r {
-            return Err(Error::invalid("layer_norm", format!("normalized_dims {normalized_dims} for rank {r}")));
+            return Err(Error::invalid(
+                "layer_norm",
+                format!("normalized_dims {normalized_dims} for rank {r}"),
+            ));
         }
         let dims: Vec<usize> = (r - normalized_dims..r).collect();
         let mu = self.mean(x, &dims, true)?;
@@ -316,7 +344,10 @@ pub trait Backend: Clone + Send + Sync + Debug + 'static {
     ) -> Result<Self::Tensor> {
         let r = self.rank(q);
         if r < 2 || self.rank(k) != r || self.rank(v) != r {
-            return Err(Error::shape("scaled_dot_product_attention", "q, k, v need the same rank >= 2"));
+            return Err(Error::shape(
+                "scaled_dot_product_attention",
+                "q, k, v need the same rank >= 2",
+            ));
         }
         let e = self.shape(q)[r - 1];
         let scale = scale.unwrap_or(1.0 / (e as f64).sqrt());
@@ -333,7 +364,10 @@ pub trait Backend: Clone + Send + Sync + Debug + 'static {
     /// Inverted dropout: zero each element with probability `p`, scale the rest by `1/(1-p)`.
     fn dropout(&self, x: &Self::Tensor, p: f64, seed: u64) -> Result<Self::Tensor> {
         if !(0.0..1.0).contains(&p) {
-            return Err(Error::invalid("dropout", format!("p = {p} must be in [0, 1)")));
+            return Err(Error::invalid(
+                "dropout",
+                format!("p = {p} must be in [0, 1)"),
+            ));
         }
         let keep = self.lt_scalar(&self.rand_uniform(&self.shape(x), seed)?, 1.0 - p)?;
         let keep = self.cast(&keep, self.dtype(x))?;
@@ -343,7 +377,10 @@ pub trait Backend: Clone + Send + Sync + Debug + 'static {
     /// kept ones by `1/(1-p)`.
     fn drop_path(&self, x: &Self::Tensor, p: f64, seed: u64) -> Result<Self::Tensor> {
         if !(0.0..1.0).contains(&p) {
-            return Err(Error::invalid("drop_path", format!("p = {p} must be in [0, 1)")));
+            return Err(Error::invalid(
+                "drop_path",
+                format!("p = {p} must be in [0, 1)"),
+            ));
         }
         let shape = self.shape(x);
         let Some(&n) = shape.first() else {
@@ -367,7 +404,11 @@ pub trait AutodiffBackend: Backend {
     fn requires_grad(&self, x: &Self::Tensor) -> bool;
     /// Gradients of the scalar `loss` with respect to each of `wrt` (all must require grad);
     /// `None` where `loss` does not depend on it. Nothing is accumulated on the tensors.
-    fn backward(&self, loss: &Self::Tensor, wrt: &[&Self::Tensor]) -> Result<Vec<Option<Self::Tensor>>>;
+    fn backward(
+        &self,
+        loss: &Self::Tensor,
+        wrt: &[&Self::Tensor],
+    ) -> Result<Vec<Option<Self::Tensor>>>;
     /// Runs `f` with gradient recording off.
     fn no_grad<R>(&self, f: impl FnOnce() -> R) -> R;
     /// A tensor sharing `x`'s values with no autograd history.

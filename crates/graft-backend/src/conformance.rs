@@ -56,7 +56,9 @@ impl Tol {
         }
         match worst {
             None => Ok(()),
-            Some((i, x, y, d)) => Err(format!("{self:?} violated: flat index {i}: {x} vs {y} (|diff| {d:e})")),
+            Some((i, x, y, d)) => Err(format!(
+                "{self:?} violated: flat index {i}: {x} vs {y} (|diff| {d:e})"
+            )),
         }
     }
 }
@@ -76,48 +78,167 @@ pub fn tolerance(case: &str) -> Tol {
 }
 
 const EXACT: &[&str] = &[
-    "reshape", "permute", "cat", "narrow", "flatten", "transpose", "unsqueeze", "index_select",
-    "gather", "embedding", "masked_fill", "argmax", "lt_scalar", "max_dim", "relu", "relu6",
-    "clamp", "neg", "max_pool2d", "max_pool2d_ceil_dilated", "adaptive_max_pool2d", "cast_f32_i64",
+    "reshape",
+    "permute",
+    "cat",
+    "narrow",
+    "flatten",
+    "transpose",
+    "unsqueeze",
+    "index_select",
+    "gather",
+    "embedding",
+    "masked_fill",
+    "argmax",
+    "lt_scalar",
+    "max_dim",
+    "relu",
+    "relu6",
+    "clamp",
+    "neg",
+    "max_pool2d",
+    "max_pool2d_ceil_dilated",
+    "adaptive_max_pool2d",
+    "cast_f32_i64",
 ];
-const REL: &[&str] = &["conv2d", "matmul", "linear", "sdpa", "sum", "mean", "batch_norm", "layer_norm", "avg_pool", "adaptive_avg"];
+const REL: &[&str] = &[
+    "conv2d",
+    "matmul",
+    "linear",
+    "sdpa",
+    "sum",
+    "mean",
+    "batch_norm",
+    "layer_norm",
+    "avg_pool",
+    "adaptive_avg",
+];
 
 /// Cases that need training (batch statistics, dropout): an inference-only backend must refuse
 /// them with [`Error::Unsupported`].
-pub const TRAIN_ONLY: &[&str] = &["batch_norm_train", "batch_norm_cumulative", "dropout", "drop_path"];
+pub const TRAIN_ONLY: &[&str] = &[
+    "batch_norm_train",
+    "batch_norm_cumulative",
+    "dropout",
+    "drop_path",
+];
 
 /// Every case, in a stable order.
 pub fn case_names() -> &'static [&'static str] {
     &[
-        "add_bcast", "sub_bcast", "mul_bcast", "div_bcast", "add_scalar", "mul_scalar", "lt_scalar",
-        "neg", "exp", "log", "tanh", "sqrt", "sigmoid", "clamp", "relu", "relu6", "gelu_erf",
-        "gelu_tanh", "silu", "hardswish", "hardsigmoid", "softmax_dim1", "softmax_last",
-        "log_softmax", "sum_dim", "sum_all", "mean_dims", "max_dim", "argmax", "topk_largest",
-        "topk_smallest", "gather", "index_select", "masked_fill", "embedding", "reshape", "permute",
-        "cat", "narrow", "flatten", "transpose", "unsqueeze", "matmul_2d", "matmul_batched",
-        "matmul_broadcast", "matmul_vec", "linear", "conv2d_3x3_pad1", "conv2d_stride2_pad1",
-        "conv2d_dilation2", "conv2d_depthwise", "conv2d_groups2_bias", "conv2d_1x1_spatial",
-        "conv2d_batch1_rect", "batch_norm_eval", "batch_norm_train", "batch_norm_cumulative",
-        "layer_norm", "layer_norm_2d", "max_pool2d", "max_pool2d_ceil_dilated", "avg_pool2d",
-        "avg_pool2d_ceil_nopad", "adaptive_avg_pool2d", "adaptive_max_pool2d", "sdpa_mask",
-        "sdpa_nomask", "dropout", "drop_path", "cast_f32_bf16", "cast_f32_i64", "bf16_add",
-        "bf16_mul", "bf16_gelu", "bf16_softmax", "bf16_matmul", "bf16_conv2d", "bf16_layer_norm",
-        "i64_add", "i64_mul", "i64_sum", "i64_cat", "i64_permute", "i64_narrow", "i64_masked_fill",
-        "i64_gather", "i64_max_dim", "i64_argmax", "i64_topk",
+        "add_bcast",
+        "sub_bcast",
+        "mul_bcast",
+        "div_bcast",
+        "add_scalar",
+        "mul_scalar",
+        "lt_scalar",
+        "neg",
+        "exp",
+        "log",
+        "tanh",
+        "sqrt",
+        "sigmoid",
+        "clamp",
+        "relu",
+        "relu6",
+        "gelu_erf",
+        "gelu_tanh",
+        "silu",
+        "hardswish",
+        "hardsigmoid",
+        "softmax_dim1",
+        "softmax_last",
+        "log_softmax",
+        "sum_dim",
+        "sum_all",
+        "mean_dims",
+        "max_dim",
+        "argmax",
+        "topk_largest",
+        "topk_smallest",
+        "gather",
+        "index_select",
+        "masked_fill",
+        "embedding",
+        "reshape",
+        "permute",
+        "cat",
+        "narrow",
+        "flatten",
+        "transpose",
+        "unsqueeze",
+        "matmul_2d",
+        "matmul_batched",
+        "matmul_broadcast",
+        "matmul_vec",
+        "linear",
+        "conv2d_3x3_pad1",
+        "conv2d_stride2_pad1",
+        "conv2d_dilation2",
+        "conv2d_depthwise",
+        "conv2d_groups2_bias",
+        "conv2d_1x1_spatial",
+        "conv2d_batch1_rect",
+        "batch_norm_eval",
+        "batch_norm_train",
+        "batch_norm_cumulative",
+        "layer_norm",
+        "layer_norm_2d",
+        "max_pool2d",
+        "max_pool2d_ceil_dilated",
+        "avg_pool2d",
+        "avg_pool2d_ceil_nopad",
+        "adaptive_avg_pool2d",
+        "adaptive_max_pool2d",
+        "sdpa_mask",
+        "sdpa_nomask",
+        "dropout",
+        "drop_path",
+        "cast_f32_bf16",
+        "cast_f32_i64",
+        "bf16_add",
+        "bf16_mul",
+        "bf16_gelu",
+        "bf16_softmax",
+        "bf16_matmul",
+        "bf16_conv2d",
+        "bf16_layer_norm",
+        "i64_add",
+        "i64_mul",
+        "i64_sum",
+        "i64_cat",
+        "i64_permute",
+        "i64_narrow",
+        "i64_masked_fill",
+        "i64_gather",
+        "i64_max_dim",
+        "i64_argmax",
+        "i64_topk",
     ]
 }
 
 /// Deterministic f32 values in `[lo, hi)`.
 pub fn rnd(shape: &[usize], seed: u64, lo: f32, hi: f32) -> TensorData {
     let n = shape.iter().product();
-    let v = uniform_f32(n, seed).into_iter().map(|u| lo + (hi - lo) * u).collect();
-    TensorData::F32(ArrayD::from_shape_vec(IxDyn(shape), v).unwrap_or_else(|_| ArrayD::zeros(IxDyn(shape))))
+    let v = uniform_f32(n, seed)
+        .into_iter()
+        .map(|u| lo + (hi - lo) * u)
+        .collect();
+    TensorData::F32(
+        ArrayD::from_shape_vec(IxDyn(shape), v).unwrap_or_else(|_| ArrayD::zeros(IxDyn(shape))),
+    )
 }
 
 fn ints(shape: &[usize], seed: u64, hi: i64) -> TensorData {
     let n = shape.iter().product();
-    let v = uniform_f32(n, seed).into_iter().map(|u| ((u * hi as f32) as i64).min(hi - 1)).collect();
-    TensorData::I64(ArrayD::from_shape_vec(IxDyn(shape), v).unwrap_or_else(|_| ArrayD::zeros(IxDyn(shape))))
+    let v = uniform_f32(n, seed)
+        .into_iter()
+        .map(|u| ((u * hi as f32) as i64).min(hi - 1))
+        .collect();
+    TensorData::I64(
+        ArrayD::from_shape_vec(IxDyn(shape), v).unwrap_or_else(|_| ArrayD::zeros(IxDyn(shape))),
+    )
 }
 
 /// Distinct i64 values (a seeded permutation of `0..n`, scaled and shifted) so that sorts,
@@ -128,7 +249,9 @@ fn distinct_ints(shape: &[usize], seed: u64) -> TensorData {
     let mut order: Vec<usize> = (0..n).collect();
     order.sort_by(|&a, &b| keys[a].total_cmp(&keys[b]).then(a.cmp(&b)));
     let v = order.into_iter().map(|i| 7 * i as i64 - 150).collect();
-    TensorData::I64(ArrayD::from_shape_vec(IxDyn(shape), v).unwrap_or_else(|_| ArrayD::zeros(IxDyn(shape))))
+    TensorData::I64(
+        ArrayD::from_shape_vec(IxDyn(shape), v).unwrap_or_else(|_| ArrayD::zeros(IxDyn(shape))),
+    )
 }
 
 /// Inputs of a case (host values), shared by [`run_case`] and the references.
@@ -149,10 +272,15 @@ pub fn inputs(case: &str) -> Vec<TensorData> {
         "sum_dim" | "sum_all" | "mean_dims" | "max_dim" | "argmax" | "topk_largest"
         | "topk_smallest" => vec![r(&[3, 6, 5], 12)],
         "gather" => vec![r(&[3, 5], 13), ints(&[3, 4], 14, 5)],
-        "index_select" => vec![r(&[4, 3, 2], 15), TensorData::i64(&[3], vec![2, 0, 2]).unwrap_or_else(|_| ints(&[3], 0, 4))],
+        "index_select" => vec![
+            r(&[4, 3, 2], 15),
+            TensorData::i64(&[3], vec![2, 0, 2]).unwrap_or_else(|_| ints(&[3], 0, 4)),
+        ],
         "masked_fill" => vec![r(&[2, 3, 4], 16), ints(&[1, 3, 4], 17, 2)],
         "embedding" => vec![r(&[10, 6], 18), ints(&[2, 5], 19, 10)],
-        "reshape" | "permute" | "flatten" | "transpose" | "unsqueeze" | "narrow" => vec![r(&[2, 3, 4, 5], 20)],
+        "reshape" | "permute" | "flatten" | "transpose" | "unsqueeze" | "narrow" => {
+            vec![r(&[2, 3, 4, 5], 20)]
+        }
         "cat" => vec![r(&[2, 3, 4], 21), r(&[2, 1, 4], 22), r(&[2, 2, 4], 23)],
         "matmul_2d" => vec![r(&[5, 7], 24), r(&[7, 3], 25)],
         "matmul_batched" => vec![r(&[3, 4, 6], 26), r(&[3, 6, 5], 27)],
@@ -183,17 +311,30 @@ pub fn inputs(case: &str) -> Vec<TensorData> {
             r(&[2, 3, 6, 4], 66),
             r(&[2, 3, 6, 4], 67),
             TensorData::F32(ArrayD::from_shape_fn(IxDyn(&[2, 1, 1, 6]), |i| {
-                if i[2] == 0 && i[3] >= 4 - i[0] { -1e9 } else { 0.0 }
+                if i[2] == 0 && i[3] >= 4 - i[0] {
+                    -1e9
+                } else {
+                    0.0
+                }
             })),
         ],
         "sdpa_nomask" => vec![r(&[1, 4, 3], 68), r(&[1, 7, 3], 69), r(&[1, 7, 2], 70)],
         "dropout" | "drop_path" => vec![TensorData::F32(ArrayD::from_elem(IxDyn(&[64, 50]), 1.0))],
         "cast_f32_bf16" | "cast_f32_i64" => vec![wide(&[3, 4], 71)],
-        "bf16_add" | "bf16_mul" => vec![r(&[3, 4], 72).cast(DType::BF16), r(&[4], 73).cast(DType::BF16)],
+        "bf16_add" | "bf16_mul" => vec![
+            r(&[3, 4], 72).cast(DType::BF16),
+            r(&[4], 73).cast(DType::BF16),
+        ],
         "bf16_gelu" => vec![wide(&[4, 5], 74).cast(DType::BF16)],
         "bf16_softmax" => vec![r(&[3, 6], 75).cast(DType::BF16)],
-        "bf16_matmul" => vec![r(&[4, 16], 76).cast(DType::BF16), r(&[16, 3], 77).cast(DType::BF16)],
-        "bf16_conv2d" => vec![r(&[1, 4, 6, 6], 78).cast(DType::BF16), r(&[3, 4, 3, 3], 79).cast(DType::BF16)],
+        "bf16_matmul" => vec![
+            r(&[4, 16], 76).cast(DType::BF16),
+            r(&[16, 3], 77).cast(DType::BF16),
+        ],
+        "bf16_conv2d" => vec![
+            r(&[1, 4, 6, 6], 78).cast(DType::BF16),
+            r(&[3, 4, 3, 3], 79).cast(DType::BF16),
+        ],
         "bf16_layer_norm" => vec![r(&[2, 16], 80).cast(DType::BF16)],
         "i64_add" | "i64_mul" => vec![ints(&[3, 4], 81, 50), ints(&[4], 82, 50)],
         "i64_sum" | "i64_permute" | "i64_narrow" | "i64_max_dim" | "i64_argmax" | "i64_topk" => {
@@ -221,7 +362,10 @@ fn bn_tensors<'a, T>(t: &'a [T], nbt: Option<&'a T>) -> BatchNormTensors<'a, T> 
 pub fn run_case<B: Backend>(b: &B, case: &str) -> Result<Vec<TensorData>> {
     let ins = inputs(case);
     if ins.is_empty() {
-        return Err(Error::invalid("conformance", format!("unknown case {case:?}")));
+        return Err(Error::invalid(
+            "conformance",
+            format!("unknown case {case:?}"),
+        ));
     }
     let t: Vec<B::Tensor> = ins.iter().map(|d| b.from_data(d)).collect::<Result<_>>()?;
     let one = |x: Result<B::Tensor>| -> Result<Vec<B::Tensor>> { Ok(vec![x?]) };
@@ -239,7 +383,10 @@ pub fn run_case<B: Backend>(b: &B, case: &str) -> Result<Vec<TensorData>> {
         "tanh" => one(b.tanh(&t[0]))?,
         "sqrt" => one(b.sqrt(&t[0]))?,
         "sigmoid" => one(b.sigmoid(&t[0]))?,
-        "clamp" => vec![b.clamp(&t[0], Some(-1.5), Some(2.25))?, b.clamp(&t[0], None, Some(0.5))?],
+        "clamp" => vec![
+            b.clamp(&t[0], Some(-1.5), Some(2.25))?,
+            b.clamp(&t[0], None, Some(0.5))?,
+        ],
         "relu" => one(b.relu(&t[0]))?,
         "relu6" => one(b.relu6(&t[0]))?,
         "gelu_erf" | "bf16_gelu" => one(b.gelu(&t[0], GeluApprox::Erf))?,
@@ -266,7 +413,10 @@ pub fn run_case<B: Backend>(b: &B, case: &str) -> Result<Vec<TensorData>> {
             vec![v, i]
         }
         "gather" | "i64_gather" => one(b.gather(&t[0], 1, &t[1]))?,
-        "index_select" => vec![b.index_select(&t[0], 0, &t[2 - 1])?, b.index_select(&t[0], 1, &b.from_data(&TensorData::i64(&[2], vec![1, 1])?)?)?],
+        "index_select" => vec![
+            b.index_select(&t[0], 0, &t[2 - 1])?,
+            b.index_select(&t[0], 1, &b.from_data(&TensorData::i64(&[2], vec![1, 1])?)?)?,
+        ],
         "masked_fill" => one(b.masked_fill(&t[0], &t[1], -3.5))?,
         "i64_masked_fill" => one(b.masked_fill(&t[0], &t[1], -7.0))?,
         "embedding" => one(b.embedding(&t[0], &t[1]))?,
@@ -283,7 +433,10 @@ pub fn run_case<B: Backend>(b: &B, case: &str) -> Result<Vec<TensorData>> {
         "matmul_2d" | "matmul_batched" | "matmul_broadcast" | "matmul_vec" | "bf16_matmul" => {
             one(b.matmul(&t[0], &t[1]))?
         }
-        "linear" => vec![b.linear(&t[0], &t[1], Some(&t[2]))?, b.linear(&t[0], &t[1], None)?],
+        "linear" => vec![
+            b.linear(&t[0], &t[1], Some(&t[2]))?,
+            b.linear(&t[0], &t[1], None)?,
+        ],
         "conv2d_3x3_pad1" => one(b.conv2d(&t[0], &t[1], None, Conv2dOpts::new().padding(1)))?,
         "conv2d_stride2_pad1" => {
             one(b.conv2d(&t[0], &t[1], None, Conv2dOpts::new().stride(2).padding(1)))?
@@ -291,25 +444,44 @@ pub fn run_case<B: Backend>(b: &B, case: &str) -> Result<Vec<TensorData>> {
         "conv2d_dilation2" => {
             one(b.conv2d(&t[0], &t[1], None, Conv2dOpts::new().dilation(2).padding(2)))?
         }
-        "conv2d_depthwise" => {
-            one(b.conv2d(&t[0], &t[1], None, Conv2dOpts::new().groups(6).padding(1).stride(2)))?
-        }
-        "conv2d_groups2_bias" => {
-            one(b.conv2d(&t[0], &t[1], Some(&t[2]), Conv2dOpts::new().groups(2).padding(1)))?
-        }
+        "conv2d_depthwise" => one(b.conv2d(
+            &t[0],
+            &t[1],
+            None,
+            Conv2dOpts::new().groups(6).padding(1).stride(2),
+        ))?,
+        "conv2d_groups2_bias" => one(b.conv2d(
+            &t[0],
+            &t[1],
+            Some(&t[2]),
+            Conv2dOpts::new().groups(2).padding(1),
+        ))?,
         "conv2d_1x1_spatial" => one(b.conv2d(&t[0], &t[1], Some(&t[2]), Conv2dOpts::new()))?,
         "conv2d_batch1_rect" => one(b.conv2d(
             &t[0],
             &t[1],
             None,
-            Conv2dOpts { stride: (2, 1), padding: (1, 2), dilation: (1, 1), groups: 1 },
+            Conv2dOpts {
+                stride: (2, 1),
+                padding: (1, 2),
+                dilation: (1, 1),
+                groups: 1,
+            },
         ))?,
         "bf16_conv2d" => one(b.conv2d(&t[0], &t[1], None, Conv2dOpts::new().padding(1)))?,
         "batch_norm_eval" => one(b.batch_norm(&t[0], bn_tensors(&t, None), BatchNormMode::Eval))?,
         "batch_norm_train" | "batch_norm_cumulative" => {
             let nbt = b.from_data(&TensorData::i64(&[], vec![3])?)?;
-            let momentum = if case == "batch_norm_train" { Some(0.1) } else { None };
-            let y = b.batch_norm(&t[0], bn_tensors(&t, Some(&nbt)), BatchNormMode::Train { momentum })?;
+            let momentum = if case == "batch_norm_train" {
+                Some(0.1)
+            } else {
+                None
+            };
+            let y = b.batch_norm(
+                &t[0],
+                bn_tensors(&t, Some(&nbt)),
+                BatchNormMode::Train { momentum },
+            )?;
             vec![y, t[3].clone(), t[4].clone(), nbt]
         }
         "layer_norm" => vec![
@@ -325,21 +497,45 @@ pub fn run_case<B: Backend>(b: &B, case: &str) -> Result<Vec<TensorData>> {
         ],
         "avg_pool2d" => vec![
             b.avg_pool2d(&t[0], Pool2dOpts::new(3).stride(2).padding(1))?,
-            b.avg_pool2d(&t[0], Pool2dOpts::new(3).stride(2).padding(1).count_include_pad(false))?,
+            b.avg_pool2d(
+                &t[0],
+                Pool2dOpts::new(3)
+                    .stride(2)
+                    .padding(1)
+                    .count_include_pad(false),
+            )?,
         ],
         "avg_pool2d_ceil_nopad" => vec![
             b.avg_pool2d(&t[0], Pool2dOpts::new(3).stride(2).ceil_mode(true))?,
-            b.avg_pool2d(&t[0], Pool2dOpts::new(2).stride(2).padding(1).ceil_mode(true).count_include_pad(false))?,
+            b.avg_pool2d(
+                &t[0],
+                Pool2dOpts::new(2)
+                    .stride(2)
+                    .padding(1)
+                    .ceil_mode(true)
+                    .count_include_pad(false),
+            )?,
         ],
-        "adaptive_avg_pool2d" => vec![b.adaptive_avg_pool2d(&t[0], (3, 4))?, b.adaptive_avg_pool2d(&t[0], (1, 1))?],
-        "adaptive_max_pool2d" => vec![b.adaptive_max_pool2d(&t[0], (3, 4))?, b.adaptive_max_pool2d(&t[0], (1, 1))?],
+        "adaptive_avg_pool2d" => vec![
+            b.adaptive_avg_pool2d(&t[0], (3, 4))?,
+            b.adaptive_avg_pool2d(&t[0], (1, 1))?,
+        ],
+        "adaptive_max_pool2d" => vec![
+            b.adaptive_max_pool2d(&t[0], (3, 4))?,
+            b.adaptive_max_pool2d(&t[0], (1, 1))?,
+        ],
         "sdpa_mask" => one(b.scaled_dot_product_attention(&t[0], &t[1], &t[2], Some(&t[3]), None))?,
         "sdpa_nomask" => one(b.scaled_dot_product_attention(&t[0], &t[1], &t[2], None, Some(0.3)))?,
         "dropout" => one(b.dropout(&t[0], 0.25, 1234))?,
         "drop_path" => one(b.drop_path(&t[0], 0.25, 1234))?,
         "cast_f32_bf16" => one(b.cast(&t[0], DType::BF16))?,
         "cast_f32_i64" => one(b.cast(&t[0], DType::I64))?,
-        other => return Err(Error::invalid("conformance", format!("case {other:?} has no runner"))),
+        other => {
+            return Err(Error::invalid(
+                "conformance",
+                format!("case {other:?} has no runner"),
+            ));
+        }
     };
     out.iter().map(|x| b.to_data(x)).collect()
 }
@@ -375,7 +571,12 @@ fn erf(x: f64) -> f64 {
     }
 }
 
-fn conv_ref(x: &ArrayD<f64>, w: &ArrayD<f64>, bias: Option<&ArrayD<f64>>, o: Conv2dOpts) -> ArrayD<f64> {
+fn conv_ref(
+    x: &ArrayD<f64>,
+    w: &ArrayD<f64>,
+    bias: Option<&ArrayD<f64>>,
+    o: Conv2dOpts,
+) -> ArrayD<f64> {
     let (n, c, h, wd) = (x.shape()[0], x.shape()[1], x.shape()[2], x.shape()[3]);
     let (oc, icg, kh, kw) = (w.shape()[0], w.shape()[1], w.shape()[2], w.shape()[3]);
     let oh = (h + 2 * o.padding.0 - o.dilation.0 * (kh - 1) - 1) / o.stride.0 + 1;
@@ -408,14 +609,24 @@ fn matmul_ref(a: &ArrayD<f64>, b: &ArrayD<f64>) -> ArrayD<f64> {
     let batch_a = &a.shape()[..ra - 2];
     let batch_b = &b.shape()[..rb - 2];
     let r = batch_a.len().max(batch_b.len());
-    let dim = |s: &[usize], i: usize| if i + s.len() >= r { s[i + s.len() - r] } else { 1 };
-    let batch: Vec<usize> = (0..r).map(|i| dim(batch_a, i).max(dim(batch_b, i))).collect();
+    let dim = |s: &[usize], i: usize| {
+        if i + s.len() >= r {
+            s[i + s.len() - r]
+        } else {
+            1
+        }
+    };
+    let batch: Vec<usize> = (0..r)
+        .map(|i| dim(batch_a, i).max(dim(batch_b, i)))
+        .collect();
     let mut shape = batch.clone();
     shape.extend([m, n]);
     ArrayD::from_shape_fn(IxDyn(&shape), |idx| {
         let idx = idx.slice();
         let pick = |s: &[usize], full: &[usize]| -> Vec<usize> {
-            (0..s.len()).map(|j| if s[j] == 1 { 0 } else { full[j + r - s.len()] }).collect()
+            (0..s.len())
+                .map(|j| if s[j] == 1 { 0 } else { full[j + r - s.len()] })
+                .collect()
         };
         let ia = pick(batch_a, &idx[..r]);
         let ib = pick(batch_b, &idx[..r]);
@@ -441,7 +652,11 @@ fn pool_ref(x: &ArrayD<f64>, o: Pool2dOpts, max: bool) -> ArrayD<f64> {
         let x0 = (i[3] * o.stride.1) as isize - o.padding.1 as isize;
         for ky in 0..o.kernel.0 {
             for kx in 0..o.kernel.1 {
-                let (dy, dx) = if max { (o.dilation.0, o.dilation.1) } else { (1, 1) };
+                let (dy, dx) = if max {
+                    (o.dilation.0, o.dilation.1)
+                } else {
+                    (1, 1)
+                };
                 let (yy, xx) = (y0 + (ky * dy) as isize, x0 + (kx * dx) as isize);
                 if yy >= 0 && xx >= 0 && (yy as usize) < h && (xx as usize) < w {
                     let v = x[[i[0], i[1], yy as usize, xx as usize]];
@@ -472,7 +687,9 @@ fn adaptive_ref(x: &ArrayD<f64>, out: (usize, usize), max: bool) -> ArrayD<f64> 
     ArrayD::from_shape_fn(IxDyn(&[n, c, out.0, out.1]), |i| {
         let (y0, y1) = (i[2] * h / out.0, ((i[2] + 1) * h).div_ceil(out.0));
         let (x0, x1) = (i[3] * w / out.1, ((i[3] + 1) * w).div_ceil(out.1));
-        let vals = (y0..y1).flat_map(|y| (x0..x1).map(move |xx| (y, xx))).map(|(y, xx)| x[[i[0], i[1], y, xx]]);
+        let vals = (y0..y1)
+            .flat_map(|y| (x0..x1).map(move |xx| (y, xx)))
+            .map(|(y, xx)| x[[i[0], i[1], y, xx]]);
         if max {
             vals.fold(f64::NEG_INFINITY, f64::max)
         } else {
@@ -501,7 +718,11 @@ pub fn reference(case: &str) -> Option<Vec<TensorData>> {
         let y = f(&ins[1]);
         let shape = co_broadcast(x.shape(), y.shape())?;
         let (xa, ya) = (x.broadcast(IxDyn(&shape))?, y.broadcast(IxDyn(&shape))?);
-        Some(vec![back(ndarray::Zip::from(&xa).and(&ya).map_collect(|&a, &b| g(a, b)))])
+        Some(vec![back(
+            ndarray::Zip::from(&xa)
+                .and(&ya)
+                .map_collect(|&a, &b| g(a, b)),
+        )])
     };
     match case {
         "add_bcast" => bin(|a, b| a + b),
@@ -517,12 +738,16 @@ pub fn reference(case: &str) -> Option<Vec<TensorData>> {
         "tanh" => un(f64::tanh),
         "sqrt" => un(f64::sqrt),
         "sigmoid" => un(|v| 1.0 / (1.0 + (-v).exp())),
-        "clamp" => Some(vec![back(x.mapv(|v| v.clamp(-1.5, 2.25))), back(x.mapv(|v| v.min(0.5)))]),
+        "clamp" => Some(vec![
+            back(x.mapv(|v| v.clamp(-1.5, 2.25))),
+            back(x.mapv(|v| v.min(0.5))),
+        ]),
         "relu" => un(|v| v.max(0.0)),
         "relu6" => un(|v| v.clamp(0.0, 6.0)),
         "gelu_erf" => un(|v| 0.5 * v * (1.0 + erf(v / std::f64::consts::SQRT_2))),
         "gelu_tanh" => un(|v| {
-            0.5 * v * (1.0 + ((2.0 / std::f64::consts::PI).sqrt() * (v + 0.044715 * v * v * v)).tanh())
+            0.5 * v
+                * (1.0 + ((2.0 / std::f64::consts::PI).sqrt() * (v + 0.044715 * v * v * v)).tanh())
         }),
         "silu" => un(|v| v / (1.0 + (-v).exp())),
         "hardswish" => un(|v| v * (v + 3.0).clamp(0.0, 6.0) / 6.0),
@@ -548,7 +773,12 @@ pub fn reference(case: &str) -> Option<Vec<TensorData>> {
                 "conv2d_depthwise" => Conv2dOpts::new().groups(6).padding(1).stride(2),
                 "conv2d_groups2_bias" => Conv2dOpts::new().groups(2).padding(1),
                 "conv2d_1x1_spatial" => Conv2dOpts::new(),
-                _ => Conv2dOpts { stride: (2, 1), padding: (1, 2), dilation: (1, 1), groups: 1 },
+                _ => Conv2dOpts {
+                    stride: (2, 1),
+                    padding: (1, 2),
+                    dilation: (1, 1),
+                    groups: 1,
+                },
             };
             let bias = ins.get(2).map(f);
             Some(vec![back(conv_ref(&x, &f(&ins[1]), bias.as_ref(), opts))])
@@ -574,21 +804,42 @@ pub fn reference(case: &str) -> Option<Vec<TensorData>> {
             let a = norm(1e-5);
             Some(vec![back(&(&a * &w) + &b), back(norm(1e-6))])
         }
-        "max_pool2d" => Some(vec![back(pool_ref(&x, Pool2dOpts::new(3).stride(2).padding(1), true))]),
+        "max_pool2d" => Some(vec![back(pool_ref(
+            &x,
+            Pool2dOpts::new(3).stride(2).padding(1),
+            true,
+        ))]),
         "max_pool2d_ceil_dilated" => Some(vec![
-            back(pool_ref(&x, Pool2dOpts::new(2).stride(2).ceil_mode(true), true)),
-            back(pool_ref(&x, Pool2dOpts::new(3).stride(2).dilation(2).padding(1), true)),
+            back(pool_ref(
+                &x,
+                Pool2dOpts::new(2).stride(2).ceil_mode(true),
+                true,
+            )),
+            back(pool_ref(
+                &x,
+                Pool2dOpts::new(3).stride(2).dilation(2).padding(1),
+                true,
+            )),
         ]),
         "avg_pool2d" => Some(vec![
             back(pool_ref(&x, Pool2dOpts::new(3).stride(2).padding(1), false)),
-            back(pool_ref(&x, Pool2dOpts::new(3).stride(2).padding(1).count_include_pad(false), false)),
+            back(pool_ref(
+                &x,
+                Pool2dOpts::new(3)
+                    .stride(2)
+                    .padding(1)
+                    .count_include_pad(false),
+                false,
+            )),
         ]),
-        "adaptive_avg_pool2d" => {
-            Some(vec![back(adaptive_ref(&x, (3, 4), false)), back(adaptive_ref(&x, (1, 1), false))])
-        }
-        "adaptive_max_pool2d" => {
-            Some(vec![back(adaptive_ref(&x, (3, 4), true)), back(adaptive_ref(&x, (1, 1), true))])
-        }
+        "adaptive_avg_pool2d" => Some(vec![
+            back(adaptive_ref(&x, (3, 4), false)),
+            back(adaptive_ref(&x, (1, 1), false)),
+        ]),
+        "adaptive_max_pool2d" => Some(vec![
+            back(adaptive_ref(&x, (3, 4), true)),
+            back(adaptive_ref(&x, (1, 1), true)),
+        ]),
         _ => None,
     }
 }
@@ -597,8 +848,16 @@ fn co_broadcast(a: &[usize], b: &[usize]) -> Option<Vec<usize>> {
     let r = a.len().max(b.len());
     (0..r)
         .map(|i| {
-            let da = if i + a.len() >= r { a[i + a.len() - r] } else { 1 };
-            let db = if i + b.len() >= r { b[i + b.len() - r] } else { 1 };
+            let da = if i + a.len() >= r {
+                a[i + a.len() - r]
+            } else {
+                1
+            };
+            let db = if i + b.len() >= r {
+                b[i + b.len() - r]
+            } else {
+                1
+            };
             match (da, db) {
                 (x, y) if x == y => Some(x),
                 (1, y) => Some(y),
@@ -620,7 +879,9 @@ pub fn check_references<B: Backend>(b: &B, inference_only: bool) -> Vec<String> 
             match got {
                 Err(Error::Unsupported { .. }) => {}
                 Err(e) => failures.push(format!("{case}: expected Unsupported, got error {e}")),
-                Ok(_) => failures.push(format!("{case}: an inference-only backend ran a training op")),
+                Ok(_) => failures.push(format!(
+                    "{case}: an inference-only backend ran a training op"
+                )),
             }
             continue;
         }
@@ -633,7 +894,11 @@ pub fn check_references<B: Backend>(b: &B, inference_only: bool) -> Vec<String> 
         };
         if let Some(want) = reference(case) {
             if want.len() != got.len() {
-                failures.push(format!("{case}: {} outputs, reference has {}", got.len(), want.len()));
+                failures.push(format!(
+                    "{case}: {} outputs, reference has {}",
+                    got.len(),
+                    want.len()
+                ));
                 continue;
             }
             let tol = match tolerance(case) {
@@ -660,7 +925,10 @@ pub fn check_params<B: Backend>(b: &B) -> Result<()> {
     nn::init_linear(&root.sub("fc")?, 4, 2, true)?;
     let dup = nn::init_linear(&root.sub("fc")?, 4, 2, true);
     if !matches!(dup, Err(Error::NameCollision(ref n)) if n == "fc.weight") {
-        return Err(Error::invalid("check_params", format!("duplicate fc.weight gave {dup:?}")));
+        return Err(Error::invalid(
+            "check_params",
+            format!("duplicate fc.weight gave {dup:?}"),
+        ));
     }
     if root.sub("a..b").is_ok() || root.sub("").is_ok() {
         return Err(Error::invalid("check_params", "bad sub-path accepted"));
@@ -668,22 +936,36 @@ pub fn check_params<B: Backend>(b: &B) -> Result<()> {
     let mut p = pb.finish();
     let names: Vec<&str> = p.names().collect();
     let want = [
-        "layer1.0.conv1.weight", "layer1.0.bn1.weight", "layer1.0.bn1.bias",
-        "layer1.0.bn1.running_mean", "layer1.0.bn1.running_var", "layer1.0.bn1.num_batches_tracked",
-        "fc.weight", "fc.bias",
+        "layer1.0.conv1.weight",
+        "layer1.0.bn1.weight",
+        "layer1.0.bn1.bias",
+        "layer1.0.bn1.running_mean",
+        "layer1.0.bn1.running_var",
+        "layer1.0.bn1.num_batches_tracked",
+        "fc.weight",
+        "fc.bias",
     ];
     if names != want {
         return Err(Error::invalid("check_params", format!("names {names:?}")));
     }
     let kinds: Vec<ParamKind> = p.iter().map(|(_, e)| e.kind).collect();
-    if kinds[3] != ParamKind::Buffer || kinds[5] != ParamKind::Buffer || kinds[0] != ParamKind::Parameter {
+    if kinds[3] != ParamKind::Buffer
+        || kinds[5] != ParamKind::Buffer
+        || kinds[0] != ParamKind::Parameter
+    {
         return Err(Error::invalid("check_params", format!("kinds {kinds:?}")));
     }
     if b.dtype(p.get("layer1.0.bn1.num_batches_tracked")?) != DType::I64 {
-        return Err(Error::invalid("check_params", "num_batches_tracked is not i64"));
+        return Err(Error::invalid(
+            "check_params",
+            "num_batches_tracked is not i64",
+        ));
     }
     if p.num_parameters() != 4 * 3 * 9 + 4 + 4 + 8 + 2 {
-        return Err(Error::invalid("check_params", format!("num_parameters {}", p.num_parameters())));
+        return Err(Error::invalid(
+            "check_params",
+            format!("num_parameters {}", p.num_parameters()),
+        ));
     }
     let id = p.entry("fc.weight")?.id();
     let w2 = b.zeros(&[2, 4], DType::F32)?;
@@ -693,7 +975,10 @@ pub fn check_params<B: Backend>(b: &B) -> Result<()> {
     }
     let gone = p.remove_prefix("fc");
     if gone != ["fc.weight", "fc.bias"] || p.contains("fc.bias") || p.len() != 6 {
-        return Err(Error::invalid("check_params", format!("remove_prefix removed {gone:?}")));
+        return Err(Error::invalid(
+            "check_params",
+            format!("remove_prefix removed {gone:?}"),
+        ));
     }
     if !matches!(p.get("nope"), Err(Error::MissingParam(_))) {
         return Err(Error::invalid("check_params", "missing name not reported"));
@@ -702,8 +987,16 @@ pub fn check_params<B: Backend>(b: &B) -> Result<()> {
     let d = p.get("layer1.0.conv1.weight").and_then(|t| b.to_data(t))?;
     let again = ParamBuilder::new(b.clone(), 3);
     nn::init_conv2d(&again.root().sub("layer1.0.conv1")?, 3, 4, (3, 3), 1, false)?;
-    if again.finish().get("layer1.0.conv1.weight").and_then(|t| b.to_data(t))? != d {
-        return Err(Error::invalid("check_params", "same seed, different weights"));
+    if again
+        .finish()
+        .get("layer1.0.conv1.weight")
+        .and_then(|t| b.to_data(t))?
+        != d
+    {
+        return Err(Error::invalid(
+            "check_params",
+            "same seed, different weights",
+        ));
     }
     Ok(())
 }
@@ -718,9 +1011,18 @@ pub fn check_norm_modes<B: Backend>(b: &B) -> Result<()> {
     let p = pb.finish();
     let x = b.from_data(&rnd(&[8, 4, 3, 3], 5, -1.0, 3.0))?;
     let mut modes = ModeTable::new();
-    modes.set("frozen", ModeRule { norm: Some(NormMode::Eval), dropout_off: true });
+    modes.set(
+        "frozen",
+        ModeRule {
+            norm: Some(NormMode::Eval),
+            dropout_off: true,
+        },
+    );
     let snapshot = |name: &str| -> Result<TensorData> { b.to_data(p.get(name)?) };
-    let before_frozen = (snapshot("frozen.bn.running_mean")?, snapshot("frozen.bn.running_var")?);
+    let before_frozen = (
+        snapshot("frozen.bn.running_mean")?,
+        snapshot("frozen.bn.running_var")?,
+    );
     let before_live = snapshot("live.bn.running_mean")?;
     for step in 0..3 {
         let ctx = Ctx::train(&modes, 1, step);
@@ -728,42 +1030,78 @@ pub fn check_norm_modes<B: Backend>(b: &B) -> Result<()> {
         let y2 = nn::batch_norm(&p, "live.bn", &x, &ctx, 1e-5, 0.1)?;
         // frozen: normalised with the running stats (identity at init); live: batch stats
         if b.to_data(&y1)?.max_abs_diff(&b.to_data(&x)?)? > 1e-4 {
-            return Err(Error::invalid("check_norm_modes", "frozen BN did not use running stats"));
+            return Err(Error::invalid(
+                "check_norm_modes",
+                "frozen BN did not use running stats",
+            ));
         }
         if b.to_data(&y2)?.max_abs_diff(&b.to_data(&x)?)? < 0.1 {
-            return Err(Error::invalid("check_norm_modes", "live BN did not use batch stats"));
+            return Err(Error::invalid(
+                "check_norm_modes",
+                "live BN did not use batch stats",
+            ));
         }
     }
-    if (snapshot("frozen.bn.running_mean")?, snapshot("frozen.bn.running_var")?) != before_frozen {
-        return Err(Error::invalid("check_norm_modes", "frozen BN running stats moved"));
+    if (
+        snapshot("frozen.bn.running_mean")?,
+        snapshot("frozen.bn.running_var")?,
+    ) != before_frozen
+    {
+        return Err(Error::invalid(
+            "check_norm_modes",
+            "frozen BN running stats moved",
+        ));
     }
     if snapshot("frozen.bn.num_batches_tracked")?.to_f64().sum() != 0.0 {
-        return Err(Error::invalid("check_norm_modes", "frozen BN counted batches"));
+        return Err(Error::invalid(
+            "check_norm_modes",
+            "frozen BN counted batches",
+        ));
     }
     if snapshot("live.bn.running_mean")? == before_live
         || snapshot("live.bn.num_batches_tracked")?.to_f64().sum() != 3.0
     {
-        return Err(Error::invalid("check_norm_modes", "live BN running stats did not move"));
+        return Err(Error::invalid(
+            "check_norm_modes",
+            "live BN running stats did not move",
+        ));
     }
     // Re-estimation: running mean = cumulative average of the batch means.
     let pb = ParamBuilder::new(b.clone(), 12);
     nn::init_batch_norm(&pb.root().sub("bn")?, 4)?;
     let p = pb.finish();
     let mut re = ModeTable::new();
-    re.set("", ModeRule { norm: Some(NormMode::Reestimate), dropout_off: true });
+    re.set(
+        "",
+        ModeRule {
+            norm: Some(NormMode::Reestimate),
+            dropout_off: true,
+        },
+    );
     let ctx = Ctx::eval_with(&re);
     let mut means = Vec::new();
     for seed in 0..3 {
         let xs = rnd(&[6, 4, 2, 2], 100 + seed, -2.0, 4.0);
         let a = xs.to_f64();
-        means.push(a.mean_axis(ndarray::Axis(0)).and_then(|m| m.mean_axis(ndarray::Axis(1))).and_then(|m| m.mean_axis(ndarray::Axis(1))));
+        means.push(
+            a.mean_axis(ndarray::Axis(0))
+                .and_then(|m| m.mean_axis(ndarray::Axis(1)))
+                .and_then(|m| m.mean_axis(ndarray::Axis(1))),
+        );
         nn::batch_norm(&p, "bn", &b.from_data(&xs)?, &ctx, 1e-5, 0.1)?;
     }
     let got = b.to_data(p.get("bn.running_mean")?)?.to_f64();
     for c in 0..4 {
-        let want: f64 = means.iter().map(|m| m.as_ref().map_or(f64::NAN, |m| m[c])).sum::<f64>() / 3.0;
+        let want: f64 = means
+            .iter()
+            .map(|m| m.as_ref().map_or(f64::NAN, |m| m[c]))
+            .sum::<f64>()
+            / 3.0;
         if (got[c] - want).abs() > 1e-5 {
-            return Err(Error::invalid("check_norm_modes", format!("re-estimated mean[{c}] {} vs {want}", got[c])));
+            return Err(Error::invalid(
+                "check_norm_modes",
+                format!("re-estimated mean[{c}] {} vs {want}", got[c]),
+            ));
         }
     }
     // Dropout off by path inside a training forward.
@@ -772,11 +1110,22 @@ pub fn check_norm_modes<B: Backend>(b: &B) -> Result<()> {
     let off = nn::dropout(b, &ones, 0.5, &ctx, "frozen.drop")?;
     let on = nn::dropout(b, &ones, 0.5, &ctx, "live.drop")?;
     if b.to_data(&off)? != b.to_data(&ones)? {
-        return Err(Error::invalid("check_norm_modes", "dropout under a dropout_off path changed values"));
+        return Err(Error::invalid(
+            "check_norm_modes",
+            "dropout under a dropout_off path changed values",
+        ));
     }
-    let zeros = b.to_data(&on)?.to_f64().iter().filter(|v| **v == 0.0).count();
+    let zeros = b
+        .to_data(&on)?
+        .to_f64()
+        .iter()
+        .filter(|v| **v == 0.0)
+        .count();
     if !(64..=192).contains(&zeros) {
-        return Err(Error::invalid("check_norm_modes", format!("dropout p=0.5 zeroed {zeros}/256")));
+        return Err(Error::invalid(
+            "check_norm_modes",
+            format!("dropout p=0.5 zeroed {zeros}/256"),
+        ));
     }
     Ok(())
 }
@@ -789,24 +1138,43 @@ pub fn check_autodiff<B: AutodiffBackend>(b: &B) -> Result<()> {
     let frozen = b.from_data(&TensorData::f32(&[3], vec![1.0, 1.0, 1.0])?)?;
     b.set_requires_grad(&w, true)?;
     // loss = sum(w^2 * x) + sum(frozen)  →  dloss/dw = 2 w x
-    let loss = b.add(&b.sum(&b.mul(&b.mul(&w, &w)?, &x)?, &[], false)?, &b.sum(&frozen, &[], false)?)?;
+    let loss = b.add(
+        &b.sum(&b.mul(&b.mul(&w, &w)?, &x)?, &[], false)?,
+        &b.sum(&frozen, &[], false)?,
+    )?;
     let g = b.backward(&loss, &[&w])?;
-    let g = g.into_iter().next().flatten().ok_or_else(|| Error::invalid("check_autodiff", "no grad for w"))?;
+    let g = g
+        .into_iter()
+        .next()
+        .flatten()
+        .ok_or_else(|| Error::invalid("check_autodiff", "no grad for w"))?;
     let want = TensorData::f32(&[3], vec![1.0, -1.0, -1.0])?;
     if b.to_data(&g)?.max_abs_diff(&want)? > 1e-6 {
-        return Err(Error::invalid("check_autodiff", format!("grad {:?}", b.to_data(&g)?)));
+        return Err(Error::invalid(
+            "check_autodiff",
+            format!("grad {:?}", b.to_data(&g)?),
+        ));
     }
     if b.requires_grad(&frozen) || !b.requires_grad(&w) {
-        return Err(Error::invalid("check_autodiff", "requires_grad flags wrong"));
+        return Err(Error::invalid(
+            "check_autodiff",
+            "requires_grad flags wrong",
+        ));
     }
     let y = b.no_grad(|| b.mul(&w, &x))?;
     if b.requires_grad(&y) {
         return Err(Error::invalid("check_autodiff", "no_grad recorded a graph"));
     }
     let alias = w.clone();
-    b.assign(&w, &b.from_data(&TensorData::f32(&[3], vec![9.0, 8.0, 7.0])?)?)?;
+    b.assign(
+        &w,
+        &b.from_data(&TensorData::f32(&[3], vec![9.0, 8.0, 7.0])?)?,
+    )?;
     if b.to_data(&alias)? != TensorData::f32(&[3], vec![9.0, 8.0, 7.0])? || !b.requires_grad(&w) {
-        return Err(Error::invalid("check_autodiff", "assign not seen by a clone, or lost requires_grad"));
+        return Err(Error::invalid(
+            "check_autodiff",
+            "assign not seen by a clone, or lost requires_grad",
+        ));
     }
     // a tensor the loss does not use gets None
     let unused = b.from_data(&TensorData::f32(&[1], vec![1.0])?)?;
@@ -814,7 +1182,10 @@ pub fn check_autodiff<B: AutodiffBackend>(b: &B) -> Result<()> {
     let loss = b.sum(&b.mul(&w, &x)?, &[], false)?;
     let g = b.backward(&loss, &[&w, &unused])?;
     if g.len() != 2 || g[0].is_none() || g[1].is_some() {
-        return Err(Error::invalid("check_autodiff", "unused input got a gradient"));
+        return Err(Error::invalid(
+            "check_autodiff",
+            "unused input got a gradient",
+        ));
     }
     Ok(())
 }
@@ -828,7 +1199,12 @@ macro_rules! conformance_tests {
         fn conformance_every_case_against_host_references() {
             let b = $backend;
             let failures = $crate::conformance::check_references(&b, $inf);
-            assert!(failures.is_empty(), "{} failing cases:\n{}", failures.len(), failures.join("\n"));
+            assert!(
+                failures.is_empty(),
+                "{} failing cases:\n{}",
+                failures.len(),
+                failures.join("\n")
+            );
         }
         #[test]
         fn conformance_params() {

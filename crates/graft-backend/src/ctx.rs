@@ -26,7 +26,9 @@ impl NormMode {
     /// The backend mode for a layer whose own momentum is `momentum`.
     pub fn batch_norm_mode(self, momentum: f64) -> BatchNormMode {
         match self {
-            NormMode::Train => BatchNormMode::Train { momentum: Some(momentum) },
+            NormMode::Train => BatchNormMode::Train {
+                momentum: Some(momentum),
+            },
             NormMode::Eval => BatchNormMode::Eval,
             NormMode::Reestimate => BatchNormMode::Train { momentum: None },
         }
@@ -104,30 +106,51 @@ pub struct Ctx<'a> {
 impl Ctx<'static> {
     /// Inference: BatchNorm uses running statistics, dropout off, no overrides.
     pub fn eval() -> Self {
-        Ctx { train: false, modes: &EMPTY, seed: 0, step: 0 }
+        Ctx {
+            train: false,
+            modes: &EMPTY,
+            seed: 0,
+            step: 0,
+        }
     }
 }
 
 impl<'a> Ctx<'a> {
     /// Training forward with the given overrides.
     pub fn train(modes: &'a ModeTable, seed: u64, step: u64) -> Self {
-        Ctx { train: true, modes, seed, step }
+        Ctx {
+            train: true,
+            modes,
+            seed,
+            step,
+        }
     }
     /// Inference forward that still honours the overrides (e.g. `Reestimate`).
     pub fn eval_with(modes: &'a ModeTable) -> Self {
-        Ctx { train: false, modes, seed: 0, step: 0 }
+        Ctx {
+            train: false,
+            modes,
+            seed: 0,
+            step: 0,
+        }
     }
     /// What the BatchNorm at `path` does.
     pub fn norm_mode(&self, path: &str) -> NormMode {
-        self.modes.lookup(path, |r| r.norm).unwrap_or(if self.train {
-            NormMode::Train
-        } else {
-            NormMode::Eval
-        })
+        self.modes
+            .lookup(path, |r| r.norm)
+            .unwrap_or(if self.train {
+                NormMode::Train
+            } else {
+                NormMode::Eval
+            })
     }
     /// Whether the dropout / drop_path at `path` is applied.
     pub fn dropout_active(&self, path: &str) -> bool {
-        self.train && !self.modes.lookup(path, |r| r.dropout_off.then_some(())).is_some()
+        self.train
+            && self
+                .modes
+                .lookup(path, |r| r.dropout_off.then_some(()))
+                .is_none()
     }
     /// The seed of the dropout mask at `path` for this step.
     pub fn dropout_seed(&self, path: &str) -> u64 {
@@ -142,8 +165,20 @@ mod tests {
     #[test]
     fn longest_prefix_decides_and_flag_is_the_fallback() {
         let mut t = ModeTable::new();
-        t.set("layer1", ModeRule { norm: Some(NormMode::Eval), dropout_off: true });
-        t.set("layer1.1", ModeRule { norm: Some(NormMode::Train), dropout_off: false });
+        t.set(
+            "layer1",
+            ModeRule {
+                norm: Some(NormMode::Eval),
+                dropout_off: true,
+            },
+        );
+        t.set(
+            "layer1.1",
+            ModeRule {
+                norm: Some(NormMode::Train),
+                dropout_off: false,
+            },
+        );
         let c = Ctx::train(&t, 0, 0);
         assert_eq!(c.norm_mode("layer1.0.bn1"), NormMode::Eval);
         assert_eq!(c.norm_mode("layer1.1.bn1"), NormMode::Train);

@@ -109,7 +109,9 @@ impl TensorData {
             | (TensorData::BF16(_), DType::BF16)
             | (TensorData::I64(_), DType::I64) => self.clone(),
             (_, DType::F32) => TensorData::F32(self.to_f32()),
-            (TensorData::I64(a), DType::BF16) => TensorData::BF16(a.mapv(|v| bf16::from_f64(v as f64))),
+            (TensorData::I64(a), DType::BF16) => {
+                TensorData::BF16(a.mapv(|v| bf16::from_f64(v as f64)))
+            }
             (_, DType::BF16) => TensorData::BF16(self.to_f32().mapv(bf16::from_f32)),
             (TensorData::F32(a), DType::I64) => TensorData::I64(a.mapv(|v| v as i64)),
             (TensorData::BF16(a), DType::I64) => TensorData::I64(a.mapv(|v| f32::from(v) as i64)),
@@ -139,7 +141,11 @@ impl TensorData {
         }
         let (a, b) = (self.to_f64(), other.to_f64());
         Ok(a.iter().zip(b.iter()).fold(0.0f64, |m, (x, y)| {
-            if x.is_nan() && y.is_nan() { m } else { m.max((x - y).abs()) }
+            if x.is_nan() && y.is_nan() {
+                m
+            } else {
+                m.max((x - y).abs())
+            }
         }))
     }
 }

@@ -15,16 +15,29 @@ pub enum Init {
     Zeros,
     Ones,
     Constant(f64),
-    Uniform { lo: f64, hi: f64 },
-    Normal { mean: f64, std: f64 },
+    Uniform {
+        lo: f64,
+        hi: f64,
+    },
+    Normal {
+        mean: f64,
+        std: f64,
+    },
     /// Normal(mean, std) truncated to [lo, hi] by rejection (timm's `trunc_normal_`).
-    TruncNormal { mean: f64, std: f64, lo: f64, hi: f64 },
+    TruncNormal {
+        mean: f64,
+        std: f64,
+        lo: f64,
+        hi: f64,
+    },
     /// PyTorch's default Linear / Conv weight init: kaiming_uniform(a = √5), i.e.
     /// U(-1/√fan_in, 1/√fan_in).
     TorchDefaultWeight,
     /// PyTorch's default Linear / Conv bias init: U(-1/√fan_in, 1/√fan_in) with the weight's
     /// fan_in (given explicitly, since a bias's own shape does not carry it).
-    TorchDefaultBias { fan_in: usize },
+    TorchDefaultBias {
+        fan_in: usize,
+    },
     /// Kaiming (He) normal with `gain = √2` (ReLU), fan_out mode: torchvision's ResNet conv init.
     KaimingNormalFanOut,
 }
@@ -55,7 +68,10 @@ pub fn stable_hash(bytes: &[u8]) -> u64 {
 pub fn mix_seed(parts: &[u64]) -> u64 {
     let mut z: u64 = 0x9e37_79b9_7f4a_7c15;
     for p in parts {
-        z ^= p.wrapping_add(0x9e37_79b9_7f4a_7c15).wrapping_add(z << 6).wrapping_add(z >> 2);
+        z ^= p
+            .wrapping_add(0x9e37_79b9_7f4a_7c15)
+            .wrapping_add(z << 6)
+            .wrapping_add(z >> 2);
         z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
         z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
         z ^= z >> 31;
@@ -72,12 +88,20 @@ pub fn uniform_f32(n: usize, seed: u64) -> Vec<f32> {
 
 impl Init {
     /// Draws a tensor of `shape` for the parameter `name` under `seed`.
-    pub fn sample(&self, shape: &[usize], dtype: DType, name: &str, seed: u64) -> Result<TensorData> {
+    pub fn sample(
+        &self,
+        shape: &[usize],
+        dtype: DType,
+        name: &str,
+        seed: u64,
+    ) -> Result<TensorData> {
         let n: usize = shape.iter().product();
         let mut rng = ChaCha8Rng::seed_from_u64(mix_seed(&[seed, stable_hash(name.as_bytes())]));
         let (fan_in, fan_out) = fans(shape);
         let uniform = |rng: &mut ChaCha8Rng, lo: f64, hi: f64| -> Vec<f32> {
-            (0..n).map(|_| (lo + (hi - lo) * rng.random::<f64>()) as f32).collect()
+            (0..n)
+                .map(|_| (lo + (hi - lo) * rng.random::<f64>()) as f32)
+                .collect()
         };
         let normal = |rng: &mut ChaCha8Rng, mean: f64, std: f64| -> Result<Vec<f32>> {
             let d = Normal::new(mean, std)
@@ -92,7 +116,10 @@ impl Init {
             Init::Normal { mean, std } => normal(&mut rng, mean, std)?,
             Init::TruncNormal { mean, std, lo, hi } => {
                 if lo >= hi {
-                    return Err(Error::invalid("Init::TruncNormal", format!("{name}: lo >= hi")));
+                    return Err(Error::invalid(
+                        "Init::TruncNormal",
+                        format!("{name}: lo >= hi"),
+                    ));
                 }
                 let d = Normal::new(mean, std)
                     .map_err(|e| Error::invalid("Init::TruncNormal", format!("{name}: {e}")))?;
@@ -120,7 +147,11 @@ impl Init {
         let data = TensorData::f32(shape, values)?;
         Ok(match dtype {
             DType::I64 => {
-                return Err(Error::dtype("Init::sample", dtype, format!("{name}: initialisers draw floats")));
+                return Err(Error::dtype(
+                    "Init::sample",
+                    dtype,
+                    format!("{name}: initialisers draw floats"),
+                ));
             }
             d => data.cast(d),
         })
@@ -133,16 +164,27 @@ mod tests {
 
     #[test]
     fn same_name_same_seed_same_values_and_bounds_hold() {
-        let a = Init::TorchDefaultWeight.sample(&[8, 4, 3, 3], DType::F32, "conv.weight", 7).expect("ok");
-        let b = Init::TorchDefaultWeight.sample(&[8, 4, 3, 3], DType::F32, "conv.weight", 7).expect("ok");
-        let c = Init::TorchDefaultWeight.sample(&[8, 4, 3, 3], DType::F32, "conv2.weight", 7).expect("ok");
+        let a = Init::TorchDefaultWeight
+            .sample(&[8, 4, 3, 3], DType::F32, "conv.weight", 7)
+            .expect("ok");
+        let b = Init::TorchDefaultWeight
+            .sample(&[8, 4, 3, 3], DType::F32, "conv.weight", 7)
+            .expect("ok");
+        let c = Init::TorchDefaultWeight
+            .sample(&[8, 4, 3, 3], DType::F32, "conv2.weight", 7)
+            .expect("ok");
         assert_eq!(a, b);
         assert_ne!(a, c);
         let bound = 1.0 / 36f32.sqrt();
         assert!(a.to_f32().iter().all(|v| v.abs() <= bound));
-        let t = Init::TruncNormal { mean: 0.0, std: 1.0, lo: -0.5, hi: 0.5 }
-            .sample(&[1000], DType::F32, "x", 1)
-            .expect("ok");
+        let t = Init::TruncNormal {
+            mean: 0.0,
+            std: 1.0,
+            lo: -0.5,
+            hi: 0.5,
+        }
+        .sample(&[1000], DType::F32, "x", 1)
+        .expect("ok");
         assert!(t.to_f32().iter().all(|v| v.abs() <= 0.5));
         assert_eq!(fans(&[16, 3, 7, 7]), (147, 784));
     }

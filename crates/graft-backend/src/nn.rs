@@ -2,13 +2,13 @@
 //! initialisation, and run it reading the forward context. Model families (graft-zoo) are written
 //! with these and the raw [`Backend`] ops.
 
+use crate::Result;
 use crate::backend::Backend;
 use crate::ctx::Ctx;
 use crate::data::DType;
 use crate::init::{Init, fans};
 use crate::opts::{BatchNormTensors, Conv2dOpts};
 use crate::params::{ParamPath, Params};
-use crate::Result;
 use graft_core::name::join;
 
 /// Creates `weight` `[out, in/groups, k, k]` (and `bias`) with PyTorch's default init.
@@ -23,13 +23,24 @@ pub fn init_conv2d<B: Backend>(
     let shape = [out_ch, in_ch / groups.max(1), kernel.0, kernel.1];
     p.param("weight", &shape, Init::TorchDefaultWeight)?;
     if bias {
-        p.param("bias", &[out_ch], Init::TorchDefaultBias { fan_in: fans(&shape).0 })?;
+        p.param(
+            "bias",
+            &[out_ch],
+            Init::TorchDefaultBias {
+                fan_in: fans(&shape).0,
+            },
+        )?;
     }
     Ok(())
 }
 
 /// Creates `weight` `[out, in]` (and `bias`) with PyTorch's default Linear init.
-pub fn init_linear<B: Backend>(p: &ParamPath<'_, B>, in_f: usize, out_f: usize, bias: bool) -> Result<()> {
+pub fn init_linear<B: Backend>(
+    p: &ParamPath<'_, B>,
+    in_f: usize,
+    out_f: usize,
+    bias: bool,
+) -> Result<()> {
     p.param("weight", &[out_f, in_f], Init::TorchDefaultWeight)?;
     if bias {
         p.param("bias", &[out_f], Init::TorchDefaultBias { fan_in: in_f })?;
@@ -70,7 +81,11 @@ pub fn conv2d<B: Backend>(
 /// Linear with the `weight` / optional `bias` under `path`.
 pub fn linear<B: Backend>(params: &Params<B>, path: &str, x: &B::Tensor) -> Result<B::Tensor> {
     let b = params.backend();
-    b.linear(x, params.get(&join(path, "weight"))?, params.try_get(&join(path, "bias")))
+    b.linear(
+        x,
+        params.get(&join(path, "weight"))?,
+        params.try_get(&join(path, "bias")),
+    )
 }
 
 /// BatchNorm under `path`, in the mode the context gives that path.
@@ -95,7 +110,12 @@ pub fn batch_norm<B: Backend>(
 }
 
 /// LayerNorm over the last dim with the `weight` / `bias` under `path`.
-pub fn layer_norm<B: Backend>(params: &Params<B>, path: &str, x: &B::Tensor, eps: f64) -> Result<B::Tensor> {
+pub fn layer_norm<B: Backend>(
+    params: &Params<B>,
+    path: &str,
+    x: &B::Tensor,
+    eps: f64,
+) -> Result<B::Tensor> {
     let b = params.backend();
     b.layer_norm(
         x,
@@ -107,7 +127,13 @@ pub fn layer_norm<B: Backend>(params: &Params<B>, path: &str, x: &B::Tensor, eps
 }
 
 /// Dropout at `path`: applied only when the context says so.
-pub fn dropout<B: Backend>(b: &B, x: &B::Tensor, p: f64, ctx: &Ctx<'_>, path: &str) -> Result<B::Tensor> {
+pub fn dropout<B: Backend>(
+    b: &B,
+    x: &B::Tensor,
+    p: f64,
+    ctx: &Ctx<'_>,
+    path: &str,
+) -> Result<B::Tensor> {
     if p > 0.0 && ctx.dropout_active(path) {
         b.dropout(x, p, ctx.dropout_seed(path))
     } else {
@@ -116,7 +142,13 @@ pub fn dropout<B: Backend>(b: &B, x: &B::Tensor, p: f64, ctx: &Ctx<'_>, path: &s
 }
 
 /// Stochastic depth at `path`: applied only when the context says so.
-pub fn drop_path<B: Backend>(b: &B, x: &B::Tensor, p: f64, ctx: &Ctx<'_>, path: &str) -> Result<B::Tensor> {
+pub fn drop_path<B: Backend>(
+    b: &B,
+    x: &B::Tensor,
+    p: f64,
+    ctx: &Ctx<'_>,
+    path: &str,
+) -> Result<B::Tensor> {
     if p > 0.0 && ctx.dropout_active(path) {
         b.drop_path(x, p, ctx.dropout_seed(path))
     } else {

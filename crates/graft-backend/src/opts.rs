@@ -11,7 +11,12 @@ pub struct Conv2dOpts {
 
 impl Default for Conv2dOpts {
     fn default() -> Self {
-        Self { stride: (1, 1), padding: (0, 0), dilation: (1, 1), groups: 1 }
+        Self {
+            stride: (1, 1),
+            padding: (0, 0),
+            dilation: (1, 1),
+            groups: 1,
+        }
     }
 }
 
@@ -97,8 +102,18 @@ impl Pool2dOpts {
     /// input or left padding).
     pub fn out_len(&self, input: usize, axis: usize) -> Option<usize> {
         let (k, s, p, d) = match axis {
-            0 => (self.kernel.0, self.stride.0, self.padding.0, self.dilation.0),
-            _ => (self.kernel.1, self.stride.1, self.padding.1, self.dilation.1),
+            0 => (
+                self.kernel.0,
+                self.stride.0,
+                self.padding.0,
+                self.dilation.0,
+            ),
+            _ => (
+                self.kernel.1,
+                self.stride.1,
+                self.padding.1,
+                self.dilation.1,
+            ),
         };
         let span = d * (k - 1) + 1;
         let padded = input + 2 * p;
@@ -106,7 +121,11 @@ impl Pool2dOpts {
             return None;
         }
         let num = padded - span;
-        let mut out = if self.ceil_mode { num.div_ceil(s) + 1 } else { num / s + 1 };
+        let mut out = if self.ceil_mode {
+            num.div_ceil(s) + 1
+        } else {
+            num / s + 1
+        };
         if self.ceil_mode && (out - 1) * s >= input + p {
             out -= 1;
         }

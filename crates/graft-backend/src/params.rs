@@ -59,7 +59,11 @@ pub struct Params<B: Backend> {
 impl<B: Backend> Params<B> {
     /// An empty store on `backend`.
     pub fn new(backend: B) -> Self {
-        Self { backend, names: Vec::new(), entries: HashMap::new() }
+        Self {
+            backend,
+            names: Vec::new(),
+            entries: HashMap::new(),
+        }
     }
     /// The backend the tensors live on.
     pub fn backend(&self) -> &B {
@@ -80,20 +84,31 @@ impl<B: Backend> Params<B> {
             return Err(Error::NameCollision(name.to_string()));
         }
         self.names.push(name.to_string());
-        self.entries.insert(name.to_string(), Entry { tensor, kind, id: next_id() });
+        self.entries.insert(
+            name.to_string(),
+            Entry {
+                tensor,
+                kind,
+                id: next_id(),
+            },
+        );
         Ok(())
     }
     /// Replaces the tensor of an existing entry (new id: optimizer state does not carry over).
     pub fn replace(&mut self, name: &str, tensor: B::Tensor) -> Result<()> {
-        let e = self.entries.get_mut(name).ok_or_else(|| Error::MissingParam(name.to_string()))?;
+        let e = self
+            .entries
+            .get_mut(name)
+            .ok_or_else(|| Error::MissingParam(name.to_string()))?;
         e.tensor = tensor;
         e.id = next_id();
         Ok(())
     }
     /// Removes every entry under `prefix`; returns the removed names.
     pub fn remove_prefix(&mut self, prefix: &str) -> Vec<String> {
-        let (gone, kept): (Vec<String>, Vec<String>) =
-            std::mem::take(&mut self.names).into_iter().partition(|n| is_under(n, prefix));
+        let (gone, kept): (Vec<String>, Vec<String>) = std::mem::take(&mut self.names)
+            .into_iter()
+            .partition(|n| is_under(n, prefix));
         self.names = kept;
         for n in &gone {
             self.entries.remove(n);
@@ -102,7 +117,9 @@ impl<B: Backend> Params<B> {
     }
     /// The entry named `name`.
     pub fn entry(&self, name: &str) -> Result<&Entry<B::Tensor>> {
-        self.entries.get(name).ok_or_else(|| Error::MissingParam(name.to_string()))
+        self.entries
+            .get(name)
+            .ok_or_else(|| Error::MissingParam(name.to_string()))
     }
     /// The tensor named `name`.
     pub fn get(&self, name: &str) -> Result<&B::Tensor> {
@@ -122,15 +139,21 @@ impl<B: Backend> Params<B> {
     }
     /// `(name, entry)` pairs in definition order.
     pub fn iter(&self) -> impl Iterator<Item = (&str, &Entry<B::Tensor>)> {
-        self.names.iter().filter_map(|n| self.entries.get(n).map(|e| (n.as_str(), e)))
+        self.names
+            .iter()
+            .filter_map(|n| self.entries.get(n).map(|e| (n.as_str(), e)))
     }
     /// Names of trainable-kind entries (parameters, not buffers), in order.
     pub fn parameter_names(&self) -> impl Iterator<Item = &str> {
-        self.iter().filter(|(_, e)| e.kind == ParamKind::Parameter).map(|(n, _)| n)
+        self.iter()
+            .filter(|(_, e)| e.kind == ParamKind::Parameter)
+            .map(|(n, _)| n)
     }
     /// Every entry's value on the host (a `state_dict`).
     pub fn to_data(&self) -> Result<BTreeMap<String, TensorData>> {
-        self.iter().map(|(n, e)| Ok((n.to_string(), self.backend.to_data(&e.tensor)?))).collect()
+        self.iter()
+            .map(|(n, e)| Ok((n.to_string(), self.backend.to_data(&e.tensor)?)))
+            .collect()
     }
     /// Total number of elements of the parameters (not buffers).
     pub fn num_parameters(&self) -> usize {
@@ -170,14 +193,19 @@ pub struct Gradients<B: Backend> {
 
 impl<B: Backend> Default for Gradients<B> {
     fn default() -> Self {
-        Self { map: HashMap::new() }
+        Self {
+            map: HashMap::new(),
+        }
     }
 }
 
 impl<B: Backend> Gradients<B> {
     /// The gradient of `name`, if it has one for the tensor with id `id`.
     pub fn get_for(&self, name: &str, id: u64) -> Option<&B::Tensor> {
-        self.map.get(name).filter(|(gid, _)| *gid == id).map(|(_, g)| g)
+        self.map
+            .get(name)
+            .filter(|(gid, _)| *gid == id)
+            .map(|(_, g)| g)
     }
     /// The gradient of `name`, if any.
     pub fn get(&self, name: &str) -> Option<&B::Tensor> {
@@ -214,7 +242,11 @@ pub struct ParamBuilder<B: Backend> {
 impl<B: Backend> ParamBuilder<B> {
     /// A builder whose random initialisers derive from `seed` (and each parameter's name).
     pub fn new(backend: B, seed: u64) -> Self {
-        Self { store: RefCell::new(Params::new(backend)), seed, dtype: DType::F32 }
+        Self {
+            store: RefCell::new(Params::new(backend)),
+            seed,
+            dtype: DType::F32,
+        }
     }
     /// Float dtype for new parameters (default f32).
     pub fn with_dtype(mut self, dtype: DType) -> Self {
@@ -223,7 +255,10 @@ impl<B: Backend> ParamBuilder<B> {
     }
     /// The root path (empty prefix).
     pub fn root(&self) -> ParamPath<'_, B> {
-        ParamPath { builder: self, prefix: String::new() }
+        ParamPath {
+            builder: self,
+            prefix: String::new(),
+        }
     }
     /// The finished store.
     pub fn finish(self) -> Params<B> {
@@ -244,7 +279,10 @@ impl<'a, B: Backend> ParamPath<'a, B> {
     pub fn sub(&self, name: impl AsRef<str>) -> Result<ParamPath<'a, B>> {
         let prefix = join(&self.prefix, name.as_ref());
         validate_name(&prefix)?;
-        Ok(ParamPath { builder: self.builder, prefix })
+        Ok(ParamPath {
+            builder: self.builder,
+            prefix,
+        })
     }
     /// This path's dotted prefix.
     pub fn prefix(&self) -> &str {
@@ -258,8 +296,14 @@ impl<'a, B: Backend> ParamPath<'a, B> {
     pub fn backend(&self) -> B {
         self.builder.store.borrow().backend().clone()
     }
-    fn create(&self, name: &str, shape: &[usize], init: Init, kind: ParamKind, dtype: DType)
-    -> Result<B::Tensor> {
+    fn create(
+        &self,
+        name: &str,
+        shape: &[usize],
+        init: Init,
+        kind: ParamKind,
+        dtype: DType,
+    ) -> Result<B::Tensor> {
         let full = self.name(name);
         validate_name(&full)?;
         if self.builder.store.borrow().contains(&full) {
@@ -297,8 +341,13 @@ impl<'a, B: Backend> ParamPath<'a, B> {
         self.create(name, shape, init, ParamKind::Buffer, self.builder.dtype)
     }
     /// A buffer of a given dtype (`num_batches_tracked` is an i64 scalar).
-    pub fn buffer_typed(&self, name: &str, shape: &[usize], init: Init, dtype: DType)
-    -> Result<B::Tensor> {
+    pub fn buffer_typed(
+        &self,
+        name: &str,
+        shape: &[usize],
+        init: Init,
+        dtype: DType,
+    ) -> Result<B::Tensor> {
         self.create(name, shape, init, ParamKind::Buffer, dtype)
     }
 }

@@ -14,15 +14,27 @@ use crate::{Error, Result};
 
 fn to_bytes(d: &TensorData) -> (Dtype, Vec<u8>) {
     match d {
-        TensorData::F32(a) => {
-            (Dtype::F32, a.as_standard_layout().iter().flat_map(|v| v.to_le_bytes()).collect())
-        }
-        TensorData::BF16(a) => {
-            (Dtype::BF16, a.as_standard_layout().iter().flat_map(|v| v.to_le_bytes()).collect())
-        }
-        TensorData::I64(a) => {
-            (Dtype::I64, a.as_standard_layout().iter().flat_map(|v| v.to_le_bytes()).collect())
-        }
+        TensorData::F32(a) => (
+            Dtype::F32,
+            a.as_standard_layout()
+                .iter()
+                .flat_map(|v| v.to_le_bytes())
+                .collect(),
+        ),
+        TensorData::BF16(a) => (
+            Dtype::BF16,
+            a.as_standard_layout()
+                .iter()
+                .flat_map(|v| v.to_le_bytes())
+                .collect(),
+        ),
+        TensorData::I64(a) => (
+            Dtype::I64,
+            a.as_standard_layout()
+                .iter()
+                .flat_map(|v| v.to_le_bytes())
+                .collect(),
+        ),
     }
 }
 
@@ -52,11 +64,21 @@ pub fn to_safetensors_bytes(
 
 /// Writes `bytes` to `path` atomically: a temp file in the same directory, fsync, rename.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    let file_name = path
-        .file_name()
-        .ok_or_else(|| Error::invalid("write_atomic", format!("{} has no file name", path.display())))?;
-    let tmp = dir.join(format!(".{}.tmp-{}", file_name.to_string_lossy(), std::process::id()));
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let file_name = path.file_name().ok_or_else(|| {
+        Error::invalid(
+            "write_atomic",
+            format!("{} has no file name", path.display()),
+        )
+    })?;
+    let tmp = dir.join(format!(
+        ".{}.tmp-{}",
+        file_name.to_string_lossy(),
+        std::process::id()
+    ));
     let result = (|| {
         let mut f = std::fs::File::create(&tmp).map_err(|e| Error::io(&tmp, e))?;
         f.write_all(bytes).map_err(|e| Error::io(&tmp, e))?;
@@ -83,17 +105,19 @@ fn decode(path: &Path, name: &str, v: &TensorView<'_>) -> Result<TensorData> {
     let raw = v.data();
     macro_rules! le {
         ($t:ty, $n:expr) => {
-            raw.chunks_exact($n).map(|c| <$t>::from_le_bytes(c.try_into().unwrap_or([0; $n])))
+            raw.chunks_exact($n)
+                .map(|c| <$t>::from_le_bytes(c.try_into().unwrap_or([0; $n])))
         };
     }
     let bad = |e: crate::Error| Error::format(path, format!("tensor {name:?}: {e}"));
     match v.dtype() {
         Dtype::F32 => TensorData::f32(&shape, le!(f32, 4).collect()).map_err(bad),
         Dtype::F64 => TensorData::f32(&shape, le!(f64, 8).map(|x| x as f32).collect()).map_err(bad),
-        Dtype::F16 => {
-            TensorData::f32(&shape, le!(u16, 2).map(|x| f16::from_bits(x).to_f32()).collect())
-                .map_err(bad)
-        }
+        Dtype::F16 => TensorData::f32(
+            &shape,
+            le!(u16, 2).map(|x| f16::from_bits(x).to_f32()).collect(),
+        )
+        .map_err(bad),
         Dtype::BF16 => {
             let vals: Vec<bf16> = le!(u16, 2).map(bf16::from_bits).collect();
             ndarray::ArrayD::from_shape_vec(ndarray::IxDyn(&shape), vals)
@@ -107,15 +131,21 @@ fn decode(path: &Path, name: &str, v: &TensorView<'_>) -> Result<TensorData> {
         }
         other => Err(Error::format(
             path,
-            format!("tensor {name:?} has dtype {other:?}, which graft does not read (float32, bfloat16, float16, float64, int64, int32, uint8, bool)"),
+            format!(
+                "tensor {name:?} has dtype {other:?}, which graft does not read (float32, bfloat16, float16, float64, int64, int32, uint8, bool)"
+            ),
         )),
     }
 }
 
+/// Named tensors and the file's optional string metadata.
+pub type Loaded = (
+    BTreeMap<String, TensorData>,
+    Option<std::collections::HashMap<String, String>>,
+);
+
 /// Reads every tensor of a safetensors file (and its string metadata).
-pub fn load(
-    path: &Path,
-) -> Result<(BTreeMap<String, TensorData>, Option<std::collections::HashMap<String, String>>)> {
+pub fn load(path: &Path) -> Result<Loaded> {
     let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
     let (_, meta) = SafeTensors::read_metadata(&bytes)
         .map_err(|e| Error::format(path, format!("not a safetensors file: {e}")))?;
@@ -138,9 +168,20 @@ mod tests {
         std::fs::create_dir_all(&dir).expect("tmp dir");
         let path = dir.join("t.safetensors");
         let mut m = BTreeMap::new();
-        m.insert("a.weight".to_string(), TensorData::f32(&[2, 3], vec![1., 2., 3., 4., 5., -6.5]).expect("ok"));
-        m.insert("a.n".to_string(), TensorData::i64(&[], vec![-7]).expect("ok"));
-        m.insert("b".to_string(), TensorData::f32(&[3], vec![0.5, 1.25, -2.0]).expect("ok").cast(crate::DType::BF16));
+        m.insert(
+            "a.weight".to_string(),
+            TensorData::f32(&[2, 3], vec![1., 2., 3., 4., 5., -6.5]).expect("ok"),
+        );
+        m.insert(
+            "a.n".to_string(),
+            TensorData::i64(&[], vec![-7]).expect("ok"),
+        );
+        m.insert(
+            "b".to_string(),
+            TensorData::f32(&[3], vec![0.5, 1.25, -2.0])
+                .expect("ok")
+                .cast(crate::DType::BF16),
+        );
         let mut meta = std::collections::HashMap::new();
         meta.insert("k".to_string(), "v".to_string());
         save(&path, &m, Some(meta.clone())).expect("save");

@@ -16,7 +16,11 @@ pub enum Error {
 
     /// An op got a dtype it does not support.
     #[error("{op}: unsupported dtype {dtype}{}", hint_suffix(.hint))]
-    DType { op: &'static str, dtype: String, hint: String },
+    DType {
+        op: &'static str,
+        dtype: String,
+        hint: String,
+    },
 
     /// A bad argument that is neither shape nor dtype (a negative kernel size, p outside [0, 1)...).
     #[error("{op}: {msg}")]
@@ -24,7 +28,11 @@ pub enum Error {
 
     /// The backend cannot do this at all (for example training on the inference-only ndarray backend).
     #[error("{backend} backend does not support {what}: {why}")]
-    Unsupported { backend: &'static str, what: String, why: String },
+    Unsupported {
+        backend: &'static str,
+        what: String,
+        why: String,
+    },
 
     /// An error raised inside the tensor library (libtorch), with the op that raised it.
     #[error("{op}: {msg}")]
@@ -52,7 +60,10 @@ pub enum Error {
 
     /// An I/O error on a file, with its path.
     #[error("{}: {source}", .path.display())]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
 
     /// A file whose content is malformed, with its path and what is wrong (key, offset, ...).
     #[error("{}: {msg}", .path.display())]
@@ -60,28 +71,48 @@ pub enum Error {
 }
 
 fn hint_suffix(hint: &str) -> String {
-    if hint.is_empty() { String::new() } else { format!(" ({hint})") }
+    if hint.is_empty() {
+        String::new()
+    } else {
+        format!(" ({hint})")
+    }
 }
 
 impl Error {
     /// Shorthand for [`Error::Shape`].
     pub fn shape(op: &'static str, msg: impl Into<String>) -> Self {
-        Error::Shape { op, msg: msg.into() }
+        Error::Shape {
+            op,
+            msg: msg.into(),
+        }
     }
     /// Shorthand for [`Error::InvalidArgument`].
     pub fn invalid(op: &'static str, msg: impl Into<String>) -> Self {
-        Error::InvalidArgument { op, msg: msg.into() }
+        Error::InvalidArgument {
+            op,
+            msg: msg.into(),
+        }
     }
     /// Shorthand for [`Error::DType`].
     pub fn dtype(op: &'static str, dtype: impl std::fmt::Display, hint: impl Into<String>) -> Self {
-        Error::DType { op, dtype: dtype.to_string(), hint: hint.into() }
+        Error::DType {
+            op,
+            dtype: dtype.to_string(),
+            hint: hint.into(),
+        }
     }
     /// An I/O error on `path`.
     pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
-        Error::Io { path: path.into(), source }
+        Error::Io {
+            path: path.into(),
+            source,
+        }
     }
     /// A malformed file.
     pub fn format(path: impl Into<PathBuf>, msg: impl Into<String>) -> Self {
-        Error::Format { path: path.into(), msg: msg.into() }
+        Error::Format {
+            path: path.into(),
+            msg: msg.into(),
+        }
     }
 }

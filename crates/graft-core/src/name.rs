@@ -8,7 +8,12 @@ use crate::{Error, Result};
 
 /// Checks that `name` is a valid dotted name.
 pub fn validate_name(name: &str) -> Result<()> {
-    let bad = |why: &str| Err(Error::InvalidName { name: name.to_string(), why: why.to_string() });
+    let bad = |why: &str| {
+        Err(Error::InvalidName {
+            name: name.to_string(),
+            why: why.to_string(),
+        })
+    };
     if name.is_empty() {
         return bad("empty name");
     }
@@ -16,9 +21,13 @@ pub fn validate_name(name: &str) -> Result<()> {
         if seg.is_empty() {
             return bad("empty segment (leading, trailing or doubled '.')");
         }
-        if let Some(c) = seg.chars().find(|c| !(c.is_ascii_alphanumeric() || *c == '_' || *c == '-'))
+        if let Some(c) = seg
+            .chars()
+            .find(|c| !(c.is_ascii_alphanumeric() || *c == '_' || *c == '-'))
         {
-            return bad(&format!("character {c:?} is not allowed (use letters, digits, '_', '-')"));
+            return bad(&format!(
+                "character {c:?} is not allowed (use letters, digits, '_', '-')"
+            ));
         }
     }
     Ok(())

@@ -83,10 +83,12 @@ pub enum Selector {
 impl Selector {
     /// A regex selector; a bad pattern is an error naming it.
     pub fn regex(pattern: &str) -> Result<Self> {
-        Regex::new(pattern).map(Selector::Regex).map_err(|e| Error::Selector {
-            selector: format!("regex {pattern:?}"),
-            msg: e.to_string(),
-        })
+        Regex::new(pattern)
+            .map(Selector::Regex)
+            .map_err(|e| Error::Selector {
+                selector: format!("regex {pattern:?}"),
+                msg: e.to_string(),
+            })
     }
 
     /// `self` minus `other`.
@@ -101,7 +103,12 @@ impl Selector {
                 selector: format!("stage {s:?}"),
                 msg: format!(
                     "unknown stage; the model has: {}",
-                    stages.stages().iter().map(|s| s.name.as_str()).collect::<Vec<_>>().join(", ")
+                    stages
+                        .stages()
+                        .iter()
+                        .map(|s| s.name.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
                 ),
             }),
             Selector::FirstStages(n) if *n > stages.stages().len() => Err(Error::Selector {
@@ -126,9 +133,9 @@ impl Selector {
             Selector::Exact(n) => n == name,
             Selector::Prefix(p) => is_under(name, p),
             Selector::Regex(r) => r.is_match(name),
-            Selector::Stage(s) => {
-                stages.index_of(s).is_some_and(|i| stages.stage_of(name) == Some(i))
-            }
+            Selector::Stage(s) => stages
+                .index_of(s)
+                .is_some_and(|i| stages.stage_of(name) == Some(i)),
             Selector::FirstStages(n) => stages.stage_of(name).is_some_and(|i| i < *n),
             Selector::Any(v) => v.iter().any(|s| s.matches(name, stages)),
             Selector::Except(a, b) => a.matches(name, stages) && !b.matches(name, stages),
@@ -141,7 +148,10 @@ impl Selector {
         I: IntoIterator<Item = &'a str>,
     {
         self.validate(stages)?;
-        Ok(names.into_iter().filter(|n| self.matches(n, stages)).collect())
+        Ok(names
+            .into_iter()
+            .filter(|n| self.matches(n, stages))
+            .collect())
     }
 }
 
@@ -176,8 +186,18 @@ mod tests {
     fn stages_and_first_stages() {
         let t = resnet_like();
         let sel = Selector::FirstStages(2).select(NAMES, &t).expect("valid");
-        assert_eq!(sel, ["conv1.weight", "bn1.weight", "layer1.0.conv1.weight", "layer1.0.bn1.bias"]);
-        let head = Selector::Stage("head".into()).select(NAMES, &t).expect("valid");
+        assert_eq!(
+            sel,
+            [
+                "conv1.weight",
+                "bn1.weight",
+                "layer1.0.conv1.weight",
+                "layer1.0.bn1.bias"
+            ]
+        );
+        let head = Selector::Stage("head".into())
+            .select(NAMES, &t)
+            .expect("valid");
         assert_eq!(head, ["fc.weight"]);
     }
 
@@ -185,20 +205,34 @@ mod tests {
     fn except_and_regex() {
         let t = resnet_like();
         let no_bn = Selector::FirstStages(2).except(Selector::regex(r"(^|\.)bn\d*\.").expect("re"));
-        assert_eq!(no_bn.select(NAMES, &t).expect("valid"), ["conv1.weight", "layer1.0.conv1.weight"]);
+        assert_eq!(
+            no_bn.select(NAMES, &t).expect("valid"),
+            ["conv1.weight", "layer1.0.conv1.weight"]
+        );
     }
 
     #[test]
     fn unknown_stage_is_an_error_naming_the_stages() {
         let t = resnet_like();
-        let err = Selector::Stage("layer9".into()).select(NAMES, &t).expect_err("unknown");
+        let err = Selector::Stage("layer9".into())
+            .select(NAMES, &t)
+            .expect_err("unknown");
         let msg = err.to_string();
-        assert!(msg.contains("layer9") && msg.contains("stem, layer1, layer2, head"), "{msg}");
+        assert!(
+            msg.contains("layer9") && msg.contains("stem, layer1, layer2, head"),
+            "{msg}"
+        );
         assert!(Selector::FirstStages(5).select(NAMES, &t).is_err());
         assert!(Selector::regex("(").is_err());
         let dup = StageTable::new(vec![
-            Stage { name: "a".into(), prefixes: vec![] },
-            Stage { name: "a".into(), prefixes: vec![] },
+            Stage {
+                name: "a".into(),
+                prefixes: vec![],
+            },
+            Stage {
+                name: "a".into(),
+                prefixes: vec![],
+            },
         ]);
         assert!(dup.is_err());
     }
@@ -206,8 +240,14 @@ mod tests {
     #[test]
     fn longest_prefix_wins() {
         let t = StageTable::new(vec![
-            Stage { name: "blocks".into(), prefixes: vec!["blocks".into()] },
-            Stage { name: "last".into(), prefixes: vec!["blocks.11".into()] },
+            Stage {
+                name: "blocks".into(),
+                prefixes: vec!["blocks".into()],
+            },
+            Stage {
+                name: "last".into(),
+                prefixes: vec!["blocks.11".into()],
+            },
         ])
         .expect("unique");
         assert_eq!(t.stage_of("blocks.3.mlp.fc1.weight"), Some(0));

@@ -14,8 +14,16 @@ pub fn co_broadcast(a: &[usize], b: &[usize]) -> Option<Vec<usize>> {
     let r = a.len().max(b.len());
     (0..r)
         .map(|i| {
-            let da = if i + a.len() >= r { a[i + a.len() - r] } else { 1 };
-            let db = if i + b.len() >= r { b[i + b.len() - r] } else { 1 };
+            let da = if i + a.len() >= r {
+                a[i + a.len() - r]
+            } else {
+                1
+            };
+            let db = if i + b.len() >= r {
+                b[i + b.len() - r]
+            } else {
+                1
+            };
             match (da, db) {
                 (x, y) if x == y => Some(x),
                 (1, y) => Some(y),
@@ -43,7 +51,14 @@ pub fn zip_bcast<T: Copy + Send + Sync>(
     f: impl Fn(T, T) -> T + Sync,
 ) -> Result<ArrayD<T>> {
     let shape = co_broadcast(a.shape(), b.shape()).ok_or_else(|| {
-        Error::shape(op, format!("shapes {:?} and {:?} do not broadcast", a.shape(), b.shape()))
+        Error::shape(
+            op,
+            format!(
+                "shapes {:?} and {:?} do not broadcast",
+                a.shape(),
+                b.shape()
+            ),
+        )
     })?;
     let s = IxDyn(&shape);
     let (x, y) = match (a.broadcast(s.clone()), b.broadcast(s)) {
@@ -51,7 +66,11 @@ pub fn zip_bcast<T: Copy + Send + Sync>(
         _ => return Err(Error::shape(op, "broadcast failed")),
     };
     let z = Zip::from(&x).and(&y);
-    Ok(if x.len() >= PAR_MIN { z.par_map_collect(|&p, &q| f(p, q)) } else { z.map_collect(|&p, &q| f(p, q)) })
+    Ok(if x.len() >= PAR_MIN {
+        z.par_map_collect(|&p, &q| f(p, q))
+    } else {
+        z.map_collect(|&p, &q| f(p, q))
+    })
 }
 
 /// Softmax (or log-softmax) along `ax`, max-subtracted.
@@ -86,12 +105,25 @@ pub fn topk<T: Copy + PartialOrd>(
 ) -> (ArrayD<T>, ArrayD<i64>) {
     let mut shape = a.shape().to_vec();
     shape[ax.index()] = k;
-    let mut vals = ArrayD::from_elem(IxDyn(&shape), a.iter().next().copied().unwrap_or_else(|| unreachable_elem()));
+    let mut vals = ArrayD::from_elem(
+        IxDyn(&shape),
+        a.iter()
+            .next()
+            .copied()
+            .unwrap_or_else(|| unreachable_elem()),
+    );
     let mut idx = ArrayD::<i64>::zeros(IxDyn(&shape));
-    for ((lane, mut vl), mut il) in a.lanes(ax).into_iter().zip(vals.lanes_mut(ax)).zip(idx.lanes_mut(ax)) {
+    for ((lane, mut vl), mut il) in a
+        .lanes(ax)
+        .into_iter()
+        .zip(vals.lanes_mut(ax))
+        .zip(idx.lanes_mut(ax))
+    {
         let mut order: Vec<usize> = (0..lane.len()).collect();
         order.sort_by(|&i, &j| {
-            let o = lane[i].partial_cmp(&lane[j]).unwrap_or(std::cmp::Ordering::Equal);
+            let o = lane[i]
+                .partial_cmp(&lane[j])
+                .unwrap_or(std::cmp::Ordering::Equal);
             if largest { o.reverse() } else { o }
         });
         for (slot, &i) in order.iter().take(k).enumerate() {
@@ -108,13 +140,27 @@ fn unreachable_elem<T>() -> T {
 }
 
 /// PyTorch's gather along `dim`.
-pub fn gather<T: Copy>(a: &ArrayViewD<'_, T>, dim: usize, idx: &ArrayViewD<'_, i64>) -> Result<ArrayD<T>> {
+pub fn gather<T: Copy>(
+    a: &ArrayViewD<'_, T>,
+    dim: usize,
+    idx: &ArrayViewD<'_, i64>,
+) -> Result<ArrayD<T>> {
     if idx.ndim() != a.ndim() {
-        return Err(Error::shape("gather", format!("index rank {} != input rank {}", idx.ndim(), a.ndim())));
+        return Err(Error::shape(
+            "gather",
+            format!("index rank {} != input rank {}", idx.ndim(), a.ndim()),
+        ));
     }
     for d in 0..a.ndim() {
         if d != dim && idx.shape()[d] > a.shape()[d] {
-            return Err(Error::shape("gather", format!("index {:?} larger than input {:?} off dim {dim}", idx.shape(), a.shape())));
+            return Err(Error::shape(
+                "gather",
+                format!(
+                    "index {:?} larger than input {:?} off dim {dim}",
+                    idx.shape(),
+                    a.shape()
+                ),
+            ));
         }
     }
     let n = a.shape()[dim] as i64;
@@ -130,7 +176,10 @@ pub fn gather<T: Copy>(a: &ArrayViewD<'_, T>, dim: usize, idx: &ArrayViewD<'_, i
         a[src]
     });
     match bad {
-        Some(j) => Err(Error::invalid("gather", format!("index {j} out of range for size {n}"))),
+        Some(j) => Err(Error::invalid(
+            "gather",
+            format!("index {j} out of range for size {n}"),
+        )),
         None => Ok(out),
     }
 }
@@ -144,16 +193,38 @@ pub fn matmul(a: &ArrayViewD<'_, f32>, b: &ArrayViewD<'_, f32>) -> Result<ArrayD
     if a.ndim() == 0 || b.ndim() == 0 {
         return Err(Error::shape("matmul", "operands must be at least 1-d"));
     }
-    let a2 = if a.ndim() == 1 { a.view().insert_axis(Axis(0)) } else { a.view() };
-    let b2 = if b.ndim() == 1 { b.view().insert_axis(Axis(1)) } else { b.view() };
+    let a2 = if a.ndim() == 1 {
+        a.view().insert_axis(Axis(0))
+    } else {
+        a.view()
+    };
+    let b2 = if b.ndim() == 1 {
+        b.view().insert_axis(Axis(1))
+    } else {
+        b.view()
+    };
     let (ra, rb) = (a2.ndim(), b2.ndim());
     let (m, k) = (a2.shape()[ra - 2], a2.shape()[ra - 1]);
     let (k2, n) = (b2.shape()[rb - 2], b2.shape()[rb - 1]);
     if k != k2 {
-        return Err(Error::shape("matmul", format!("{:?} @ {:?}: inner dims {k} and {k2} differ", a.shape(), b.shape())));
+        return Err(Error::shape(
+            "matmul",
+            format!(
+                "{:?} @ {:?}: inner dims {k} and {k2} differ",
+                a.shape(),
+                b.shape()
+            ),
+        ));
     }
     let batch = co_broadcast(&a2.shape()[..ra - 2], &b2.shape()[..rb - 2]).ok_or_else(|| {
-        Error::shape("matmul", format!("batch dims of {:?} and {:?} do not broadcast", a.shape(), b.shape()))
+        Error::shape(
+            "matmul",
+            format!(
+                "batch dims of {:?} and {:?} do not broadcast",
+                a.shape(),
+                b.shape()
+            ),
+        )
     })?;
     let mut full_a = batch.clone();
     full_a.extend([m, k]);
@@ -164,17 +235,29 @@ pub fn matmul(a: &ArrayViewD<'_, f32>, b: &ArrayViewD<'_, f32>) -> Result<ArrayD
         _ => return Err(Error::shape("matmul", "broadcast failed")),
     };
     let nb: usize = batch.iter().product();
-    let av = av.to_shape(IxDyn(&[nb, m, k])).map_err(|e| Error::shape("matmul", e.to_string()))?;
-    let bv = bv.to_shape(IxDyn(&[nb, k, n])).map_err(|e| Error::shape("matmul", e.to_string()))?;
+    let av = av
+        .to_shape(IxDyn(&[nb, m, k]))
+        .map_err(|e| Error::shape("matmul", e.to_string()))?;
+    let bv = bv
+        .to_shape(IxDyn(&[nb, k, n]))
+        .map_err(|e| Error::shape("matmul", e.to_string()))?;
     let mut out = ArrayD::<f32>::zeros(IxDyn(&[nb, m, n]));
     let gemm = |(i, mut o): (usize, ndarray::ArrayViewMut2<'_, f32>)| {
-        let x = av.index_axis(Axis(0), i).into_dimensionality::<ndarray::Ix2>();
-        let y = bv.index_axis(Axis(0), i).into_dimensionality::<ndarray::Ix2>();
+        let x = av
+            .index_axis(Axis(0), i)
+            .into_dimensionality::<ndarray::Ix2>();
+        let y = bv
+            .index_axis(Axis(0), i)
+            .into_dimensionality::<ndarray::Ix2>();
         if let (Ok(x), Ok(y)) = (x, y) {
             general_mat_mul(1.0, &x, &y, 0.0, &mut o);
         }
     };
-    let mats: Vec<_> = out.axis_iter_mut(Axis(0)).map(|o| o.into_dimensionality::<ndarray::Ix2>()).collect::<std::result::Result<_, _>>().map_err(|e| Error::shape("matmul", e.to_string()))?;
+    let mats: Vec<_> = out
+        .axis_iter_mut(Axis(0))
+        .map(|o| o.into_dimensionality::<ndarray::Ix2>())
+        .collect::<std::result::Result<_, _>>()
+        .map_err(|e| Error::shape("matmul", e.to_string()))?;
     if nb > 1 && m * n * k < (1 << 18) {
         // many small products: parallel over the batch, each GEMM single-threaded in effect
         mats.into_par_iter().enumerate().for_each(gemm);
@@ -188,38 +271,60 @@ pub fn matmul(a: &ArrayViewD<'_, f32>, b: &ArrayViewD<'_, f32>) -> Result<ArrayD
     if b.ndim() > 1 {
         shape.push(n);
     }
-    out.into_shape_with_order(IxDyn(&shape)).map_err(|e| Error::shape("matmul", e.to_string()))
+    out.into_shape_with_order(IxDyn(&shape))
+        .map_err(|e| Error::shape("matmul", e.to_string()))
 }
 
 /// `x · wᵀ + b` over the last dim of `x`.
-pub fn linear(x: &ArrayViewD<'_, f32>, w: &ArrayViewD<'_, f32>, b: Option<ArrayViewD<'_, f32>>) -> Result<ArrayD<f32>> {
-    let w2 = as2(w).ok_or_else(|| Error::shape("linear", format!("weight must be 2-d, got {:?}", w.shape())))?;
+pub fn linear(
+    x: &ArrayViewD<'_, f32>,
+    w: &ArrayViewD<'_, f32>,
+    b: Option<ArrayViewD<'_, f32>>,
+) -> Result<ArrayD<f32>> {
+    let w2 = as2(w).ok_or_else(|| {
+        Error::shape("linear", format!("weight must be 2-d, got {:?}", w.shape()))
+    })?;
     let (out_f, in_f) = w2.dim();
     let Some(&last) = x.shape().last() else {
         return Err(Error::shape("linear", "input must be at least 1-d"));
     };
     if last != in_f {
-        return Err(Error::shape("linear", format!("input {:?} vs weight {:?}", x.shape(), w.shape())));
+        return Err(Error::shape(
+            "linear",
+            format!("input {:?} vs weight {:?}", x.shape(), w.shape()),
+        ));
     }
     let rows = x.len() / in_f.max(1);
     let xs = x.as_standard_layout();
-    let x2 = xs.to_shape((rows, in_f)).map_err(|e| Error::shape("linear", e.to_string()))?;
+    let x2 = xs
+        .to_shape((rows, in_f))
+        .map_err(|e| Error::shape("linear", e.to_string()))?;
     let mut out = match &b {
         Some(b) => {
             if b.len() != out_f {
-                return Err(Error::shape("linear", format!("bias {:?} for {out_f} outputs", b.shape())));
+                return Err(Error::shape(
+                    "linear",
+                    format!("bias {:?} for {out_f} outputs", b.shape()),
+                ));
             }
             let bb: Vec<f32> = b.iter().copied().collect();
             Array2::from_shape_fn((rows, out_f), |(_, j)| bb[j])
         }
         None => Array2::zeros((rows, out_f)),
     };
-    general_mat_mul(1.0, &x2, &w2.t(), if b.is_some() { 1.0 } else { 0.0 }, &mut out);
+    general_mat_mul(
+        1.0,
+        &x2,
+        &w2.t(),
+        if b.is_some() { 1.0 } else { 0.0 },
+        &mut out,
+    );
     let mut shape = x.shape().to_vec();
     if let Some(l) = shape.last_mut() {
         *l = out_f;
     }
-    out.into_shape_with_order(IxDyn(&shape)).map_err(|e| Error::shape("linear", e.to_string()))
+    out.into_shape_with_order(IxDyn(&shape))
+        .map_err(|e| Error::shape("linear", e.to_string()))
 }
 
 fn conv_out(len: usize, k: usize, s: usize, p: usize, d: usize) -> Option<usize> {
@@ -229,15 +334,34 @@ fn conv_out(len: usize, k: usize, s: usize, p: usize, d: usize) -> Option<usize>
 
 /// 2-d convolution: im2col over chunks of images + one GEMM per group and chunk; depthwise runs
 /// as direct loops.
-pub fn conv2d(x: &ArrayViewD<'_, f32>, w: &ArrayViewD<'_, f32>, b: Option<ArrayViewD<'_, f32>>, o: Conv2dOpts) -> Result<ArrayD<f32>> {
+pub fn conv2d(
+    x: &ArrayViewD<'_, f32>,
+    w: &ArrayViewD<'_, f32>,
+    b: Option<ArrayViewD<'_, f32>>,
+    o: Conv2dOpts,
+) -> Result<ArrayD<f32>> {
     if x.ndim() != 4 || w.ndim() != 4 {
-        return Err(Error::shape("conv2d", format!("input {:?} and weight {:?} must be 4-d", x.shape(), w.shape())));
+        return Err(Error::shape(
+            "conv2d",
+            format!(
+                "input {:?} and weight {:?} must be 4-d",
+                x.shape(),
+                w.shape()
+            ),
+        ));
     }
     let (n, c, h, wd) = (x.shape()[0], x.shape()[1], x.shape()[2], x.shape()[3]);
     let (oc, icg, kh, kw) = (w.shape()[0], w.shape()[1], w.shape()[2], w.shape()[3]);
     let g = o.groups;
     if g == 0 || c % g != 0 || oc % g != 0 || icg != c / g {
-        return Err(Error::shape("conv2d", format!("input {:?}, weight {:?}, groups {g}: need in = groups × weight.shape[1] and out divisible by groups", x.shape(), w.shape())));
+        return Err(Error::shape(
+            "conv2d",
+            format!(
+                "input {:?}, weight {:?}, groups {g}: need in = groups × weight.shape[1] and out divisible by groups",
+                x.shape(),
+                w.shape()
+            ),
+        ));
     }
     if kh == 0 || kw == 0 {
         return Err(Error::shape("conv2d", "empty kernel"));
@@ -246,10 +370,18 @@ pub fn conv2d(x: &ArrayViewD<'_, f32>, w: &ArrayViewD<'_, f32>, b: Option<ArrayV
         conv_out(h, kh, o.stride.0, o.padding.0, o.dilation.0),
         conv_out(wd, kw, o.stride.1, o.padding.1, o.dilation.1),
     ) else {
-        return Err(Error::shape("conv2d", format!("kernel larger than padded input {:?}", x.shape())));
+        return Err(Error::shape(
+            "conv2d",
+            format!("kernel larger than padded input {:?}", x.shape()),
+        ));
     };
     let bias: Option<Vec<f32>> = match &b {
-        Some(b) if b.len() != oc => return Err(Error::shape("conv2d", format!("bias {:?} for {oc} outputs", b.shape()))),
+        Some(b) if b.len() != oc => {
+            return Err(Error::shape(
+                "conv2d",
+                format!("bias {:?} for {oc} outputs", b.shape()),
+            ));
+        }
         Some(b) => Some(b.iter().copied().collect()),
         None => None,
     };
@@ -273,13 +405,15 @@ pub fn conv2d(x: &ArrayViewD<'_, f32>, w: &ArrayViewD<'_, f32>, b: Option<ArrayV
                 for xx in 0..ow {
                     let mut s = b0;
                     for ky in 0..kh {
-                        let iy = (y * o.stride.0 + ky * o.dilation.0) as isize - o.padding.0 as isize;
+                        let iy =
+                            (y * o.stride.0 + ky * o.dilation.0) as isize - o.padding.0 as isize;
                         if iy < 0 || iy as usize >= h {
                             continue;
                         }
                         let row = &src[iy as usize * wd..(iy as usize + 1) * wd];
                         for kx in 0..kw {
-                            let ix = (xx * o.stride.1 + kx * o.dilation.1) as isize - o.padding.1 as isize;
+                            let ix = (xx * o.stride.1 + kx * o.dilation.1) as isize
+                                - o.padding.1 as isize;
                             if ix >= 0 && (ix as usize) < wd {
                                 s += row[ix as usize] * ker[ky * kw + kx];
                             }
@@ -292,39 +426,55 @@ pub fn conv2d(x: &ArrayViewD<'_, f32>, w: &ArrayViewD<'_, f32>, b: Option<ArrayV
     } else {
         // im2col for a chunk of images: cols[group][kk, imgs * plane]
         let per_img = kk * plane * g;
-        let chunk = (16usize << 20).checked_div(per_img.max(1)).unwrap_or(1).clamp(1, n.max(1));
+        let chunk = (16usize << 20)
+            .checked_div(per_img.max(1))
+            .unwrap_or(1)
+            .clamp(1, n.max(1));
         for start in (0..n).step_by(chunk) {
             let imgs = chunk.min(n - start);
             let cols_w = imgs * plane;
             let mut cols = vec![0f32; g * kk * cols_w];
             // fill rows in parallel: row r = (group, ci, ky, kx)
-            cols.par_chunks_mut(cols_w).enumerate().for_each(|(r, row)| {
-                let (gi, rem) = (r / kk, r % kk);
-                let (ci, ky, kx) = (rem / (kh * kw), (rem / kw) % kh, rem % kw);
-                let ch = gi * icg + ci;
-                for im in 0..imgs {
-                    let src = &xsl[((start + im) * c + ch) * h * wd..((start + im) * c + ch + 1) * h * wd];
-                    let dst = &mut row[im * plane..(im + 1) * plane];
-                    for y in 0..oh {
-                        let iy = (y * o.stride.0 + ky * o.dilation.0) as isize - o.padding.0 as isize;
-                        let drow = &mut dst[y * ow..(y + 1) * ow];
-                        if iy < 0 || iy as usize >= h {
-                            drow.fill(0.0);
-                            continue;
-                        }
-                        let srow = &src[iy as usize * wd..(iy as usize + 1) * wd];
-                        for (xx, d) in drow.iter_mut().enumerate() {
-                            let ix = (xx * o.stride.1 + kx * o.dilation.1) as isize - o.padding.1 as isize;
-                            *d = if ix >= 0 && (ix as usize) < wd { srow[ix as usize] } else { 0.0 };
+            cols.par_chunks_mut(cols_w)
+                .enumerate()
+                .for_each(|(r, row)| {
+                    let (gi, rem) = (r / kk, r % kk);
+                    let (ci, ky, kx) = (rem / (kh * kw), (rem / kw) % kh, rem % kw);
+                    let ch = gi * icg + ci;
+                    for im in 0..imgs {
+                        let src = &xsl[((start + im) * c + ch) * h * wd
+                            ..((start + im) * c + ch + 1) * h * wd];
+                        let dst = &mut row[im * plane..(im + 1) * plane];
+                        for y in 0..oh {
+                            let iy = (y * o.stride.0 + ky * o.dilation.0) as isize
+                                - o.padding.0 as isize;
+                            let drow = &mut dst[y * ow..(y + 1) * ow];
+                            if iy < 0 || iy as usize >= h {
+                                drow.fill(0.0);
+                                continue;
+                            }
+                            let srow = &src[iy as usize * wd..(iy as usize + 1) * wd];
+                            for (xx, d) in drow.iter_mut().enumerate() {
+                                let ix = (xx * o.stride.1 + kx * o.dilation.1) as isize
+                                    - o.padding.1 as isize;
+                                *d = if ix >= 0 && (ix as usize) < wd {
+                                    srow[ix as usize]
+                                } else {
+                                    0.0
+                                };
+                            }
                         }
                     }
-                }
-            });
+                });
             for gi in 0..g {
-                let wmat = ArrayView2::from_shape((ocg, kk), &wsl[gi * ocg * kk..(gi + 1) * ocg * kk])
-                    .map_err(|e| Error::shape("conv2d", e.to_string()))?;
-                let cmat = ArrayView2::from_shape((kk, cols_w), &cols[gi * kk * cols_w..(gi + 1) * kk * cols_w])
-                    .map_err(|e| Error::shape("conv2d", e.to_string()))?;
+                let wmat =
+                    ArrayView2::from_shape((ocg, kk), &wsl[gi * ocg * kk..(gi + 1) * ocg * kk])
+                        .map_err(|e| Error::shape("conv2d", e.to_string()))?;
+                let cmat = ArrayView2::from_shape(
+                    (kk, cols_w),
+                    &cols[gi * kk * cols_w..(gi + 1) * kk * cols_w],
+                )
+                .map_err(|e| Error::shape("conv2d", e.to_string()))?;
                 let mut res = Array2::<f32>::zeros((ocg, cols_w));
                 general_mat_mul(1.0, &wmat, &cmat, 0.0, &mut res);
                 // scatter [ocg, imgs*plane] into out[img, gi*ocg + j, plane]
@@ -334,7 +484,8 @@ pub fn conv2d(x: &ArrayViewD<'_, f32>, w: &ArrayViewD<'_, f32>, b: Option<ArrayV
                     let src = res.row(j);
                     let src = src.as_slice().unwrap_or(&[]);
                     for im in 0..imgs {
-                        let dst = &mut out[((start + im) * oc + co) * plane..((start + im) * oc + co + 1) * plane];
+                        let dst = &mut out[((start + im) * oc + co) * plane
+                            ..((start + im) * oc + co + 1) * plane];
                         for (d, s) in dst.iter_mut().zip(&src[im * plane..(im + 1) * plane]) {
                             *d = s + b0;
                         }
@@ -343,45 +494,77 @@ pub fn conv2d(x: &ArrayViewD<'_, f32>, w: &ArrayViewD<'_, f32>, b: Option<ArrayV
             }
         }
     }
-    ArrayD::from_shape_vec(IxDyn(&[n, oc, oh, ow]), out).map_err(|e| Error::shape("conv2d", e.to_string()))
+    ArrayD::from_shape_vec(IxDyn(&[n, oc, oh, ow]), out)
+        .map_err(|e| Error::shape("conv2d", e.to_string()))
 }
 
 /// Inference BatchNorm over dim 1: `y = x · α + β` with `α = w / √(var + eps)`, `β = b − mean · α`
 /// (libtorch's CPU formulation).
-pub fn batch_norm_eval(x: &ArrayViewD<'_, f32>, mean: &[f32], var: &[f32], w: Option<&[f32]>, b: Option<&[f32]>, eps: f64) -> Result<ArrayD<f32>> {
+pub fn batch_norm_eval(
+    x: &ArrayViewD<'_, f32>,
+    mean: &[f32],
+    var: &[f32],
+    w: Option<&[f32]>,
+    b: Option<&[f32]>,
+    eps: f64,
+) -> Result<ArrayD<f32>> {
     if x.ndim() < 2 {
-        return Err(Error::shape("batch_norm", format!("input {:?} needs [N, C, ...]", x.shape())));
+        return Err(Error::shape(
+            "batch_norm",
+            format!("input {:?} needs [N, C, ...]", x.shape()),
+        ));
     }
     let c = x.shape()[1];
     let ok = |v: Option<&[f32]>| v.is_none_or(|v| v.len() == c);
     if mean.len() != c || var.len() != c || !ok(w) || !ok(b) {
-        return Err(Error::shape("batch_norm", format!("statistics do not match {c} channels")));
+        return Err(Error::shape(
+            "batch_norm",
+            format!("statistics do not match {c} channels"),
+        ));
     }
-    let alpha: Vec<f32> = (0..c).map(|i| (f64::from(w.map_or(1.0, |w| w[i])) / (f64::from(var[i]) + eps).sqrt()) as f32).collect();
-    let beta: Vec<f32> = (0..c).map(|i| b.map_or(0.0, |b| b[i]) - mean[i] * alpha[i]).collect();
+    let alpha: Vec<f32> = (0..c)
+        .map(|i| (f64::from(w.map_or(1.0, |w| w[i])) / (f64::from(var[i]) + eps).sqrt()) as f32)
+        .collect();
+    let beta: Vec<f32> = (0..c)
+        .map(|i| b.map_or(0.0, |b| b[i]) - mean[i] * alpha[i])
+        .collect();
     let mut out = x.as_standard_layout().into_owned();
     let inner: usize = x.shape()[2..].iter().product();
     if let Some(s) = out.as_slice_mut() {
-        s.par_chunks_mut(inner.max(1)).enumerate().for_each(|(i, chunk)| {
-            let ch = i % c;
-            for v in chunk {
-                *v = *v * alpha[ch] + beta[ch];
-            }
-        });
+        s.par_chunks_mut(inner.max(1))
+            .enumerate()
+            .for_each(|(i, chunk)| {
+                let ch = i % c;
+                for v in chunk {
+                    *v = *v * alpha[ch] + beta[ch];
+                }
+            });
     }
     Ok(out)
 }
 
 /// LayerNorm over the last `nd` dims (f64 statistics, biased variance).
-pub fn layer_norm(x: &ArrayViewD<'_, f32>, nd: usize, w: Option<ArrayViewD<'_, f32>>, b: Option<ArrayViewD<'_, f32>>, eps: f64) -> Result<ArrayD<f32>> {
+pub fn layer_norm(
+    x: &ArrayViewD<'_, f32>,
+    nd: usize,
+    w: Option<ArrayViewD<'_, f32>>,
+    b: Option<ArrayViewD<'_, f32>>,
+    eps: f64,
+) -> Result<ArrayD<f32>> {
     let r = x.ndim();
     if nd == 0 || nd > r {
-        return Err(Error::invalid("layer_norm", format!("normalized_dims {nd} for shape {:?}", x.shape())));
+        return Err(Error::invalid(
+            "layer_norm",
+            format!("normalized_dims {nd} for shape {:?}", x.shape()),
+        ));
     }
     let d: usize = x.shape()[r - nd..].iter().product();
     let check = |t: &Option<ArrayViewD<'_, f32>>| t.as_ref().is_none_or(|t| t.len() == d);
     if !check(&w) || !check(&b) {
-        return Err(Error::shape("layer_norm", format!("weight / bias do not have {d} elements")));
+        return Err(Error::shape(
+            "layer_norm",
+            format!("weight / bias do not have {d} elements"),
+        ));
     }
     let wv: Option<Vec<f32>> = w.map(|t| t.iter().copied().collect());
     let bv: Option<Vec<f32>> = b.map(|t| t.iter().copied().collect());
@@ -390,7 +573,11 @@ pub fn layer_norm(x: &ArrayViewD<'_, f32>, nd: usize, w: Option<ArrayViewD<'_, f
         s.par_chunks_mut(d.max(1)).for_each(|row| {
             let n = row.len() as f64;
             let mean = row.iter().map(|&v| f64::from(v)).sum::<f64>() / n;
-            let var = row.iter().map(|&v| (f64::from(v) - mean).powi(2)).sum::<f64>() / n;
+            let var = row
+                .iter()
+                .map(|&v| (f64::from(v) - mean).powi(2))
+                .sum::<f64>()
+                / n;
             let inv = 1.0 / (var + eps).sqrt();
             for (j, v) in row.iter_mut().enumerate() {
                 let mut y = ((f64::from(*v) - mean) * inv) as f32;
@@ -411,91 +598,129 @@ pub fn layer_norm(x: &ArrayViewD<'_, f32>, nd: usize, w: Option<ArrayViewD<'_, f
 pub fn pool2d(x: &ArrayViewD<'_, f32>, o: Pool2dOpts, max: bool) -> Result<ArrayD<f32>> {
     let op = if max { "max_pool2d" } else { "avg_pool2d" };
     if x.ndim() != 4 {
-        return Err(Error::shape(op, format!("input {:?} must be NCHW", x.shape())));
+        return Err(Error::shape(
+            op,
+            format!("input {:?} must be NCHW", x.shape()),
+        ));
     }
-    if o.kernel.0 == 0 || o.kernel.1 == 0 || o.padding.0 * 2 > o.kernel.0 || o.padding.1 * 2 > o.kernel.1 {
-        return Err(Error::invalid(op, format!("kernel {:?} / padding {:?}: padding must be at most half the kernel", o.kernel, o.padding)));
+    if o.kernel.0 == 0
+        || o.kernel.1 == 0
+        || o.padding.0 * 2 > o.kernel.0
+        || o.padding.1 * 2 > o.kernel.1
+    {
+        return Err(Error::invalid(
+            op,
+            format!(
+                "kernel {:?} / padding {:?}: padding must be at most half the kernel",
+                o.kernel, o.padding
+            ),
+        ));
     }
     let (n, c, h, w) = (x.shape()[0], x.shape()[1], x.shape()[2], x.shape()[3]);
     let (Some(oh), Some(ow)) = (o.out_len(h, 0), o.out_len(w, 1)) else {
-        return Err(Error::shape(op, format!("kernel larger than padded input {:?}", x.shape())));
+        return Err(Error::shape(
+            op,
+            format!("kernel larger than padded input {:?}", x.shape()),
+        ));
     };
     let (dy, dx) = if max { o.dilation } else { (1, 1) };
     let xs = x.as_standard_layout();
     let xsl = xs.as_slice().unwrap_or(&[]);
     let mut out = vec![0f32; n * c * oh * ow];
-    out.par_chunks_mut((oh * ow).max(1)).enumerate().for_each(|(pi, dst)| {
-        let src = &xsl[pi * h * w..(pi + 1) * h * w];
-        for y in 0..oh {
-            for xx in 0..ow {
-                let y0 = (y * o.stride.0) as isize - o.padding.0 as isize;
-                let x0 = (xx * o.stride.1) as isize - o.padding.1 as isize;
-                let (mut best, mut sum, mut cnt) = (f32::NEG_INFINITY, 0f32, 0usize);
-                for ky in 0..o.kernel.0 {
-                    let iy = y0 + (ky * dy) as isize;
-                    if iy < 0 || iy as usize >= h {
-                        continue;
-                    }
-                    for kx in 0..o.kernel.1 {
-                        let ix = x0 + (kx * dx) as isize;
-                        if ix < 0 || ix as usize >= w {
+    out.par_chunks_mut((oh * ow).max(1))
+        .enumerate()
+        .for_each(|(pi, dst)| {
+            let src = &xsl[pi * h * w..(pi + 1) * h * w];
+            for y in 0..oh {
+                for xx in 0..ow {
+                    let y0 = (y * o.stride.0) as isize - o.padding.0 as isize;
+                    let x0 = (xx * o.stride.1) as isize - o.padding.1 as isize;
+                    let (mut best, mut sum, mut cnt) = (f32::NEG_INFINITY, 0f32, 0usize);
+                    for ky in 0..o.kernel.0 {
+                        let iy = y0 + (ky * dy) as isize;
+                        if iy < 0 || iy as usize >= h {
                             continue;
                         }
-                        let v = src[iy as usize * w + ix as usize];
-                        if v > best || v.is_nan() {
-                            best = v;
+                        for kx in 0..o.kernel.1 {
+                            let ix = x0 + (kx * dx) as isize;
+                            if ix < 0 || ix as usize >= w {
+                                continue;
+                            }
+                            let v = src[iy as usize * w + ix as usize];
+                            if v > best || v.is_nan() {
+                                best = v;
+                            }
+                            sum += v;
+                            cnt += 1;
                         }
-                        sum += v;
-                        cnt += 1;
                     }
-                }
-                dst[y * ow + xx] = if max {
-                    best
-                } else {
-                    let div = if o.count_include_pad {
-                        let ye = (y0 + o.kernel.0 as isize).min((h + o.padding.0) as isize);
-                        let xe = (x0 + o.kernel.1 as isize).min((w + o.padding.1) as isize);
-                        ((ye - y0) * (xe - x0)) as usize
+                    dst[y * ow + xx] = if max {
+                        best
                     } else {
-                        cnt
+                        let div = if o.count_include_pad {
+                            let ye = (y0 + o.kernel.0 as isize).min((h + o.padding.0) as isize);
+                            let xe = (x0 + o.kernel.1 as isize).min((w + o.padding.1) as isize);
+                            ((ye - y0) * (xe - x0)) as usize
+                        } else {
+                            cnt
+                        };
+                        sum / div.max(1) as f32
                     };
-                    sum / div.max(1) as f32
-                };
+                }
             }
-        }
-    });
+        });
     ArrayD::from_shape_vec(IxDyn(&[n, c, oh, ow]), out).map_err(|e| Error::shape(op, e.to_string()))
 }
 
 /// Adaptive average / max pooling with PyTorch's bin edges.
-pub fn adaptive_pool2d(x: &ArrayViewD<'_, f32>, out_hw: (usize, usize), max: bool) -> Result<ArrayD<f32>> {
-    let op = if max { "adaptive_max_pool2d" } else { "adaptive_avg_pool2d" };
+pub fn adaptive_pool2d(
+    x: &ArrayViewD<'_, f32>,
+    out_hw: (usize, usize),
+    max: bool,
+) -> Result<ArrayD<f32>> {
+    let op = if max {
+        "adaptive_max_pool2d"
+    } else {
+        "adaptive_avg_pool2d"
+    };
     if x.ndim() != 4 || out_hw.0 == 0 || out_hw.1 == 0 {
-        return Err(Error::shape(op, format!("input {:?} must be NCHW, output {out_hw:?} non-empty", x.shape())));
+        return Err(Error::shape(
+            op,
+            format!(
+                "input {:?} must be NCHW, output {out_hw:?} non-empty",
+                x.shape()
+            ),
+        ));
     }
     let (n, c, h, w) = (x.shape()[0], x.shape()[1], x.shape()[2], x.shape()[3]);
     let (oh, ow) = out_hw;
     let xs = x.as_standard_layout();
     let xsl = xs.as_slice().unwrap_or(&[]);
     let mut out = vec![0f32; n * c * oh * ow];
-    out.par_chunks_mut(oh * ow).enumerate().for_each(|(pi, dst)| {
-        let src = &xsl[pi * h * w..(pi + 1) * h * w];
-        for y in 0..oh {
-            let (y0, y1) = (y * h / oh, ((y + 1) * h).div_ceil(oh));
-            for xx in 0..ow {
-                let (x0, x1) = (xx * w / ow, ((xx + 1) * w).div_ceil(ow));
-                let mut best = f32::NEG_INFINITY;
-                let mut sum = 0f32;
-                for iy in y0..y1 {
-                    for ix in x0..x1 {
-                        let v = src[iy * w + ix];
-                        best = best.max(v);
-                        sum += v;
+    out.par_chunks_mut(oh * ow)
+        .enumerate()
+        .for_each(|(pi, dst)| {
+            let src = &xsl[pi * h * w..(pi + 1) * h * w];
+            for y in 0..oh {
+                let (y0, y1) = (y * h / oh, ((y + 1) * h).div_ceil(oh));
+                for xx in 0..ow {
+                    let (x0, x1) = (xx * w / ow, ((xx + 1) * w).div_ceil(ow));
+                    let mut best = f32::NEG_INFINITY;
+                    let mut sum = 0f32;
+                    for iy in y0..y1 {
+                        for ix in x0..x1 {
+                            let v = src[iy * w + ix];
+                            best = best.max(v);
+                            sum += v;
+                        }
                     }
+                    dst[y * ow + xx] = if max {
+                        best
+                    } else {
+                        sum / ((y1 - y0) * (x1 - x0)).max(1) as f32
+                    };
                 }
-                dst[y * ow + xx] = if max { best } else { sum / ((y1 - y0) * (x1 - x0)).max(1) as f32 };
             }
-        }
-    });
+        });
     ArrayD::from_shape_vec(IxDyn(&[n, c, oh, ow]), out).map_err(|e| Error::shape(op, e.to_string()))
 }

@@ -104,14 +104,25 @@ fn check_dim(op: &'static str, dim: usize, rank: usize) -> Result<Axis> {
     if dim < rank {
         Ok(Axis(dim))
     } else {
-        Err(Error::invalid(op, format!("dim {dim} out of range for rank {rank}")))
+        Err(Error::invalid(
+            op,
+            format!("dim {dim} out of range for rank {rank}"),
+        ))
     }
 }
 
 impl NdArray {
-    fn unary(&self, op: &'static str, x: &NdTensor, f: impl Fn(f32) -> f32 + Sync) -> Result<NdTensor> {
+    fn unary(
+        &self,
+        op: &'static str,
+        x: &NdTensor,
+        f: impl Fn(f32) -> f32 + Sync,
+    ) -> Result<NdTensor> {
         let a = x.f32(op)?;
-        Ok(NdTensor::float_like(x.dtype(), kernels::par_map(&a.view(), f)))
+        Ok(NdTensor::float_like(
+            x.dtype(),
+            kernels::par_map(&a.view(), f),
+        ))
     }
     fn binary(
         &self,
@@ -129,20 +140,27 @@ impl NdArray {
             ));
         }
         match (a, b, fi) {
-            (NdTensor::I64(x), NdTensor::I64(y), Some(fi)) => {
-                Ok(NdTensor::I64(kernels::zip_bcast(op, &x.view(), &y.view(), fi)?.into_shared()))
-            }
+            (NdTensor::I64(x), NdTensor::I64(y), Some(fi)) => Ok(NdTensor::I64(
+                kernels::zip_bcast(op, &x.view(), &y.view(), fi)?.into_shared(),
+            )),
             (NdTensor::I64(_), _, None) => Err(Error::dtype(op, DType::I64, "float op")),
             _ => {
                 let (x, y) = (a.f32(op)?, b.f32(op)?);
-                Ok(NdTensor::float_like(a.dtype(), kernels::zip_bcast(op, &x.view(), &y.view(), ff)?))
+                Ok(NdTensor::float_like(
+                    a.dtype(),
+                    kernels::zip_bcast(op, &x.view(), &y.view(), ff)?,
+                ))
             }
         }
     }
 }
 
 fn reduce_dims(op: &'static str, rank: usize, dims: &[usize]) -> Result<Vec<usize>> {
-    let mut d: Vec<usize> = if dims.is_empty() { (0..rank).collect() } else { dims.to_vec() };
+    let mut d: Vec<usize> = if dims.is_empty() {
+        (0..rank).collect()
+    } else {
+        dims.to_vec()
+    };
     for &x in &d {
         check_dim(op, x, rank)?;
     }
@@ -213,26 +231,48 @@ impl Backend for NdArray {
         let s = IxDyn(shape);
         Ok(match dtype {
             DType::F32 => NdTensor::F32(ArrayD::from_elem(s, value as f32).into_shared()),
-            DType::BF16 => NdTensor::BF16(ArrayD::from_elem(s, bf16::from_f64(value)).into_shared()),
+            DType::BF16 => {
+                NdTensor::BF16(ArrayD::from_elem(s, bf16::from_f64(value)).into_shared())
+            }
             DType::I64 => NdTensor::I64(ArrayD::from_elem(s, value as i64).into_shared()),
         })
     }
 
     fn add(&self, a: &NdTensor, b: &NdTensor) -> Result<NdTensor> {
-        self.binary("add", a, b, |x, y| x + y, Some(|x: i64, y: i64| x.wrapping_add(y)))
+        self.binary(
+            "add",
+            a,
+            b,
+            |x, y| x + y,
+            Some(|x: i64, y: i64| x.wrapping_add(y)),
+        )
     }
     fn sub(&self, a: &NdTensor, b: &NdTensor) -> Result<NdTensor> {
-        self.binary("sub", a, b, |x, y| x - y, Some(|x: i64, y: i64| x.wrapping_sub(y)))
+        self.binary(
+            "sub",
+            a,
+            b,
+            |x, y| x - y,
+            Some(|x: i64, y: i64| x.wrapping_sub(y)),
+        )
     }
     fn mul(&self, a: &NdTensor, b: &NdTensor) -> Result<NdTensor> {
-        self.binary("mul", a, b, |x, y| x * y, Some(|x: i64, y: i64| x.wrapping_mul(y)))
+        self.binary(
+            "mul",
+            a,
+            b,
+            |x, y| x * y,
+            Some(|x: i64, y: i64| x.wrapping_mul(y)),
+        )
     }
     fn div(&self, a: &NdTensor, b: &NdTensor) -> Result<NdTensor> {
         self.binary("div", a, b, |x, y| x / y, None)
     }
     fn add_scalar(&self, x: &NdTensor, v: f64) -> Result<NdTensor> {
         match x {
-            NdTensor::I64(a) => Ok(NdTensor::I64(a.mapv(|e| e.wrapping_add(v as i64)).into_shared())),
+            NdTensor::I64(a) => Ok(NdTensor::I64(
+                a.mapv(|e| e.wrapping_add(v as i64)).into_shared(),
+            )),
             _ => {
                 let v = v as f32;
                 self.unary("add_scalar", x, move |e| e + v)
@@ -241,7 +281,9 @@ impl Backend for NdArray {
     }
     fn mul_scalar(&self, x: &NdTensor, v: f64) -> Result<NdTensor> {
         match x {
-            NdTensor::I64(a) => Ok(NdTensor::I64(a.mapv(|e| e.wrapping_mul(v as i64)).into_shared())),
+            NdTensor::I64(a) => Ok(NdTensor::I64(
+                a.mapv(|e| e.wrapping_mul(v as i64)).into_shared(),
+            )),
             _ => {
                 let v = v as f32;
                 self.unary("mul_scalar", x, move |e| e * v)
@@ -250,8 +292,14 @@ impl Backend for NdArray {
     }
     fn lt_scalar(&self, x: &NdTensor, v: f64) -> Result<NdTensor> {
         match x {
-            NdTensor::I64(a) => Ok(NdTensor::I64(a.mapv(|e| i64::from((e as f64) < v)).into_shared())),
-            _ => self.unary("lt_scalar", x, move |e| if f64::from(e) < v { 1.0 } else { 0.0 }),
+            NdTensor::I64(a) => Ok(NdTensor::I64(
+                a.mapv(|e| i64::from((e as f64) < v)).into_shared(),
+            )),
+            _ => self.unary(
+                "lt_scalar",
+                x,
+                move |e| if f64::from(e) < v { 1.0 } else { 0.0 },
+            ),
         }
     }
     fn neg(&self, x: &NdTensor) -> Result<NdTensor> {
@@ -278,21 +326,35 @@ impl Backend for NdArray {
     fn clamp(&self, x: &NdTensor, min: Option<f64>, max: Option<f64>) -> Result<NdTensor> {
         match x {
             NdTensor::I64(a) => {
-                let (lo, hi) = (min.map_or(i64::MIN, |v| v as i64), max.map_or(i64::MAX, |v| v as i64));
+                let (lo, hi) = (
+                    min.map_or(i64::MIN, |v| v as i64),
+                    max.map_or(i64::MAX, |v| v as i64),
+                );
                 Ok(NdTensor::I64(a.mapv(|e| e.max(lo).min(hi)).into_shared()))
             }
             _ => {
-                let (lo, hi) = (min.map_or(f32::NEG_INFINITY, |v| v as f32), max.map_or(f32::INFINITY, |v| v as f32));
-                self.unary("clamp", x, move |e| if e.is_nan() { e } else { e.max(lo).min(hi) })
+                let (lo, hi) = (
+                    min.map_or(f32::NEG_INFINITY, |v| v as f32),
+                    max.map_or(f32::INFINITY, |v| v as f32),
+                );
+                self.unary(
+                    "clamp",
+                    x,
+                    move |e| if e.is_nan() { e } else { e.max(lo).min(hi) },
+                )
             }
         }
     }
     fn gelu(&self, x: &NdTensor, approx: GeluApprox) -> Result<NdTensor> {
         match approx {
-            GeluApprox::Erf => self.unary("gelu", x, |e| 0.5 * e * (1.0 + libm::erff(e * std::f32::consts::FRAC_1_SQRT_2))),
+            GeluApprox::Erf => self.unary("gelu", x, |e| {
+                0.5 * e * (1.0 + libm::erff(e * std::f32::consts::FRAC_1_SQRT_2))
+            }),
             GeluApprox::Tanh => {
                 let k = (2.0f32 / std::f32::consts::PI).sqrt();
-                self.unary("gelu", x, move |e| 0.5 * e * (1.0 + (k * (e + 0.044715 * e * e * e)).tanh()))
+                self.unary("gelu", x, move |e| {
+                    0.5 * e * (1.0 + (k * (e + 0.044715 * e * e * e)).tanh())
+                })
             }
         }
     }
@@ -311,12 +373,18 @@ impl Backend for NdArray {
     fn softmax(&self, x: &NdTensor, dim: usize) -> Result<NdTensor> {
         let a = x.f32("softmax")?;
         let ax = check_dim("softmax", dim, a.ndim())?;
-        Ok(NdTensor::float_like(x.dtype(), kernels::softmax(&a.view(), ax, false)))
+        Ok(NdTensor::float_like(
+            x.dtype(),
+            kernels::softmax(&a.view(), ax, false),
+        ))
     }
     fn log_softmax(&self, x: &NdTensor, dim: usize) -> Result<NdTensor> {
         let a = x.f32("log_softmax")?;
         let ax = check_dim("log_softmax", dim, a.ndim())?;
-        Ok(NdTensor::float_like(x.dtype(), kernels::softmax(&a.view(), ax, true)))
+        Ok(NdTensor::float_like(
+            x.dtype(),
+            kernels::softmax(&a.view(), ax, true),
+        ))
     }
 
     fn sum(&self, x: &NdTensor, dims: &[usize], keepdim: bool) -> Result<NdTensor> {
@@ -326,7 +394,10 @@ impl Backend for NdArray {
             _ => {
                 // accumulate in f64 for accuracy, then round once
                 let a = x.f32("sum")?.mapv(f64::from).into_shared();
-                NdTensor::float_like(x.dtype(), sum_generic(&a, &dims, keepdim).mapv(|v| v as f32))
+                NdTensor::float_like(
+                    x.dtype(),
+                    sum_generic(&a, &dims, keepdim).mapv(|v| v as f32),
+                )
             }
         })
     }
@@ -372,15 +443,33 @@ impl Backend for NdArray {
         }
         Ok(NdTensor::I64(m.into_shared()))
     }
-    fn topk(&self, x: &NdTensor, k: usize, dim: usize, largest: bool) -> Result<(NdTensor, NdTensor)> {
+    fn topk(
+        &self,
+        x: &NdTensor,
+        k: usize,
+        dim: usize,
+        largest: bool,
+    ) -> Result<(NdTensor, NdTensor)> {
         let ax = check_dim("topk", dim, x.shape().len())?;
         if k > x.shape()[dim] {
-            return Err(Error::invalid("topk", format!("k = {k} > size {} of dim {dim}", x.shape()[dim])));
+            return Err(Error::invalid(
+                "topk",
+                format!("k = {k} > size {} of dim {dim}", x.shape()[dim]),
+            ));
         }
         let (vals, idx) = match x {
-            NdTensor::F32(a) => { let (v, i) = kernels::topk(&a.view(), k, ax, largest); (NdTensor::F32(v.into_shared()), i) }
-            NdTensor::BF16(a) => { let (v, i) = kernels::topk(&a.view(), k, ax, largest); (NdTensor::BF16(v.into_shared()), i) }
-            NdTensor::I64(a) => { let (v, i) = kernels::topk(&a.view(), k, ax, largest); (NdTensor::I64(v.into_shared()), i) }
+            NdTensor::F32(a) => {
+                let (v, i) = kernels::topk(&a.view(), k, ax, largest);
+                (NdTensor::F32(v.into_shared()), i)
+            }
+            NdTensor::BF16(a) => {
+                let (v, i) = kernels::topk(&a.view(), k, ax, largest);
+                (NdTensor::BF16(v.into_shared()), i)
+            }
+            NdTensor::I64(a) => {
+                let (v, i) = kernels::topk(&a.view(), k, ax, largest);
+                (NdTensor::I64(v.into_shared()), i)
+            }
         };
         Ok((vals, NdTensor::I64(idx.into_shared())))
     }
@@ -394,16 +483,32 @@ impl Backend for NdArray {
     }
     fn index_select(&self, x: &NdTensor, dim: usize, index: &NdTensor) -> Result<NdTensor> {
         let NdTensor::I64(idx) = index else {
-            return Err(Error::dtype("index_select", index.dtype(), "index must be int64"));
+            return Err(Error::dtype(
+                "index_select",
+                index.dtype(),
+                "index must be int64",
+            ));
         };
         if idx.ndim() != 1 {
-            return Err(Error::shape("index_select", format!("index must be 1-d, got {:?}", idx.shape())));
+            return Err(Error::shape(
+                "index_select",
+                format!("index must be 1-d, got {:?}", idx.shape()),
+            ));
         }
         let ax = check_dim("index_select", dim, x.shape().len())?;
         let n = x.shape()[dim] as i64;
         let ids: Vec<usize> = idx
             .iter()
-            .map(|&i| if (0..n).contains(&i) { Ok(i as usize) } else { Err(Error::invalid("index_select", format!("index {i} out of range for size {n}"))) })
+            .map(|&i| {
+                if (0..n).contains(&i) {
+                    Ok(i as usize)
+                } else {
+                    Err(Error::invalid(
+                        "index_select",
+                        format!("index {i} out of range for size {n}"),
+                    ))
+                }
+            })
             .collect::<Result<_>>()?;
         Ok(each!(x, a => a.select(ax, &ids).into_shared()))
     }
@@ -414,20 +519,44 @@ impl Backend for NdArray {
             NdTensor::BF16(a) => a.mapv(|v| f32::from(v) != 0.0),
             NdTensor::I64(a) => a.mapv(|v| v != 0),
         };
-        let m = m.broadcast(IxDyn(&shape)).ok_or_else(|| {
-            Error::shape("masked_fill", format!("mask {:?} does not broadcast to {shape:?}", m.shape()))
-        })?.to_owned();
+        let m = m
+            .broadcast(IxDyn(&shape))
+            .ok_or_else(|| {
+                Error::shape(
+                    "masked_fill",
+                    format!("mask {:?} does not broadcast to {shape:?}", m.shape()),
+                )
+            })?
+            .to_owned();
         Ok(match x {
-            NdTensor::F32(a) => NdTensor::F32(ndarray::Zip::from(a).and(&m).map_collect(|&v, &k| if k { value as f32 } else { v }).into_shared()),
-            NdTensor::BF16(a) => NdTensor::BF16(ndarray::Zip::from(a).and(&m).map_collect(|&v, &k| if k { bf16::from_f64(value) } else { v }).into_shared()),
-            NdTensor::I64(a) => NdTensor::I64(ndarray::Zip::from(a).and(&m).map_collect(|&v, &k| if k { value as i64 } else { v }).into_shared()),
+            NdTensor::F32(a) => NdTensor::F32(
+                ndarray::Zip::from(a)
+                    .and(&m)
+                    .map_collect(|&v, &k| if k { value as f32 } else { v })
+                    .into_shared(),
+            ),
+            NdTensor::BF16(a) => NdTensor::BF16(
+                ndarray::Zip::from(a)
+                    .and(&m)
+                    .map_collect(|&v, &k| if k { bf16::from_f64(value) } else { v })
+                    .into_shared(),
+            ),
+            NdTensor::I64(a) => NdTensor::I64(
+                ndarray::Zip::from(a)
+                    .and(&m)
+                    .map_collect(|&v, &k| if k { value as i64 } else { v })
+                    .into_shared(),
+            ),
         })
     }
 
     fn reshape(&self, x: &NdTensor, shape: &[usize]) -> Result<NdTensor> {
         let n: usize = shape.iter().product();
         if n != x.shape().iter().product::<usize>() {
-            return Err(Error::shape("reshape", format!("{:?} → {shape:?}: element counts differ", x.shape())));
+            return Err(Error::shape(
+                "reshape",
+                format!("{:?} → {shape:?}: element counts differ", x.shape()),
+            ));
         }
         let err = |e: ndarray::ShapeError| Error::shape("reshape", e.to_string());
         Ok(each_try!(x, a => {
@@ -438,8 +567,15 @@ impl Backend for NdArray {
     fn permute(&self, x: &NdTensor, dims: &[usize]) -> Result<NdTensor> {
         let r = x.shape().len();
         let mut seen = vec![false; r];
-        if dims.len() != r || dims.iter().any(|&d| d >= r || std::mem::replace(&mut seen[d], true)) {
-            return Err(Error::invalid("permute", format!("{dims:?} is not a permutation of 0..{r}")));
+        if dims.len() != r
+            || dims
+                .iter()
+                .any(|&d| d >= r || std::mem::replace(&mut seen[d], true))
+        {
+            return Err(Error::invalid(
+                "permute",
+                format!("{dims:?} is not a permutation of 0..{r}"),
+            ));
         }
         Ok(each!(x, a => a.clone().permuted_axes(IxDyn(dims))))
     }
@@ -455,10 +591,18 @@ impl Backend for NdArray {
                     .iter()
                     .map(|x| match x {
                         NdTensor::$var(a) => Ok(a.view()),
-                        other => Err(Error::dtype("cat", other.dtype(), "all tensors must share a dtype")),
+                        other => Err(Error::dtype(
+                            "cat",
+                            other.dtype(),
+                            "all tensors must share a dtype",
+                        )),
                     })
                     .collect::<Result<Vec<ArrayViewD<'_, _>>>>()?;
-                NdTensor::$var(ndarray::concatenate(Axis(dim), &views).map_err(err)?.into_shared())
+                NdTensor::$var(
+                    ndarray::concatenate(Axis(dim), &views)
+                        .map_err(err)?
+                        .into_shared(),
+                )
             }};
         }
         Ok(match first {
@@ -470,7 +614,14 @@ impl Backend for NdArray {
     fn narrow(&self, x: &NdTensor, dim: usize, start: usize, len: usize) -> Result<NdTensor> {
         let ax = check_dim("narrow", dim, x.shape().len())?;
         if start + len > x.shape()[dim] {
-            return Err(Error::invalid("narrow", format!("{start}..{} out of range for size {}", start + len, x.shape()[dim])));
+            return Err(Error::invalid(
+                "narrow",
+                format!(
+                    "{start}..{} out of range for size {}",
+                    start + len,
+                    x.shape()[dim]
+                ),
+            ));
         }
         let s = ndarray::Slice::from(start..start + len);
         Ok(each!(x, a => { let mut v = a.clone(); v.slice_axis_inplace(ax, s); v }))
@@ -478,57 +629,122 @@ impl Backend for NdArray {
 
     fn matmul(&self, a: &NdTensor, b: &NdTensor) -> Result<NdTensor> {
         if a.dtype() != b.dtype() {
-            return Err(Error::dtype("matmul", format!("{} with {}", a.dtype(), b.dtype()), "same dtype"));
+            return Err(Error::dtype(
+                "matmul",
+                format!("{} with {}", a.dtype(), b.dtype()),
+                "same dtype",
+            ));
         }
         let (x, y) = (a.f32("matmul")?, b.f32("matmul")?);
-        Ok(NdTensor::float_like(a.dtype(), kernels::matmul(&x.view(), &y.view())?))
+        Ok(NdTensor::float_like(
+            a.dtype(),
+            kernels::matmul(&x.view(), &y.view())?,
+        ))
     }
     fn linear(&self, x: &NdTensor, w: &NdTensor, b: Option<&NdTensor>) -> Result<NdTensor> {
         let (xa, wa) = (x.f32("linear")?, w.f32("linear")?);
         let ba = b.map(|b| b.f32("linear")).transpose()?;
-        Ok(NdTensor::float_like(x.dtype(), kernels::linear(&xa.view(), &wa.view(), ba.as_ref().map(|b| b.view()))?))
+        Ok(NdTensor::float_like(
+            x.dtype(),
+            kernels::linear(&xa.view(), &wa.view(), ba.as_ref().map(|b| b.view()))?,
+        ))
     }
-    fn conv2d(&self, x: &NdTensor, w: &NdTensor, b: Option<&NdTensor>, opts: Conv2dOpts) -> Result<NdTensor> {
+    fn conv2d(
+        &self,
+        x: &NdTensor,
+        w: &NdTensor,
+        b: Option<&NdTensor>,
+        opts: Conv2dOpts,
+    ) -> Result<NdTensor> {
         let (xa, wa) = (x.f32("conv2d")?, w.f32("conv2d")?);
         let ba = b.map(|b| b.f32("conv2d")).transpose()?;
-        Ok(NdTensor::float_like(x.dtype(), kernels::conv2d(&xa.view(), &wa.view(), ba.as_ref().map(|b| b.view()), opts)?))
+        Ok(NdTensor::float_like(
+            x.dtype(),
+            kernels::conv2d(&xa.view(), &wa.view(), ba.as_ref().map(|b| b.view()), opts)?,
+        ))
     }
-    fn batch_norm(&self, x: &NdTensor, bn: BatchNormTensors<'_, NdTensor>, mode: BatchNormMode) -> Result<NdTensor> {
+    fn batch_norm(
+        &self,
+        x: &NdTensor,
+        bn: BatchNormTensors<'_, NdTensor>,
+        mode: BatchNormMode,
+    ) -> Result<NdTensor> {
         if let BatchNormMode::Train { .. } = mode {
             return Err(unsupported("BatchNorm in training / re-estimation mode"));
         }
         let xa = x.f32("batch_norm")?;
-        let get = |t: Option<&NdTensor>| t.map(|t| t.f32("batch_norm").map(|a| a.iter().copied().collect::<Vec<f32>>())).transpose();
+        let get = |t: Option<&NdTensor>| {
+            t.map(|t| {
+                t.f32("batch_norm")
+                    .map(|a| a.iter().copied().collect::<Vec<f32>>())
+            })
+            .transpose()
+        };
         let mean = get(Some(bn.running_mean))?.unwrap_or_default();
         let var = get(Some(bn.running_var))?.unwrap_or_default();
         let w = get(bn.weight)?;
         let bias = get(bn.bias)?;
-        Ok(NdTensor::float_like(x.dtype(), kernels::batch_norm_eval(&xa.view(), &mean, &var, w.as_deref(), bias.as_deref(), bn.eps)?))
+        Ok(NdTensor::float_like(
+            x.dtype(),
+            kernels::batch_norm_eval(
+                &xa.view(),
+                &mean,
+                &var,
+                w.as_deref(),
+                bias.as_deref(),
+                bn.eps,
+            )?,
+        ))
     }
-    fn layer_norm(&self, x: &NdTensor, normalized_dims: usize, weight: Option<&NdTensor>, bias: Option<&NdTensor>, eps: f64) -> Result<NdTensor> {
+    fn layer_norm(
+        &self,
+        x: &NdTensor,
+        normalized_dims: usize,
+        weight: Option<&NdTensor>,
+        bias: Option<&NdTensor>,
+        eps: f64,
+    ) -> Result<NdTensor> {
         let xa = x.f32("layer_norm")?;
         let wa = weight.map(|t| t.f32("layer_norm")).transpose()?;
         let ba = bias.map(|t| t.f32("layer_norm")).transpose()?;
         Ok(NdTensor::float_like(
             x.dtype(),
-            kernels::layer_norm(&xa.view(), normalized_dims, wa.as_ref().map(|a| a.view()), ba.as_ref().map(|a| a.view()), eps)?,
+            kernels::layer_norm(
+                &xa.view(),
+                normalized_dims,
+                wa.as_ref().map(|a| a.view()),
+                ba.as_ref().map(|a| a.view()),
+                eps,
+            )?,
         ))
     }
     fn max_pool2d(&self, x: &NdTensor, opts: Pool2dOpts) -> Result<NdTensor> {
         let a = x.f32("max_pool2d")?;
-        Ok(NdTensor::float_like(x.dtype(), kernels::pool2d(&a.view(), opts, true)?))
+        Ok(NdTensor::float_like(
+            x.dtype(),
+            kernels::pool2d(&a.view(), opts, true)?,
+        ))
     }
     fn avg_pool2d(&self, x: &NdTensor, opts: Pool2dOpts) -> Result<NdTensor> {
         let a = x.f32("avg_pool2d")?;
-        Ok(NdTensor::float_like(x.dtype(), kernels::pool2d(&a.view(), opts, false)?))
+        Ok(NdTensor::float_like(
+            x.dtype(),
+            kernels::pool2d(&a.view(), opts, false)?,
+        ))
     }
     fn adaptive_avg_pool2d(&self, x: &NdTensor, out: (usize, usize)) -> Result<NdTensor> {
         let a = x.f32("adaptive_avg_pool2d")?;
-        Ok(NdTensor::float_like(x.dtype(), kernels::adaptive_pool2d(&a.view(), out, false)?))
+        Ok(NdTensor::float_like(
+            x.dtype(),
+            kernels::adaptive_pool2d(&a.view(), out, false)?,
+        ))
     }
     fn adaptive_max_pool2d(&self, x: &NdTensor, out: (usize, usize)) -> Result<NdTensor> {
         let a = x.f32("adaptive_max_pool2d")?;
-        Ok(NdTensor::float_like(x.dtype(), kernels::adaptive_pool2d(&a.view(), out, true)?))
+        Ok(NdTensor::float_like(
+            x.dtype(),
+            kernels::adaptive_pool2d(&a.view(), out, true)?,
+        ))
     }
     fn dropout(&self, _x: &NdTensor, _p: f64, _seed: u64) -> Result<NdTensor> {
         Err(unsupported("dropout in training mode"))
@@ -552,10 +768,15 @@ mod tests {
         let p = pb.finish();
         let x = NdArray.zeros(&[2, 3, 4, 4], DType::F32).expect("x");
         let modes = ModeTable::new();
-        let err = nn::batch_norm(&p, "bn", &x, &Ctx::train(&modes, 0, 0), 1e-5, 0.1).expect_err("train");
+        let err =
+            nn::batch_norm(&p, "bn", &x, &Ctx::train(&modes, 0, 0), 1e-5, 0.1).expect_err("train");
         let msg = err.to_string();
-        assert!(msg.contains("ndarray") && msg.contains("inference-only"), "{msg}");
-        let err = nn::dropout(&NdArray, &x, 0.1, &Ctx::train(&modes, 0, 0), "drop").expect_err("dropout");
+        assert!(
+            msg.contains("ndarray") && msg.contains("inference-only"),
+            "{msg}"
+        );
+        let err =
+            nn::dropout(&NdArray, &x, 0.1, &Ctx::train(&modes, 0, 0), "drop").expect_err("dropout");
         assert!(matches!(err, Error::Unsupported { .. }), "{err}");
         // eval mode runs
         nn::batch_norm(&p, "bn", &x, &Ctx::eval(), 1e-5, 0.1).expect("eval");
@@ -572,11 +793,16 @@ mod tests {
         assert!(b.reshape(&x, &[5]).is_err());
         assert!(b.permute(&x, &[0, 0]).is_err());
         assert!(b.narrow(&x, 1, 2, 2).is_err());
-        let idx = b.from_data(&TensorData::i64(&[1], vec![9]).expect("idx")).expect("idx");
+        let idx = b
+            .from_data(&TensorData::i64(&[1], vec![9]).expect("idx"))
+            .expect("idx");
         assert!(b.index_select(&x, 0, &idx).is_err());
         let w = b.zeros(&[4, 2, 3, 3], DType::F32).expect("w");
         let img = b.zeros(&[1, 3, 5, 5], DType::F32).expect("img");
-        assert!(b.conv2d(&img, &w, None, Conv2dOpts::new()).is_err(), "channel mismatch");
+        assert!(
+            b.conv2d(&img, &w, None, Conv2dOpts::new()).is_err(),
+            "channel mismatch"
+        );
         assert!(b.sum(&x, &[2], false).is_err());
     }
 }

@@ -33,13 +33,17 @@ impl Default for Tch {
 impl Tch {
     /// CPU.
     pub fn cpu() -> Self {
-        Self { device: Device::Cpu }
+        Self {
+            device: Device::Cpu,
+        }
     }
     /// CUDA device `index`, or an error if libtorch sees no such GPU.
     pub fn cuda(index: usize) -> Result<Self> {
         let n = tch::Cuda::device_count();
         if (index as i64) < n {
-            Ok(Self { device: Device::Cuda(index) })
+            Ok(Self {
+                device: Device::Cuda(index),
+            })
         } else {
             Err(Error::Unsupported {
                 backend: "tch",
@@ -50,7 +54,9 @@ impl Tch {
     }
     /// CUDA 0 if available, else CPU.
     pub fn best_available() -> Self {
-        Self { device: Device::cuda_if_available() }
+        Self {
+            device: Device::cuda_if_available(),
+        }
     }
     /// The tch device.
     pub fn tch_device(&self) -> Device {
@@ -85,7 +91,10 @@ impl TchTensor {
 }
 
 fn err(op: &'static str) -> impl Fn(TchError) -> Error {
-    move |e| Error::Backend { op: format!("tch {op}"), msg: e.to_string() }
+    move |e| Error::Backend {
+        op: format!("tch {op}"),
+        msg: e.to_string(),
+    }
 }
 
 fn kind_of(d: DType) -> Kind {
@@ -101,7 +110,11 @@ fn dtype_of(k: Kind) -> Result<DType> {
         Kind::Float => Ok(DType::F32),
         Kind::BFloat16 => Ok(DType::BF16),
         Kind::Int64 => Ok(DType::I64),
-        other => Err(Error::dtype("tch", format!("{other:?}"), "graft tensors are float32, bfloat16 or int64")),
+        other => Err(Error::dtype(
+            "tch",
+            format!("{other:?}"),
+            "graft tensors are float32, bfloat16 or int64",
+        )),
     }
 }
 
@@ -121,7 +134,10 @@ fn check_dim(op: &'static str, dim: usize, rank: usize) -> Result<i64> {
     if dim < rank.max(1) {
         Ok(dim as i64)
     } else {
-        Err(Error::invalid(op, format!("dim {dim} out of range for rank {rank}")))
+        Err(Error::invalid(
+            op,
+            format!("dim {dim} out of range for rank {rank}"),
+        ))
     }
 }
 
@@ -184,18 +200,20 @@ impl Backend for Tch {
 
     fn to_data(&self, x: &TchTensor) -> Result<TensorData> {
         let shape: Vec<usize> = x.0.size().iter().map(|&d| d as usize).collect();
-        let flat = x
-            .0
-            .f_detach()
-            .and_then(|d| d.f_to_device(Device::Cpu))
-            .and_then(|d| d.f_contiguous())
-            .and_then(|d| d.f_reshape([-1]))
-            .map_err(err("to_data"))?;
+        let flat =
+            x.0.f_detach()
+                .and_then(|d| d.f_to_device(Device::Cpu))
+                .and_then(|d| d.f_contiguous())
+                .and_then(|d| d.f_reshape([-1]))
+                .map_err(err("to_data"))?;
         let shape_err = |e: ndarray::ShapeError| Error::shape("to_data", e.to_string());
         Ok(match dtype_of(x.0.kind())? {
             DType::F32 => TensorData::F32(
-                ArrayD::from_shape_vec(IxDyn(&shape), Vec::<f32>::try_from(&flat).map_err(err("to_data"))?)
-                    .map_err(shape_err)?,
+                ArrayD::from_shape_vec(
+                    IxDyn(&shape),
+                    Vec::<f32>::try_from(&flat).map_err(err("to_data"))?,
+                )
+                .map_err(shape_err)?,
             ),
             DType::BF16 => {
                 let bits = flat.f_view_dtype(Kind::Int16).map_err(err("to_data"))?;
@@ -207,8 +225,11 @@ impl Backend for Tch {
                 TensorData::BF16(ArrayD::from_shape_vec(IxDyn(&shape), v).map_err(shape_err)?)
             }
             DType::I64 => TensorData::I64(
-                ArrayD::from_shape_vec(IxDyn(&shape), Vec::<i64>::try_from(&flat).map_err(err("to_data"))?)
-                    .map_err(shape_err)?,
+                ArrayD::from_shape_vec(
+                    IxDyn(&shape),
+                    Vec::<i64>::try_from(&flat).map_err(err("to_data"))?,
+                )
+                .map_err(shape_err)?,
             ),
         })
     }
@@ -222,7 +243,11 @@ impl Backend for Tch {
     fn cast(&self, x: &TchTensor, dtype: DType) -> Result<TchTensor> {
         if dtype == DType::I64 && x.0.is_floating_point() {
             // PyTorch's .long() truncates toward zero
-            return Ok(t(x.0.f_trunc().and_then(|v| v.f_to_kind(Kind::Int64)).map_err(err("cast"))?));
+            return Ok(t(x
+                .0
+                .f_trunc()
+                .and_then(|v| v.f_to_kind(Kind::Int64))
+                .map_err(err("cast"))?));
         }
         Ok(t(x.0.f_to_kind(kind_of(dtype)).map_err(err("cast"))?))
     }
@@ -230,7 +255,8 @@ impl Backend for Tch {
         // libtorch has one global generator per device; seeding it per call makes every mask a
         // function of its seed alone (graft derives seeds from (seed, step, path)).
         tch::manual_seed(seed as i64);
-        Ok(t(Tensor::f_rand(ishape(shape), (Kind::Float, self.device)).map_err(err("rand_uniform"))?))
+        Ok(t(Tensor::f_rand(ishape(shape), (Kind::Float, self.device))
+            .map_err(err("rand_uniform"))?))
     }
     fn to_memory_format(&self, x: &TchTensor, format: MemoryFormat) -> Result<TchTensor> {
         if x.0.dim() != 4 {
@@ -239,16 +265,21 @@ impl Backend for Tch {
         let y = match format {
             MemoryFormat::Contiguous => x.0.f_contiguous(),
             // tch has no memory-format API: NHWC strides through permute → contiguous → permute.
-            MemoryFormat::ChannelsLast => x
-                .0
-                .f_permute([0, 2, 3, 1])
-                .and_then(|v| v.f_contiguous())
-                .and_then(|v| v.f_permute([0, 3, 1, 2])),
+            MemoryFormat::ChannelsLast => {
+                x.0.f_permute([0, 2, 3, 1])
+                    .and_then(|v| v.f_contiguous())
+                    .and_then(|v| v.f_permute([0, 3, 1, 2]))
+            }
         };
         Ok(t(y.map_err(err("to_memory_format"))?))
     }
     fn full(&self, shape: &[usize], value: f64, dtype: DType) -> Result<TchTensor> {
-        Ok(t(Tensor::f_full(ishape(shape), value, (kind_of(dtype), self.device)).map_err(err("full"))?))
+        Ok(t(Tensor::f_full(
+            ishape(shape),
+            value,
+            (kind_of(dtype), self.device),
+        )
+        .map_err(err("full"))?))
     }
 
     fn add(&self, a: &TchTensor, b: &TchTensor) -> Result<TchTensor> {
@@ -281,7 +312,11 @@ impl Backend for Tch {
         Ok(t(x.0.f_mul_scalar(v).map_err(err("mul_scalar"))?))
     }
     fn lt_scalar(&self, x: &TchTensor, v: f64) -> Result<TchTensor> {
-        Ok(t(x.0.f_lt(v).and_then(|m| m.f_to_kind(x.0.kind())).map_err(err("lt_scalar"))?))
+        Ok(t(x
+            .0
+            .f_lt(v)
+            .and_then(|m| m.f_to_kind(x.0.kind()))
+            .map_err(err("lt_scalar"))?))
     }
     fn neg(&self, x: &TchTensor) -> Result<TchTensor> {
         Ok(t(x.0.f_neg().map_err(err("neg"))?))
@@ -349,7 +384,10 @@ impl Backend for Tch {
     fn log_softmax(&self, x: &TchTensor, dim: usize) -> Result<TchTensor> {
         self.float_only("log_softmax", x)?;
         let d = check_dim("log_softmax", dim, x.0.dim())?;
-        Ok(t(x.0.f_log_softmax(d, x.0.kind()).map_err(err("log_softmax"))?))
+        Ok(t(x
+            .0
+            .f_log_softmax(d, x.0.kind())
+            .map_err(err("log_softmax"))?))
     }
 
     fn sum(&self, x: &TchTensor, dims: &[usize], keepdim: bool) -> Result<TchTensor> {
@@ -357,12 +395,17 @@ impl Backend for Tch {
         let dims: Vec<i64> = if dims.is_empty() {
             (0..r as i64).collect()
         } else {
-            dims.iter().map(|&d| check_dim("sum", d, r)).collect::<Result<_>>()?
+            dims.iter()
+                .map(|&d| check_dim("sum", d, r))
+                .collect::<Result<_>>()?
         };
         if r == 0 {
             return Ok(x.clone());
         }
-        Ok(t(x.0.f_sum_dim_intlist(dims.as_slice(), keepdim, x.0.kind()).map_err(err("sum"))?))
+        Ok(t(x
+            .0
+            .f_sum_dim_intlist(dims.as_slice(), keepdim, x.0.kind())
+            .map_err(err("sum"))?))
     }
     fn mean(&self, x: &TchTensor, dims: &[usize], keepdim: bool) -> Result<TchTensor> {
         self.float_only("mean", x)?;
@@ -370,12 +413,17 @@ impl Backend for Tch {
         let dims: Vec<i64> = if dims.is_empty() {
             (0..r as i64).collect()
         } else {
-            dims.iter().map(|&d| check_dim("mean", d, r)).collect::<Result<_>>()?
+            dims.iter()
+                .map(|&d| check_dim("mean", d, r))
+                .collect::<Result<_>>()?
         };
         if r == 0 {
             return Ok(x.clone());
         }
-        Ok(t(x.0.f_mean_dim(dims.as_slice(), keepdim, x.0.kind()).map_err(err("mean"))?))
+        Ok(t(x
+            .0
+            .f_mean_dim(dims.as_slice(), keepdim, x.0.kind())
+            .map_err(err("mean"))?))
     }
     fn max_dim(&self, x: &TchTensor, dim: usize, keepdim: bool) -> Result<TchTensor> {
         let d = check_dim("max_dim", dim, x.0.dim())?;
@@ -385,19 +433,33 @@ impl Backend for Tch {
         let d = check_dim("argmax", dim, x.0.dim())?;
         Ok(t(x.0.f_argmax(d, keepdim).map_err(err("argmax"))?))
     }
-    fn topk(&self, x: &TchTensor, k: usize, dim: usize, largest: bool) -> Result<(TchTensor, TchTensor)> {
+    fn topk(
+        &self,
+        x: &TchTensor,
+        k: usize,
+        dim: usize,
+        largest: bool,
+    ) -> Result<(TchTensor, TchTensor)> {
         let d = check_dim("topk", dim, x.0.dim())?;
-        let (v, i) = x.0.f_topk(k as i64, d, largest, true).map_err(err("topk"))?;
+        let (v, i) =
+            x.0.f_topk(k as i64, d, largest, true)
+                .map_err(err("topk"))?;
         Ok((t(v), t(i)))
     }
 
     fn gather(&self, x: &TchTensor, dim: usize, index: &TchTensor) -> Result<TchTensor> {
         let d = check_dim("gather", dim, x.0.dim())?;
-        Ok(t(x.0.f_gather(d, &index.0, false).map_err(err("gather"))?))
+        Ok(t(x
+            .0
+            .f_gather(d, &index.0, false)
+            .map_err(err("gather"))?))
     }
     fn index_select(&self, x: &TchTensor, dim: usize, index: &TchTensor) -> Result<TchTensor> {
         let d = check_dim("index_select", dim, x.0.dim())?;
-        Ok(t(x.0.f_index_select(d, &index.0).map_err(err("index_select"))?))
+        Ok(t(x
+            .0
+            .f_index_select(d, &index.0)
+            .map_err(err("index_select"))?))
     }
     fn masked_fill(&self, x: &TchTensor, mask: &TchTensor, value: f64) -> Result<TchTensor> {
         let m = mask.0.f_ne(0).map_err(err("masked_fill"))?;
@@ -409,13 +471,18 @@ impl Backend for Tch {
         Ok(t(y.map_err(err("masked_fill"))?))
     }
     fn embedding(&self, weight: &TchTensor, ids: &TchTensor) -> Result<TchTensor> {
-        Ok(t(Tensor::f_embedding(&weight.0, &ids.0, -1, false, false).map_err(err("embedding"))?))
+        Ok(t(
+            Tensor::f_embedding(&weight.0, &ids.0, -1, false, false).map_err(err("embedding"))?
+        ))
     }
 
     fn reshape(&self, x: &TchTensor, shape: &[usize]) -> Result<TchTensor> {
         let n: usize = shape.iter().product();
         if n != self.numel(x) {
-            return Err(Error::shape("reshape", format!("{:?} → {shape:?}: element counts differ", self.shape(x))));
+            return Err(Error::shape(
+                "reshape",
+                format!("{:?} → {shape:?}: element counts differ", self.shape(x)),
+            ));
         }
         Ok(t(x.0.f_reshape(ishape(shape)).map_err(err("reshape"))?))
     }
@@ -428,7 +495,10 @@ impl Backend for Tch {
     }
     fn narrow(&self, x: &TchTensor, dim: usize, start: usize, len: usize) -> Result<TchTensor> {
         let d = check_dim("narrow", dim, x.0.dim())?;
-        Ok(t(x.0.f_narrow(d, start as i64, len as i64).map_err(err("narrow"))?))
+        Ok(t(x
+            .0
+            .f_narrow(d, start as i64, len as i64)
+            .map_err(err("narrow"))?))
     }
 
     fn matmul(&self, a: &TchTensor, b: &TchTensor) -> Result<TchTensor> {
@@ -436,19 +506,47 @@ impl Backend for Tch {
         Ok(t(a.0.f_matmul(&b.0).map_err(err("matmul"))?))
     }
     fn linear(&self, x: &TchTensor, w: &TchTensor, b: Option<&TchTensor>) -> Result<TchTensor> {
-        Ok(t(x.0.f_linear(&w.0, b.map(|b| &b.0)).map_err(err("linear"))?))
+        Ok(t(x
+            .0
+            .f_linear(&w.0, b.map(|b| &b.0))
+            .map_err(err("linear"))?))
     }
 
-    fn conv2d(&self, x: &TchTensor, w: &TchTensor, b: Option<&TchTensor>, o: Conv2dOpts) -> Result<TchTensor> {
+    fn conv2d(
+        &self,
+        x: &TchTensor,
+        w: &TchTensor,
+        b: Option<&TchTensor>,
+        o: Conv2dOpts,
+    ) -> Result<TchTensor> {
         if x.0.dim() != 4 || w.0.dim() != 4 {
-            return Err(Error::shape("conv2d", format!("input {:?} and weight {:?} must be 4-d", x.0.size(), w.0.size())));
+            return Err(Error::shape(
+                "conv2d",
+                format!(
+                    "input {:?} and weight {:?} must be 4-d",
+                    x.0.size(),
+                    w.0.size()
+                ),
+            ));
         }
         Ok(t(x
             .0
-            .f_conv2d(&w.0, b.map(|b| &b.0), pair(o.stride), pair(o.padding), pair(o.dilation), o.groups as i64)
+            .f_conv2d(
+                &w.0,
+                b.map(|b| &b.0),
+                pair(o.stride),
+                pair(o.padding),
+                pair(o.dilation),
+                o.groups as i64,
+            )
             .map_err(err("conv2d"))?))
     }
-    fn batch_norm(&self, x: &TchTensor, bn: BatchNormTensors<'_, TchTensor>, mode: BatchNormMode) -> Result<TchTensor> {
+    fn batch_norm(
+        &self,
+        x: &TchTensor,
+        bn: BatchNormTensors<'_, TchTensor>,
+        mode: BatchNormMode,
+    ) -> Result<TchTensor> {
         let (training, momentum) = match mode {
             BatchNormMode::Eval => (false, 0.0),
             BatchNormMode::Train { momentum } => {
@@ -458,7 +556,10 @@ impl Backend for Tch {
                             .map_err(err("batch_norm"))?;
                         match m {
                             Some(m) => m,
-                            None => 1.0 / nbt.0.f_int64_value(&[]).map_err(err("batch_norm"))?.max(1) as f64,
+                            None => {
+                                1.0 / nbt.0.f_int64_value(&[]).map_err(err("batch_norm"))?.max(1)
+                                    as f64
+                            }
                         }
                     }
                     (Some(m), None) => m,
@@ -494,31 +595,60 @@ impl Backend for Tch {
     ) -> Result<TchTensor> {
         let size = x.0.size();
         if normalized_dims == 0 || normalized_dims > size.len() {
-            return Err(Error::invalid("layer_norm", format!("normalized_dims {normalized_dims} for shape {size:?}")));
+            return Err(Error::invalid(
+                "layer_norm",
+                format!("normalized_dims {normalized_dims} for shape {size:?}"),
+            ));
         }
         let norm_shape = &size[size.len() - normalized_dims..];
         Ok(t(x
             .0
-            .f_layer_norm(norm_shape, weight.map(|w| &w.0), bias.map(|b| &b.0), eps, true)
+            .f_layer_norm(
+                norm_shape,
+                weight.map(|w| &w.0),
+                bias.map(|b| &b.0),
+                eps,
+                true,
+            )
             .map_err(err("layer_norm"))?))
     }
     fn max_pool2d(&self, x: &TchTensor, o: Pool2dOpts) -> Result<TchTensor> {
         Ok(t(x
             .0
-            .f_max_pool2d(pair(o.kernel), pair(o.stride), pair(o.padding), pair(o.dilation), o.ceil_mode)
+            .f_max_pool2d(
+                pair(o.kernel),
+                pair(o.stride),
+                pair(o.padding),
+                pair(o.dilation),
+                o.ceil_mode,
+            )
             .map_err(err("max_pool2d"))?))
     }
     fn avg_pool2d(&self, x: &TchTensor, o: Pool2dOpts) -> Result<TchTensor> {
         Ok(t(x
             .0
-            .f_avg_pool2d(pair(o.kernel), pair(o.stride), pair(o.padding), o.ceil_mode, o.count_include_pad, None::<i64>)
+            .f_avg_pool2d(
+                pair(o.kernel),
+                pair(o.stride),
+                pair(o.padding),
+                o.ceil_mode,
+                o.count_include_pad,
+                None::<i64>,
+            )
             .map_err(err("avg_pool2d"))?))
     }
     fn adaptive_avg_pool2d(&self, x: &TchTensor, out: (usize, usize)) -> Result<TchTensor> {
-        Ok(t(x.0.f_adaptive_avg_pool2d(pair(out)).map_err(err("adaptive_avg_pool2d"))?))
+        Ok(t(x
+            .0
+            .f_adaptive_avg_pool2d(pair(out))
+            .map_err(err("adaptive_avg_pool2d"))?))
     }
     fn adaptive_max_pool2d(&self, x: &TchTensor, out: (usize, usize)) -> Result<TchTensor> {
-        Ok(t(x.0.f_adaptive_max_pool2d(pair(out)).map_err(err("adaptive_max_pool2d"))?.0))
+        Ok(t(x
+            .0
+            .f_adaptive_max_pool2d(pair(out))
+            .map_err(err("adaptive_max_pool2d"))?
+            .0))
     }
     fn scaled_dot_product_attention(
         &self,
@@ -544,7 +674,9 @@ impl Backend for Tch {
 
 impl AutodiffBackend for Tch {
     fn set_requires_grad(&self, x: &TchTensor, on: bool) -> Result<()> {
-        let _same = x.0.f_set_requires_grad(on).map_err(err("set_requires_grad"))?;
+        let _same =
+            x.0.f_set_requires_grad(on)
+                .map_err(err("set_requires_grad"))?;
         Ok(())
     }
     fn requires_grad(&self, x: &TchTensor) -> bool {
@@ -552,14 +684,24 @@ impl AutodiffBackend for Tch {
     }
     fn backward(&self, loss: &TchTensor, wrt: &[&TchTensor]) -> Result<Vec<Option<TchTensor>>> {
         if loss.0.numel() != 1 {
-            return Err(Error::shape("backward", format!("loss must be a scalar, got shape {:?}", loss.0.size())));
+            return Err(Error::shape(
+                "backward",
+                format!("loss must be a scalar, got shape {:?}", loss.0.size()),
+            ));
         }
         if let Some(i) = wrt.iter().position(|w| !w.0.requires_grad()) {
-            return Err(Error::invalid("backward", format!("input {i} does not require grad")));
+            return Err(Error::invalid(
+                "backward",
+                format!("input {i} does not require grad"),
+            ));
         }
         let inputs: Vec<&Tensor> = wrt.iter().map(|w| &w.0).collect();
-        let grads = Tensor::f_run_backward(&[&loss.0], &inputs, false, false).map_err(err("backward"))?;
-        Ok(grads.into_iter().map(|g| g.defined().then(|| TchTensor(g))).collect())
+        let grads =
+            Tensor::f_run_backward(&[&loss.0], &inputs, false, false).map_err(err("backward"))?;
+        Ok(grads
+            .into_iter()
+            .map(|g| g.defined().then(|| TchTensor(g)))
+            .collect())
     }
     fn no_grad<R>(&self, f: impl FnOnce() -> R) -> R {
         tch::no_grad(f)
@@ -569,7 +711,10 @@ impl AutodiffBackend for Tch {
     }
     fn assign(&self, dst: &TchTensor, src: &TchTensor) -> Result<()> {
         if dst.0.size() != src.0.size() {
-            return Err(Error::shape("assign", format!("{:?} ← {:?}", dst.0.size(), src.0.size())));
+            return Err(Error::shape(
+                "assign",
+                format!("{:?} ← {:?}", dst.0.size(), src.0.size()),
+            ));
         }
         let mut d = dst.0.shallow_clone();
         tch::no_grad(|| d.f_copy_(&src.0)).map_err(err("assign"))?;
@@ -587,18 +732,30 @@ mod tests {
     fn dropout_is_seeded_and_scaled() {
         let b = Tch::cpu();
         let x = b.full(&[200, 100], 1.0, DType::F32).expect("full");
-        let a = b.to_data(&b.dropout(&x, 0.3, 42).expect("dropout")).expect("data");
-        let again = b.to_data(&b.dropout(&x, 0.3, 42).expect("dropout")).expect("data");
-        let other = b.to_data(&b.dropout(&x, 0.3, 43).expect("dropout")).expect("data");
+        let a = b
+            .to_data(&b.dropout(&x, 0.3, 42).expect("dropout"))
+            .expect("data");
+        let again = b
+            .to_data(&b.dropout(&x, 0.3, 42).expect("dropout"))
+            .expect("data");
+        let other = b
+            .to_data(&b.dropout(&x, 0.3, 43).expect("dropout"))
+            .expect("data");
         assert_eq!(a, again, "same seed, same mask");
         assert_ne!(a, other, "another seed, another mask");
         let v = a.to_f64();
         let zeros = v.iter().filter(|x| **x == 0.0).count() as f64 / v.len() as f64;
         assert!((zeros - 0.3).abs() < 0.02, "zero fraction {zeros}");
         assert!(v.iter().all(|x| *x == 0.0 || (*x - 1.0 / 0.7).abs() < 1e-6));
-        let dp = b.to_data(&b.drop_path(&x, 0.5, 7).expect("drop_path")).expect("data").to_f64();
+        let dp = b
+            .to_data(&b.drop_path(&x, 0.5, 7).expect("drop_path"))
+            .expect("data")
+            .to_f64();
         for row in dp.rows() {
-            assert!(row.iter().all(|v| *v == row[0]), "drop_path drops whole samples");
+            assert!(
+                row.iter().all(|v| *v == row[0]),
+                "drop_path drops whole samples"
+            );
         }
         assert!(b.dropout(&x, 1.0, 0).is_err());
     }
@@ -620,8 +777,17 @@ mod tests {
     #[test]
     fn channels_last_keeps_values() {
         let b = Tch::cpu();
-        let x = b.from_data(&graft_backend::conformance::rnd(&[2, 3, 4, 5], 1, -1.0, 1.0)).expect("x");
-        let y = b.to_memory_format(&x, MemoryFormat::ChannelsLast).expect("cl");
+        let x = b
+            .from_data(&graft_backend::conformance::rnd(
+                &[2, 3, 4, 5],
+                1,
+                -1.0,
+                1.0,
+            ))
+            .expect("x");
+        let y = b
+            .to_memory_format(&x, MemoryFormat::ChannelsLast)
+            .expect("cl");
         assert_eq!(y.0.stride(), vec![60, 1, 15, 3]);
         assert_eq!(b.to_data(&y).expect("y"), b.to_data(&x).expect("x"));
     }

@@ -1,0 +1,36 @@
+# graft's two commands: `make demo` and `make test`. Both run setup first (fast when done) and
+# print the wall time of every stage.
+STAGE := bash scripts/stage.sh
+
+.PHONY: setup demo test check-libtorch build fmt clippy unit doc
+
+setup:
+	@$(STAGE) setup bash scripts/setup.sh
+
+check-libtorch: setup
+	@bash scripts/check-libtorch.sh
+
+build: check-libtorch
+	@$(STAGE) "build (release)" cargo build --release --examples
+
+demo: build
+	@$(STAGE) demo ./target/release/examples/demo
+
+fmt:
+	@$(STAGE) "fmt --check" cargo fmt --all -- --check
+
+clippy: check-libtorch
+	@$(STAGE) "clippy -D warnings" cargo clippy --workspace --all-targets -- -D warnings
+
+unit: check-libtorch
+	@if cargo nextest --version >/dev/null 2>&1; then \
+		$(STAGE) "tests (nextest)" cargo nextest run --workspace --no-fail-fast; \
+	else \
+		$(STAGE) "tests (cargo test)" cargo test --workspace --no-fail-fast; \
+	fi
+
+doc: check-libtorch
+	@$(STAGE) "doc tests" cargo test --workspace --doc
+
+test: setup fmt clippy unit doc
+	@echo "==> make test: all stages passed"
