@@ -792,3 +792,15 @@ mod tests {
         assert_eq!(b.to_data(&y).expect("y"), b.to_data(&x).expect("x"));
     }
 }
+
+/// The same suite on CUDA: `cargo test -p graft-tch --features cuda` on a machine with a GPU.
+#[cfg(all(test, feature = "cuda"))]
+mod cuda_tests {
+    use super::*;
+
+    graft_backend::conformance_tests!(
+        Tch::cuda(0).expect("the cuda feature needs a CUDA device"),
+        inference_only = false,
+        autodiff
+    );
+}
