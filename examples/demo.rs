@@ -78,9 +78,7 @@ fn main() -> Result<()> {
     let (x, y) = spiral(7)?;
     let tch = Tch::cpu();
     let params = build(&tch)?;
-    for name in params.parameter_names() {
-        tch.set_requires_grad(params.get(name)?, true)?;
-    }
+    params.set_trainable(|_| true, true)?;
     let mut opt = Optimizer::adamw();
     opt.add_group(
         "body",

@@ -14,7 +14,7 @@ use ndarray::{ArrayD, Dimension, IxDyn};
 
 use crate::backend::{AutodiffBackend, Backend};
 use crate::ctx::{Ctx, ModeRule, ModeTable, NormMode};
-use crate::data::{DType, TensorData};
+use crate::data::{DType, TensorData, broadcast_shape};
 use crate::init::uniform_f32;
 use crate::opts::{BatchNormMode, BatchNormTensors, Conv2dOpts, GeluApprox, Pool2dOpts};
 use crate::params::{ParamBuilder, ParamKind};
@@ -716,7 +716,7 @@ pub fn reference(case: &str) -> Option<Vec<TensorData>> {
     let un = |g: fn(f64) -> f64| Some(vec![back(x.mapv(g))]);
     let bin = |g: fn(f64, f64) -> f64| {
         let y = f(&ins[1]);
-        let shape = co_broadcast(x.shape(), y.shape())?;
+        let shape = broadcast_shape(x.shape(), y.shape())?;
         let (xa, ya) = (x.broadcast(IxDyn(&shape))?, y.broadcast(IxDyn(&shape))?);
         Some(vec![back(
             ndarray::Zip::from(&xa)
@@ -842,30 +842,6 @@ pub fn reference(case: &str) -> Option<Vec<TensorData>> {
         ]),
         _ => None,
     }
-}
-
-fn co_broadcast(a: &[usize], b: &[usize]) -> Option<Vec<usize>> {
-    let r = a.len().max(b.len());
-    (0..r)
-        .map(|i| {
-            let da = if i + a.len() >= r {
-                a[i + a.len() - r]
-            } else {
-                1
-            };
-            let db = if i + b.len() >= r {
-                b[i + b.len() - r]
-            } else {
-                1
-            };
-            match (da, db) {
-                (x, y) if x == y => Some(x),
-                (1, y) => Some(y),
-                (x, 1) => Some(x),
-                _ => None,
-            }
-        })
-        .collect()
 }
 
 /// Runs every case on `b`: cases with a host reference must match it (f32: the case's [`Tol`], at

@@ -23,7 +23,7 @@ pub mod safetensors_io;
 
 pub use backend::{AutodiffBackend, Backend};
 pub use ctx::{Ctx, ModeRule, ModeTable, NormMode};
-pub use data::{DType, TensorData};
+pub use data::{DType, TensorData, broadcast_shape};
 pub use init::Init;
 pub use opts::{BatchNormMode, BatchNormTensors, Conv2dOpts, GeluApprox, MemoryFormat, Pool2dOpts};
 pub use params::{Gradients, ParamBuilder, ParamKind, ParamPath, Params};

@@ -165,6 +165,18 @@ impl<B: Backend> Params<B> {
 }
 
 impl<B: AutodiffBackend> Params<B> {
+    /// Turns gradient tracking on or off for every parameter (not buffer) whose name `pick`
+    /// accepts; returns how many were set. Buffers never require grad.
+    pub fn set_trainable(&self, pick: impl Fn(&str) -> bool, on: bool) -> Result<usize> {
+        let mut n = 0;
+        for (name, e) in self.iter() {
+            if e.kind == ParamKind::Parameter && pick(name) {
+                self.backend.set_requires_grad(&e.tensor, on)?;
+                n += 1;
+            }
+        }
+        Ok(n)
+    }
     /// Gradients of `loss` for every parameter that requires grad. Parameters the loss does not
     /// depend on, and frozen ones, get no entry.
     pub fn gradients(&self, loss: &B::Tensor) -> Result<Gradients<B>> {

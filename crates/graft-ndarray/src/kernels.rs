@@ -1,6 +1,6 @@
 //! CPU kernels on f32 (and generic element types for data movement).
 
-use graft_backend::{Conv2dOpts, Pool2dOpts};
+use graft_backend::{Conv2dOpts, Pool2dOpts, broadcast_shape};
 use graft_core::{Error, Result};
 use ndarray::linalg::general_mat_mul;
 use ndarray::{Array2, ArrayD, ArrayView2, ArrayViewD, Axis, IxDyn, Zip};
@@ -8,31 +8,6 @@ use rayon::prelude::*;
 
 /// Elements above which elementwise maps run in parallel.
 const PAR_MIN: usize = 1 << 15;
-
-/// NumPy broadcast of two shapes, or None.
-pub fn co_broadcast(a: &[usize], b: &[usize]) -> Option<Vec<usize>> {
-    let r = a.len().max(b.len());
-    (0..r)
-        .map(|i| {
-            let da = if i + a.len() >= r {
-                a[i + a.len() - r]
-            } else {
-                1
-            };
-            let db = if i + b.len() >= r {
-                b[i + b.len() - r]
-            } else {
-                1
-            };
-            match (da, db) {
-                (x, y) if x == y => Some(x),
-                (1, y) => Some(y),
-                (x, 1) => Some(x),
-                _ => None,
-            }
-        })
-        .collect()
-}
 
 /// `f` applied to every element, in parallel for large arrays.
 pub fn par_map(a: &ArrayViewD<'_, f32>, f: impl Fn(f32) -> f32 + Sync) -> ArrayD<f32> {
@@ -50,7 +25,7 @@ pub fn zip_bcast<T: Copy + Send + Sync>(
     b: &ArrayViewD<'_, T>,
     f: impl Fn(T, T) -> T + Sync,
 ) -> Result<ArrayD<T>> {
-    let shape = co_broadcast(a.shape(), b.shape()).ok_or_else(|| {
+    let shape = broadcast_shape(a.shape(), b.shape()).ok_or_else(|| {
         Error::shape(
             op,
             format!(
@@ -97,7 +72,7 @@ pub fn softmax(a: &ArrayViewD<'_, f32>, ax: Axis, log: bool) -> ArrayD<f32> {
 }
 
 /// Top-k along `ax`, sorted; ties keep the lower index first.
-pub fn topk<T: Copy + PartialOrd>(
+pub fn topk<T: Copy + PartialOrd + Default>(
     a: &ArrayViewD<'_, T>,
     k: usize,
     ax: Axis,
@@ -105,13 +80,7 @@ pub fn topk<T: Copy + PartialOrd>(
 ) -> (ArrayD<T>, ArrayD<i64>) {
     let mut shape = a.shape().to_vec();
     shape[ax.index()] = k;
-    let mut vals = ArrayD::from_elem(
-        IxDyn(&shape),
-        a.iter()
-            .next()
-            .copied()
-            .unwrap_or_else(|| unreachable_elem()),
-    );
+    let mut vals = ArrayD::from_elem(IxDyn(&shape), T::default());
     let mut idx = ArrayD::<i64>::zeros(IxDyn(&shape));
     for ((lane, mut vl), mut il) in a
         .lanes(ax)
@@ -132,11 +101,6 @@ pub fn topk<T: Copy + PartialOrd>(
         }
     }
     (vals, idx)
-}
-
-fn unreachable_elem<T>() -> T {
-    // only reached for an empty input, where k must be 0 and nothing is written
-    panic!("topk on an empty tensor")
 }
 
 /// PyTorch's gather along `dim`.
@@ -216,7 +180,7 @@ pub fn matmul(a: &ArrayViewD<'_, f32>, b: &ArrayViewD<'_, f32>) -> Result<ArrayD
             ),
         ));
     }
-    let batch = co_broadcast(&a2.shape()[..ra - 2], &b2.shape()[..rb - 2]).ok_or_else(|| {
+    let batch = broadcast_shape(&a2.shape()[..ra - 2], &b2.shape()[..rb - 2]).ok_or_else(|| {
         Error::shape(
             "matmul",
             format!(

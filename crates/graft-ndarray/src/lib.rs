@@ -24,8 +24,6 @@ use graft_core::{Error, Result};
 use half::bf16;
 use ndarray::{ArcArray, ArrayD, ArrayViewD, Axis, IxDyn};
 
-pub use kernels::co_broadcast;
-
 /// The ndarray backend (CPU, pure Rust).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct NdArray;
