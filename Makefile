@@ -1,5 +1,6 @@
 # graft's two commands: `make demo` and `make test`. Both run setup first (fast when done) and
-# print the wall time of every stage.
+# print the wall time of every stage. Doc tests run before the unit tests so the runner's
+# closing summary is the full test count.
 STAGE := bash scripts/stage.sh
 
 .PHONY: setup demo test check-libtorch build fmt clippy unit doc
@@ -32,5 +33,5 @@ unit: check-libtorch
 doc: check-libtorch
 	@$(STAGE) "doc tests" cargo test --workspace --doc
 
-test: setup fmt clippy unit doc
+test: setup fmt clippy doc unit
 	@echo "==> make test: all stages passed"
