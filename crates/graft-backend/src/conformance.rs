@@ -414,7 +414,7 @@ pub fn run_case<B: Backend>(b: &B, case: &str) -> Result<Vec<TensorData>> {
         }
         "gather" | "i64_gather" => one(b.gather(&t[0], 1, &t[1]))?,
         "index_select" => vec![
-            b.index_select(&t[0], 0, &t[2 - 1])?,
+            b.index_select(&t[0], 0, &t[1])?,
             b.index_select(&t[0], 1, &b.from_data(&TensorData::i64(&[2], vec![1, 1])?)?)?,
         ],
         "masked_fill" => one(b.masked_fill(&t[0], &t[1], -3.5))?,
@@ -577,12 +577,11 @@ fn conv_ref(
     bias: Option<&ArrayD<f64>>,
     o: Conv2dOpts,
 ) -> ArrayD<f64> {
-    let (n, c, h, wd) = (x.shape()[0], x.shape()[1], x.shape()[2], x.shape()[3]);
+    let (n, h, wd) = (x.shape()[0], x.shape()[2], x.shape()[3]);
     let (oc, icg, kh, kw) = (w.shape()[0], w.shape()[1], w.shape()[2], w.shape()[3]);
     let oh = (h + 2 * o.padding.0 - o.dilation.0 * (kh - 1) - 1) / o.stride.0 + 1;
     let ow = (wd + 2 * o.padding.1 - o.dilation.1 * (kw - 1) - 1) / o.stride.1 + 1;
     let ocg = oc / o.groups;
-    let _ = c;
     ArrayD::from_shape_fn(IxDyn(&[n, oc, oh, ow]), |i| {
         let (b, co, y, xx) = (i[0], i[1], i[2], i[3]);
         let g = co / ocg;

@@ -238,6 +238,8 @@ impl Backend for Tch {
         x.0.size().iter().map(|&d| d as usize).collect()
     }
     fn dtype(&self, x: &TchTensor) -> DType {
+        // Every tensor graft creates is f32, bf16 or i64 (from_data, cast and the ops keep to
+        // them); a foreign kind can only come from a raw tch tensor wrapped by hand.
         dtype_of(x.0.kind()).unwrap_or(DType::F32)
     }
     fn cast(&self, x: &TchTensor, dtype: DType) -> Result<TchTensor> {
