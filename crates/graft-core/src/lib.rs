@@ -4,7 +4,7 @@
 //! names ([`selector`]) — by exact name, dotted prefix, regex, stage, and their unions and
 //! differences.
 //!
-//! Must not know: tensors, backends, tch, ndarray, files formats or TOML. Everything here is plain
+//! Must not know: tensors, backends, tch, ndarray, file formats or TOML. Everything here is plain
 //! data so that every other crate can depend on it without pulling in a tensor library.
 
 pub mod error;
