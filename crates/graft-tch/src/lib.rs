@@ -141,6 +141,14 @@ fn check_dim(op: &'static str, dim: usize, rank: usize) -> Result<i64> {
     }
 }
 
+/// The dims a reduction covers: all of them when `dims` is empty, each checked against `rank`.
+fn reduce_dims(op: &'static str, dims: &[usize], rank: usize) -> Result<Vec<i64>> {
+    if dims.is_empty() {
+        return Ok((0..rank as i64).collect());
+    }
+    dims.iter().map(|&d| check_dim(op, d, rank)).collect()
+}
+
 impl Tch {
     fn float_only(&self, op: &'static str, x: &TchTensor) -> Result<()> {
         match dtype_of(x.0.kind())? {
@@ -394,13 +402,7 @@ impl Backend for Tch {
 
     fn sum(&self, x: &TchTensor, dims: &[usize], keepdim: bool) -> Result<TchTensor> {
         let r = x.0.dim();
-        let dims: Vec<i64> = if dims.is_empty() {
-            (0..r as i64).collect()
-        } else {
-            dims.iter()
-                .map(|&d| check_dim("sum", d, r))
-                .collect::<Result<_>>()?
-        };
+        let dims = reduce_dims("sum", dims, r)?;
         if r == 0 {
             return Ok(x.clone());
         }
@@ -412,13 +414,7 @@ impl Backend for Tch {
     fn mean(&self, x: &TchTensor, dims: &[usize], keepdim: bool) -> Result<TchTensor> {
         self.float_only("mean", x)?;
         let r = x.0.dim();
-        let dims: Vec<i64> = if dims.is_empty() {
-            (0..r as i64).collect()
-        } else {
-            dims.iter()
-                .map(|&d| check_dim("mean", d, r))
-                .collect::<Result<_>>()?
-        };
+        let dims = reduce_dims("mean", dims, r)?;
         if r == 0 {
             return Ok(x.clone());
         }
