@@ -14,6 +14,7 @@ pub use graft_core as core;
 pub use graft_ndarray as ndarray;
 pub use graft_optim as optim;
 pub use graft_tch as tch;
+pub use graft_zoo as zoo;
 
 pub use graft_backend::{AutodiffBackend, Backend, Ctx, DType, ModeTable, Params, TensorData};
 pub use graft_core::{Error, Result};

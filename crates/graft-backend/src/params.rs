@@ -249,6 +249,9 @@ pub struct ParamBuilder<B: Backend> {
     store: RefCell<Params<B>>,
     seed: u64,
     dtype: DType,
+    /// Shapes-only mode: record names and shapes, allocate 0-element placeholders.
+    dry: bool,
+    shapes: RefCell<Vec<(String, Vec<usize>, ParamKind)>>,
 }
 
 impl<B: Backend> ParamBuilder<B> {
@@ -258,7 +261,20 @@ impl<B: Backend> ParamBuilder<B> {
             store: RefCell::new(Params::new(backend)),
             seed,
             dtype: DType::F32,
+            dry: false,
+            shapes: RefCell::new(Vec::new()),
         }
+    }
+    /// A builder that only records names, shapes and kinds (0-element placeholder tensors), to
+    /// count a model's parameters without allocating or initialising them.
+    pub fn dry(backend: B) -> Self {
+        let mut b = Self::new(backend, 0);
+        b.dry = true;
+        b
+    }
+    /// Every created name with its shape and kind, in creation order.
+    pub fn shapes(&self) -> Vec<(String, Vec<usize>, ParamKind)> {
+        self.shapes.borrow().clone()
     }
     /// Float dtype for new parameters (default f32).
     pub fn with_dtype(mut self, dtype: DType) -> Self {
@@ -320,6 +336,16 @@ impl<'a, B: Backend> ParamPath<'a, B> {
         validate_name(&full)?;
         if self.builder.store.borrow().contains(&full) {
             return Err(Error::NameCollision(full));
+        }
+        self.builder
+            .shapes
+            .borrow_mut()
+            .push((full.clone(), shape.to_vec(), kind));
+        if self.builder.dry {
+            let mut store = self.builder.store.borrow_mut();
+            let t = store.backend().zeros(&[0], dtype)?;
+            store.insert(&full, t.clone(), kind)?;
+            return Ok(t);
         }
         let data = match dtype {
             DType::I64 => {

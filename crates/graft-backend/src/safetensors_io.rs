@@ -100,7 +100,9 @@ pub fn save(
     write_atomic(path, &to_safetensors_bytes(tensors, metadata)?)
 }
 
-fn decode(path: &Path, name: &str, v: &TensorView<'_>) -> Result<TensorData> {
+/// Decodes one safetensors view into host data (f16 / f64 / i32 / u8 / bool widen to f32 / i64);
+/// errors name the file and the tensor.
+pub fn decode_view(path: &Path, name: &str, v: &TensorView<'_>) -> Result<TensorData> {
     let shape = v.shape().to_vec();
     let raw = v.data();
     macro_rules! le {
@@ -153,7 +155,7 @@ pub fn load(path: &Path) -> Result<Loaded> {
         .map_err(|e| Error::format(path, format!("not a safetensors file: {e}")))?;
     let mut out = BTreeMap::new();
     for (name, view) in st.iter() {
-        out.insert(name.to_string(), decode(path, name, &view)?);
+        out.insert(name.to_string(), decode_view(path, name, &view)?);
     }
     Ok((out, meta.metadata().clone()))
 }

@@ -68,6 +68,15 @@ pub enum Error {
     /// A file whose content is malformed, with its path and what is wrong (key, offset, ...).
     #[error("{}: {msg}", .path.display())]
     Format { path: PathBuf, msg: String },
+
+    /// A model name the registry does not know, with the closest names it does.
+    #[error("unknown model {name:?}{}", hint_suffix(.hint))]
+    UnknownModel { name: String, hint: String },
+
+    /// A weights file that does not fit the model (missing, unexpected or mis-shaped tensors),
+    /// with the file and the load report's findings.
+    #[error("{}: weights do not fit the model: {msg}", .path.display())]
+    Weights { path: PathBuf, msg: String },
 }
 
 fn hint_suffix(hint: &str) -> String {

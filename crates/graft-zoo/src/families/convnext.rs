@@ -1,0 +1,221 @@
+//! ConvNeXt (Liu et al. 2022) with torchvision's names: `features.0` stem (4×4 conv + LayerNorm2d),
+//! `features.{1,3,5,7}.{i}` blocks (`block.0` 7×7 depthwise, `block.2` LayerNorm, `block.3` /
+//! `block.5` MLP, `layer_scale` `[C, 1, 1]`), `features.{2,4,6}` downsamples, `classifier.0`
+//! LayerNorm2d and `classifier.2` Linear. timm's layout (`stem`, `stages.{s}.blocks.{i}.conv_dw`,
+//! `gamma` `[C]`, `head.norm`, `head.fc`) loads through [`ConvNeXt::remaps`], which reshapes
+//! `gamma` into `layer_scale`.
+
+use graft_backend::nn;
+use graft_backend::{Backend, Conv2dOpts, Ctx, GeluApprox, Init, ParamPath, Params};
+use graft_core::name::join;
+use graft_core::{Error, Result};
+use serde::{Deserialize, Serialize};
+
+use crate::layers::{init_linear_trunc, layer_norm_2d};
+use crate::load::Remap;
+use crate::model::{Family, StageSpec};
+
+const LN_EPS: f64 = 1e-6;
+
+/// A ConvNeXt's hyper-parameters.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConvNeXt {
+    pub depths: [usize; 4],
+    pub dims: [usize; 4],
+    pub stochastic_depth: f64,
+    pub layer_scale: f64,
+}
+
+impl ConvNeXt {
+    /// torchvision's `convnext_tiny`.
+    pub fn tiny() -> Self {
+        Self {
+            depths: [3, 3, 9, 3],
+            dims: [96, 192, 384, 768],
+            stochastic_depth: 0.1,
+            layer_scale: 1e-6,
+        }
+    }
+    fn trunc() -> Init {
+        Init::TruncNormal {
+            mean: 0.0,
+            std: 0.02,
+            lo: -2.0,
+            hi: 2.0,
+        }
+    }
+}
+
+impl Family for ConvNeXt {
+    fn init_trunk<B: Backend>(&self, root: &ParamPath<'_, B>, in_chans: usize) -> Result<()> {
+        let conv = |p: &ParamPath<'_, B>, o: usize, i: usize, k: usize| -> Result<()> {
+            p.param("weight", &[o, i, k, k], Self::trunc())?;
+            p.param("bias", &[o], Init::Zeros)?;
+            Ok(())
+        };
+        conv(&root.sub("features.0.0")?, self.dims[0], in_chans, 4)?;
+        nn::init_layer_norm(&root.sub("features.0.1")?, self.dims[0])?;
+        for s in 0..4 {
+            let d = self.dims[s];
+            if s > 0 {
+                let ds = root.sub(format!("features.{}", 2 * s))?;
+                nn::init_layer_norm(&ds.sub("0")?, self.dims[s - 1])?;
+                conv(&ds.sub("1")?, d, self.dims[s - 1], 2)?;
+            }
+            for i in 0..self.depths[s] {
+                let bp = root.sub(format!("features.{}.{i}", 2 * s + 1))?;
+                conv(&bp.sub("block.0")?, d, 1, 7)?;
+                nn::init_layer_norm(&bp.sub("block.2")?, d)?;
+                init_linear_trunc(&bp.sub("block.3")?, d, 4 * d)?;
+                init_linear_trunc(&bp.sub("block.5")?, 4 * d, d)?;
+                bp.param("layer_scale", &[d, 1, 1], Init::Constant(self.layer_scale))?;
+            }
+        }
+        nn::init_layer_norm(&root.sub("classifier.0")?, self.dims[3])
+    }
+    fn init_head<B: Backend>(&self, root: &ParamPath<'_, B>, num_classes: usize) -> Result<()> {
+        if num_classes > 0 {
+            init_linear_trunc(&root.sub("classifier.2")?, self.dims[3], num_classes)?;
+        }
+        Ok(())
+    }
+    fn stage_specs(&self) -> Vec<StageSpec> {
+        let mut v = vec![StageSpec {
+            name: "stem".into(),
+            prefixes: vec!["features.0".into()],
+            channels: self.dims[0],
+            reduction: 4,
+        }];
+        for s in 0..4 {
+            let mut prefixes = Vec::new();
+            if s > 0 {
+                prefixes.push(format!("features.{}", 2 * s));
+            }
+            prefixes.push(format!("features.{}", 2 * s + 1));
+            v.push(StageSpec {
+                name: format!("stage{}", s + 1),
+                prefixes,
+                channels: self.dims[s],
+                reduction: 4 << s,
+            });
+        }
+        v
+    }
+    fn head_stage_prefixes(&self) -> Vec<String> {
+        vec!["classifier".into()]
+    }
+    fn classifier_prefixes(&self) -> Vec<String> {
+        vec!["classifier.2".into()]
+    }
+    fn num_features(&self) -> usize {
+        self.dims[3]
+    }
+    fn forward_stage<B: Backend>(
+        &self,
+        p: &Params<B>,
+        i: usize,
+        x: &B::Tensor,
+        ctx: &Ctx<'_>,
+    ) -> Result<B::Tensor> {
+        let b = p.backend();
+        if i == 0 {
+            let y = nn::conv2d(p, "features.0.0", x, Conv2dOpts::new().stride(4))?;
+            return layer_norm_2d(p, "features.0.1", &y, LN_EPS);
+        }
+        let s = i - 1;
+        if s >= 4 {
+            return Err(Error::invalid("convnext", format!("no stage {i}")));
+        }
+        let mut y = x.clone();
+        if s > 0 {
+            let ds = format!("features.{}", 2 * s);
+            y = layer_norm_2d(p, &join(&ds, "0"), &y, LN_EPS)?;
+            y = nn::conv2d(p, &join(&ds, "1"), &y, Conv2dOpts::new().stride(2))?;
+        }
+        let total: usize = self.depths.iter().sum();
+        let first: usize = self.depths[..s].iter().sum();
+        for k in 0..self.depths[s] {
+            let path = format!("features.{}.{k}", 2 * s + 1);
+            let z = nn::conv2d(
+                p,
+                &join(&path, "block.0"),
+                &y,
+                Conv2dOpts::new().padding(3).groups(self.dims[s]),
+            )?;
+            let z = b.permute(&z, &[0, 2, 3, 1])?;
+            let z = nn::layer_norm(p, &join(&path, "block.2"), &z, LN_EPS)?;
+            let z = nn::linear(p, &join(&path, "block.3"), &z)?;
+            let z = b.gelu(&z, GeluApprox::Erf)?;
+            let z = nn::linear(p, &join(&path, "block.5"), &z)?;
+            let z = b.permute(&z, &[0, 3, 1, 2])?;
+            let z = b.mul(&z, p.get(&join(&path, "layer_scale"))?)?;
+            let rate = if total > 1 {
+                self.stochastic_depth * (first + k) as f64 / (total - 1) as f64
+            } else {
+                0.0
+            };
+            let z = nn::drop_path(b, &z, rate, ctx, &join(&path, "stochastic_depth"))?;
+            y = b.add(&z, &y)?;
+        }
+        Ok(y)
+    }
+    fn forward_head<B: Backend>(
+        &self,
+        p: &Params<B>,
+        x: &B::Tensor,
+        pre_logits: bool,
+        _ctx: &Ctx<'_>,
+    ) -> Result<B::Tensor> {
+        let b = p.backend();
+        let y = b.adaptive_avg_pool2d(x, (1, 1))?;
+        let y = layer_norm_2d(p, "classifier.0", &y, LN_EPS)?;
+        let y = b.flatten(&y, 1, 3)?;
+        if pre_logits {
+            Ok(y)
+        } else {
+            nn::linear(p, "classifier.2", &y)
+        }
+    }
+    fn remaps(&self) -> Vec<Remap> {
+        let mut v = vec![
+            Remap::prefix("stem.0", "features.0.0"),
+            Remap::prefix("stem.1", "features.0.1"),
+            Remap::prefix("head.norm", "classifier.0"),
+            Remap::prefix("head.fc", "classifier.2"),
+        ];
+        for s in 0..4 {
+            if s > 0 {
+                v.push(Remap::prefix(
+                    &format!("stages.{s}.downsample"),
+                    &format!("features.{}", 2 * s),
+                ));
+            }
+            for (from, to) in [
+                ("conv_dw", "block.0"),
+                ("norm", "block.2"),
+                ("mlp.fc1", "block.3"),
+                ("mlp.fc2", "block.5"),
+            ] {
+                v.push(Remap::regex(
+                    &format!(
+                        r"^stages\.{s}\.blocks\.(\d+)\.{}\.(weight|bias)$",
+                        regex_escape(from)
+                    ),
+                    &format!("features.{}.$1.{to}.$2", 2 * s + 1),
+                    false,
+                ));
+            }
+            v.push(Remap::regex(
+                &format!(r"^stages\.{s}\.blocks\.(\d+)\.gamma$"),
+                &format!("features.{}.$1.layer_scale", 2 * s + 1),
+                true,
+            ));
+        }
+        v
+    }
+}
+
+fn regex_escape(s: &str) -> String {
+    s.replace('.', r"\.")
+}

@@ -1,0 +1,252 @@
+//! EfficientNet (Tan & Le 2019) B0 with torchvision's names: `features.0` stem, `features.1..7`
+//! stages of MBConv blocks `features.{s}.{i}.block.{j}` (expand / depthwise / squeeze-excitation
+//! `fc1`, `fc2` / project), `features.8` last 1×1 conv, `classifier.1` Linear after dropout.
+//! Stochastic depth ("row" mode, rate growing linearly with block index) in train mode.
+
+use graft_backend::nn;
+use graft_backend::{Backend, Conv2dOpts, Ctx, Init, ParamPath, Params};
+use graft_core::name::join;
+use graft_core::{Error, Result};
+use serde::{Deserialize, Serialize};
+
+use crate::layers::{Act, BnCfg, avg_pool_flat, conv_bn_act, init_conv_bn, init_conv_kaiming};
+use crate::model::{Family, StageSpec};
+
+const BN: BnCfg = BnCfg {
+    eps: 1e-5,
+    momentum: 0.1,
+};
+
+/// One stage of MBConv blocks (torchvision's `MBConvConfig`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MbStage {
+    pub expand: usize,
+    pub kernel: usize,
+    pub stride: usize,
+    pub input: usize,
+    pub out: usize,
+    pub layers: usize,
+}
+
+/// An EfficientNet's hyper-parameters.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EfficientNet {
+    pub stages: Vec<MbStage>,
+    pub stem: usize,
+    pub last_channel: usize,
+    pub dropout: f64,
+    pub stochastic_depth: f64,
+}
+
+const fn st(
+    expand: usize,
+    kernel: usize,
+    stride: usize,
+    input: usize,
+    out: usize,
+    layers: usize,
+) -> MbStage {
+    MbStage {
+        expand,
+        kernel,
+        stride,
+        input,
+        out,
+        layers,
+    }
+}
+
+impl EfficientNet {
+    /// torchvision's `efficientnet_b0`.
+    pub fn b0() -> Self {
+        Self {
+            stages: vec![
+                st(1, 3, 1, 32, 16, 1),
+                st(6, 3, 2, 16, 24, 2),
+                st(6, 5, 2, 24, 40, 2),
+                st(6, 3, 2, 40, 80, 3),
+                st(6, 5, 1, 80, 112, 3),
+                st(6, 5, 2, 112, 192, 4),
+                st(6, 3, 1, 192, 320, 1),
+            ],
+            stem: 32,
+            last_channel: 1280,
+            dropout: 0.2,
+            stochastic_depth: 0.2,
+        }
+    }
+    fn total_blocks(&self) -> usize {
+        self.stages.iter().map(|s| s.layers).sum()
+    }
+    /// (input, stride) of block `i` of stage `s`.
+    fn block_io(&self, s: &MbStage, i: usize) -> (usize, usize) {
+        if i == 0 {
+            (s.input, s.stride)
+        } else {
+            (s.out, 1)
+        }
+    }
+}
+
+impl Family for EfficientNet {
+    fn init_trunk<B: Backend>(&self, root: &ParamPath<'_, B>, in_chans: usize) -> Result<()> {
+        init_conv_bn(&root.sub("features.0")?, in_chans, self.stem, 3, 1)?;
+        for (si, s) in self.stages.iter().enumerate() {
+            for i in 0..s.layers {
+                let (inp, _) = self.block_io(s, i);
+                let bp = root.sub(format!("features.{}.{i}", si + 1))?;
+                let exp = inp * s.expand;
+                let mut j = 0;
+                if exp != inp {
+                    init_conv_bn(&bp.sub("block.0")?, inp, exp, 1, 1)?;
+                    j += 1;
+                }
+                init_conv_bn(&bp.sub(format!("block.{j}"))?, exp, exp, s.kernel, exp)?;
+                let se = bp.sub(format!("block.{}", j + 1))?;
+                let sq = (inp / 4).max(1);
+                init_conv_kaiming(&se.sub("fc1")?, exp, sq, 1, 1, true)?;
+                init_conv_kaiming(&se.sub("fc2")?, sq, exp, 1, 1, true)?;
+                init_conv_bn(&bp.sub(format!("block.{}", j + 2))?, exp, s.out, 1, 1)?;
+            }
+        }
+        let last_in = self.stages.last().map_or(self.stem, |s| s.out);
+        init_conv_bn(
+            &root.sub(format!("features.{}", self.stages.len() + 1))?,
+            last_in,
+            self.last_channel,
+            1,
+            1,
+        )
+    }
+    fn init_head<B: Backend>(&self, root: &ParamPath<'_, B>, num_classes: usize) -> Result<()> {
+        if num_classes > 0 {
+            let r = 1.0 / (num_classes as f64).sqrt();
+            let c = root.sub("classifier.1")?;
+            c.param(
+                "weight",
+                &[num_classes, self.last_channel],
+                Init::Uniform { lo: -r, hi: r },
+            )?;
+            c.param("bias", &[num_classes], Init::Zeros)?;
+        }
+        Ok(())
+    }
+    fn stage_specs(&self) -> Vec<StageSpec> {
+        let mut v = vec![StageSpec {
+            name: "stem".into(),
+            prefixes: vec!["features.0".into()],
+            channels: self.stem,
+            reduction: 2,
+        }];
+        let mut red = 2;
+        for (si, s) in self.stages.iter().enumerate() {
+            red *= s.stride;
+            v.push(StageSpec {
+                name: format!("stage{}", si + 1),
+                prefixes: vec![format!("features.{}", si + 1)],
+                channels: s.out,
+                reduction: red,
+            });
+        }
+        v.push(StageSpec {
+            name: "conv_last".into(),
+            prefixes: vec![format!("features.{}", self.stages.len() + 1)],
+            channels: self.last_channel,
+            reduction: red,
+        });
+        v
+    }
+    fn head_stage_prefixes(&self) -> Vec<String> {
+        vec!["classifier".into()]
+    }
+    fn classifier_prefixes(&self) -> Vec<String> {
+        vec!["classifier.1".into()]
+    }
+    fn num_features(&self) -> usize {
+        self.last_channel
+    }
+    fn forward_stage<B: Backend>(
+        &self,
+        p: &Params<B>,
+        i: usize,
+        x: &B::Tensor,
+        ctx: &Ctx<'_>,
+    ) -> Result<B::Tensor> {
+        let b = p.backend();
+        if i == 0 {
+            return conv_bn_act(p, "features.0", x, 3, 2, 1, BN, Act::Silu, ctx);
+        }
+        if i == self.stages.len() + 1 {
+            return conv_bn_act(p, &format!("features.{i}"), x, 1, 1, 1, BN, Act::Silu, ctx);
+        }
+        let s = self
+            .stages
+            .get(i - 1)
+            .ok_or_else(|| Error::invalid("efficientnet", format!("no stage {i}")))?;
+        let first: usize = self.stages[..i - 1].iter().map(|s| s.layers).sum();
+        let total = self.total_blocks() as f64;
+        let mut y = x.clone();
+        for k in 0..s.layers {
+            let (inp, stride) = self.block_io(s, k);
+            let path = format!("features.{i}.{k}");
+            let exp = inp * s.expand;
+            let mut j = 0;
+            let mut z = y.clone();
+            if exp != inp {
+                z = conv_bn_act(p, &join(&path, "block.0"), &z, 1, 1, 1, BN, Act::Silu, ctx)?;
+                j += 1;
+            }
+            z = conv_bn_act(
+                p,
+                &join(&path, &format!("block.{j}")),
+                &z,
+                s.kernel,
+                stride,
+                exp,
+                BN,
+                Act::Silu,
+                ctx,
+            )?;
+            let se = join(&path, &format!("block.{}", j + 1));
+            let sc = b.adaptive_avg_pool2d(&z, (1, 1))?;
+            let sc = b.silu(&nn::conv2d(p, &join(&se, "fc1"), &sc, Conv2dOpts::new())?)?;
+            let sc = b.sigmoid(&nn::conv2d(p, &join(&se, "fc2"), &sc, Conv2dOpts::new())?)?;
+            z = b.mul(&sc, &z)?;
+            z = conv_bn_act(
+                p,
+                &join(&path, &format!("block.{}", j + 2)),
+                &z,
+                1,
+                1,
+                1,
+                BN,
+                Act::None,
+                ctx,
+            )?;
+            if stride == 1 && inp == s.out {
+                let rate = self.stochastic_depth * (first + k) as f64 / total;
+                z = nn::drop_path(b, &z, rate, ctx, &join(&path, "stochastic_depth"))?;
+                z = b.add(&z, &y)?;
+            }
+            y = z;
+        }
+        Ok(y)
+    }
+    fn forward_head<B: Backend>(
+        &self,
+        p: &Params<B>,
+        x: &B::Tensor,
+        pre_logits: bool,
+        ctx: &Ctx<'_>,
+    ) -> Result<B::Tensor> {
+        let b = p.backend();
+        let y = avg_pool_flat(b, x)?;
+        if pre_logits {
+            return Ok(y);
+        }
+        let y = nn::dropout(b, &y, self.dropout, ctx, "classifier.0")?;
+        nn::linear(p, "classifier.1", &y)
+    }
+}

@@ -1,0 +1,338 @@
+//! MobileNetV3 (Howard et al. 2019) with torchvision's names: `features.0` stem,
+//! `features.{i}.block.{j}` inverted residuals (expand / depthwise / squeeze-excitation `fc1`,
+//! `fc2` / project), the last 1×1 conv, then `classifier.{0,3}` (Linear, Hardswish, Dropout,
+//! Linear). BatchNorm eps 1e-3, momentum 0.01 as torchvision.
+
+use graft_backend::nn;
+use graft_backend::{Backend, Conv2dOpts, Ctx, Init, ParamPath, Params};
+use graft_core::name::join;
+use graft_core::{Error, Result};
+use serde::{Deserialize, Serialize};
+
+use crate::layers::{
+    Act, BnCfg, act, avg_pool_flat, conv_bn_act, init_conv_bn, init_conv_kaiming, make_divisible,
+};
+use crate::model::{Family, StageSpec};
+
+const BN: BnCfg = BnCfg {
+    eps: 1e-3,
+    momentum: 0.01,
+};
+
+/// One inverted-residual block (torchvision's `InvertedResidualConfig`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IrBlock {
+    pub input: usize,
+    pub kernel: usize,
+    pub expanded: usize,
+    pub out: usize,
+    pub se: bool,
+    /// Hardswish (true) or ReLU.
+    pub hs: bool,
+    pub stride: usize,
+}
+
+/// A MobileNetV3's hyper-parameters.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MobileNetV3 {
+    pub blocks: Vec<IrBlock>,
+    /// Width of the classifier's hidden layer (the pre-logits features).
+    pub last_channel: usize,
+    /// Block indices (into `blocks`) that start a new stage, after the first.
+    pub stage_starts: Vec<usize>,
+    pub dropout: f64,
+}
+
+const fn ir(
+    input: usize,
+    kernel: usize,
+    expanded: usize,
+    out: usize,
+    se: bool,
+    hs: bool,
+    stride: usize,
+) -> IrBlock {
+    IrBlock {
+        input,
+        kernel,
+        expanded,
+        out,
+        se,
+        hs,
+        stride,
+    }
+}
+
+impl MobileNetV3 {
+    /// torchvision's `mobilenet_v3_large`.
+    pub fn large() -> Self {
+        Self {
+            blocks: vec![
+                ir(16, 3, 16, 16, false, false, 1),
+                ir(16, 3, 64, 24, false, false, 2),
+                ir(24, 3, 72, 24, false, false, 1),
+                ir(24, 5, 72, 40, true, false, 2),
+                ir(40, 5, 120, 40, true, false, 1),
+                ir(40, 5, 120, 40, true, false, 1),
+                ir(40, 3, 240, 80, false, true, 2),
+                ir(80, 3, 200, 80, false, true, 1),
+                ir(80, 3, 184, 80, false, true, 1),
+                ir(80, 3, 184, 80, false, true, 1),
+                ir(80, 3, 480, 112, true, true, 1),
+                ir(112, 3, 672, 112, true, true, 1),
+                ir(112, 5, 672, 160, true, true, 2),
+                ir(160, 5, 960, 160, true, true, 1),
+                ir(160, 5, 960, 160, true, true, 1),
+            ],
+            last_channel: 1280,
+            stage_starts: vec![1, 3, 6, 10, 12],
+            dropout: 0.2,
+        }
+    }
+    /// torchvision's `mobilenet_v3_small`.
+    pub fn small() -> Self {
+        Self {
+            blocks: vec![
+                ir(16, 3, 16, 16, true, false, 2),
+                ir(16, 3, 72, 24, false, false, 2),
+                ir(24, 3, 88, 24, false, false, 1),
+                ir(24, 5, 96, 40, true, true, 2),
+                ir(40, 5, 240, 40, true, true, 1),
+                ir(40, 5, 240, 40, true, true, 1),
+                ir(40, 5, 120, 48, true, true, 1),
+                ir(48, 5, 144, 48, true, true, 1),
+                ir(48, 5, 288, 96, true, true, 2),
+                ir(96, 5, 576, 96, true, true, 1),
+                ir(96, 5, 576, 96, true, true, 1),
+            ],
+            last_channel: 1024,
+            stage_starts: vec![1, 3, 6, 8],
+            dropout: 0.2,
+        }
+    }
+    fn last_conv_out(&self) -> usize {
+        6 * self.blocks.last().map_or(16, |b| b.out)
+    }
+    fn last_conv_index(&self) -> usize {
+        self.blocks.len() + 1
+    }
+    /// Block index ranges of the stages between stem and last conv.
+    fn block_stages(&self) -> Vec<std::ops::Range<usize>> {
+        let mut starts = vec![0];
+        starts.extend(self.stage_starts.iter().copied());
+        let mut v = Vec::new();
+        for (k, &s) in starts.iter().enumerate() {
+            let e = starts.get(k + 1).copied().unwrap_or(self.blocks.len());
+            v.push(s..e);
+        }
+        v
+    }
+    fn block_forward<B: Backend>(
+        &self,
+        p: &Params<B>,
+        path: &str,
+        c: &IrBlock,
+        x: &B::Tensor,
+        ctx: &Ctx<'_>,
+    ) -> Result<B::Tensor> {
+        let b = p.backend();
+        let a = if c.hs { Act::Hardswish } else { Act::Relu };
+        let mut j = 0;
+        let mut y = x.clone();
+        if c.expanded != c.input {
+            y = conv_bn_act(p, &join(path, "block.0"), &y, 1, 1, 1, BN, a, ctx)?;
+            j += 1;
+        }
+        y = conv_bn_act(
+            p,
+            &join(path, &format!("block.{j}")),
+            &y,
+            c.kernel,
+            c.stride,
+            c.expanded,
+            BN,
+            a,
+            ctx,
+        )?;
+        j += 1;
+        if c.se {
+            let se = join(path, &format!("block.{j}"));
+            let s = b.adaptive_avg_pool2d(&y, (1, 1))?;
+            let s = b.relu(&nn::conv2d(p, &join(&se, "fc1"), &s, Conv2dOpts::new())?)?;
+            let s = b.hardsigmoid(&nn::conv2d(p, &join(&se, "fc2"), &s, Conv2dOpts::new())?)?;
+            y = b.mul(&s, &y)?;
+            j += 1;
+        }
+        y = conv_bn_act(
+            p,
+            &join(path, &format!("block.{j}")),
+            &y,
+            1,
+            1,
+            1,
+            BN,
+            Act::None,
+            ctx,
+        )?;
+        if c.stride == 1 && c.input == c.out {
+            b.add(&y, x)
+        } else {
+            Ok(y)
+        }
+    }
+}
+
+impl Family for MobileNetV3 {
+    fn init_trunk<B: Backend>(&self, root: &ParamPath<'_, B>, in_chans: usize) -> Result<()> {
+        let first = self.blocks.first().map_or(16, |b| b.input);
+        init_conv_bn(&root.sub("features.0")?, in_chans, first, 3, 1)?;
+        for (i, c) in self.blocks.iter().enumerate() {
+            let bp = root.sub(format!("features.{}", i + 1))?;
+            let mut j = 0;
+            if c.expanded != c.input {
+                init_conv_bn(&bp.sub("block.0")?, c.input, c.expanded, 1, 1)?;
+                j += 1;
+            }
+            init_conv_bn(
+                &bp.sub(format!("block.{j}"))?,
+                c.expanded,
+                c.expanded,
+                c.kernel,
+                c.expanded,
+            )?;
+            j += 1;
+            if c.se {
+                let sq = make_divisible((c.expanded / 4) as f64, 8);
+                let se = bp.sub(format!("block.{j}"))?;
+                init_conv_kaiming(&se.sub("fc1")?, c.expanded, sq, 1, 1, true)?;
+                init_conv_kaiming(&se.sub("fc2")?, sq, c.expanded, 1, 1, true)?;
+                j += 1;
+            }
+            init_conv_bn(&bp.sub(format!("block.{j}"))?, c.expanded, c.out, 1, 1)?;
+        }
+        let last_in = self.blocks.last().map_or(16, |b| b.out);
+        init_conv_bn(
+            &root.sub(format!("features.{}", self.last_conv_index()))?,
+            last_in,
+            self.last_conv_out(),
+            1,
+            1,
+        )?;
+        let c0 = root.sub("classifier.0")?;
+        c0.param(
+            "weight",
+            &[self.last_channel, self.last_conv_out()],
+            Init::Normal {
+                mean: 0.0,
+                std: 0.01,
+            },
+        )?;
+        c0.param("bias", &[self.last_channel], Init::Zeros)?;
+        Ok(())
+    }
+    fn init_head<B: Backend>(&self, root: &ParamPath<'_, B>, num_classes: usize) -> Result<()> {
+        if num_classes > 0 {
+            let c3 = root.sub("classifier.3")?;
+            c3.param(
+                "weight",
+                &[num_classes, self.last_channel],
+                Init::Normal {
+                    mean: 0.0,
+                    std: 0.01,
+                },
+            )?;
+            c3.param("bias", &[num_classes], Init::Zeros)?;
+        }
+        Ok(())
+    }
+    fn stage_specs(&self) -> Vec<StageSpec> {
+        let first = self.blocks.first().map_or(16, |b| b.input);
+        let mut v = vec![StageSpec {
+            name: "stem".into(),
+            prefixes: vec!["features.0".into()],
+            channels: first,
+            reduction: 2,
+        }];
+        let mut red = 2;
+        for (k, r) in self.block_stages().into_iter().enumerate() {
+            for i in r.clone() {
+                red *= self.blocks[i].stride;
+            }
+            let last = r.end.saturating_sub(1);
+            v.push(StageSpec {
+                name: format!("stage{}", k + 1),
+                prefixes: r.map(|i| format!("features.{}", i + 1)).collect(),
+                channels: self.blocks[last].out,
+                reduction: red,
+            });
+        }
+        v.push(StageSpec {
+            name: "conv_last".into(),
+            prefixes: vec![format!("features.{}", self.last_conv_index())],
+            channels: self.last_conv_out(),
+            reduction: red,
+        });
+        v
+    }
+    fn head_stage_prefixes(&self) -> Vec<String> {
+        vec!["classifier".into()]
+    }
+    fn classifier_prefixes(&self) -> Vec<String> {
+        vec!["classifier.3".into()]
+    }
+    fn num_features(&self) -> usize {
+        self.last_channel
+    }
+    fn forward_stage<B: Backend>(
+        &self,
+        p: &Params<B>,
+        i: usize,
+        x: &B::Tensor,
+        ctx: &Ctx<'_>,
+    ) -> Result<B::Tensor> {
+        let stages = self.block_stages();
+        if i == 0 {
+            return conv_bn_act(p, "features.0", x, 3, 2, 1, BN, Act::Hardswish, ctx);
+        }
+        if i == stages.len() + 1 {
+            return conv_bn_act(
+                p,
+                &format!("features.{}", self.last_conv_index()),
+                x,
+                1,
+                1,
+                1,
+                BN,
+                Act::Hardswish,
+                ctx,
+            );
+        }
+        let r = stages
+            .get(i - 1)
+            .cloned()
+            .ok_or_else(|| Error::invalid("mobilenetv3", format!("no stage {i}")))?;
+        let mut y = x.clone();
+        for k in r {
+            y = self.block_forward(p, &format!("features.{}", k + 1), &self.blocks[k], &y, ctx)?;
+        }
+        Ok(y)
+    }
+    fn forward_head<B: Backend>(
+        &self,
+        p: &Params<B>,
+        x: &B::Tensor,
+        pre_logits: bool,
+        ctx: &Ctx<'_>,
+    ) -> Result<B::Tensor> {
+        let b = p.backend();
+        let y = avg_pool_flat(b, x)?;
+        let y = act(b, nn::linear(p, "classifier.0", &y)?, Act::Hardswish)?;
+        if pre_logits {
+            return Ok(y);
+        }
+        let y = nn::dropout(b, &y, self.dropout, ctx, "classifier.2")?;
+        nn::linear(p, "classifier.3", &y)
+    }
+}

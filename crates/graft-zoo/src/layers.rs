@@ -1,0 +1,140 @@
+//! Small building blocks shared by the families: conv + norm + activation with the reference's
+//! names, LayerNorm over channels of an NCHW map, pooling to a vector.
+
+use graft_backend::nn;
+use graft_backend::{Backend, Conv2dOpts, Ctx, Init, ParamPath, Params};
+use graft_core::Result;
+use graft_core::name::join;
+
+/// Activation after a conv / norm.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Act {
+    None,
+    Relu,
+    Hardswish,
+    Silu,
+}
+
+pub(crate) fn act<B: Backend>(b: &B, x: B::Tensor, a: Act) -> Result<B::Tensor> {
+    match a {
+        Act::None => Ok(x),
+        Act::Relu => b.relu(&x),
+        Act::Hardswish => b.hardswish(&x),
+        Act::Silu => b.silu(&x),
+    }
+}
+
+/// A conv weight (and optional zero bias) with Kaiming-normal fan-out init (torchvision's CNNs).
+pub(crate) fn init_conv_kaiming<B: Backend>(
+    p: &ParamPath<'_, B>,
+    in_ch: usize,
+    out_ch: usize,
+    k: usize,
+    groups: usize,
+    bias: bool,
+) -> Result<()> {
+    p.param(
+        "weight",
+        &[out_ch, in_ch / groups, k, k],
+        Init::KaimingNormalFanOut,
+    )?;
+    if bias {
+        p.param("bias", &[out_ch], Init::Zeros)?;
+    }
+    Ok(())
+}
+
+/// torchvision's `Conv2dNormActivation` under `path`: `path.0` conv (no bias), `path.1` BatchNorm.
+pub(crate) fn init_conv_bn<B: Backend>(
+    p: &ParamPath<'_, B>,
+    in_ch: usize,
+    out_ch: usize,
+    k: usize,
+    groups: usize,
+) -> Result<()> {
+    init_conv_kaiming(&p.sub("0")?, in_ch, out_ch, k, groups, false)?;
+    nn::init_batch_norm(&p.sub("1")?, out_ch)
+}
+
+/// Batch-norm hyper-parameters of a family.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct BnCfg {
+    pub eps: f64,
+    pub momentum: f64,
+}
+
+/// Runs `Conv2dNormActivation` at `path` (`path.0` conv, `path.1` BN) with "same" padding.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn conv_bn_act<B: Backend>(
+    p: &Params<B>,
+    path: &str,
+    x: &B::Tensor,
+    k: usize,
+    stride: usize,
+    groups: usize,
+    bn: BnCfg,
+    a: Act,
+    ctx: &Ctx<'_>,
+) -> Result<B::Tensor> {
+    let y = nn::conv2d(
+        p,
+        &join(path, "0"),
+        x,
+        Conv2dOpts::new()
+            .stride(stride)
+            .padding((k - 1) / 2)
+            .groups(groups),
+    )?;
+    let y = nn::batch_norm(p, &join(path, "1"), &y, ctx, bn.eps, bn.momentum)?;
+    act(p.backend(), y, a)
+}
+
+/// LayerNorm over the channel dim of an NCHW map (torchvision's / timm's `LayerNorm2d`).
+pub(crate) fn layer_norm_2d<B: Backend>(
+    p: &Params<B>,
+    path: &str,
+    x: &B::Tensor,
+    eps: f64,
+) -> Result<B::Tensor> {
+    let b = p.backend();
+    let y = b.permute(x, &[0, 2, 3, 1])?;
+    let y = nn::layer_norm(p, path, &y, eps)?;
+    b.permute(&y, &[0, 3, 1, 2])
+}
+
+/// Global average pool of an NCHW map to `[N, C]`.
+pub(crate) fn avg_pool_flat<B: Backend>(b: &B, x: &B::Tensor) -> Result<B::Tensor> {
+    let y = b.adaptive_avg_pool2d(x, (1, 1))?;
+    b.flatten(&y, 1, 3)
+}
+
+/// A Linear with trunc-normal(0.02) weight and zero bias (timm's / torchvision ConvNeXt's init).
+pub(crate) fn init_linear_trunc<B: Backend>(
+    p: &ParamPath<'_, B>,
+    in_f: usize,
+    out_f: usize,
+) -> Result<()> {
+    p.param(
+        "weight",
+        &[out_f, in_f],
+        Init::TruncNormal {
+            mean: 0.0,
+            std: 0.02,
+            lo: -2.0,
+            hi: 2.0,
+        },
+    )?;
+    p.param("bias", &[out_f], Init::Zeros)?;
+    Ok(())
+}
+
+/// `_make_divisible` of the MobileNet / EfficientNet papers.
+pub(crate) fn make_divisible(v: f64, divisor: usize) -> usize {
+    let d = divisor as f64;
+    let mut n = ((v + d / 2.0) / d).floor() as usize * divisor;
+    n = n.max(divisor);
+    if (n as f64) < 0.9 * v {
+        n += divisor;
+    }
+    n
+}

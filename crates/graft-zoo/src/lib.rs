@@ -1,0 +1,30 @@
+//! graft-zoo: the model zoo. Families written once over [`graft_backend::Backend`] with the
+//! reference's `state_dict` names (torchvision ResNet / MobileNetV3 / EfficientNet / ConvNeXt,
+//! timm ViT), a registry with wildcard listing, pretrained cfgs and user models, and graft's own
+//! weight loader with a report of everything it applied, skipped, adapted or could not fit.
+//!
+//! Owns: architectures as plain data ([`Arch`]), parameter names and initialisation as the
+//! references do them, the per-family stage tables and feature info, key remap tables between
+//! layouts, position-embedding resampling, the safetensors loader and its [`LoadReport`].
+//!
+//! Must not know: concrete backends (tch, ndarray), optimizers, training, TOML, the CLI. Freezing
+//! and learning-rate policy belong to graft-surgery; the zoo only says which parameters form
+//! which stage.
+
+pub mod cfg;
+mod families;
+mod layers;
+pub mod load;
+pub mod model;
+pub mod registry;
+mod resample;
+
+pub use cfg::{Interpolation, PretrainedCfg, UserModelConfig};
+pub use families::convnext::ConvNeXt;
+pub use families::efficientnet::{EfficientNet, MbStage};
+pub use families::mobilenetv3::{IrBlock, MobileNetV3};
+pub use families::resnet::{Block, ResNet};
+pub use families::vit::Vit;
+pub use load::{LoadOptions, LoadReport, Remap, ShapeMismatch, WeightsFile, adapt_input_conv};
+pub use model::{Arch, FeatureInfo, Model, ModelOptions, StageSpec};
+pub use registry::{Registry, RegistryEntry, create_model, list_models, wildcard_match};

@@ -1,0 +1,604 @@
+//! Weight loading: graft's own loader on the `safetensors` crate (memory-mapped), not tch's
+//! `VarStore::load` (which converts parameters to the file's dtype, stops at the first missing key
+//! and reports a wrong shape as an internal torch error).
+//!
+//! Every load returns a [`LoadReport`]: applied, missing, unexpected, shape-mismatched, plus what
+//! was adapted (reshaped by a remap, first conv adapted to `in_chans`, position embeddings
+//! resampled), which head tensors were dropped and which `num_batches_tracked` counters the file
+//! did not carry. Strict by default: any missing, unexpected or mis-shaped tensor is an error that
+//! names each one, and the model is left exactly as it was. The head is the only thing a load may
+//! drop without error (the model's `num_classes` differs from the file's, or the file has no
+//! head), and the report still lists it.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use graft_backend::safetensors_io::decode_view;
+use graft_backend::{Backend, DType, TensorData};
+use graft_core::{Error, Result};
+use regex::Regex;
+use safetensors::SafeTensors;
+
+use crate::model::Model;
+
+/// A key rename from another layout of the same network.
+#[derive(Debug, Clone)]
+pub struct Remap {
+    pattern: Regex,
+    replacement: String,
+    /// Reshape the file's tensor to the model's shape when the element counts agree (timm
+    /// ConvNeXt's `gamma [C]` → torchvision's `layer_scale [C, 1, 1]`).
+    pub reshape: bool,
+}
+
+impl Remap {
+    /// Renames keys under the dotted prefix `from` to the same keys under `to`.
+    pub fn prefix(from: &str, to: &str) -> Self {
+        let pattern = format!("^{}(\\..*)?$", regex::escape(from));
+        Self {
+            pattern: Regex::new(&pattern).unwrap_or_else(|_| never()),
+            replacement: format!("{to}$1"),
+            reshape: false,
+        }
+    }
+    /// A regex rename (`$1`… in `replacement`); `reshape` as the field says. An invalid pattern
+    /// never matches.
+    pub fn regex(pattern: &str, replacement: &str, reshape: bool) -> Self {
+        Self {
+            pattern: Regex::new(pattern).unwrap_or_else(|_| never()),
+            replacement: replacement.into(),
+            reshape,
+        }
+    }
+    /// A user-given rename; a bad pattern is an error.
+    pub fn try_regex(pattern: &str, replacement: &str, reshape: bool) -> Result<Self> {
+        let re = Regex::new(pattern)
+            .map_err(|e| Error::invalid("Remap", format!("{pattern:?}: {e}")))?;
+        Ok(Self {
+            pattern: re,
+            replacement: replacement.into(),
+            reshape,
+        })
+    }
+    fn apply(&self, key: &str) -> Option<String> {
+        self.pattern.is_match(key).then(|| {
+            self.pattern
+                .replace(key, self.replacement.as_str())
+                .into_owned()
+        })
+    }
+}
+
+fn never() -> Regex {
+    // `[^\s\S]` matches nothing; this pattern is valid, so the fallback cannot fail.
+    Regex::new(r"[^\s\S]").unwrap_or_else(|_| unreachable!())
+}
+
+/// How to load.
+#[derive(Debug, Clone)]
+pub struct LoadOptions {
+    /// Missing, unexpected or mis-shaped tensors are an error (default true).
+    pub strict: bool,
+    /// Prefixes stripped when every key of the file carries them (`module.` from
+    /// DataParallel / DDP, `model.` from Lightning-style wrappers).
+    pub strip_prefixes: Vec<String>,
+    /// Extra renames, tried before the family's own.
+    pub remaps: Vec<Remap>,
+    /// Adapt a first conv trained for 3 channels to the model's `in_chans` (timm's rule).
+    pub adapt_in_chans: bool,
+}
+
+impl Default for LoadOptions {
+    fn default() -> Self {
+        Self {
+            strict: true,
+            strip_prefixes: vec!["module.".into(), "model.".into()],
+            remaps: Vec::new(),
+            adapt_in_chans: true,
+        }
+    }
+}
+
+impl LoadOptions {
+    /// Non-strict: apply what fits, report the rest.
+    pub fn lenient() -> Self {
+        Self {
+            strict: false,
+            ..Self::default()
+        }
+    }
+}
+
+/// A tensor whose shape in the file differs from the model's.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ShapeMismatch {
+    pub name: String,
+    pub file: Vec<usize>,
+    pub model: Vec<usize>,
+}
+
+/// What a load did.
+#[derive(Debug, Clone, Default)]
+pub struct LoadReport {
+    pub file: PathBuf,
+    /// Model names that got the file's values.
+    pub applied: Vec<String>,
+    /// Model names the file does not have (the model keeps its values).
+    pub missing: Vec<String>,
+    /// File keys (as written in the file) that fit no model name.
+    pub unexpected: Vec<String>,
+    pub mismatched: Vec<ShapeMismatch>,
+    /// Classifier tensors not taken from the file (different `num_classes`, or no head there).
+    pub head_dropped: Vec<String>,
+    /// Model names whose value was transformed to fit, with how.
+    pub adapted: Vec<(String, String)>,
+    /// `num_batches_tracked` counters the file lacks (kept at the model's value).
+    pub defaulted: Vec<String>,
+    /// How many file keys were renamed by a remap table.
+    pub renamed: usize,
+    /// The prefix stripped from every key, if any.
+    pub stripped_prefix: Option<String>,
+    /// Dtype conversions: (file dtype, model dtype, count).
+    pub converted: Vec<(String, String, usize)>,
+}
+
+impl LoadReport {
+    /// No missing, unexpected or mis-shaped tensors.
+    pub fn is_clean(&self) -> bool {
+        self.missing.is_empty() && self.unexpected.is_empty() && self.mismatched.is_empty()
+    }
+    /// Fraction of the model's tensors that came from the file.
+    pub fn coverage(&self) -> f64 {
+        let total = self.applied.len()
+            + self.missing.len()
+            + self.mismatched.len()
+            + self.head_dropped.len()
+            + self.defaulted.len();
+        if total == 0 {
+            1.0
+        } else {
+            self.applied.len() as f64 / total as f64
+        }
+    }
+    fn problems(&self) -> String {
+        let mut parts = Vec::new();
+        if !self.missing.is_empty() {
+            parts.push(format!(
+                "missing {}: {}",
+                self.missing.len(),
+                list(&self.missing)
+            ));
+        }
+        if !self.unexpected.is_empty() {
+            parts.push(format!(
+                "unexpected {}: {}",
+                self.unexpected.len(),
+                list(&self.unexpected)
+            ));
+        }
+        if !self.mismatched.is_empty() {
+            let m: Vec<String> = self
+                .mismatched
+                .iter()
+                .map(|m| format!("{} (file {:?}, model {:?})", m.name, m.file, m.model))
+                .collect();
+            parts.push(format!("wrong shape {}: {}", m.len(), list(&m)));
+        }
+        parts.join("; ")
+    }
+}
+
+fn list(v: &[String]) -> String {
+    const SHOW: usize = 8;
+    if v.len() <= SHOW {
+        v.join(", ")
+    } else {
+        format!("{}, … and {} more", v[..SHOW].join(", "), v.len() - SHOW)
+    }
+}
+
+impl fmt::Display for LoadReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "loaded {}", self.file.display())?;
+        writeln!(
+            f,
+            "  applied     {:>5}  ({:.1} % of the model)",
+            self.applied.len(),
+            100.0 * self.coverage()
+        )?;
+        let rows: [(&str, Vec<String>); 5] = [
+            ("missing", self.missing.clone()),
+            ("unexpected", self.unexpected.clone()),
+            (
+                "wrong shape",
+                self.mismatched
+                    .iter()
+                    .map(|m| format!("{} file {:?} model {:?}", m.name, m.file, m.model))
+                    .collect(),
+            ),
+            ("head dropped", self.head_dropped.clone()),
+            (
+                "adapted",
+                self.adapted
+                    .iter()
+                    .map(|(n, how)| format!("{n} ({how})"))
+                    .collect(),
+            ),
+        ];
+        for (label, items) in rows {
+            if !items.is_empty() {
+                writeln!(f, "  {label:<11} {:>5}  {}", items.len(), list(&items))?;
+            }
+        }
+        if !self.defaulted.is_empty() {
+            writeln!(
+                f,
+                "  not in file {:>5}  num_batches_tracked counters (kept)",
+                self.defaulted.len()
+            )?;
+        }
+        if let Some(p) = &self.stripped_prefix {
+            writeln!(f, "  stripped prefix {p:?} from every key")?;
+        }
+        if self.renamed > 0 {
+            writeln!(f, "  renamed {} keys through the remap table", self.renamed)?;
+        }
+        for (from, to, n) in &self.converted {
+            writeln!(f, "  converted {n} tensors {from} → {to}")?;
+        }
+        Ok(())
+    }
+}
+
+/// One tensor of a weights file, decoded on demand.
+#[derive(Debug, Clone)]
+pub struct FileTensor {
+    pub shape: Vec<usize>,
+    pub dtype: String,
+}
+
+enum Source {
+    Mapped(memmap2::Mmap),
+    Host(BTreeMap<String, TensorData>),
+}
+
+impl fmt::Debug for Source {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Source::Mapped(m) => write!(f, "Mapped({} bytes)", m.len()),
+            Source::Host(t) => write!(f, "Host({} tensors)", t.len()),
+        }
+    }
+}
+
+/// A weights file: safetensors, memory-mapped, validated on open.
+#[derive(Debug)]
+pub struct WeightsFile {
+    path: PathBuf,
+    source: Source,
+    index: BTreeMap<String, FileTensor>,
+}
+
+#[allow(unsafe_code)]
+fn map_file(path: &Path) -> Result<memmap2::Mmap> {
+    let f = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+    // SAFETY: the map is read-only and private to this process. If another process truncates or
+    // rewrites the file while it is mapped, reads may see the new bytes or fault; graft writes
+    // weights atomically (temp file + rename), so its own files are never rewritten in place.
+    unsafe { memmap2::Mmap::map(&f) }.map_err(|e| Error::io(path, e))
+}
+
+fn safetensors_dtype(d: safetensors::Dtype) -> String {
+    format!("{d:?}").to_lowercase()
+}
+
+impl WeightsFile {
+    /// Maps and validates a safetensors file (header, offsets, sizes); a truncated or corrupt
+    /// file is an error naming it.
+    pub fn open(path: &Path) -> Result<Self> {
+        let map = map_file(path)?;
+        let st = SafeTensors::deserialize(&map)
+            .map_err(|e| Error::format(path, format!("not a valid safetensors file: {e}")))?;
+        let index = st
+            .iter()
+            .map(|(n, v)| {
+                (
+                    n.to_string(),
+                    FileTensor {
+                        shape: v.shape().to_vec(),
+                        dtype: safetensors_dtype(v.dtype()),
+                    },
+                )
+            })
+            .collect();
+        Ok(Self {
+            path: path.to_path_buf(),
+            source: Source::Mapped(map),
+            index,
+        })
+    }
+    /// Host tensors already in memory (a `.pth` read through graft-tch), named after `source`.
+    pub fn from_tensors(source: &Path, tensors: BTreeMap<String, TensorData>) -> Self {
+        let index = tensors
+            .iter()
+            .map(|(n, t)| {
+                (
+                    n.clone(),
+                    FileTensor {
+                        shape: t.shape().to_vec(),
+                        dtype: t.dtype().name().to_string(),
+                    },
+                )
+            })
+            .collect();
+        Self {
+            path: source.to_path_buf(),
+            source: Source::Host(tensors),
+            index,
+        }
+    }
+    /// The file's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+    /// Tensor names, shapes and dtypes.
+    pub fn index(&self) -> &BTreeMap<String, FileTensor> {
+        &self.index
+    }
+    /// Total elements of the float tensors.
+    pub fn num_float_elements(&self) -> usize {
+        self.index
+            .values()
+            .filter(|t| !t.dtype.starts_with('i') && !t.dtype.starts_with('u') && t.dtype != "bool")
+            .map(|t| t.shape.iter().product::<usize>())
+            .sum()
+    }
+    /// Decodes one tensor.
+    pub fn read(&self, name: &str) -> Result<TensorData> {
+        match &self.source {
+            Source::Host(t) => t
+                .get(name)
+                .cloned()
+                .ok_or_else(|| Error::format(&self.path, format!("no tensor {name:?}"))),
+            Source::Mapped(m) => {
+                let st = SafeTensors::deserialize(m).map_err(|e| {
+                    Error::format(&self.path, format!("not a valid safetensors file: {e}"))
+                })?;
+                let v = st
+                    .tensor(name)
+                    .map_err(|e| Error::format(&self.path, format!("tensor {name:?}: {e}")))?;
+                decode_view(&self.path, name, &v)
+            }
+        }
+    }
+}
+
+/// timm's `adapt_input_conv`: a first-conv weight trained on 3 channels for `in_chans` channels
+/// (1: sum over the RGB filters; more: repeat the RGB filters and scale by 3 / in_chans).
+pub fn adapt_input_conv(w: &TensorData, in_chans: usize) -> Result<TensorData> {
+    let s = w.shape().to_vec();
+    if s.len() != 4 || in_chans == 0 {
+        return Err(Error::shape(
+            "adapt_input_conv",
+            format!("weight {s:?}, in_chans {in_chans}"),
+        ));
+    }
+    let (o, i, kh, kw) = (s[0], s[1], s[2], s[3]);
+    let a = w.to_f32();
+    let src: Vec<f32> = a.iter().copied().collect();
+    let k = kh * kw;
+    let mut out = vec![0f32; o * in_chans * k];
+    for oc in 0..o {
+        for c in 0..in_chans {
+            for t in 0..k {
+                out[(oc * in_chans + c) * k + t] = if in_chans == 1 {
+                    (0..i).map(|ic| src[(oc * i + ic) * k + t]).sum()
+                } else {
+                    src[(oc * i + c % i) * k + t] * (i as f32 / in_chans as f32)
+                };
+            }
+        }
+    }
+    TensorData::f32(&[o, in_chans, kh, kw], out).map(|t| t.cast(w.dtype()))
+}
+
+fn strip_common_prefix(keys: &[String], prefixes: &[String]) -> Option<String> {
+    prefixes
+        .iter()
+        .find(|p| !keys.is_empty() && keys.iter().all(|k| k.starts_with(p.as_str())))
+        .cloned()
+}
+
+/// Matches the file against the model, then (unless strict and something does not fit) writes
+/// the file's values into the model.
+pub(crate) fn apply<B: Backend>(
+    model: &mut Model<B>,
+    file: &WeightsFile,
+    opts: &LoadOptions,
+) -> Result<LoadReport> {
+    let mut report = LoadReport {
+        file: file.path.clone(),
+        ..LoadReport::default()
+    };
+    let keys: Vec<String> = file.index.keys().cloned().collect();
+    report.stripped_prefix = strip_common_prefix(&keys, &opts.strip_prefixes);
+    let model_names: BTreeSet<String> = model.params().names().map(str::to_string).collect();
+    let mut remaps = opts.remaps.clone();
+    remaps.extend(model.arch().remaps());
+    // model name -> (file key, reshape allowed)
+    let mut by_model: BTreeMap<String, (String, bool)> = BTreeMap::new();
+    for key in &keys {
+        let stripped = match &report.stripped_prefix {
+            Some(p) => key[p.len()..].to_string(),
+            None => key.clone(),
+        };
+        let (name, reshape) = if model_names.contains(&stripped) {
+            (stripped, false)
+        } else if let Some((n, r)) = remaps
+            .iter()
+            .find_map(|r| r.apply(&stripped).map(|n| (n, r.reshape)))
+        {
+            report.renamed += 1;
+            (n, r)
+        } else {
+            (stripped, false)
+        };
+        if model_names.contains(&name) && !by_model.contains_key(&name) {
+            by_model.insert(name, (key.clone(), reshape));
+        } else if model.is_classifier(&name) {
+            report.head_dropped.push(key.clone());
+        } else {
+            report.unexpected.push(key.clone());
+        }
+    }
+    let first_conv = format!("{}.weight", model.cfg().first_conv);
+    let mut plan: Vec<(String, String, Option<Adapt>)> = Vec::new();
+    let mut pre_adapted: BTreeMap<String, TensorData> = BTreeMap::new();
+    let mut conversions: BTreeMap<(String, String), usize> = BTreeMap::new();
+    let b = model.backend().clone();
+    for name in model.params().names() {
+        let t = model.params().get(name)?;
+        let want = b.shape(t);
+        let want_dtype = b.dtype(t);
+        let Some((key, reshape)) = by_model.get(name) else {
+            if name.ends_with("num_batches_tracked") {
+                report.defaulted.push(name.to_string());
+            } else if model.is_classifier(name) {
+                report.head_dropped.push(name.to_string());
+            } else {
+                report.missing.push(name.to_string());
+            }
+            continue;
+        };
+        let info = &file.index[key];
+        if info.shape != want {
+            let numel = |s: &[usize]| s.iter().product::<usize>();
+            let how = if *reshape && numel(&info.shape) == numel(&want) {
+                Some(Adapt::Reshape)
+            } else if opts.adapt_in_chans
+                && name == first_conv
+                && info.shape.len() == 4
+                && want.len() == 4
+                && info.shape[0] == want[0]
+                && info.shape[2..] == want[2..]
+            {
+                Some(Adapt::InChans)
+            } else if model.is_classifier(name) {
+                report.head_dropped.push(name.to_string());
+                continue;
+            } else {
+                // Family-specific (ViT position embeddings): decoded now, it is small.
+                let data = file.read(key)?;
+                match model.arch().adapt_tensor(name, &data, &want) {
+                    Some(Ok(d)) if d.shape() == want.as_slice() => {
+                        pre_adapted.insert(name.to_string(), d);
+                        Some(Adapt::Family)
+                    }
+                    _ => None,
+                }
+            };
+            let Some(how) = how else {
+                report.mismatched.push(ShapeMismatch {
+                    name: name.to_string(),
+                    file: info.shape.clone(),
+                    model: want,
+                });
+                continue;
+            };
+            let text = match how {
+                Adapt::Reshape => format!("reshaped {:?} → {want:?}", info.shape),
+                Adapt::InChans => format!(
+                    "first conv adapted from {} to {} input channels",
+                    info.shape[1], want[1]
+                ),
+                Adapt::Family => format!("resampled {:?} → {want:?}", info.shape),
+            };
+            report.adapted.push((name.to_string(), text));
+            plan.push((name.to_string(), key.clone(), Some(how)));
+        } else {
+            plan.push((name.to_string(), key.clone(), None));
+        }
+        report.applied.push(name.to_string());
+        if !dtype_matches(&info.dtype, want_dtype) {
+            *conversions
+                .entry((info.dtype.clone(), want_dtype.name().to_string()))
+                .or_default() += 1;
+        }
+    }
+    report.converted = conversions
+        .into_iter()
+        .map(|((a, c), n)| (a, c, n))
+        .collect();
+    report.unexpected.sort();
+    if opts.strict && !report.is_clean() {
+        return Err(Error::Weights {
+            path: file.path.clone(),
+            msg: report.problems(),
+        });
+    }
+    // Decode and transform everything before touching the model, so an error leaves it intact.
+    let mut updates = Vec::with_capacity(plan.len());
+    for (name, key, how) in plan {
+        let t = model.params().get(&name)?;
+        let want = b.shape(t);
+        let data = match how {
+            None => file.read(&key)?,
+            Some(Adapt::Reshape) => reshape_data(&file.read(&key)?, &want)?,
+            Some(Adapt::InChans) => adapt_input_conv(&file.read(&key)?, want[1])?,
+            Some(Adapt::Family) => pre_adapted
+                .remove(&name)
+                .ok_or_else(|| Error::invalid("load", format!("{name}: adapted value lost")))?,
+        };
+        if data.shape() != want.as_slice() {
+            return Err(Error::Weights {
+                path: file.path.clone(),
+                msg: format!(
+                    "{name}: file tensor has {:?} elements in shape {:?}, model wants {want:?}",
+                    data.len(),
+                    data.shape()
+                ),
+            });
+        }
+        let data = if data.dtype() == b.dtype(t) {
+            data
+        } else {
+            data.cast(b.dtype(t))
+        };
+        updates.push((name, b.from_data(&data)?));
+    }
+    for (name, t) in updates {
+        model.params_mut().replace(&name, t)?;
+    }
+    Ok(report)
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Adapt {
+    Reshape,
+    InChans,
+    Family,
+}
+
+fn dtype_matches(file: &str, model: DType) -> bool {
+    matches!(
+        (file, model),
+        ("f32", DType::F32) | ("bf16", DType::BF16) | ("i64", DType::I64)
+    )
+}
+
+fn reshape_data(d: &TensorData, shape: &[usize]) -> Result<TensorData> {
+    let bad = |e: ndarray::ShapeError| Error::shape("reshape", e.to_string());
+    let dim = ndarray::IxDyn(shape);
+    Ok(match d {
+        TensorData::F32(a) => TensorData::F32(
+            ndarray::ArrayD::from_shape_vec(dim, a.iter().copied().collect()).map_err(bad)?,
+        ),
+        TensorData::BF16(a) => TensorData::BF16(
+            ndarray::ArrayD::from_shape_vec(dim, a.iter().copied().collect()).map_err(bad)?,
+        ),
+        TensorData::I64(a) => TensorData::I64(
+            ndarray::ArrayD::from_shape_vec(dim, a.iter().copied().collect()).map_err(bad)?,
+        ),
+    })
+}

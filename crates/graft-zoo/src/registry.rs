@@ -1,0 +1,362 @@
+//! The registry: built-in architectures with their pretrained cfgs, timm-style wildcard listing,
+//! `create_model`, and user models (a `model.safetensors` + `config.json` directory, timm's hub
+//! layout) that list, build and load exactly like built-ins.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use graft_backend::Backend;
+use graft_core::{Error, Result};
+
+use crate::cfg::{INCEPTION_MEAN, INCEPTION_STD, Interpolation, PretrainedCfg, UserModelConfig};
+use crate::families::convnext::ConvNeXt;
+use crate::families::efficientnet::EfficientNet;
+use crate::families::mobilenetv3::MobileNetV3;
+use crate::families::resnet::{Block, ResNet};
+use crate::families::vit::Vit;
+use crate::load::LoadReport;
+use crate::model::{Arch, Model, ModelOptions};
+
+/// One registered model.
+#[derive(Debug, Clone)]
+pub struct RegistryEntry {
+    pub name: String,
+    pub arch: Arch,
+    pub cfg: PretrainedCfg,
+    /// The reference implementation the names and numbers follow.
+    pub reference: String,
+    /// Default weights (user models).
+    pub weights: Option<PathBuf>,
+    /// Built-in architecture a user model is built from.
+    pub base: Option<String>,
+}
+
+/// Built-in and user-registered models.
+#[derive(Debug, Clone)]
+pub struct Registry {
+    entries: BTreeMap<String, RegistryEntry>,
+}
+
+fn tv(size: usize, crop: f64, interp: Interpolation, first: &str, cls: &str) -> PretrainedCfg {
+    PretrainedCfg::imagenet(size, crop, interp, first, cls, "torchvision")
+}
+
+impl Default for Registry {
+    fn default() -> Self {
+        Self::builtin()
+    }
+}
+
+impl Registry {
+    /// The built-in architectures.
+    pub fn builtin() -> Self {
+        let mut r = Self {
+            entries: BTreeMap::new(),
+        };
+        let bil = Interpolation::Bilinear;
+        let bic = Interpolation::Bicubic;
+        let resnet_cfg = || tv(224, 0.875, bil, "conv1", "fc");
+        for (name, block, layers) in [
+            ("resnet18", Block::Basic, [2, 2, 2, 2]),
+            ("resnet34", Block::Basic, [3, 4, 6, 3]),
+            ("resnet50", Block::Bottleneck, [3, 4, 6, 3]),
+            ("resnet101", Block::Bottleneck, [3, 4, 23, 3]),
+        ] {
+            r.add(
+                name,
+                Arch::ResNet(ResNet::new(block, layers)),
+                resnet_cfg(),
+                &format!("torchvision.models.{name} (== timm {name})"),
+            );
+        }
+        let mut small = resnet_cfg();
+        small.num_classes = 10;
+        small.input_size = [3, 32, 32];
+        small.crop_pct = 1.0;
+        small.source = "graft".into();
+        r.add(
+            "resnet18_small",
+            Arch::ResNet(ResNet {
+                block: Block::Basic,
+                layers: [2, 2, 2, 2],
+                small_stem: true,
+            }),
+            small,
+            "torchvision resnet18 with a 3x3 stride-1 conv1 and maxpool = Identity",
+        );
+        r.add(
+            "mobilenet_v3_large",
+            Arch::MobileNetV3(MobileNetV3::large()),
+            tv(224, 0.875, bil, "features.0.0", "classifier.3"),
+            "torchvision.models.mobilenet_v3_large",
+        );
+        r.add(
+            "mobilenet_v3_small",
+            Arch::MobileNetV3(MobileNetV3::small()),
+            tv(224, 0.875, bil, "features.0.0", "classifier.3"),
+            "torchvision.models.mobilenet_v3_small",
+        );
+        r.add(
+            "efficientnet_b0",
+            Arch::EfficientNet(EfficientNet::b0()),
+            tv(224, 0.875, bic, "features.0.0", "classifier.1"),
+            "torchvision.models.efficientnet_b0",
+        );
+        r.add(
+            "convnext_tiny",
+            Arch::ConvNeXt(ConvNeXt::tiny()),
+            tv(224, 224.0 / 236.0, bil, "features.0.0", "classifier.2"),
+            "torchvision.models.convnext_tiny (timm convnext_tiny loads through the remap table)",
+        );
+        for (name, dim, heads) in [
+            ("vit_tiny_patch16_224", 192, 3),
+            ("vit_small_patch16_224", 384, 6),
+            ("vit_base_patch16_224", 768, 12),
+        ] {
+            let mut cfg =
+                PretrainedCfg::imagenet(224, 0.9, bic, "patch_embed.proj", "head", "timm");
+            cfg.mean = INCEPTION_MEAN;
+            cfg.std = INCEPTION_STD;
+            r.add(
+                name,
+                Arch::Vit(Vit::new(dim, 12, heads)),
+                cfg,
+                &format!("timm {name}"),
+            );
+        }
+        r
+    }
+    fn add(&mut self, name: &str, arch: Arch, cfg: PretrainedCfg, reference: &str) {
+        self.entries.insert(
+            name.into(),
+            RegistryEntry {
+                name: name.into(),
+                arch,
+                cfg,
+                reference: reference.into(),
+                weights: None,
+                base: None,
+            },
+        );
+    }
+    /// Names matching a wildcard pattern (`*`, `?`; `None` or `""` lists all), sorted.
+    pub fn list(&self, pattern: Option<&str>) -> Vec<&RegistryEntry> {
+        self.entries
+            .values()
+            .filter(|e| pattern.is_none_or(|p| p.is_empty() || wildcard_match(p, &e.name)))
+            .collect()
+    }
+    /// The entry for `name`; an unknown name is an error suggesting close names.
+    pub fn get(&self, name: &str) -> Result<&RegistryEntry> {
+        self.entries.get(name).ok_or_else(|| {
+            let mut close: Vec<(usize, &str)> = self
+                .entries
+                .keys()
+                .map(|k| (edit_distance(k, name), k.as_str()))
+                .collect();
+            close.sort();
+            let near: Vec<&str> = close.iter().take(3).map(|(_, k)| *k).collect();
+            Error::UnknownModel {
+                name: name.into(),
+                hint: format!("did you mean {}? `graft models` lists all", near.join(", ")),
+            }
+        })
+    }
+    /// Registers a user model directory (`model.safetensors` + `config.json`) under `name`
+    /// (default: the directory's name). Returns the name.
+    pub fn register_dir(&mut self, dir: &Path, name: Option<&str>) -> Result<String> {
+        let name = match name {
+            Some(n) => n.to_string(),
+            None => dir
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .ok_or_else(|| {
+                    Error::invalid(
+                        "register_dir",
+                        format!("{} has no directory name", dir.display()),
+                    )
+                })?,
+        };
+        self.register_files(
+            &name,
+            &dir.join("model.safetensors"),
+            &dir.join("config.json"),
+        )?;
+        Ok(name)
+    }
+    /// Registers a user model from a weights file and its `config.json`.
+    pub fn register_files(&mut self, name: &str, weights: &Path, config: &Path) -> Result<()> {
+        graft_core::name::validate_name(name).map_err(|_| {
+            Error::invalid("register", format!("{name:?} is not a valid model name"))
+        })?;
+        if self.entries.contains_key(name) {
+            return Err(Error::NameCollision(name.into()));
+        }
+        let cfg = UserModelConfig::read(config)?;
+        let base = self
+            .get(&cfg.architecture)
+            .map_err(|e| Error::format(config, format!("architecture: {e}")))?;
+        let mut arch = base.arch.clone();
+        if let Some(s) = cfg.img_size {
+            arch.set_img_size(s)
+                .map_err(|e| Error::format(config, e.to_string()))?;
+        }
+        if !weights.is_file() {
+            return Err(Error::io(
+                weights,
+                std::io::Error::new(std::io::ErrorKind::NotFound, "weights file not found"),
+            ));
+        }
+        let mut pcfg = cfg.pretrained_cfg.clone();
+        pcfg.num_classes = cfg.num_classes;
+        pcfg.input_size[0] = cfg.in_chans;
+        if cfg.label_names.is_some() {
+            pcfg.labels = cfg.label_names.clone();
+        }
+        let base_name = cfg.architecture.clone();
+        self.entries.insert(
+            name.into(),
+            RegistryEntry {
+                name: name.into(),
+                arch,
+                cfg: pcfg,
+                reference: format!("user model on {base_name}"),
+                weights: Some(weights.to_path_buf()),
+                base: Some(base_name),
+            },
+        );
+        Ok(())
+    }
+    /// Builds a model (timm's `create_model`); loads `opts.weights` (or a user model's own
+    /// weights) and returns the load report.
+    pub fn create<B: Backend>(
+        &self,
+        backend: &B,
+        name: &str,
+        opts: &ModelOptions,
+    ) -> Result<(Model<B>, Option<LoadReport>)> {
+        let e = self.get(name)?;
+        let mut arch = e.arch.clone();
+        let in_chans = opts.in_chans;
+        if let Some(s) = opts.img_size {
+            arch.set_img_size(s)?;
+        }
+        arch.set_drop_rates(opts.drop_path_rate, opts.drop_rate);
+        let mut cfg = e.cfg.clone();
+        if let Some(s) = arch.img_size() {
+            cfg.input_size = [in_chans, s[0], s[1]];
+        }
+        let mut model = Model::build(backend, name, arch, cfg, opts)?;
+        let weights = opts.weights.clone().or_else(|| e.weights.clone());
+        let report = match weights {
+            Some(w) => Some(model.load_weights(&w, &opts.load)?),
+            None => None,
+        };
+        if model.num_classes() == e.cfg.num_classes {
+            model.cfg_mut().labels = e.cfg.labels.clone();
+        }
+        Ok((model, report))
+    }
+    /// Trainable parameter count of a registered model, without allocating its weights.
+    pub fn param_count<B: Backend>(&self, backend: &B, name: &str) -> Result<usize> {
+        let e = self.get(name)?;
+        crate::model::count_parameters(backend, &e.arch, e.cfg.num_classes, e.cfg.input_size[0])
+    }
+}
+
+/// Built-in names matching `pattern` (timm's `list_models`).
+pub fn list_models(pattern: &str) -> Vec<String> {
+    Registry::builtin()
+        .list(Some(pattern))
+        .into_iter()
+        .map(|e| e.name.clone())
+        .collect()
+}
+
+/// Builds a built-in model (timm's `create_model`).
+pub fn create_model<B: Backend>(
+    backend: &B,
+    name: &str,
+    opts: &ModelOptions,
+) -> Result<(Model<B>, Option<LoadReport>)> {
+    Registry::builtin().create(backend, name, opts)
+}
+
+/// Shell-style wildcard match (`*` any run, `?` one character), over the whole name.
+pub fn wildcard_match(pattern: &str, name: &str) -> bool {
+    let p: Vec<char> = pattern.chars().collect();
+    let s: Vec<char> = name.chars().collect();
+    let (mut pi, mut si) = (0, 0);
+    let (mut star, mut mark) = (None, 0);
+    while si < s.len() {
+        if pi < p.len() && (p[pi] == '?' || p[pi] == s[si]) {
+            pi += 1;
+            si += 1;
+        } else if pi < p.len() && p[pi] == '*' {
+            star = Some(pi);
+            mark = si;
+            pi += 1;
+        } else if let Some(st) = star {
+            pi = st + 1;
+            mark += 1;
+            si = mark;
+        } else {
+            return false;
+        }
+    }
+    while pi < p.len() && p[pi] == '*' {
+        pi += 1;
+    }
+    pi == p.len()
+}
+
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut cur = vec![i + 1; b.len() + 1];
+        for (j, cb) in b.iter().enumerate() {
+            cur[j + 1] = (prev[j] + usize::from(ca != *cb))
+                .min(prev[j + 1] + 1)
+                .min(cur[j] + 1);
+        }
+        prev = cur;
+    }
+    prev[b.len()]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wildcards() {
+        assert!(wildcard_match("resnet*", "resnet18_small"));
+        assert!(wildcard_match("*vit*224", "vit_tiny_patch16_224"));
+        assert!(wildcard_match("resnet?8", "resnet18"));
+        assert!(!wildcard_match("resnet?", "resnet18"));
+        assert!(!wildcard_match("vit*", "resnet18"));
+        let names = list_models("resnet*");
+        assert_eq!(
+            names,
+            vec![
+                "resnet101",
+                "resnet18",
+                "resnet18_small",
+                "resnet34",
+                "resnet50"
+            ]
+        );
+        assert_eq!(list_models("*").len(), Registry::builtin().list(None).len());
+    }
+
+    #[test]
+    fn unknown_name_suggests() {
+        let err = Registry::builtin().get("resnet19").expect_err("unknown");
+        let msg = err.to_string();
+        assert!(
+            msg.contains("resnet19") && msg.contains("resnet18"),
+            "{msg}"
+        );
+    }
+}

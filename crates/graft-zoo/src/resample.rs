@@ -1,0 +1,103 @@
+//! Antialiased bicubic resampling of channel-major maps, as PyTorch's
+//! `F.interpolate(mode="bicubic", antialias=True, align_corners=False)` computes it (PIL's
+//! separable filter: support 2 × scale when shrinking, Keys cubic with a = -0.5, weights
+//! normalised per output pixel). Used to resample ViT position embeddings on load.
+
+fn cubic(x: f64) -> f64 {
+    const A: f64 = -0.5;
+    let x = x.abs();
+    if x < 1.0 {
+        ((A + 2.0) * x - (A + 3.0)) * x * x + 1.0
+    } else if x < 2.0 {
+        (((x - 5.0) * x + 8.0) * x - 4.0) * A
+    } else {
+        0.0
+    }
+}
+
+/// For each output index: first input index and normalised weights.
+fn weights(input: usize, output: usize) -> Vec<(usize, Vec<f64>)> {
+    let scale = input as f64 / output as f64;
+    let support = if scale >= 1.0 { 2.0 * scale } else { 2.0 };
+    let inv = if scale >= 1.0 { 1.0 / scale } else { 1.0 };
+    (0..output)
+        .map(|i| {
+            let center = scale * (i as f64 + 0.5);
+            let lo = ((center - support + 0.5).trunc() as i64).max(0) as usize;
+            let hi = ((center + support + 0.5).trunc() as i64)
+                .min(input as i64)
+                .max(0) as usize;
+            let mut w: Vec<f64> = (lo..hi)
+                .map(|j| cubic((j as f64 - center + 0.5) * inv))
+                .collect();
+            let total: f64 = w.iter().sum();
+            if total != 0.0 {
+                for v in &mut w {
+                    *v /= total;
+                }
+            }
+            (lo, w)
+        })
+        .collect()
+}
+
+/// Resamples `c` maps of `from = [h, w]` (channel-major, row-major) to `to`.
+pub(crate) fn resample_bicubic_aa(
+    x: &[f32],
+    c: usize,
+    from: [usize; 2],
+    to: [usize; 2],
+) -> Vec<f32> {
+    let [h, w] = from;
+    let [oh, ow] = to;
+    let wx = weights(w, ow);
+    let wy = weights(h, oh);
+    // Horizontal pass then vertical, in f64.
+    let mut tmp = vec![0f64; c * h * ow];
+    for ch in 0..c {
+        for y in 0..h {
+            let row = &x[(ch * h + y) * w..(ch * h + y + 1) * w];
+            for (ox, (lo, ws)) in wx.iter().enumerate() {
+                tmp[(ch * h + y) * ow + ox] = ws
+                    .iter()
+                    .enumerate()
+                    .map(|(k, wt)| wt * row[lo + k] as f64)
+                    .sum();
+            }
+        }
+    }
+    let mut out = vec![0f32; c * oh * ow];
+    for ch in 0..c {
+        for (oy, (lo, ws)) in wy.iter().enumerate() {
+            for ox in 0..ow {
+                let v: f64 = ws
+                    .iter()
+                    .enumerate()
+                    .map(|(k, wt)| wt * tmp[(ch * h + lo + k) * ow + ox])
+                    .sum();
+                out[(ch * oh + oy) * ow + ox] = v as f32;
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn identity_when_sizes_agree_and_constant_preserved() {
+        let x: Vec<f32> = (0..2 * 4 * 4).map(|v| v as f32 * 0.5 - 3.0).collect();
+        let y = resample_bicubic_aa(&x, 2, [4, 4], [4, 4]);
+        for (a, b) in x.iter().zip(&y) {
+            assert!((a - b).abs() < 1e-5, "{a} vs {b}");
+        }
+        let c = vec![1.5f32; 3 * 7 * 5];
+        for to in [[3, 2], [11, 13]] {
+            let y = resample_bicubic_aa(&c, 3, [7, 5], to);
+            assert_eq!(y.len(), 3 * to[0] * to[1]);
+            assert!(y.iter().all(|v| (v - 1.5).abs() < 1e-5));
+        }
+    }
+}

@@ -1,0 +1,157 @@
+"""Parity fixtures for graft's zoo: build the reference model in torchvision / timm, re-randomise
+every parameter and buffer from a fixed seed (default inits hide bugs: timm zeroes the last BN
+weight of each ResNet block and ConvNeXt's layer scale starts at 1e-6), and save its weights, an
+input batch, the logits, the pooled pre-logits features and every stage's output.
+
+usage: zoo_fixtures.py FIXTURE_ID OUT_DIR    (writes OUT_DIR atomically: tmp dir + rename)
+"""
+import json
+import math
+import os
+import shutil
+import sys
+
+import torch
+import timm
+import torchvision
+from safetensors.torch import save_file
+
+torch.set_num_threads(2)
+
+MNV3_L = ["features.0", "features.1", "features.3", "features.6", "features.10", "features.12", "features.15", "features.16"]
+MNV3_S = ["features.0", "features.1", "features.3", "features.6", "features.8", "features.11", "features.12"]
+
+
+def tv_resnet18_small():
+    m = torchvision.models.resnet18(num_classes=10)
+    m.conv1 = torch.nn.Conv2d(3, 64, kernel_size=3, stride=1, padding=1, bias=False)
+    m.maxpool = torch.nn.Identity()
+    return m
+
+
+def vit_stages(depth):
+    return ["pos_drop"] + [f"blocks.{i}" for i in range(depth)]
+
+
+# fixture id -> (graft model name, builder, input hw, stage modules (graft stage order), options)
+FIXTURES = {
+    "resnet18": ("resnet18", lambda: timm.create_model("resnet18"), 64, ["act1", "layer1", "layer2", "layer3", "layer4"], {}),
+    "resnet34": ("resnet34", lambda: timm.create_model("resnet34"), 64, ["act1", "layer1", "layer2", "layer3", "layer4"], {}),
+    "resnet50": ("resnet50", lambda: timm.create_model("resnet50"), 64, ["act1", "layer1", "layer2", "layer3", "layer4"], {}),
+    "resnet101": ("resnet101", lambda: timm.create_model("resnet101"), 64, ["act1", "layer1", "layer2", "layer3", "layer4"], {}),
+    "resnet50_tv": ("resnet50", lambda: torchvision.models.resnet50(), 64, ["relu", "layer1", "layer2", "layer3", "layer4"], {}),
+    "resnet18_small": ("resnet18_small", tv_resnet18_small, 16, ["relu", "layer1", "layer2", "layer3", "layer4"], {"num_classes": 10}),
+    "mobilenet_v3_large": ("mobilenet_v3_large", lambda: torchvision.models.mobilenet_v3_large(), 64, MNV3_L, {}),
+    "mobilenet_v3_small": ("mobilenet_v3_small", lambda: torchvision.models.mobilenet_v3_small(), 64, MNV3_S, {}),
+    "efficientnet_b0": ("efficientnet_b0", lambda: torchvision.models.efficientnet_b0(), 64, [f"features.{i}" for i in range(9)], {}),
+    "convnext_tiny": ("convnext_tiny", lambda: torchvision.models.convnext_tiny(), 64, ["features.0", "features.1", "features.3", "features.5", "features.7"], {}),
+    "convnext_tiny_timm": ("convnext_tiny", lambda: timm.create_model("convnext_tiny"), 64, ["stem", "stages.0", "stages.1", "stages.2", "stages.3"], {}),
+    "vit_tiny_patch16_224": ("vit_tiny_patch16_224", lambda: timm.create_model("vit_tiny_patch16_224"), 224, vit_stages(12), {}),
+    "vit_small_patch16_224": ("vit_small_patch16_224", lambda: timm.create_model("vit_small_patch16_224"), 224, vit_stages(12), {}),
+    "vit_base_patch16_224": ("vit_base_patch16_224", lambda: timm.create_model("vit_base_patch16_224"), 224, vit_stages(12), {}),
+    # weights saved at 224 (14x14 grid); the reference runs at 96 with timm's resampled embeddings
+    "vit_tiny_patch16_224_at96": ("vit_tiny_patch16_224", lambda: timm.create_model("vit_tiny_patch16_224"), 96, vit_stages(12), {"img_size": [96, 96]}),
+    "vit_tiny_patch16_224_at320": ("vit_tiny_patch16_224", lambda: timm.create_model("vit_tiny_patch16_224"), 320, vit_stages(12), {"img_size": [320, 320]}),
+}
+
+
+def randomise(model, seed):
+    g = torch.Generator().manual_seed(seed)
+    norm_types = (torch.nn.BatchNorm2d, torch.nn.LayerNorm, torch.nn.GroupNorm)
+    owners = {}
+    for mname, mod in model.named_modules():
+        for pname, _ in mod.named_parameters(recurse=False):
+            owners[f"{mname}.{pname}" if mname else pname] = mod
+        for bname, _ in mod.named_buffers(recurse=False):
+            owners[f"{mname}.{bname}" if mname else bname] = mod
+    with torch.no_grad():
+        for name, t in list(model.state_dict(keep_vars=True).items()):
+            mod = owners[name]
+            leaf = name.rsplit(".", 1)[-1]
+            shape = t.shape
+            if leaf == "num_batches_tracked":
+                t.fill_(int(torch.randint(0, 1000, (1,), generator=g)))
+            elif leaf == "running_mean":
+                t.copy_(torch.randn(shape, generator=g) * 0.1)
+            elif leaf == "running_var":
+                t.copy_(torch.rand(shape, generator=g) * 1.5 + 0.5)
+            elif isinstance(mod, norm_types) or "norm" in type(mod).__name__.lower():
+                if leaf == "weight":
+                    t.copy_(torch.rand(shape, generator=g) + 0.5)
+                else:
+                    t.copy_(torch.randn(shape, generator=g) * 0.1)
+            elif leaf in ("gamma", "layer_scale"):
+                t.copy_(torch.rand(shape, generator=g) + 0.5)
+            elif leaf in ("cls_token", "pos_embed"):
+                t.copy_(torch.randn(shape, generator=g) * 0.2)
+            elif leaf == "bias":
+                t.copy_(torch.randn(shape, generator=g) * 0.1)
+            elif leaf == "weight" and t.dim() >= 2:
+                fan_in = t[0].numel()
+                t.copy_(torch.randn(shape, generator=g) / math.sqrt(fan_in))
+            else:
+                raise SystemExit(f"no randomisation rule for {name} {tuple(shape)} in {type(mod).__name__}")
+
+
+def main():
+    fid, out = sys.argv[1], sys.argv[2]
+    graft_name, build, hw, stage_modules, opts = FIXTURES[fid]
+    torch.manual_seed(0)
+    model = build()
+    randomise(model, seed=1234)
+    model.eval()
+    weights = {k: v.detach().clone().contiguous() for k, v in model.state_dict().items()}
+    if "img_size" in opts:
+        from timm.layers import resample_abs_pos_embed
+        model = timm.create_model("vit_tiny_patch16_224", img_size=opts["img_size"][0])
+        sd = dict(weights)
+        grid = model.patch_embed.grid_size
+        sd["pos_embed"] = resample_abs_pos_embed(sd["pos_embed"], new_size=grid, num_prefix_tokens=1)
+        model.load_state_dict(sd)
+        model.eval()
+    x = torch.randn(2, 3, hw, hw, generator=torch.Generator().manual_seed(7))
+    captured = {}
+    hooks = []
+    modules = dict(model.named_modules())
+    for i, mname in enumerate(stage_modules):
+        def hook(_m, _inp, output, i=i):
+            captured.setdefault(i, output.detach().clone())
+        hooks.append(modules[mname].register_forward_hook(hook))
+    pooled = {}
+    classifier = None
+    if not hasattr(model, "forward_head"):
+        classifier = {"resnet": "fc", "mobilenet": "classifier.3", "efficientnet": "classifier.1", "convnext": "classifier.2"}
+        key = next(k for k in classifier if graft_name.startswith(k))
+        hooks.append(modules[classifier[key]].register_forward_pre_hook(lambda _m, inp: pooled.setdefault("f", inp[0].detach().clone())))
+    with torch.no_grad():
+        logits = model(x)
+        if classifier is None:
+            pooled["f"] = model.forward_head(model.forward_features(x), pre_logits=True)
+    for h in hooks:
+        h.remove()
+    io = {"input": x, "logits": logits, "features": pooled["f"]}
+    for i in range(len(stage_modules)):
+        y = captured[i]
+        if graft_name.startswith("vit"):
+            n, t, d = y.shape
+            g = int(math.isqrt(t - 1))
+            y = y[:, 1:].reshape(n, g, g, d).permute(0, 3, 1, 2)
+        io[f"stage.{i}"] = y.contiguous()
+    tmp = out + ".tmp-" + str(os.getpid())
+    shutil.rmtree(tmp, ignore_errors=True)
+    os.makedirs(tmp)
+    save_file(weights, os.path.join(tmp, "weights.safetensors"))
+    save_file({k: v.contiguous() for k, v in io.items()}, os.path.join(tmp, "io.safetensors"))
+    meta = {"model": graft_name, "options": opts, "torch": torch.__version__, "timm": timm.__version__, "torchvision": torchvision.__version__}
+    with open(os.path.join(tmp, "meta.json"), "w") as f:
+        json.dump(meta, f)
+    try:
+        os.rename(tmp, out)
+    except OSError:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if not os.path.isdir(out):
+            raise
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,186 @@
+//! Zoo parity: every registered model on graft-tch and graft-ndarray against the torchvision / timm
+//! reference in the project's venv, with every parameter and buffer re-randomised (see
+//! tests/python/zoo_fixtures.py). Logits, pooled pre-logits features and every stage output must
+//! agree: max abs diff ≤ 1e-4 × max|ref| on tch, ≤ 1e-3 × max|ref| on ndarray, eval mode. Each
+//! load must apply 100 % of the file's keys.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+
+use graft::backend::safetensors_io;
+use graft::zoo::{ModelOptions, create_model};
+use graft::{Backend, Ctx, NdArray, Tch, TensorData};
+
+/// The fixture directory for `id`, generated on first use and cached under the target dir,
+/// keyed by the script's content.
+fn fixture(id: &str) -> PathBuf {
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/python/zoo_fixtures.py");
+    let text = std::fs::read(&script).expect("read zoo_fixtures.py");
+    let key = graft::backend::init::stable_hash(&text);
+    let root = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("zoo-fixtures");
+    std::fs::create_dir_all(&root).expect("fixture root");
+    let dir = root.join(format!("{id}-{key:016x}"));
+    if !dir.join("meta.json").exists() {
+        common::run_python("zoo_fixtures.py", &[id, dir.to_str().expect("utf-8 path")]);
+    }
+    dir
+}
+
+struct Meta {
+    model: String,
+    num_classes: Option<usize>,
+    img_size: Option<[usize; 2]>,
+}
+
+fn meta(dir: &Path) -> Meta {
+    let text = std::fs::read_to_string(dir.join("meta.json")).expect("meta.json");
+    let v: serde_json::Value = serde_json::from_str(&text).expect("meta json");
+    let o = &v["options"];
+    Meta {
+        model: v["model"].as_str().expect("model").to_string(),
+        num_classes: o["num_classes"].as_u64().map(|n| n as usize),
+        img_size: o["img_size"].as_array().map(|a| {
+            [
+                a[0].as_u64().expect("h") as usize,
+                a[1].as_u64().expect("w") as usize,
+            ]
+        }),
+    }
+}
+
+fn rel_diff(got: &TensorData, want: &TensorData) -> f64 {
+    assert_eq!(got.shape(), want.shape(), "shape");
+    let max_ref = want.to_f64().iter().fold(0f64, |m, v| m.max(v.abs()));
+    got.max_abs_diff(want).expect("diff") / max_ref.max(1e-12)
+}
+
+/// Runs one fixture on one backend; returns (output, relative diff) rows.
+fn check<B: Backend>(b: &B, id: &str, tol: f64) -> Vec<(String, f64)> {
+    let dir = fixture(id);
+    let m = meta(&dir);
+    let mut opts = ModelOptions::default().weights(dir.join("weights.safetensors"));
+    opts.num_classes = m.num_classes;
+    opts.img_size = m.img_size;
+    let (model, report) = create_model(b, &m.model, &opts).expect("create + load");
+    let report = report.expect("a load report");
+    assert!(report.is_clean(), "{id}: {report}");
+    assert!(report.head_dropped.is_empty(), "{id}: {report}");
+    assert_eq!(
+        report.applied.len(),
+        model.params().len(),
+        "{id}: every tensor applied\n{report}"
+    );
+    assert!(report.defaulted.is_empty(), "{id}: {report}");
+    // Adaptations: timm ConvNeXt's `gamma [C]` reshaped to `layer_scale [C, 1, 1]` through the
+    // remap table; ViT's position embeddings resampled when built for another size.
+    let resampled = report
+        .adapted
+        .iter()
+        .filter(|(_, how)| how.starts_with("resampled"))
+        .count();
+    let reshaped = report
+        .adapted
+        .iter()
+        .filter(|(_, how)| how.starts_with("reshaped"))
+        .count();
+    assert_eq!(
+        resampled,
+        usize::from(m.img_size.is_some()),
+        "{id}: {report}"
+    );
+    if id.ends_with("_timm") {
+        assert_eq!(reshaped, 18, "{id}: every block's gamma\n{report}");
+        assert!(
+            report.renamed > 0 && report.renamed == report.applied.len(),
+            "{id}: {report}"
+        );
+    } else {
+        assert_eq!(reshaped, 0, "{id}: {report}");
+    }
+
+    let (io, _) = safetensors_io::load(&dir.join("io.safetensors")).expect("io");
+    let x = b.from_data(&io["input"]).expect("input");
+    let ctx = Ctx::eval();
+    let mut rows = Vec::new();
+    let feats = model.forward_features(&x, &ctx).expect("forward_features");
+    let logits = model.forward_head(&feats, false, &ctx).expect("head");
+    let pooled = model.forward_head(&feats, true, &ctx).expect("pre-logits");
+    rows.push((
+        "logits".to_string(),
+        rel_diff(&b.to_data(&logits).expect("data"), &io["logits"]),
+    ));
+    rows.push((
+        "features".to_string(),
+        rel_diff(&b.to_data(&pooled).expect("data"), &io["features"]),
+    ));
+    let info = model.feature_info();
+    let names: Vec<&str> = info.iter().map(|f| f.stage.as_str()).collect();
+    let stages = model.forward_stages(&x, &names, &ctx).expect("stages");
+    assert_eq!(stages.len(), info.len());
+    for (i, (s, f)) in stages.iter().zip(&info).enumerate() {
+        let got = b.to_data(s).expect("data");
+        let want = &io[&format!("stage.{i}")];
+        assert_eq!(
+            want.shape()[1],
+            f.channels,
+            "{id} {}: feature_info channels",
+            f.stage
+        );
+        let h_in = io["input"].shape()[2];
+        assert_eq!(
+            h_in.div_ceil(f.reduction),
+            want.shape()[2],
+            "{id} {}: feature_info reduction",
+            f.stage
+        );
+        rows.push((format!("stage {}", f.stage), rel_diff(&got, want)));
+    }
+    let worst = rows.iter().fold(0f64, |m, (_, d)| m.max(*d));
+    let line = format!("{id}\t{}\t{worst:.3e}\n", b.name());
+    let out = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("zoo-parity");
+    let _ = std::fs::create_dir_all(&out);
+    let _ = std::fs::write(out.join(format!("{id}-{}.tsv", b.name())), line);
+    let bad: Vec<String> = rows
+        .iter()
+        .filter(|(_, d)| d.is_nan() || *d > tol)
+        .map(|(w, d)| format!("{w}: {d:.3e}"))
+        .collect();
+    assert!(
+        bad.is_empty(),
+        "{id} on {}: relative diff above {tol:e}: {bad:?}",
+        b.name()
+    );
+    rows
+}
+
+macro_rules! parity {
+    ($($test:ident => $id:literal),* $(,)?) => {$(
+        #[test]
+        fn $test() {
+            let t = check(&Tch::cpu(), $id, 1e-4);
+            let n = check(&NdArray, $id, 1e-3);
+            eprintln!("{}: tch worst {:.2e}, ndarray worst {:.2e}", $id,
+                t.iter().fold(0f64, |m, r| m.max(r.1)), n.iter().fold(0f64, |m, r| m.max(r.1)));
+        }
+    )*};
+}
+
+parity! {
+    resnet18 => "resnet18",
+    resnet34 => "resnet34",
+    resnet50 => "resnet50",
+    resnet101 => "resnet101",
+    resnet50_torchvision => "resnet50_tv",
+    resnet18_small => "resnet18_small",
+    mobilenet_v3_large => "mobilenet_v3_large",
+    mobilenet_v3_small => "mobilenet_v3_small",
+    efficientnet_b0 => "efficientnet_b0",
+    convnext_tiny_torchvision => "convnext_tiny",
+    convnext_tiny_timm_remapped => "convnext_tiny_timm",
+    vit_tiny => "vit_tiny_patch16_224",
+    vit_small => "vit_small_patch16_224",
+    vit_base => "vit_base_patch16_224",
+    vit_tiny_resampled_to_96 => "vit_tiny_patch16_224_at96",
+    vit_tiny_resampled_to_320 => "vit_tiny_patch16_224_at320",
+}
