@@ -9,7 +9,7 @@ mod common;
 use std::path::{Path, PathBuf};
 
 use graft::backend::safetensors_io;
-use graft::zoo::{ModelOptions, create_model};
+use graft::zoo::{ModelOptions, count_parameters, create_model};
 use graft::{Backend, Ctx, NdArray, Tch, TensorData};
 
 /// The fixture directory for `id`, generated on first use and cached under the target dir,
@@ -29,6 +29,7 @@ fn fixture(id: &str) -> PathBuf {
 
 struct Meta {
     model: String,
+    num_params: usize,
     num_classes: Option<usize>,
     img_size: Option<[usize; 2]>,
 }
@@ -39,6 +40,7 @@ fn meta(dir: &Path) -> Meta {
     let o = &v["options"];
     Meta {
         model: v["model"].as_str().expect("model").to_string(),
+        num_params: v["num_params"].as_u64().expect("num_params") as usize,
         num_classes: o["num_classes"].as_u64().map(|n| n as usize),
         img_size: o["img_size"].as_array().map(|a| {
             [
@@ -98,6 +100,18 @@ fn check<B: Backend>(b: &B, id: &str, tol: f64) -> Vec<(String, f64)> {
     } else {
         assert_eq!(reshaped, 0, "{id}: {report}");
     }
+
+    let counted =
+        count_parameters(b, model.arch(), model.num_classes(), model.in_chans()).expect("count");
+    assert_eq!(
+        counted, m.num_params,
+        "{id}: parameter count vs the reference"
+    );
+    let every_param_staged = model
+        .params()
+        .names()
+        .all(|n| model.stages().stage_of(n).is_some());
+    assert!(every_param_staged, "{id}: a parameter outside every stage");
 
     let (io, _) = safetensors_io::load(&dir.join("io.safetensors")).expect("io");
     let x = b.from_data(&io["input"]).expect("input");

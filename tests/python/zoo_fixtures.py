@@ -142,7 +142,8 @@ def main():
     os.makedirs(tmp)
     save_file(weights, os.path.join(tmp, "weights.safetensors"))
     save_file({k: v.contiguous() for k, v in io.items()}, os.path.join(tmp, "io.safetensors"))
-    meta = {"model": graft_name, "options": opts, "torch": torch.__version__, "timm": timm.__version__, "torchvision": torchvision.__version__}
+    num_params = sum(p.numel() for p in model.parameters())
+    meta = {"model": graft_name, "options": opts, "num_params": num_params, "torch": torch.__version__, "timm": timm.__version__, "torchvision": torchvision.__version__}
     with open(os.path.join(tmp, "meta.json"), "w") as f:
         json.dump(meta, f)
     try:

@@ -289,8 +289,23 @@ fn map_file(path: &Path) -> Result<memmap2::Mmap> {
     unsafe { memmap2::Mmap::map(&f) }.map_err(|e| Error::io(path, e))
 }
 
+/// PyTorch's spelling of a safetensors dtype (`float32`, `bfloat16`, `int64`, ...).
 fn safetensors_dtype(d: safetensors::Dtype) -> String {
-    format!("{d:?}").to_lowercase()
+    use safetensors::Dtype as D;
+    match d {
+        D::F64 => "float64",
+        D::F32 => "float32",
+        D::F16 => "float16",
+        D::BF16 => "bfloat16",
+        D::I64 => "int64",
+        D::I32 => "int32",
+        D::I16 => "int16",
+        D::I8 => "int8",
+        D::U8 => "uint8",
+        D::BOOL => "bool",
+        other => return format!("{other:?}").to_lowercase(),
+    }
+    .to_string()
 }
 
 impl WeightsFile {
@@ -350,7 +365,7 @@ impl WeightsFile {
     pub fn num_float_elements(&self) -> usize {
         self.index
             .values()
-            .filter(|t| !t.dtype.starts_with('i') && !t.dtype.starts_with('u') && t.dtype != "bool")
+            .filter(|t| t.dtype.starts_with("float") || t.dtype == "bfloat16")
             .map(|t| t.shape.iter().product::<usize>())
             .sum()
     }
@@ -531,6 +546,8 @@ pub(crate) fn apply<B: Backend>(
         .map(|((a, c), n)| (a, c, n))
         .collect();
     report.unexpected.sort();
+    report.head_dropped.sort();
+    report.head_dropped.dedup();
     if opts.strict && !report.is_clean() {
         return Err(Error::Weights {
             path: file.path.clone(),
@@ -581,10 +598,7 @@ enum Adapt {
 }
 
 fn dtype_matches(file: &str, model: DType) -> bool {
-    matches!(
-        (file, model),
-        ("f32", DType::F32) | ("bf16", DType::BF16) | ("i64", DType::I64)
-    )
+    file == model.name()
 }
 
 fn reshape_data(d: &TensorData, shape: &[usize]) -> Result<TensorData> {

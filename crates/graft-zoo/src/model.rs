@@ -592,19 +592,28 @@ impl Arch {
     }
 }
 
-/// Parameter count (trainable parameters, not buffers) of an architecture, computed from the
-/// shapes a dry build records: nothing is allocated or initialised.
+/// Every parameter and buffer an architecture creates (name, shape, kind), from a dry build:
+/// nothing is allocated or initialised.
+pub fn param_shapes<B: Backend>(
+    backend: &B,
+    arch: &Arch,
+    num_classes: usize,
+    in_chans: usize,
+) -> Result<Vec<(String, Vec<usize>, graft_backend::ParamKind)>> {
+    let builder = ParamBuilder::dry(backend.clone());
+    arch.init_trunk(&builder.root(), in_chans)?;
+    arch.init_head(&builder.root(), num_classes)?;
+    Ok(builder.shapes())
+}
+
+/// Trainable parameter count (buffers excluded) of an architecture, from a dry build.
 pub fn count_parameters<B: Backend>(
     backend: &B,
     arch: &Arch,
     num_classes: usize,
     in_chans: usize,
 ) -> Result<usize> {
-    let builder = ParamBuilder::dry(backend.clone());
-    arch.init_trunk(&builder.root(), in_chans)?;
-    arch.init_head(&builder.root(), num_classes)?;
-    Ok(builder
-        .shapes()
+    Ok(param_shapes(backend, arch, num_classes, in_chans)?
         .iter()
         .filter(|(_, _, k)| *k == graft_backend::ParamKind::Parameter)
         .map(|(_, s, _)| s.iter().product::<usize>())
