@@ -3,7 +3,7 @@
 # closing summary is the full test count.
 STAGE := bash scripts/stage.sh
 
-.PHONY: setup demo test check-libtorch build fmt clippy unit doc
+.PHONY: setup demo test check-libtorch build fmt clippy unit doc ndarray-cli
 
 setup:
 	@$(STAGE) setup bash scripts/setup.sh
@@ -33,5 +33,9 @@ unit: check-libtorch
 doc: check-libtorch
 	@$(STAGE) "doc tests" cargo test --workspace --doc
 
-test: setup fmt clippy doc unit
+# graft-cli built without libtorch (--no-default-features) runs a torchvision-written model.
+ndarray-cli: check-libtorch
+	@$(STAGE) "no-libtorch graft (ndarray)" bash scripts/check-ndarray-cli.sh
+
+test: setup fmt clippy doc ndarray-cli unit
 	@echo "==> make test: all stages passed"

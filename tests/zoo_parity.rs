@@ -198,3 +198,29 @@ parity! {
     vit_tiny_resampled_to_96 => "vit_tiny_patch16_224_at96",
     vit_tiny_resampled_to_320 => "vit_tiny_patch16_224_at320",
 }
+
+/// `.pth` (torch.save) through libtorch's unpickler loads the same values, with the same report,
+/// as the safetensors file.
+#[test]
+fn pth_through_libtorch_matches_safetensors() {
+    let dir = fixture("resnet18_small");
+    let tmp = common::temp_dir("pth");
+    let pth = tmp.join("weights.pth");
+    let st = dir.join("weights.safetensors");
+    common::run_python(
+        "to_pth.py",
+        &[st.to_str().expect("utf-8"), pth.to_str().expect("utf-8")],
+    );
+    let tensors = graft::tch::read_pth(&pth).expect("read .pth");
+    let (want, _) = safetensors_io::load(&st).expect("safetensors");
+    assert_eq!(tensors, want);
+    let b = Tch::cpu();
+    let opts = ModelOptions::default().num_classes(10);
+    let (mut m, _) = create_model(&b, "resnet18_small", &opts).expect("build");
+    let r = m
+        .load_tensors(&pth, &tensors, &Default::default())
+        .expect("load");
+    assert!(r.is_clean() && r.applied.len() == m.params().len(), "{r}");
+    let err = graft::tch::read_pth(&st).expect_err("a safetensors file is not a pickle");
+    assert!(err.to_string().contains("weights.safetensors"), "{err}");
+}

@@ -7,7 +7,12 @@
 //! device selection (CPU default, CUDA when present) and the libtorch rpath (build.rs).
 //!
 //! Must not know: model families, parameter names or groups (graft-backend's store owns those —
-//! tch's `VarStore` / `nn::Optimizer` are not used), optimizers, files, TOML.
+//! tch's `VarStore` / `nn::Optimizer` are not used), optimizers, TOML, files — except
+//! [`read_pth`]: PyTorch's pickled `.pth` can only be read through libtorch, so that one reader
+//! lives here (opt-in; graft-zoo's safetensors loader is the default).
+
+mod pth;
+pub use pth::read_pth;
 
 use graft_backend::{
     AutodiffBackend, Backend, BatchNormMode, BatchNormTensors, Conv2dOpts, DType, GeluApprox,

@@ -16,11 +16,12 @@ use std::path::{Path, PathBuf};
 
 use graft_backend::safetensors_io::decode_view;
 use graft_backend::{Backend, DType, TensorData};
+use graft_core::name::is_under;
 use graft_core::{Error, Result};
 use regex::Regex;
 use safetensors::SafeTensors;
 
-use crate::model::Model;
+use crate::model::{Arch, Model};
 
 /// A key rename from another layout of the same network.
 #[derive(Debug, Clone)]
@@ -425,22 +426,24 @@ fn strip_common_prefix(keys: &[String], prefixes: &[String]) -> Option<String> {
         .cloned()
 }
 
-/// Matches the file against the model, then (unless strict and something does not fit) writes
-/// the file's values into the model.
-pub(crate) fn apply<B: Backend>(
-    model: &mut Model<B>,
+/// Matches a file against a model's tensors (name, shape, dtype) without touching anything.
+pub(crate) fn plan(
+    arch: &Arch,
+    first_conv: &str,
+    entries: &[(String, Vec<usize>, DType)],
     file: &WeightsFile,
     opts: &LoadOptions,
-) -> Result<LoadReport> {
+) -> Result<Plan> {
+    let is_classifier = |n: &str| arch.classifier_prefixes().iter().any(|p| is_under(n, p));
     let mut report = LoadReport {
         file: file.path.clone(),
         ..LoadReport::default()
     };
     let keys: Vec<String> = file.index.keys().cloned().collect();
     report.stripped_prefix = strip_common_prefix(&keys, &opts.strip_prefixes);
-    let model_names: BTreeSet<String> = model.params().names().map(str::to_string).collect();
+    let model_names: BTreeSet<String> = entries.iter().map(|e| e.0.clone()).collect();
     let mut remaps = opts.remaps.clone();
-    remaps.extend(model.arch().remaps());
+    remaps.extend(arch.remaps());
     // model name -> (file key, reshape allowed)
     let mut by_model: BTreeMap<String, (String, bool)> = BTreeMap::new();
     for key in &keys {
@@ -461,25 +464,22 @@ pub(crate) fn apply<B: Backend>(
         };
         if model_names.contains(&name) && !by_model.contains_key(&name) {
             by_model.insert(name, (key.clone(), reshape));
-        } else if model.is_classifier(&name) {
+        } else if is_classifier(&name) {
             report.head_dropped.push(key.clone());
         } else {
             report.unexpected.push(key.clone());
         }
     }
-    let first_conv = format!("{}.weight", model.cfg().first_conv);
+    let first_conv = format!("{first_conv}.weight");
     let mut plan: Vec<(String, String, Option<Adapt>)> = Vec::new();
     let mut pre_adapted: BTreeMap<String, TensorData> = BTreeMap::new();
     let mut conversions: BTreeMap<(String, String), usize> = BTreeMap::new();
-    let b = model.backend().clone();
-    for name in model.params().names() {
-        let t = model.params().get(name)?;
-        let want = b.shape(t);
-        let want_dtype = b.dtype(t);
+    for (name, want, want_dtype) in entries {
+        let (name, want, want_dtype) = (name.as_str(), want.clone(), *want_dtype);
         let Some((key, reshape)) = by_model.get(name) else {
             if name.ends_with("num_batches_tracked") {
                 report.defaulted.push(name.to_string());
-            } else if model.is_classifier(name) {
+            } else if is_classifier(name) {
                 report.head_dropped.push(name.to_string());
             } else {
                 report.missing.push(name.to_string());
@@ -499,13 +499,13 @@ pub(crate) fn apply<B: Backend>(
                 && info.shape[2..] == want[2..]
             {
                 Some(Adapt::InChans)
-            } else if model.is_classifier(name) {
+            } else if is_classifier(name) {
                 report.head_dropped.push(name.to_string());
                 continue;
             } else {
                 // Family-specific (ViT position embeddings): decoded now, it is small.
                 let data = file.read(key)?;
-                match model.arch().adapt_tensor(name, &data, &want) {
+                match arch.adapt_tensor(name, &data, &want) {
                     Some(Ok(d)) if d.shape() == want.as_slice() => {
                         pre_adapted.insert(name.to_string(), d);
                         Some(Adapt::Family)
@@ -548,6 +548,38 @@ pub(crate) fn apply<B: Backend>(
     report.unexpected.sort();
     report.head_dropped.sort();
     report.head_dropped.dedup();
+    Ok(Plan {
+        report,
+        steps: plan,
+        pre_adapted,
+    })
+}
+
+/// What a load will do.
+pub(crate) struct Plan {
+    pub report: LoadReport,
+    steps: Vec<(String, String, Option<Adapt>)>,
+    pre_adapted: BTreeMap<String, TensorData>,
+}
+
+/// Matches the file against the model, then (unless strict and something does not fit) writes
+/// the file's values into the model.
+pub(crate) fn apply<B: Backend>(
+    model: &mut Model<B>,
+    file: &WeightsFile,
+    opts: &LoadOptions,
+) -> Result<LoadReport> {
+    let b = model.backend().clone();
+    let entries: Vec<(String, Vec<usize>, DType)> = model
+        .params()
+        .iter()
+        .map(|(n, e)| (n.to_string(), b.shape(&e.tensor), b.dtype(&e.tensor)))
+        .collect();
+    let Plan {
+        report,
+        steps: plan,
+        mut pre_adapted,
+    } = self::plan(model.arch(), &model.cfg().first_conv, &entries, file, opts)?;
     if opts.strict && !report.is_clean() {
         return Err(Error::Weights {
             path: file.path.clone(),

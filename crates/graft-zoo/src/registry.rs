@@ -257,6 +257,39 @@ impl Registry {
         }
         Ok((model, report))
     }
+    /// How well a weights file fits a registered model (a dry match: nothing is allocated or
+    /// loaded). A clean report with full coverage means the file loads into the model as is; a
+    /// clean one with `head_dropped` fits with another `num_classes`.
+    pub fn fit<B: Backend>(
+        &self,
+        backend: &B,
+        name: &str,
+        file: &crate::load::WeightsFile,
+    ) -> Result<LoadReport> {
+        let e = self.get(name)?;
+        let entries: Vec<(String, Vec<usize>, graft_backend::DType)> =
+            crate::model::param_shapes(backend, &e.arch, e.cfg.num_classes, e.cfg.input_size[0])?
+                .into_iter()
+                .map(|(n, s, k)| {
+                    let dt = if n.ends_with("num_batches_tracked")
+                        && k == graft_backend::ParamKind::Buffer
+                    {
+                        graft_backend::DType::I64
+                    } else {
+                        graft_backend::DType::F32
+                    };
+                    (n, s, dt)
+                })
+                .collect();
+        Ok(crate::load::plan(
+            &e.arch,
+            &e.cfg.first_conv,
+            &entries,
+            file,
+            &crate::load::LoadOptions::lenient(),
+        )?
+        .report)
+    }
     /// Trainable parameter count of a registered model, without allocating its weights.
     pub fn param_count<B: Backend>(&self, backend: &B, name: &str) -> Result<usize> {
         let e = self.get(name)?;

@@ -1,0 +1,447 @@
+//! graft-cli: the `graft` binary. Lists registered models, inspects weights files, runs
+//! inference from `.npy` to `.npy` on libtorch (`--backend tch`, default feature) or pure Rust
+//! (`--backend ndarray`; a `--no-default-features` build links no libtorch at all).
+//!
+//! Owns: argument parsing, tables, `.npy` I/O, choosing the backend. Must not know: how models
+//! compute or load (graft-zoo owns that); later, TOML experiment files live here and only here.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand, ValueEnum};
+use graft_backend::{Backend, Ctx, TensorData};
+use graft_ndarray::NdArray;
+use graft_zoo::{LoadOptions, ModelOptions, Registry, WeightsFile};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "graft",
+    version,
+    about = "Transfer learning in Rust: models, weights, inference"
+)]
+struct Cli {
+    /// Directories of user models (each subdirectory holding model.safetensors + config.json);
+    /// also read from GRAFT_MODELS_DIR (colon-separated).
+    #[arg(long = "models-dir", global = true)]
+    models_dir: Vec<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// List registered models (wildcards: `resnet*`, `*vit*`).
+    Models { pattern: Option<String> },
+    /// Show a weights file's tensors and which registered models it fits.
+    Inspect {
+        weights: PathBuf,
+        /// Print every tensor (default: the first 40).
+        #[arg(long)]
+        all: bool,
+    },
+    /// Run a model on an NCHW float32 .npy batch; write logits (or pooled features) as .npy.
+    Infer {
+        #[arg(long)]
+        model: String,
+        /// safetensors (default) or, with the tch backend, a torch.save .pth / .pt (unpickled by
+        /// libtorch: only for files you trust). Optional for user models.
+        #[arg(long)]
+        weights: Option<PathBuf>,
+        #[arg(long)]
+        input: PathBuf,
+        #[arg(long)]
+        output: PathBuf,
+        /// Pooled pre-logits features instead of logits.
+        #[arg(long)]
+        features: bool,
+        #[arg(long, value_enum, default_value_t = default_backend())]
+        backend: BackendKind,
+        /// Head size (default: the weights file's head, else the model's cfg).
+        #[arg(long)]
+        num_classes: Option<usize>,
+        /// Images per forward.
+        #[arg(long, default_value_t = 16)]
+        batch_size: usize,
+        /// Apply what fits and report the rest instead of failing on a mismatch.
+        #[arg(long)]
+        lenient: bool,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum BackendKind {
+    Tch,
+    Ndarray,
+}
+
+fn default_backend() -> BackendKind {
+    if cfg!(feature = "tch") {
+        BackendKind::Tch
+    } else {
+        BackendKind::Ndarray
+    }
+}
+
+fn main() {
+    let cli = Cli::parse();
+    if let Err(e) = run(cli) {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn registry(dirs: &[PathBuf]) -> Result<Registry> {
+    let mut reg = Registry::builtin();
+    let mut all: Vec<PathBuf> = dirs.to_vec();
+    if let Some(env) = std::env::var_os("GRAFT_MODELS_DIR") {
+        all.extend(std::env::split_paths(&env));
+    }
+    for d in all {
+        let entries =
+            std::fs::read_dir(&d).with_context(|| format!("models dir {}", d.display()))?;
+        let mut subdirs: Vec<PathBuf> = entries
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.join("config.json").is_file())
+            .collect();
+        subdirs.sort();
+        for s in subdirs {
+            reg.register_dir(&s, None)
+                .with_context(|| format!("user model {}", s.display()))?;
+        }
+    }
+    Ok(reg)
+}
+
+fn run(cli: Cli) -> Result<()> {
+    let reg = registry(&cli.models_dir)?;
+    match cli.command {
+        Command::Models { pattern } => models(&reg, pattern.as_deref()),
+        Command::Inspect { weights, all } => inspect(&reg, &weights, all),
+        Command::Infer {
+            model,
+            weights,
+            input,
+            output,
+            features,
+            backend,
+            num_classes,
+            batch_size,
+            lenient,
+        } => {
+            let job = InferJob {
+                model,
+                weights,
+                input,
+                output,
+                features,
+                num_classes,
+                batch_size: batch_size.max(1),
+                lenient,
+            };
+            match backend {
+                BackendKind::Ndarray => infer(&NdArray, &reg, &job),
+                BackendKind::Tch => infer_tch(&reg, &job),
+            }
+        }
+    }
+}
+
+/// Left-aligned text table.
+fn table(header: &[&str], rows: &[Vec<String>]) -> String {
+    let mut w: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
+    for r in rows {
+        for (i, c) in r.iter().enumerate() {
+            w[i] = w[i].max(c.chars().count());
+        }
+    }
+    let line = |cells: Vec<String>| -> String {
+        let parts: Vec<String> = cells
+            .iter()
+            .enumerate()
+            .map(|(i, c)| format!("{c:<width$}", width = w[i]))
+            .collect();
+        parts.join("  ").trim_end().to_string()
+    };
+    let mut out = line(header.iter().map(|s| s.to_string()).collect());
+    out.push('\n');
+    out.push_str(&line(w.iter().map(|n| "-".repeat(*n)).collect()));
+    out.push('\n');
+    for r in rows {
+        out.push_str(&line(r.clone()));
+        out.push('\n');
+    }
+    out
+}
+
+fn millions(n: usize) -> String {
+    format!("{:.2}M", n as f64 / 1e6)
+}
+
+fn models(reg: &Registry, pattern: Option<&str>) -> Result<()> {
+    let entries = reg.list(pattern);
+    if entries.is_empty() {
+        bail!("no model matches {:?}", pattern.unwrap_or("*"));
+    }
+    let mut rows = Vec::new();
+    for e in entries {
+        let params = reg.param_count(&NdArray, &e.name)?;
+        let s = e.cfg.input_size;
+        rows.push(vec![
+            e.name.clone(),
+            e.arch.family().to_string(),
+            millions(params),
+            format!("{}x{}x{}", s[0], s[1], s[2]),
+            e.cfg.num_classes.to_string(),
+            e.reference.clone(),
+        ]);
+    }
+    print!(
+        "{}",
+        table(
+            &["model", "family", "params", "input", "classes", "reference"],
+            &rows
+        )
+    );
+    Ok(())
+}
+
+fn inspect(reg: &Registry, path: &Path, all: bool) -> Result<()> {
+    let file = WeightsFile::open(path)?;
+    let idx = file.index();
+    let mut dtypes: std::collections::BTreeMap<&str, usize> = Default::default();
+    for t in idx.values() {
+        *dtypes.entry(t.dtype.as_str()).or_default() += 1;
+    }
+    let dt: Vec<String> = dtypes.iter().map(|(d, n)| format!("{d} x{n}")).collect();
+    println!(
+        "{}: {} tensors, {} parameters ({})",
+        path.display(),
+        idx.len(),
+        millions(file.num_float_elements()),
+        dt.join(", ")
+    );
+    let limit = if all { usize::MAX } else { 40 };
+    let rows: Vec<Vec<String>> = idx
+        .iter()
+        .take(limit)
+        .map(|(n, t)| vec![n.clone(), t.dtype.clone(), format!("{:?}", t.shape)])
+        .collect();
+    print!("{}", table(&["tensor", "dtype", "shape"], &rows));
+    if idx.len() > limit {
+        println!("... {} more (--all shows every tensor)", idx.len() - limit);
+    }
+    let mut fits = Vec::new();
+    for e in reg.list(None) {
+        let r = reg.fit(&NdArray, &e.name, &file)?;
+        let matched = r.applied.len();
+        let total = matched
+            + r.missing.len()
+            + r.mismatched.len()
+            + r.head_dropped.len()
+            + r.defaulted.len();
+        if total == 0 || matched * 2 < total {
+            continue;
+        }
+        let note = if r.is_clean() && r.head_dropped.is_empty() {
+            "loads as is".to_string()
+        } else if r.is_clean() {
+            let head = idx
+                .iter()
+                .find(|(k, _)| k.ends_with(&format!("{}.weight", e.cfg.classifier)))
+                .map(|(_, t)| format!("with --num-classes {}", t.shape[0]))
+                .unwrap_or_else(|| "with another head".into());
+            format!("fits {head}")
+        } else {
+            format!(
+                "{} missing, {} unexpected, {} wrong shape",
+                r.missing.len(),
+                r.unexpected.len(),
+                r.mismatched.len()
+            )
+        };
+        fits.push((
+            r.is_clean(),
+            matched as f64 / total as f64,
+            vec![
+                e.name.clone(),
+                format!("{:.1} %", 100.0 * matched as f64 / total as f64),
+                note,
+            ],
+        ));
+    }
+    fits.sort_by(|a, b| b.0.cmp(&a.0).then(b.1.total_cmp(&a.1)));
+    if fits.is_empty() {
+        println!(
+            "fits no registered model (under half of any model's tensors match by name and shape)"
+        );
+    } else {
+        let rows: Vec<Vec<String>> = fits.into_iter().take(8).map(|f| f.2).collect();
+        print!(
+            "{}",
+            table(&["fits model", "tensors matched", "how"], &rows)
+        );
+    }
+    Ok(())
+}
+
+#[derive(Debug)]
+struct InferJob {
+    model: String,
+    weights: Option<PathBuf>,
+    input: PathBuf,
+    output: PathBuf,
+    features: bool,
+    num_classes: Option<usize>,
+    batch_size: usize,
+    lenient: bool,
+}
+
+fn is_pickle(p: &Path) -> bool {
+    matches!(
+        p.extension().and_then(|e| e.to_str()),
+        Some("pth" | "pt" | "bin")
+    )
+}
+
+#[cfg(feature = "tch")]
+fn infer_tch(reg: &Registry, job: &InferJob) -> Result<()> {
+    infer(&graft_tch::Tch::cpu(), reg, job)
+}
+
+#[cfg(not(feature = "tch"))]
+fn infer_tch(_reg: &Registry, _job: &InferJob) -> Result<()> {
+    bail!("this graft was built without libtorch (--no-default-features); use --backend ndarray")
+}
+
+#[cfg(feature = "tch")]
+fn read_pickle(p: &Path) -> Result<std::collections::BTreeMap<String, TensorData>> {
+    Ok(graft_tch::read_pth(p)?)
+}
+
+#[cfg(not(feature = "tch"))]
+fn read_pickle(p: &Path) -> Result<std::collections::BTreeMap<String, TensorData>> {
+    bail!(
+        "{}: .pth / .pt files are read through libtorch, which this build does not link; convert to safetensors",
+        p.display()
+    )
+}
+
+/// The head size a weights file was trained with, if its classifier is there.
+fn file_num_classes(shapes: &[(String, Vec<usize>)], classifier: &str) -> Option<usize> {
+    let key = format!("{classifier}.weight");
+    shapes
+        .iter()
+        .find(|(k, _)| *k == key || k.ends_with(&format!(".{key}")))
+        .and_then(|(_, s)| s.first().copied())
+}
+
+fn infer<B: Backend>(b: &B, reg: &Registry, job: &InferJob) -> Result<()> {
+    let entry = reg.get(&job.model)?;
+    let x: ndarray::ArrayD<f32> = ndarray_npy::read_npy(&job.input)
+        .with_context(|| format!("{}: not a float32 .npy array", job.input.display()))?;
+    if x.ndim() != 4 {
+        bail!(
+            "{}: input must be NCHW float32, got shape {:?}",
+            job.input.display(),
+            x.shape()
+        );
+    }
+    let (n, c, h, w) = (x.shape()[0], x.shape()[1], x.shape()[2], x.shape()[3]);
+    let mut opts = ModelOptions::default().in_chans(c);
+    if job.lenient {
+        opts.load = LoadOptions::lenient();
+    }
+    if let Some(size) = entry.arch.img_size()
+        && size != [h, w]
+    {
+        eprintln!(
+            "note: {} is built for {}x{}; building it for {h}x{w} (position embeddings resampled on load)",
+            job.model, size[0], size[1]
+        );
+        opts.img_size = Some([h, w]);
+    }
+    let weights = job.weights.clone().or_else(|| entry.weights.clone());
+    let pickled = match &weights {
+        Some(p) if is_pickle(p) => Some(read_pickle(p)?),
+        _ => None,
+    };
+    let shapes: Vec<(String, Vec<usize>)> = match (&weights, &pickled) {
+        (_, Some(t)) => t
+            .iter()
+            .map(|(k, v)| (k.clone(), v.shape().to_vec()))
+            .collect(),
+        (Some(p), None) => WeightsFile::open(p)?
+            .index()
+            .iter()
+            .map(|(k, v)| (k.clone(), v.shape.clone()))
+            .collect(),
+        (None, None) => Vec::new(),
+    };
+    opts.num_classes = job
+        .num_classes
+        .or_else(|| file_num_classes(&shapes, &entry.cfg.classifier));
+    let t0 = Instant::now();
+    let (model, report) = match (&weights, pickled) {
+        (Some(p), Some(tensors)) => {
+            let (mut m, _) = reg.create(
+                b,
+                &job.model,
+                &ModelOptions {
+                    weights: None,
+                    ..opts.clone()
+                },
+            )?;
+            let r = m.load_tensors(p, &tensors, &opts.load)?;
+            (m, Some(r))
+        }
+        (Some(p), None) => reg.create(
+            b,
+            &job.model,
+            &ModelOptions {
+                weights: Some(p.clone()),
+                ..opts.clone()
+            },
+        )?,
+        (None, _) => {
+            eprintln!(
+                "warning: no --weights: {} runs with its random initialisation",
+                job.model
+            );
+            reg.create(b, &job.model, &opts)?
+        }
+    };
+    if let Some(r) = &report {
+        eprint!("{r}");
+    }
+    let ctx = Ctx::eval();
+    let flat: Vec<f32> = x.iter().copied().collect();
+    let per = c * h * w;
+    let mut outs: Vec<f32> = Vec::new();
+    let mut width = 0;
+    for start in (0..n).step_by(job.batch_size) {
+        let m = job.batch_size.min(n - start);
+        let chunk = TensorData::f32(&[m, c, h, w], flat[start * per..(start + m) * per].to_vec())?;
+        let xt = b.from_data(&chunk)?;
+        let y = if job.features {
+            model.forward_pooled(&xt, &ctx)?
+        } else {
+            model.forward(&xt, &ctx)?
+        };
+        let y = b.to_data(&y)?.to_f32();
+        width = y.shape()[1];
+        outs.extend(y.iter().copied());
+    }
+    let arr = ndarray::Array2::from_shape_vec((n, width), outs)?;
+    let mut bytes = Vec::new();
+    ndarray_npy::WriteNpyExt::write_npy(&arr, &mut bytes).context("encode .npy")?;
+    graft_backend::safetensors_io::write_atomic(&job.output, &bytes)?;
+    eprintln!(
+        "{}: {n} images {c}x{h}x{w} -> {} [{n}, {width}] on {} in {:.2} s",
+        job.model,
+        if job.features { "features" } else { "logits" },
+        b.name(),
+        t0.elapsed().as_secs_f64()
+    );
+    Ok(())
+}

@@ -1,0 +1,205 @@
+//! The `graft` binary end to end: tables, user models, inference on both backends agreeing with
+//! the library, clear errors on bad input.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use graft_backend::{Backend, Ctx, TensorData};
+use graft_ndarray::NdArray;
+use graft_zoo::{ModelOptions, create_model};
+
+fn graft(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_graft"))
+        .args(args)
+        .output()
+        .expect("run graft")
+}
+
+fn ok(args: &[&str]) -> String {
+    let out = graft(args);
+    assert!(
+        out.status.success(),
+        "graft {args:?} failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn fails(args: &[&str]) -> String {
+    let out = graft(args);
+    assert!(!out.status.success(), "graft {args:?} should fail");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+fn tmp(tag: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("graft-cli-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).expect("tmp");
+    d
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().expect("utf-8 path")
+}
+
+#[test]
+fn models_table_lists_with_wildcards() {
+    let out = ok(&["models", "resnet*"]);
+    let rows: Vec<&str> = out.lines().skip(2).collect();
+    assert_eq!(rows.len(), 5, "{out}");
+    let r18 = rows
+        .iter()
+        .find(|l| l.starts_with("resnet18 "))
+        .expect("resnet18 row");
+    assert!(
+        r18.contains("11.69M") && r18.contains("3x224x224") && r18.contains("resnet"),
+        "{r18}"
+    );
+    assert!(ok(&["models"]).contains("vit_base_patch16_224"));
+    assert!(fails(&["models", "nothing*"]).contains("nothing*"));
+}
+
+#[test]
+fn user_model_lists_inspects_and_infers_on_both_backends() {
+    let d = tmp("user");
+    let models = d.join("models");
+    let (mut m, _) = create_model(
+        &NdArray,
+        "resnet18_small",
+        &ModelOptions::default().num_classes(4).seed(3),
+    )
+    .expect("build");
+    m.cfg_mut().labels = Some(["w", "x", "y", "z"].iter().map(|s| s.to_string()).collect());
+    m.save_user_model(&models.join("digits_net"), "resnet18_small")
+        .expect("save");
+
+    let listed = ok(&["models", "--models-dir", s(&models), "digits*"]);
+    assert!(
+        listed.contains("digits_net") && listed.contains("user model on resnet18_small"),
+        "{listed}"
+    );
+    let inspected = ok(&["inspect", s(&models.join("digits_net/model.safetensors"))]);
+    assert!(
+        inspected.contains("resnet18_small") && inspected.contains("--num-classes 4"),
+        "{inspected}"
+    );
+
+    let x = ndarray::Array4::from_shape_fn((3, 3, 16, 16), |(n, c, h, w)| {
+        ((n * 7 + c * 5 + h * 3 + w) as f32 * 0.1).sin()
+    });
+    let input = d.join("x.npy");
+    ndarray_npy::write_npy(&input, &x).expect("npy");
+    let want = {
+        let xt = NdArray
+            .from_data(&TensorData::F32(x.clone().into_dyn()))
+            .expect("x");
+        NdArray
+            .to_data(&m.forward(&xt, &Ctx::eval()).expect("fwd"))
+            .expect("data")
+            .to_f32()
+    };
+    for backend in ["ndarray", "tch"] {
+        let out = d.join(format!("y-{backend}.npy"));
+        ok(&[
+            "infer",
+            "--models-dir",
+            s(&models),
+            "--model",
+            "digits_net",
+            "--input",
+            s(&input),
+            "--output",
+            s(&out),
+            "--backend",
+            backend,
+            "--batch-size",
+            "2",
+        ]);
+        let y: ndarray::ArrayD<f32> = ndarray_npy::read_npy(&out).expect("read");
+        assert_eq!(y.shape(), &[3, 4]);
+        let max_ref = want.iter().fold(0f32, |a, v| a.max(v.abs()));
+        let diff = y
+            .iter()
+            .zip(want.iter())
+            .fold(0f32, |a, (p, q)| a.max((p - q).abs()));
+        assert!(diff <= 1e-4 * max_ref, "{backend}: {diff} vs max {max_ref}");
+    }
+    let feats = d.join("f.npy");
+    ok(&[
+        "infer",
+        "--models-dir",
+        s(&models),
+        "--model",
+        "digits_net",
+        "--input",
+        s(&input),
+        "--output",
+        s(&feats),
+        "--features",
+        "--backend",
+        "ndarray",
+    ]);
+    let f: ndarray::ArrayD<f32> = ndarray_npy::read_npy(&feats).expect("read");
+    assert_eq!(f.shape(), &[3, 512]);
+}
+
+#[test]
+fn bad_inputs_are_clear_errors() {
+    let d = tmp("bad");
+    let junk = d.join("junk.npy");
+    std::fs::write(&junk, b"not an npy").expect("write");
+    let out = d.join("y.npy");
+    let err = fails(&[
+        "infer",
+        "--model",
+        "resnet18_small",
+        "--input",
+        s(&junk),
+        "--output",
+        s(&out),
+        "--backend",
+        "ndarray",
+    ]);
+    assert!(err.contains("junk.npy"), "{err}");
+    assert!(!out.exists());
+    let err = fails(&[
+        "infer",
+        "--model",
+        "resnet19",
+        "--input",
+        s(&junk),
+        "--output",
+        s(&out),
+    ]);
+    assert!(err.contains("resnet18"), "{err}");
+    // weights that do not fit: the report names what is wrong, and an existing output survives
+    std::fs::write(&out, b"keep me").expect("write");
+    let (m, _) = create_model(&NdArray, "resnet18_small", &ModelOptions::default()).expect("build");
+    let w = d.join("w.safetensors");
+    m.save_user_model(&d.join("u"), "resnet18_small")
+        .expect("save");
+    std::fs::copy(d.join("u/model.safetensors"), &w).expect("copy");
+    let x = ndarray::Array4::<f32>::zeros((1, 3, 8, 8));
+    let input = d.join("x.npy");
+    ndarray_npy::write_npy(&input, &x).expect("npy");
+    let err = fails(&[
+        "infer",
+        "--model",
+        "resnet18",
+        "--weights",
+        s(&w),
+        "--input",
+        s(&input),
+        "--output",
+        s(&out),
+        "--backend",
+        "ndarray",
+    ]);
+    assert!(
+        err.contains("conv1.weight") && err.contains("w.safetensors"),
+        "{err}"
+    );
+    assert_eq!(std::fs::read(&out).expect("read"), b"keep me");
+    let err = fails(&["inspect", s(&junk)]);
+    assert!(err.contains("junk.npy"), "{err}");
+}

@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# The pure-Rust deployment path: build graft-cli with --no-default-features, check the binary
+# links no libtorch, and run a torchvision-written user model on --backend ndarray against
+# torchvision's own logits (≤ 1e-3 × max|ref|). Run by `make test`.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+cargo build -q -p graft-cli --no-default-features
+bin=target/graft-ndarray-only
+cp target/debug/graft "$bin"
+if ldd "$bin" | grep -qi torch; then
+    echo "error: the --no-default-features graft links libtorch:" >&2
+    ldd "$bin" | grep -i torch >&2
+    exit 1
+fi
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+.venv/bin/python tests/python/cli_fixture.py "$work"
+"$bin" models --models-dir "$work/models" 'tv_*' | grep -q tv_small
+"$bin" infer --models-dir "$work/models" --model tv_small --input "$work/x.npy" \
+    --output "$work/y.npy" --backend ndarray
+if "$bin" infer --model resnet18_small --input "$work/x.npy" --output "$work/t.npy" \
+    --backend tch 2>"$work/err"; then
+    echo "error: --backend tch should fail in a build without libtorch" >&2
+    exit 1
+fi
+grep -q "without libtorch" "$work/err"
+.venv/bin/python - "$work" <<'PY'
+import sys
+import numpy as np
+w = sys.argv[1]
+y, r = np.load(f"{w}/y.npy"), np.load(f"{w}/ref.npy")
+rel = float(np.abs(y - r).max() / np.abs(r).max())
+print(f"ndarray-only graft vs torchvision: shape {y.shape}, max abs diff / max|ref| = {rel:.2e}")
+sys.exit(0 if y.shape == r.shape and rel <= 1e-3 else 1)
+PY
+echo "ndarray-only binary: no libtorch linked ($(du -h "$bin" | cut -f1))"
