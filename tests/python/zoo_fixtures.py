@@ -55,6 +55,13 @@ FIXTURES = {
 }
 
 
+# fixtures that also record a training-mode forward: the buffers to compare after it
+TRAIN_MODE = {
+    "resnet18_small": ["bn1.running_mean", "bn1.running_var", "bn1.num_batches_tracked", "layer4.1.bn2.running_var"],
+    "efficientnet_b0": ["features.0.1.running_mean", "features.8.1.running_var", "features.8.1.num_batches_tracked"],
+}
+
+
 def randomise(model, seed):
     g = torch.Generator().manual_seed(seed)
     norm_types = (torch.nn.BatchNorm2d, torch.nn.LayerNorm, torch.nn.GroupNorm)
@@ -137,6 +144,18 @@ def main():
             g = int(math.isqrt(t - 1))
             y = y[:, 1:].reshape(n, g, g, d).permute(0, 3, 1, 2)
         io[f"stage.{i}"] = y.contiguous()
+    if fid in TRAIN_MODE:
+        # One training-mode forward with stochastic depth / dropout switched off: BatchNorm uses
+        # batch statistics and updates its running statistics and num_batches_tracked.
+        for mod in model.modules():
+            if isinstance(mod, torch.nn.Dropout) or type(mod).__name__ == "StochasticDepth":
+                mod.p = 0.0
+        model.train()
+        with torch.no_grad():
+            io["train.logits"] = model(x)
+        sd = model.state_dict()
+        for k in TRAIN_MODE[fid]:
+            io[f"train.{k}"] = sd[k].detach().clone()
     tmp = out + ".tmp-" + str(os.getpid())
     shutil.rmtree(tmp, ignore_errors=True)
     os.makedirs(tmp)

@@ -70,8 +70,7 @@ fn user_model_lists_inspects_and_infers_on_both_backends() {
     )
     .expect("build");
     m.cfg_mut().labels = Some(["w", "x", "y", "z"].iter().map(|s| s.to_string()).collect());
-    m.save_user_model(&models.join("digits_net"), "resnet18_small")
-        .expect("save");
+    m.save_user_model(&models.join("digits_net")).expect("save");
 
     let listed = ok(&["models", "--models-dir", s(&models), "digits*"]);
     assert!(
@@ -176,8 +175,7 @@ fn bad_inputs_are_clear_errors() {
     std::fs::write(&out, b"keep me").expect("write");
     let (m, _) = create_model(&NdArray, "resnet18_small", &ModelOptions::default()).expect("build");
     let w = d.join("w.safetensors");
-    m.save_user_model(&d.join("u"), "resnet18_small")
-        .expect("save");
+    m.save_user_model(&d.join("u")).expect("save");
     std::fs::copy(d.join("u/model.safetensors"), &w).expect("copy");
     let x = ndarray::Array4::<f32>::zeros((1, 3, 8, 8));
     let input = d.join("x.npy");

@@ -47,8 +47,16 @@ pub const IMAGENET_STD: [f64; 3] = [0.229, 0.224, 0.225];
 pub const INCEPTION_MEAN: [f64; 3] = [0.5, 0.5, 0.5];
 pub const INCEPTION_STD: [f64; 3] = [0.5, 0.5, 0.5];
 
+/// The 1000 ImageNet-1k class names in index order (torchvision's list).
+pub fn imagenet_labels() -> Vec<String> {
+    include_str!("../data/imagenet_classes.txt")
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
 impl PretrainedCfg {
-    /// An ImageNet-1k cfg at `size`² with the given ends.
+    /// An ImageNet-1k cfg at `size`² with the given ends and the ImageNet class names.
     pub fn imagenet(
         size: usize,
         crop_pct: f64,
@@ -67,7 +75,7 @@ impl PretrainedCfg {
             first_conv: first_conv.into(),
             classifier: classifier.into(),
             source: source.into(),
-            labels: None,
+            labels: Some(imagenet_labels()),
         }
     }
 }

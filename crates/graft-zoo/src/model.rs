@@ -277,6 +277,8 @@ impl ModelOptions {
 #[derive(Debug)]
 pub struct Model<B: Backend> {
     name: String,
+    /// The built-in architecture it is built from (its own name for built-ins).
+    architecture: String,
     arch: Arch,
     cfg: PretrainedCfg,
     params: Params<B>,
@@ -317,6 +319,7 @@ impl<B: Backend> Model<B> {
         cfg.num_classes = num_classes;
         Ok(Self {
             name: name.into(),
+            architecture: name.into(),
             arch,
             cfg,
             params: builder.finish(),
@@ -329,6 +332,13 @@ impl<B: Backend> Model<B> {
     /// Registered name.
     pub fn name(&self) -> &str {
         &self.name
+    }
+    /// The built-in architecture name it is built from (a user model's base).
+    pub fn architecture(&self) -> &str {
+        &self.architecture
+    }
+    pub(crate) fn set_architecture(&mut self, name: &str) {
+        self.architecture = name.into();
     }
     /// The architecture.
     pub fn arch(&self) -> &Arch {
@@ -521,7 +531,7 @@ impl<B: Backend> Model<B> {
     }
     /// Saves the model as a user model: `<dir>/model.safetensors` + `<dir>/config.json`
     /// (timm's hub layout), registered by [`crate::Registry::register_dir`].
-    pub fn save_user_model(&self, dir: &std::path::Path, architecture: &str) -> Result<()> {
+    pub fn save_user_model(&self, dir: &std::path::Path) -> Result<()> {
         std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
         let tensors = self.params.to_data()?;
         let mut meta = std::collections::HashMap::new();
@@ -529,10 +539,10 @@ impl<B: Backend> Model<B> {
         graft_backend::safetensors_io::save(&dir.join("model.safetensors"), &tensors, Some(meta))?;
         let mut cfg = self.cfg.clone();
         cfg.source = "graft".into();
-        let labels = cfg.labels.clone();
+        let labels = cfg.labels.take();
         let img = self.arch.img_size();
         crate::cfg::UserModelConfig {
-            architecture: architecture.into(),
+            architecture: self.architecture.clone(),
             num_classes: self.num_classes,
             in_chans: self.in_chans,
             img_size: img,

@@ -73,6 +73,7 @@ impl Registry {
         small.num_classes = 10;
         small.input_size = [3, 32, 32];
         small.crop_pct = 1.0;
+        small.labels = None;
         small.source = "graft".into();
         r.add(
             "resnet18_small",
@@ -247,6 +248,7 @@ impl Registry {
             cfg.input_size = [in_chans, s[0], s[1]];
         }
         let mut model = Model::build(backend, name, arch, cfg, opts)?;
+        model.set_architecture(e.base.as_deref().unwrap_or(name));
         let weights = opts.weights.clone().or_else(|| e.weights.clone());
         let report = match weights {
             Some(w) => Some(model.load_weights(&w, &opts.load)?),

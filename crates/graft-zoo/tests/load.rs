@@ -260,7 +260,7 @@ fn user_model_registers_lists_and_infers_like_a_builtin() {
     .0;
     m.cfg_mut().labels = Some(vec!["a".into(), "b".into(), "c".into(), "d".into()]);
     let target = d.join("digits_net");
-    m.save_user_model(&target, "resnet18_small").expect("save");
+    m.save_user_model(&target).expect("save");
     let mut reg = Registry::builtin();
     let name = reg.register_dir(&target, None).expect("register");
     assert_eq!(name, "digits_net");
@@ -288,6 +288,21 @@ fn user_model_registers_lists_and_infers_like_a_builtin() {
         .to_data(&back.forward(&x, &Ctx::eval()).expect("fwd"))
         .expect("b");
     assert_eq!(a, b);
+    // a user model saved again keeps the built-in architecture it is built on
+    assert_eq!(back.architecture(), "resnet18_small");
+    back.save_user_model(&d.join("again")).expect("save again");
+    let name2 = reg
+        .register_dir(&d.join("again"), None)
+        .expect("register again");
+    let (third, _) = reg
+        .create(&NdArray, &name2, &ModelOptions::default())
+        .expect("create");
+    assert_eq!(
+        NdArray
+            .to_data(&third.forward(&x, &Ctx::eval()).expect("fwd"))
+            .expect("c"),
+        a
+    );
     // a broken config names the file and the line
     std::fs::write(
         target.join("config.json"),
