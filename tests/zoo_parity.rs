@@ -12,19 +12,8 @@ use graft::backend::safetensors_io;
 use graft::zoo::{ModelOptions, count_parameters, create_model};
 use graft::{Backend, Ctx, NdArray, Tch, TensorData};
 
-/// The fixture directory for `id`, generated on first use and cached under the target dir,
-/// keyed by the script's content.
 fn fixture(id: &str) -> PathBuf {
-    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/python/zoo_fixtures.py");
-    let text = std::fs::read(&script).expect("read zoo_fixtures.py");
-    let key = graft::backend::init::stable_hash(&text);
-    let root = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("zoo-fixtures");
-    std::fs::create_dir_all(&root).expect("fixture root");
-    let dir = root.join(format!("{id}-{key:016x}"));
-    if !dir.join("meta.json").exists() {
-        common::run_python("zoo_fixtures.py", &[id, dir.to_str().expect("utf-8 path")]);
-    }
-    dir
+    common::zoo_fixture(id)
 }
 
 struct Meta {

@@ -13,15 +13,7 @@ use graft::zoo::{ModelOptions, create_model};
 use graft::{Backend, Ctx, ModeTable, Tch, TensorData};
 
 fn fixture(id: &str) -> PathBuf {
-    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/python/zoo_fixtures.py");
-    let key = graft::backend::init::stable_hash(&std::fs::read(&script).expect("script"));
-    let root = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("zoo-fixtures");
-    std::fs::create_dir_all(&root).expect("root");
-    let dir = root.join(format!("{id}-{key:016x}"));
-    if !dir.join("meta.json").exists() {
-        common::run_python("zoo_fixtures.py", &[id, dir.to_str().expect("utf-8")]);
-    }
-    dir
+    common::zoo_fixture(id)
 }
 
 fn rel(got: &TensorData, want: &TensorData) -> f64 {

@@ -48,3 +48,30 @@ pub fn temp_dir(tag: &str) -> PathBuf {
     std::fs::create_dir_all(&d).expect("temp dir");
     d
 }
+
+/// The zoo parity fixture `id` (tests/python/zoo_fixtures.py), generated on first use and cached
+/// under the target dir keyed by the script's content; fixtures of older script versions are
+/// removed.
+pub fn zoo_fixture(id: &str) -> PathBuf {
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/python/zoo_fixtures.py");
+    let text = std::fs::read(&script).expect("read zoo_fixtures.py");
+    let key = format!("{:016x}", graft::backend::init::stable_hash(&text));
+    let root = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("zoo-fixtures");
+    std::fs::create_dir_all(&root).expect("fixture root");
+    let dir = root.join(format!("{id}-{key}"));
+    if !dir.join("meta.json").exists() {
+        if let Ok(entries) = std::fs::read_dir(&root) {
+            for e in entries.flatten() {
+                let name = e.file_name().to_string_lossy().into_owned();
+                let stale = name
+                    .strip_prefix(&format!("{id}-"))
+                    .is_some_and(|h| h.len() == 16 && h != key);
+                if stale {
+                    let _ = std::fs::remove_dir_all(e.path());
+                }
+            }
+        }
+        run_python("zoo_fixtures.py", &[id, dir.to_str().expect("utf-8 path")]);
+    }
+    dir
+}
