@@ -108,22 +108,21 @@ pub(crate) fn avg_pool_flat<B: Backend>(b: &B, x: &B::Tensor) -> Result<B::Tenso
     b.flatten(&y, 1, 3)
 }
 
+/// timm's / torchvision's `trunc_normal_(std=0.02)` (truncated at ±2, absolute, as PyTorch).
+pub(crate) const TRUNC_02: Init = Init::TruncNormal {
+    mean: 0.0,
+    std: 0.02,
+    lo: -2.0,
+    hi: 2.0,
+};
+
 /// A Linear with trunc-normal(0.02) weight and zero bias (timm's / torchvision ConvNeXt's init).
 pub(crate) fn init_linear_trunc<B: Backend>(
     p: &ParamPath<'_, B>,
     in_f: usize,
     out_f: usize,
 ) -> Result<()> {
-    p.param(
-        "weight",
-        &[out_f, in_f],
-        Init::TruncNormal {
-            mean: 0.0,
-            std: 0.02,
-            lo: -2.0,
-            hi: 2.0,
-        },
-    )?;
+    p.param("weight", &[out_f, in_f], TRUNC_02)?;
     p.param("bias", &[out_f], Init::Zeros)?;
     Ok(())
 }

@@ -11,7 +11,7 @@ use graft_core::name::join;
 use graft_core::{Error, Result};
 use serde::{Deserialize, Serialize};
 
-use crate::layers::{init_linear_trunc, layer_norm_2d};
+use crate::layers::{TRUNC_02, init_linear_trunc, layer_norm_2d};
 use crate::load::Remap;
 use crate::model::{Family, StageSpec};
 
@@ -37,20 +37,12 @@ impl ConvNeXt {
             layer_scale: 1e-6,
         }
     }
-    fn trunc() -> Init {
-        Init::TruncNormal {
-            mean: 0.0,
-            std: 0.02,
-            lo: -2.0,
-            hi: 2.0,
-        }
-    }
 }
 
 impl Family for ConvNeXt {
     fn init_trunk<B: Backend>(&self, root: &ParamPath<'_, B>, in_chans: usize) -> Result<()> {
         let conv = |p: &ParamPath<'_, B>, o: usize, i: usize, k: usize| -> Result<()> {
-            p.param("weight", &[o, i, k, k], Self::trunc())?;
+            p.param("weight", &[o, i, k, k], TRUNC_02)?;
             p.param("bias", &[o], Init::Zeros)?;
             Ok(())
         };

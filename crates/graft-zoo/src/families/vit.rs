@@ -10,7 +10,7 @@ use graft_core::name::join;
 use graft_core::{Error, Result};
 use serde::{Deserialize, Serialize};
 
-use crate::layers::init_linear_trunc;
+use crate::layers::{TRUNC_02, init_linear_trunc};
 use crate::model::{Family, StageSpec};
 use crate::resample::resample_bicubic_aa;
 
@@ -113,16 +113,7 @@ impl Family for Vit {
                 std: 1e-6,
             },
         )?;
-        root.param(
-            "pos_embed",
-            &[1, self.num_tokens(), d],
-            Init::TruncNormal {
-                mean: 0.0,
-                std: 0.02,
-                lo: -2.0,
-                hi: 2.0,
-            },
-        )?;
+        root.param("pos_embed", &[1, self.num_tokens(), d], TRUNC_02)?;
         for i in 0..self.depth {
             let bp = root.sub(format!("blocks.{i}"))?;
             nn::init_layer_norm(&bp.sub("norm1")?, d)?;
