@@ -94,9 +94,16 @@ pub struct UserModelConfig {
     /// the cfg's `input_size`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub img_size: Option<[usize; 2]>,
+    /// The classifier (default: the reference's Linear).
+    #[serde(default, skip_serializing_if = "is_linear")]
+    pub head: crate::model::HeadSpec,
     pub pretrained_cfg: PretrainedCfg,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub label_names: Option<Vec<String>>,
+}
+
+fn is_linear(h: &crate::model::HeadSpec) -> bool {
+    *h == crate::model::HeadSpec::Linear
 }
 
 fn three() -> usize {

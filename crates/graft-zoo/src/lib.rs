@@ -27,6 +27,6 @@ pub use families::resnet::{Block, ResNet};
 pub use families::vit::Vit;
 pub use load::{LoadOptions, LoadReport, Remap, ShapeMismatch, WeightsFile, adapt_input_conv};
 pub use model::{
-    Arch, FeatureInfo, Model, ModelOptions, StageSpec, count_parameters, param_shapes,
+    Arch, FeatureInfo, HeadSpec, Model, ModelOptions, StageSpec, count_parameters, param_shapes,
 };
 pub use registry::{Registry, RegistryEntry, create_model, list_models, wildcard_match};

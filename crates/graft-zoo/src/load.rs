@@ -434,7 +434,7 @@ pub(crate) fn plan(
     file: &WeightsFile,
     opts: &LoadOptions,
 ) -> Result<Plan> {
-    let is_classifier = |n: &str| arch.classifier_prefixes().iter().any(|p| is_under(n, p));
+    let is_classifier = |n: &str| is_under(n, arch.classifier_prefix());
     let mut report = LoadReport {
         file: file.path.clone(),
         ..LoadReport::default()

@@ -37,14 +37,12 @@ pub struct FeatureInfo {
 pub(crate) trait Family {
     /// Creates every trunk parameter and buffer under `root` (the reference's names and init).
     fn init_trunk<B: Backend>(&self, root: &ParamPath<'_, B>, in_chans: usize) -> Result<()>;
-    /// Creates the classifier for `num_classes` (nothing when 0) with the reference's init.
-    fn init_head<B: Backend>(&self, root: &ParamPath<'_, B>, num_classes: usize) -> Result<()>;
     /// Trunk stages, bottom to top.
     fn stage_specs(&self) -> Vec<StageSpec>;
     /// Prefixes of the head stage (for freezing: the final norm of ViT / ConvNeXt sits here).
     fn head_stage_prefixes(&self) -> Vec<String>;
-    /// Prefixes of the classifier that `reset_head` replaces.
-    fn classifier_prefixes(&self) -> Vec<String>;
+    /// Where the classifier lives, how the reference initialises it, the dropout before it.
+    fn classifier(&self) -> ClassifierSpec;
     /// Width of the pre-logits features.
     fn num_features(&self) -> usize;
     /// Runs trunk stage `i` on the previous stage's output (the image for stage 0).
@@ -63,14 +61,8 @@ pub(crate) trait Family {
     fn stage_output<B: Backend>(&self, _b: &B, _i: usize, x: &B::Tensor) -> Result<B::Tensor> {
         Ok(x.clone())
     }
-    /// Pooling, pre-logits and classifier.
-    fn forward_head<B: Backend>(
-        &self,
-        p: &Params<B>,
-        x: &B::Tensor,
-        pre_logits: bool,
-        ctx: &Ctx<'_>,
-    ) -> Result<B::Tensor>;
+    /// Pooling to the pre-logits features the classifier sees.
+    fn pool<B: Backend>(&self, p: &Params<B>, x: &B::Tensor, ctx: &Ctx<'_>) -> Result<B::Tensor>;
     /// Turns a tensor from a checkpoint whose shape differs from the model's into the model's
     /// shape when the family knows how (ViT position embeddings); `None` when it does not.
     fn adapt_tensor(
@@ -129,9 +121,6 @@ impl Arch {
     ) -> Result<()> {
         dispatch!(self, init_trunk(root, in_chans))
     }
-    pub(crate) fn init_head<B: Backend>(&self, root: &ParamPath<'_, B>, n: usize) -> Result<()> {
-        dispatch!(self, init_head(root, n))
-    }
     /// Trunk stages, bottom to top.
     pub fn stage_specs(&self) -> Vec<StageSpec> {
         dispatch!(self, stage_specs())
@@ -139,9 +128,12 @@ impl Arch {
     pub(crate) fn head_stage_prefixes(&self) -> Vec<String> {
         dispatch!(self, head_stage_prefixes())
     }
-    /// Prefixes `reset_head` replaces.
-    pub fn classifier_prefixes(&self) -> Vec<String> {
-        dispatch!(self, classifier_prefixes())
+    /// The classifier's prefix (`fc`, `classifier.3`, `head`, ...), which `reset_head` replaces.
+    pub fn classifier_prefix(&self) -> &'static str {
+        self.classifier().prefix
+    }
+    pub(crate) fn classifier(&self) -> ClassifierSpec {
+        dispatch!(self, classifier())
     }
     /// Width of the pre-logits features.
     pub fn num_features(&self) -> usize {
@@ -171,14 +163,13 @@ impl Arch {
     ) -> Result<B::Tensor> {
         dispatch!(self, stage_output(b, i, x))
     }
-    pub(crate) fn forward_head<B: Backend>(
+    pub(crate) fn pool<B: Backend>(
         &self,
         p: &Params<B>,
         x: &B::Tensor,
-        pre: bool,
         ctx: &Ctx<'_>,
     ) -> Result<B::Tensor> {
-        dispatch!(self, forward_head(p, x, pre, ctx))
+        dispatch!(self, pool(p, x, ctx))
     }
     pub(crate) fn adapt_tensor(
         &self,
@@ -210,6 +201,102 @@ impl Arch {
     }
 }
 
+/// How a family's reference initialises its classifier's weight (the bias starts at zero, except
+/// with PyTorch's default Linear init).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) enum HeadInit {
+    /// `nn.Linear`'s default (torchvision ResNet's `fc`).
+    TorchDefault,
+    /// N(0, std) (torchvision MobileNetV3).
+    Normal(f64),
+    /// U(±1/√num_classes) (torchvision EfficientNet).
+    UniformInvSqrtOut,
+    /// trunc_normal(0.02) (torchvision ConvNeXt, timm ViT).
+    TruncNormal02,
+}
+
+/// A family's classifier: where it lives and how the reference builds it.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ClassifierSpec {
+    pub prefix: &'static str,
+    pub init: HeadInit,
+    /// Dropout applied to the pooled features before the classifier (train mode only).
+    pub dropout: f64,
+    pub dropout_path: &'static str,
+}
+
+/// The classifier on top of the pooled features.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum HeadSpec {
+    /// One Linear at the family's classifier prefix (the reference's head).
+    #[default]
+    Linear,
+    /// Hidden Linear + ReLU + dropout layers, then the output Linear: `{prefix}.hidden{i}`,
+    /// `{prefix}.out`. Hidden layers use PyTorch's default Linear init, the output layer the
+    /// family's head init.
+    Mlp { hidden: Vec<usize>, dropout: f64 },
+}
+
+impl HeadSpec {
+    /// An MLP head.
+    pub fn mlp(hidden: &[usize], dropout: f64) -> Self {
+        HeadSpec::Mlp {
+            hidden: hidden.to_vec(),
+            dropout,
+        }
+    }
+}
+
+fn init_final<B: Backend>(
+    p: &ParamPath<'_, B>,
+    init: HeadInit,
+    in_f: usize,
+    out_f: usize,
+) -> Result<()> {
+    use graft_backend::Init;
+    let (w, b) = match init {
+        HeadInit::TorchDefault => (
+            Init::TorchDefaultWeight,
+            Init::TorchDefaultBias { fan_in: in_f },
+        ),
+        HeadInit::Normal(std) => (Init::Normal { mean: 0.0, std }, Init::Zeros),
+        HeadInit::UniformInvSqrtOut => {
+            let r = 1.0 / (out_f as f64).sqrt();
+            (Init::Uniform { lo: -r, hi: r }, Init::Zeros)
+        }
+        HeadInit::TruncNormal02 => (crate::layers::TRUNC_02, Init::Zeros),
+    };
+    p.param("weight", &[out_f, in_f], w)?;
+    p.param("bias", &[out_f], b)?;
+    Ok(())
+}
+
+/// Creates the classifier of `arch` for `num_classes` (nothing when 0).
+pub(crate) fn init_classifier<B: Backend>(
+    root: &ParamPath<'_, B>,
+    arch: &Arch,
+    head: &HeadSpec,
+    num_classes: usize,
+) -> Result<()> {
+    if num_classes == 0 {
+        return Ok(());
+    }
+    let c = arch.classifier();
+    let p = root.sub(c.prefix)?;
+    match head {
+        HeadSpec::Linear => init_final(&p, c.init, arch.num_features(), num_classes),
+        HeadSpec::Mlp { hidden, .. } => {
+            let mut width = arch.num_features();
+            for (i, &h) in hidden.iter().enumerate() {
+                graft_backend::nn::init_linear(&p.sub(format!("hidden{i}"))?, width, h, true)?;
+                width = h;
+            }
+            init_final(&p.sub("out")?, c.init, width, num_classes)
+        }
+    }
+}
+
 /// How to build a model (timm's `create_model` keyword arguments).
 #[derive(Debug, Clone)]
 pub struct ModelOptions {
@@ -232,6 +319,8 @@ pub struct ModelOptions {
     pub drop_path_rate: Option<f64>,
     /// Classifier dropout override.
     pub drop_rate: Option<f64>,
+    /// The classifier (the reference's Linear by default).
+    pub head: HeadSpec,
 }
 
 impl Default for ModelOptions {
@@ -246,6 +335,7 @@ impl Default for ModelOptions {
             dtype: DType::F32,
             drop_path_rate: None,
             drop_rate: None,
+            head: HeadSpec::Linear,
         }
     }
 }
@@ -284,6 +374,7 @@ pub struct Model<B: Backend> {
     params: Params<B>,
     num_classes: usize,
     in_chans: usize,
+    head: HeadSpec,
     seed: u64,
     dtype: DType,
 }
@@ -311,7 +402,7 @@ impl<B: Backend> Model<B> {
         }
         let builder = ParamBuilder::new(backend.clone(), seed).with_dtype(dtype);
         arch.init_trunk(&builder.root(), in_chans)?;
-        arch.init_head(&builder.root(), num_classes)?;
+        init_classifier(&builder.root(), &arch, &opts.head, num_classes)?;
         cfg.input_size[0] = in_chans;
         if cfg.num_classes != num_classes {
             cfg.labels = None;
@@ -325,6 +416,7 @@ impl<B: Backend> Model<B> {
             params: builder.finish(),
             num_classes,
             in_chans,
+            head: opts.head.clone(),
             seed,
             dtype,
         })
@@ -426,12 +518,25 @@ impl<B: Backend> Model<B> {
         pre_logits: bool,
         ctx: &Ctx<'_>,
     ) -> Result<B::Tensor> {
-        self.arch.forward_head(
-            &self.params,
-            features,
-            pre_logits || self.num_classes == 0,
-            ctx,
-        )
+        let y = self.arch.pool(&self.params, features, ctx)?;
+        if pre_logits || self.num_classes == 0 {
+            return Ok(y);
+        }
+        let b = self.backend();
+        let c = self.arch.classifier();
+        let y = graft_backend::nn::dropout(b, &y, c.dropout, ctx, c.dropout_path)?;
+        match &self.head {
+            HeadSpec::Linear => graft_backend::nn::linear(&self.params, c.prefix, &y),
+            HeadSpec::Mlp { hidden, dropout } => {
+                let mut y = y;
+                for i in 0..hidden.len() {
+                    let path = format!("{}.hidden{i}", c.prefix);
+                    y = b.relu(&graft_backend::nn::linear(&self.params, &path, &y)?)?;
+                    y = graft_backend::nn::dropout(b, &y, *dropout, ctx, &path)?;
+                }
+                graft_backend::nn::linear(&self.params, &format!("{}.out", c.prefix), &y)
+            }
+        }
     }
     /// Logits (or pooled features when the model has no head).
     pub fn forward(&self, x: &B::Tensor, ctx: &Ctx<'_>) -> Result<B::Tensor> {
@@ -486,12 +591,21 @@ impl<B: Backend> Model<B> {
     /// Replaces the classifier with a fresh one for `num_classes` (0 removes it), initialised as
     /// the reference initialises its head. Returns the names removed.
     pub fn reset_head(&mut self, num_classes: usize, seed: u64) -> Result<Vec<String>> {
-        let mut removed = Vec::new();
-        for p in self.arch.classifier_prefixes() {
-            removed.extend(self.params.remove_prefix(&p));
-        }
+        let head = self.head.clone();
+        self.replace_head(num_classes, head, seed)
+    }
+    /// Replaces the classifier with a fresh `head` for `num_classes` (an MLP head, say),
+    /// initialised as [`HeadSpec`] says. Returns the names removed.
+    pub fn replace_head(
+        &mut self,
+        num_classes: usize,
+        head: HeadSpec,
+        seed: u64,
+    ) -> Result<Vec<String>> {
+        let removed = self.params.remove_prefix(self.arch.classifier_prefix());
         let builder = ParamBuilder::new(self.backend().clone(), seed).with_dtype(self.dtype);
-        self.arch.init_head(&builder.root(), num_classes)?;
+        init_classifier(&builder.root(), &self.arch, &head, num_classes)?;
+        self.head = head;
         for (name, entry) in builder.finish().iter() {
             self.params.insert(name, entry.tensor.clone(), entry.kind)?;
         }
@@ -503,10 +617,43 @@ impl<B: Backend> Model<B> {
     }
     /// True when `name` belongs to the classifier.
     pub fn is_classifier(&self, name: &str) -> bool {
-        self.arch
-            .classifier_prefixes()
-            .iter()
-            .any(|p| is_under(name, p))
+        is_under(name, self.arch.classifier_prefix())
+    }
+    /// The classifier's structure.
+    pub fn head(&self) -> &HeadSpec {
+        &self.head
+    }
+    /// Prefixes of the BatchNorm layers (modules with running statistics), in order.
+    pub fn batch_norm_layers(&self) -> Vec<String> {
+        self.params
+            .names()
+            .filter_map(|n| n.strip_suffix(".running_mean"))
+            .map(str::to_string)
+            .collect()
+    }
+    /// Parameters the reference exempts from weight decay besides biases and norm weights
+    /// (timm's `no_weight_decay`: ViT's `pos_embed` and `cls_token`).
+    pub fn no_weight_decay(&self) -> Vec<String> {
+        match &self.arch {
+            Arch::Vit(_) => vec!["pos_embed".into(), "cls_token".into()],
+            _ => Vec::new(),
+        }
+    }
+    /// Adapts the first conv to `in_chans` input channels, after a load too (timm's
+    /// `adapt_input_conv`, from the current weights: 1 channel sums the filters, n repeats them
+    /// scaled by c/n). The weight gets a new store entry, so optimizer state does not carry over.
+    pub fn adapt_input(&mut self, in_chans: usize) -> Result<()> {
+        if in_chans == self.in_chans {
+            return Ok(());
+        }
+        let name = format!("{}.weight", self.cfg.first_conv);
+        let b = self.backend().clone();
+        let w = b.to_data(self.params.get(&name)?)?;
+        let adapted = crate::load::adapt_input_conv(&w, in_chans)?;
+        self.params.replace(&name, b.from_data(&adapted)?)?;
+        self.in_chans = in_chans;
+        self.cfg.input_size[0] = in_chans;
+        Ok(())
     }
     /// Loads a safetensors file (see [`crate::load`]); the report lists what was applied, missing,
     /// unexpected, mis-shaped, adapted and dropped. Strict by default: any finding other than a
@@ -546,6 +693,7 @@ impl<B: Backend> Model<B> {
             num_classes: self.num_classes,
             in_chans: self.in_chans,
             img_size: img,
+            head: self.head.clone(),
             pretrained_cfg: cfg,
             label_names: labels,
         }
@@ -612,7 +760,7 @@ pub fn param_shapes<B: Backend>(
 ) -> Result<Vec<(String, Vec<usize>, graft_backend::ParamKind)>> {
     let builder = ParamBuilder::dry(backend.clone());
     arch.init_trunk(&builder.root(), in_chans)?;
-    arch.init_head(&builder.root(), num_classes)?;
+    init_classifier(&builder.root(), arch, &HeadSpec::Linear, num_classes)?;
     Ok(builder.shapes())
 }
 

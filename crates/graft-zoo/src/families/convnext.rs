@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::layers::{TRUNC_02, init_linear_trunc, layer_norm_2d};
 use crate::load::Remap;
-use crate::model::{Family, StageSpec};
+use crate::model::{ClassifierSpec, Family, HeadInit, StageSpec};
 
 const LN_EPS: f64 = 1e-6;
 
@@ -66,11 +66,14 @@ impl Family for ConvNeXt {
         }
         nn::init_layer_norm(&root.sub("classifier.0")?, self.dims[3])
     }
-    fn init_head<B: Backend>(&self, root: &ParamPath<'_, B>, num_classes: usize) -> Result<()> {
-        if num_classes > 0 {
-            init_linear_trunc(&root.sub("classifier.2")?, self.dims[3], num_classes)?;
+    fn classifier(&self) -> ClassifierSpec {
+        let (dropout, dropout_path) = (0.0, "");
+        ClassifierSpec {
+            prefix: "classifier.2",
+            init: HeadInit::TruncNormal02,
+            dropout,
+            dropout_path,
         }
-        Ok(())
     }
     fn stage_specs(&self) -> Vec<StageSpec> {
         let mut v = vec![StageSpec {
@@ -96,9 +99,6 @@ impl Family for ConvNeXt {
     }
     fn head_stage_prefixes(&self) -> Vec<String> {
         vec!["classifier".into()]
-    }
-    fn classifier_prefixes(&self) -> Vec<String> {
-        vec!["classifier.2".into()]
     }
     fn num_features(&self) -> usize {
         self.dims[3]
@@ -152,22 +152,11 @@ impl Family for ConvNeXt {
         }
         Ok(y)
     }
-    fn forward_head<B: Backend>(
-        &self,
-        p: &Params<B>,
-        x: &B::Tensor,
-        pre_logits: bool,
-        _ctx: &Ctx<'_>,
-    ) -> Result<B::Tensor> {
+    fn pool<B: Backend>(&self, p: &Params<B>, x: &B::Tensor, _ctx: &Ctx<'_>) -> Result<B::Tensor> {
         let b = p.backend();
         let y = b.adaptive_avg_pool2d(x, (1, 1))?;
         let y = layer_norm_2d(p, "classifier.0", &y, LN_EPS)?;
-        let y = b.flatten(&y, 1, 3)?;
-        if pre_logits {
-            Ok(y)
-        } else {
-            nn::linear(p, "classifier.2", &y)
-        }
+        b.flatten(&y, 1, 3)
     }
     fn remaps(&self) -> Vec<Remap> {
         let mut v = vec![

@@ -4,13 +4,13 @@
 //! Stochastic depth ("row" mode, rate growing linearly with block index) in train mode.
 
 use graft_backend::nn;
-use graft_backend::{Backend, Conv2dOpts, Ctx, Init, ParamPath, Params};
+use graft_backend::{Backend, Conv2dOpts, Ctx, ParamPath, Params};
 use graft_core::name::join;
 use graft_core::{Error, Result};
 use serde::{Deserialize, Serialize};
 
 use crate::layers::{Act, BnCfg, avg_pool_flat, conv_bn_act, init_conv_bn, init_conv_kaiming};
-use crate::model::{Family, StageSpec};
+use crate::model::{ClassifierSpec, Family, HeadInit, StageSpec};
 
 const BN: BnCfg = BnCfg {
     eps: 1e-5,
@@ -120,18 +120,14 @@ impl Family for EfficientNet {
             1,
         )
     }
-    fn init_head<B: Backend>(&self, root: &ParamPath<'_, B>, num_classes: usize) -> Result<()> {
-        if num_classes > 0 {
-            let r = 1.0 / (num_classes as f64).sqrt();
-            let c = root.sub("classifier.1")?;
-            c.param(
-                "weight",
-                &[num_classes, self.last_channel],
-                Init::Uniform { lo: -r, hi: r },
-            )?;
-            c.param("bias", &[num_classes], Init::Zeros)?;
+    fn classifier(&self) -> ClassifierSpec {
+        let (dropout, dropout_path) = (self.dropout, "classifier.0");
+        ClassifierSpec {
+            prefix: "classifier.1",
+            init: HeadInit::UniformInvSqrtOut,
+            dropout,
+            dropout_path,
         }
-        Ok(())
     }
     fn stage_specs(&self) -> Vec<StageSpec> {
         let mut v = vec![StageSpec {
@@ -160,9 +156,6 @@ impl Family for EfficientNet {
     }
     fn head_stage_prefixes(&self) -> Vec<String> {
         vec!["classifier".into()]
-    }
-    fn classifier_prefixes(&self) -> Vec<String> {
-        vec!["classifier.1".into()]
     }
     fn num_features(&self) -> usize {
         self.last_channel
@@ -234,19 +227,7 @@ impl Family for EfficientNet {
         }
         Ok(y)
     }
-    fn forward_head<B: Backend>(
-        &self,
-        p: &Params<B>,
-        x: &B::Tensor,
-        pre_logits: bool,
-        ctx: &Ctx<'_>,
-    ) -> Result<B::Tensor> {
-        let b = p.backend();
-        let y = avg_pool_flat(b, x)?;
-        if pre_logits {
-            return Ok(y);
-        }
-        let y = nn::dropout(b, &y, self.dropout, ctx, "classifier.0")?;
-        nn::linear(p, "classifier.1", &y)
+    fn pool<B: Backend>(&self, p: &Params<B>, x: &B::Tensor, _ctx: &Ctx<'_>) -> Result<B::Tensor> {
+        avg_pool_flat(p.backend(), x)
     }
 }

@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use crate::layers::{
     Act, BnCfg, act, avg_pool_flat, conv_bn_act, init_conv_bn, init_conv_kaiming, make_divisible,
 };
-use crate::model::{Family, StageSpec};
+use crate::model::{ClassifierSpec, Family, HeadInit, StageSpec};
 
 const BN: BnCfg = BnCfg {
     eps: 1e-3,
@@ -232,20 +232,14 @@ impl Family for MobileNetV3 {
         c0.param("bias", &[self.last_channel], Init::Zeros)?;
         Ok(())
     }
-    fn init_head<B: Backend>(&self, root: &ParamPath<'_, B>, num_classes: usize) -> Result<()> {
-        if num_classes > 0 {
-            let c3 = root.sub("classifier.3")?;
-            c3.param(
-                "weight",
-                &[num_classes, self.last_channel],
-                Init::Normal {
-                    mean: 0.0,
-                    std: 0.01,
-                },
-            )?;
-            c3.param("bias", &[num_classes], Init::Zeros)?;
+    fn classifier(&self) -> ClassifierSpec {
+        let (dropout, dropout_path) = (self.dropout, "classifier.2");
+        ClassifierSpec {
+            prefix: "classifier.3",
+            init: HeadInit::Normal(0.01),
+            dropout,
+            dropout_path,
         }
-        Ok(())
     }
     fn stage_specs(&self) -> Vec<StageSpec> {
         let first = self.blocks.first().map_or(16, |b| b.input);
@@ -278,9 +272,6 @@ impl Family for MobileNetV3 {
     }
     fn head_stage_prefixes(&self) -> Vec<String> {
         vec!["classifier".into()]
-    }
-    fn classifier_prefixes(&self) -> Vec<String> {
-        vec!["classifier.3".into()]
     }
     fn num_features(&self) -> usize {
         self.last_channel
@@ -319,20 +310,9 @@ impl Family for MobileNetV3 {
         }
         Ok(y)
     }
-    fn forward_head<B: Backend>(
-        &self,
-        p: &Params<B>,
-        x: &B::Tensor,
-        pre_logits: bool,
-        ctx: &Ctx<'_>,
-    ) -> Result<B::Tensor> {
+    fn pool<B: Backend>(&self, p: &Params<B>, x: &B::Tensor, _ctx: &Ctx<'_>) -> Result<B::Tensor> {
         let b = p.backend();
         let y = avg_pool_flat(b, x)?;
-        let y = act(b, nn::linear(p, "classifier.0", &y)?, Act::Hardswish)?;
-        if pre_logits {
-            return Ok(y);
-        }
-        let y = nn::dropout(b, &y, self.dropout, ctx, "classifier.2")?;
-        nn::linear(p, "classifier.3", &y)
+        act(b, nn::linear(p, "classifier.0", &y)?, Act::Hardswish)
     }
 }

@@ -10,7 +10,7 @@ use graft_core::{Error, Result};
 use serde::{Deserialize, Serialize};
 
 use crate::layers::avg_pool_flat;
-use crate::model::{Family, StageSpec};
+use crate::model::{ClassifierSpec, Family, HeadInit, StageSpec};
 
 const BN_EPS: f64 = 1e-5;
 const BN_MOMENTUM: f64 = 0.1;
@@ -149,11 +149,14 @@ impl Family for ResNet {
         }
         Ok(())
     }
-    fn init_head<B: Backend>(&self, root: &ParamPath<'_, B>, num_classes: usize) -> Result<()> {
-        if num_classes > 0 {
-            nn::init_linear(&root.sub("fc")?, self.num_features(), num_classes, true)?;
+    fn classifier(&self) -> ClassifierSpec {
+        let (dropout, dropout_path) = (0.0, "");
+        ClassifierSpec {
+            prefix: "fc",
+            init: HeadInit::TorchDefault,
+            dropout,
+            dropout_path,
         }
-        Ok(())
     }
     fn stage_specs(&self) -> Vec<StageSpec> {
         let r0 = if self.small_stem { 1 } else { 2 };
@@ -178,9 +181,6 @@ impl Family for ResNet {
         v
     }
     fn head_stage_prefixes(&self) -> Vec<String> {
-        vec!["fc".into()]
-    }
-    fn classifier_prefixes(&self) -> Vec<String> {
         vec!["fc".into()]
     }
     fn num_features(&self) -> usize {
@@ -226,18 +226,7 @@ impl Family for ResNet {
         }
         Ok(y)
     }
-    fn forward_head<B: Backend>(
-        &self,
-        p: &Params<B>,
-        x: &B::Tensor,
-        pre_logits: bool,
-        _ctx: &Ctx<'_>,
-    ) -> Result<B::Tensor> {
-        let y = avg_pool_flat(p.backend(), x)?;
-        if pre_logits {
-            Ok(y)
-        } else {
-            nn::linear(p, "fc", &y)
-        }
+    fn pool<B: Backend>(&self, p: &Params<B>, x: &B::Tensor, _ctx: &Ctx<'_>) -> Result<B::Tensor> {
+        avg_pool_flat(p.backend(), x)
     }
 }

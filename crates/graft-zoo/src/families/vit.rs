@@ -11,7 +11,7 @@ use graft_core::{Error, Result};
 use serde::{Deserialize, Serialize};
 
 use crate::layers::{TRUNC_02, init_linear_trunc};
-use crate::model::{Family, StageSpec};
+use crate::model::{ClassifierSpec, Family, HeadInit, StageSpec};
 use crate::resample::resample_bicubic_aa;
 
 const LN_EPS: f64 = 1e-6;
@@ -125,11 +125,14 @@ impl Family for Vit {
         }
         nn::init_layer_norm(&root.sub("norm")?, d)
     }
-    fn init_head<B: Backend>(&self, root: &ParamPath<'_, B>, num_classes: usize) -> Result<()> {
-        if num_classes > 0 {
-            init_linear_trunc(&root.sub("head")?, self.dim, num_classes)?;
+    fn classifier(&self) -> ClassifierSpec {
+        let (dropout, dropout_path) = (self.drop, "head_drop");
+        ClassifierSpec {
+            prefix: "head",
+            init: HeadInit::TruncNormal02,
+            dropout,
+            dropout_path,
         }
-        Ok(())
     }
     fn stage_specs(&self) -> Vec<StageSpec> {
         let mut v = vec![StageSpec {
@@ -150,9 +153,6 @@ impl Family for Vit {
     }
     fn head_stage_prefixes(&self) -> Vec<String> {
         vec!["norm".into(), "head".into()]
-    }
-    fn classifier_prefixes(&self) -> Vec<String> {
-        vec!["head".into()]
     }
     fn num_features(&self) -> usize {
         self.dim
@@ -210,21 +210,10 @@ impl Family for Vit {
         let y = b.reshape(&y, &[s[0], g[0], g[1], s[2]])?;
         b.permute(&y, &[0, 3, 1, 2])
     }
-    fn forward_head<B: Backend>(
-        &self,
-        p: &Params<B>,
-        x: &B::Tensor,
-        pre_logits: bool,
-        ctx: &Ctx<'_>,
-    ) -> Result<B::Tensor> {
+    fn pool<B: Backend>(&self, p: &Params<B>, x: &B::Tensor, _ctx: &Ctx<'_>) -> Result<B::Tensor> {
         let b = p.backend();
         let s = b.shape(x);
-        let y = b.reshape(&b.narrow(x, 1, 0, 1)?, &[s[0], s[2]])?;
-        if pre_logits {
-            return Ok(y);
-        }
-        let y = nn::dropout(b, &y, self.drop, ctx, "head_drop")?;
-        nn::linear(p, "head", &y)
+        b.reshape(&b.narrow(x, 1, 0, 1)?, &[s[0], s[2]])
     }
     fn adapt_tensor(
         &self,
