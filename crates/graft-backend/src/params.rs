@@ -229,6 +229,35 @@ impl<B: Backend> Gradients<B> {
         self.map.insert(name.to_string(), (id, g));
         Ok(())
     }
+    /// Adds `other`'s gradients into these (accumulation over micro-batches); a name present in
+    /// only one side keeps that side's gradient. Gradients of one name computed for different
+    /// tensors (the parameter was replaced in between) are an error.
+    pub fn accumulate(&mut self, backend: &B, other: Gradients<B>) -> Result<()> {
+        for (name, (id, g)) in other.map {
+            match self.map.get_mut(&name) {
+                Some((id0, g0)) if *id0 == id => *g0 = backend.add(g0, &g)?,
+                Some(_) => {
+                    return Err(Error::invalid(
+                        "Gradients::accumulate",
+                        format!(
+                            "{name}: gradients for two different tensors (replaced between micro-batches?)"
+                        ),
+                    ));
+                }
+                None => {
+                    self.map.insert(name, (id, g));
+                }
+            }
+        }
+        Ok(())
+    }
+    /// Multiplies every gradient by `factor` (averaging accumulated micro-batches).
+    pub fn scale(&mut self, backend: &B, factor: f64) -> Result<()> {
+        for (_, g) in self.map.values_mut() {
+            *g = backend.mul_scalar(g, factor)?;
+        }
+        Ok(())
+    }
     /// Names that have a gradient.
     pub fn names(&self) -> impl Iterator<Item = &str> {
         self.map.keys().map(String::as_str)

@@ -252,6 +252,23 @@ impl<B: AutodiffBackend> Optimizer<B> {
         self.groups[i].params.extend(params.iter().cloned());
         Ok(())
     }
+    /// Moves parameters (from whatever group holds them) into `group`, keeping their state
+    /// (moments, step counts): re-planning groups does not reset what was learned.
+    pub fn move_params(&mut self, params: &[String], group: &str) -> Result<()> {
+        let to = self.index(group)?;
+        let moving: HashSet<&str> = params.iter().map(String::as_str).collect();
+        for (i, g) in self.groups.iter_mut().enumerate() {
+            if i != to {
+                g.params.retain(|p| !moving.contains(p.as_str()));
+            }
+        }
+        for p in params {
+            if !self.groups[to].params.contains(p) {
+                self.groups[to].params.push(p.clone());
+            }
+        }
+        Ok(())
+    }
     /// Removes parameters from whatever group holds them, with their state; returns how many.
     pub fn remove_params(&mut self, params: &[String]) -> usize {
         let drop: HashSet<&str> = params.iter().map(String::as_str).collect();
