@@ -701,3 +701,72 @@ impl fmt::Display for Plan {
         )
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use graft_ndarray::NdArray;
+    use graft_zoo::{ModelOptions, create_model};
+
+    fn resnet() -> Model<NdArray> {
+        create_model(
+            &NdArray,
+            "resnet18",
+            &ModelOptions::default().num_classes(4),
+        )
+        .expect("build")
+        .0
+    }
+
+    #[test]
+    fn regex_freeze_with_bias_exclusion() {
+        let m = resnet();
+        let sel = Selector::regex(r"^layer[12]\.").expect("regex");
+        let plan = Plan::new(
+            &m,
+            &FreezeConfig::selected(sel).keep(biases()),
+            &LrConfig::sgd(0.1),
+        )
+        .expect("plan");
+        assert!(!plan.is_trainable("layer1.0.conv1.weight"));
+        assert!(!plan.is_trainable("layer2.1.bn2.weight"));
+        assert!(
+            plan.is_trainable("layer2.1.bn2.bias"),
+            "kept by the exclusion"
+        );
+        assert!(plan.is_trainable("conv1.weight") && plan.is_trainable("layer3.0.conv1.weight"));
+        assert!(plan.bn_eval.contains(&"layer2.1.bn2".to_string()));
+        assert!(plan.bn_train.contains(&"bn1".to_string()));
+        // layer1 and layer2 are not all frozen (their BN biases train): dropout stays on
+        assert!(plan.dropout_off.is_empty());
+    }
+
+    #[test]
+    fn zero_stage_lr_freezes_and_bn_policy_keeps_affine() {
+        let m = resnet();
+        let lr = LrConfig {
+            spread: LrSpread::PerStage(vec![0.0, 0.0, 1e-3, 1e-3, 1e-3, 1e-2]),
+            ..LrConfig::adamw(1e-3)
+        };
+        let plan = Plan::new(&m, &FreezeConfig::none(), &lr).expect("plan");
+        assert!(!plan.is_trainable("layer1.0.conv1.weight"));
+        assert!(!plan.is_trainable("layer1.0.bn1.weight"));
+        assert!(plan.group_of("fc.weight").is_some_and(|g| g.lr == 1e-2));
+        assert_eq!(plan.dropout_off, vec!["conv1", "bn1", "layer1"]);
+        let plan = Plan::new(
+            &m,
+            &FreezeConfig::freeze_to(2).bn(BnPolicy::TrainAffineOnly),
+            &LrConfig::adamw(1e-3),
+        )
+        .expect("plan");
+        assert!(plan.is_trainable("layer1.0.bn1.weight"));
+        assert!(!plan.is_trainable("layer1.0.conv1.weight"));
+        assert!(plan.bn_eval.contains(&"layer1.0.bn1".to_string()));
+        let bad = LrConfig {
+            spread: LrSpread::PerStage(vec![1e-3; 3]),
+            ..LrConfig::adamw(1e-3)
+        };
+        let err = Plan::new(&m, &FreezeConfig::none(), &bad).expect_err("wrong length");
+        assert!(err.to_string().contains("6 stages"), "{err}");
+    }
+}
