@@ -1,0 +1,279 @@
+//! Datasets: indexable samples with class labels.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use graft_core::{Error, Result};
+
+/// One sample: a CHW float image and its class.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Sample {
+    /// `[channels, height, width]`.
+    pub shape: [usize; 3],
+    /// Row-major CHW values.
+    pub data: Vec<f32>,
+    pub label: usize,
+}
+
+/// Indexable labelled samples. `label` must be cheap (splits and stratification read every one
+/// without decoding images); `get` may decode.
+pub trait Dataset: Send + Sync + std::fmt::Debug {
+    fn len(&self) -> usize;
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    /// The class of sample `i`, without loading it.
+    fn label(&self, i: usize) -> usize;
+    /// Sample `i` (errors name the file for datasets on disk).
+    fn get(&self, i: usize) -> Result<Sample>;
+    /// Class names, index = label.
+    fn classes(&self) -> &[String];
+    /// Every label, in order.
+    fn labels(&self) -> Vec<usize> {
+        (0..self.len()).map(|i| self.label(i)).collect()
+    }
+}
+
+/// Images held in memory as one `[N, C, H, W]` float array.
+#[derive(Debug, Clone)]
+pub struct ArrayDataset {
+    shape: [usize; 3],
+    data: Arc<Vec<f32>>,
+    labels: Vec<usize>,
+    classes: Vec<String>,
+}
+
+const DIGITS: &[u8] = include_bytes!("../data/digits.bin");
+
+impl ArrayDataset {
+    /// From raw parts; `data.len()` must be `labels.len() × C × H × W` and every label a class.
+    pub fn new(
+        shape: [usize; 3],
+        data: Vec<f32>,
+        labels: Vec<usize>,
+        classes: Vec<String>,
+    ) -> Result<Self> {
+        let per: usize = shape.iter().product();
+        if per == 0 || data.len() != per * labels.len() {
+            return Err(Error::shape(
+                "ArrayDataset",
+                format!(
+                    "{} values for {} samples of {shape:?}",
+                    data.len(),
+                    labels.len()
+                ),
+            ));
+        }
+        if let Some(bad) = labels.iter().find(|&&l| l >= classes.len()) {
+            return Err(Error::invalid(
+                "ArrayDataset",
+                format!("label {bad} but only {} classes", classes.len()),
+            ));
+        }
+        Ok(Self {
+            shape,
+            data: Arc::new(data),
+            labels,
+            classes,
+        })
+    }
+    /// scikit-learn's 1797 real 8×8 handwritten digits (UCI, CC BY 4.0; see `data/README.md`),
+    /// one channel, pixel values scaled from 0–16 to 0–1, classes "0" … "9".
+    pub fn digits() -> Self {
+        const REC: usize = 65;
+        let n = DIGITS.len() / REC;
+        let mut data = Vec::with_capacity(n * 64);
+        let mut labels = Vec::with_capacity(n);
+        for r in DIGITS.chunks_exact(REC) {
+            data.extend(r[..64].iter().map(|&v| f32::from(v) / 16.0));
+            labels.push(usize::from(r[64]));
+        }
+        let classes = (0..10).map(|d| d.to_string()).collect();
+        Self {
+            shape: [1, 8, 8],
+            data: Arc::new(data),
+            labels,
+            classes,
+        }
+    }
+    /// From two `.npy` files: images `[N, C, H, W]` (or `[N, H, W]`) float32, labels `[N]` int64
+    /// (or int32 / uint8). Class names are the label values.
+    pub fn from_npy(images: &Path, labels: &Path) -> Result<Self> {
+        let x: ndarray::ArrayD<f32> = ndarray_npy::read_npy(images)
+            .map_err(|e| Error::format(images, format!("expected a float32 .npy array: {e}")))?;
+        let shape = match x.shape() {
+            [_, c, h, w] => [*c, *h, *w],
+            [_, h, w] => [1, *h, *w],
+            s => {
+                return Err(Error::format(
+                    images,
+                    format!("expected [N, C, H, W] or [N, H, W], got {s:?}"),
+                ));
+            }
+        };
+        let y: Vec<usize> = read_labels(labels)?;
+        if y.len() != x.shape()[0] {
+            return Err(Error::format(
+                labels,
+                format!(
+                    "{} labels for {} images in {}",
+                    y.len(),
+                    x.shape()[0],
+                    images.display()
+                ),
+            ));
+        }
+        let n_classes = y.iter().copied().max().map_or(0, |m| m + 1);
+        let data: Vec<f32> = x.iter().copied().collect();
+        Self::new(
+            shape,
+            data,
+            y,
+            (0..n_classes).map(|c| c.to_string()).collect(),
+        )
+        .map_err(|e| Error::format(images, e.to_string()))
+    }
+    /// Sample shape `[C, H, W]`.
+    pub fn sample_shape(&self) -> [usize; 3] {
+        self.shape
+    }
+}
+
+fn read_labels(path: &Path) -> Result<Vec<usize>> {
+    let bad = |what: &str| {
+        Error::format(
+            path,
+            format!("labels must be a 1-d non-negative integer .npy array ({what})"),
+        )
+    };
+    if let Ok(a) = ndarray_npy::read_npy::<_, ndarray::Array1<i64>>(path) {
+        return a
+            .iter()
+            .map(|&v| usize::try_from(v).map_err(|_| bad("negative label")))
+            .collect();
+    }
+    if let Ok(a) = ndarray_npy::read_npy::<_, ndarray::Array1<i32>>(path) {
+        return a
+            .iter()
+            .map(|&v| usize::try_from(v).map_err(|_| bad("negative label")))
+            .collect();
+    }
+    match ndarray_npy::read_npy::<_, ndarray::Array1<u8>>(path) {
+        Ok(a) => Ok(a.iter().map(|&v| usize::from(v)).collect()),
+        Err(e) => Err(Error::format(
+            path,
+            format!("not a 1-d int64 / int32 / uint8 .npy array: {e}"),
+        )),
+    }
+}
+
+impl Dataset for ArrayDataset {
+    fn len(&self) -> usize {
+        self.labels.len()
+    }
+    fn label(&self, i: usize) -> usize {
+        self.labels[i]
+    }
+    fn get(&self, i: usize) -> Result<Sample> {
+        if i >= self.labels.len() {
+            return Err(Error::invalid(
+                "ArrayDataset::get",
+                format!("index {i} of {}", self.labels.len()),
+            ));
+        }
+        let per: usize = self.shape.iter().product();
+        Ok(Sample {
+            shape: self.shape,
+            data: self.data[i * per..(i + 1) * per].to_vec(),
+            label: self.labels[i],
+        })
+    }
+    fn classes(&self) -> &[String] {
+        &self.classes
+    }
+}
+
+/// Some samples of a dataset, optionally relabelled (digits 5–9 as classes 0–4).
+#[derive(Debug, Clone)]
+pub struct Subset {
+    base: Arc<dyn Dataset>,
+    indices: Vec<usize>,
+    relabel: Option<Vec<usize>>,
+    classes: Vec<String>,
+}
+
+impl Subset {
+    /// `indices` of `base`, labels unchanged.
+    pub fn new(base: Arc<dyn Dataset>, indices: Vec<usize>) -> Result<Self> {
+        if let Some(bad) = indices.iter().find(|&&i| i >= base.len()) {
+            return Err(Error::invalid(
+                "Subset",
+                format!("index {bad} of a dataset of {}", base.len()),
+            ));
+        }
+        let classes = base.classes().to_vec();
+        Ok(Self {
+            base,
+            indices,
+            relabel: None,
+            classes,
+        })
+    }
+    /// `indices` of `base` whose labels are among `keep`, relabelled to their position in `keep`
+    /// (class names follow).
+    pub fn with_classes(
+        base: Arc<dyn Dataset>,
+        indices: Vec<usize>,
+        keep: &[usize],
+    ) -> Result<Self> {
+        let n = base.classes().len();
+        if let Some(bad) = keep.iter().find(|&&c| c >= n) {
+            return Err(Error::invalid("Subset", format!("class {bad} of {n}")));
+        }
+        let mut map = vec![usize::MAX; n];
+        for (new, &old) in keep.iter().enumerate() {
+            map[old] = new;
+        }
+        let indices: Vec<usize> = indices
+            .into_iter()
+            .filter(|&i| i < base.len() && map[base.label(i)] != usize::MAX)
+            .collect();
+        let classes = keep.iter().map(|&c| base.classes()[c].clone()).collect();
+        Ok(Self {
+            base,
+            indices,
+            relabel: Some(map),
+            classes,
+        })
+    }
+    /// Indices into the base dataset.
+    pub fn indices(&self) -> &[usize] {
+        &self.indices
+    }
+}
+
+impl Dataset for Subset {
+    fn len(&self) -> usize {
+        self.indices.len()
+    }
+    fn label(&self, i: usize) -> usize {
+        let l = self.base.label(self.indices[i]);
+        self.relabel.as_ref().map_or(l, |m| m[l])
+    }
+    fn get(&self, i: usize) -> Result<Sample> {
+        let j = *self.indices.get(i).ok_or_else(|| {
+            Error::invalid(
+                "Subset::get",
+                format!("index {i} of {}", self.indices.len()),
+            )
+        })?;
+        let mut s = self.base.get(j)?;
+        if let Some(m) = &self.relabel {
+            s.label = m[s.label];
+        }
+        Ok(s)
+    }
+    fn classes(&self) -> &[String] {
+        &self.classes
+    }
+}

@@ -1,0 +1,19 @@
+//! graft-data: datasets, splits and the loader.
+//!
+//! Owns: the [`Dataset`] trait (indexable samples with a class label), in-memory array datasets
+//! (scikit-learn's real handwritten digits ship inside the crate; `.npy` pairs), subsets with
+//! relabelling, seeded stratified splits, class subsets and k-shot sampling, and the [`Loader`]:
+//! seeded shuffling, batching, per-sample transforms run in parallel on rayon with bounded
+//! prefetch, each sample's randomness keyed on (seed, epoch, index) so neither order nor thread
+//! count changes it, and a bad-sample policy.
+//!
+//! Must not know: models, backends' tensors (batches leave as host `TensorData`), training,
+//! optimizers, TOML.
+
+mod dataset;
+mod loader;
+mod split;
+
+pub use dataset::{ArrayDataset, Dataset, Sample, Subset};
+pub use loader::{BadSample, Batch, Loader, LoaderConfig, Transform};
+pub use split::{class_subset, k_shot, stratified_split};
