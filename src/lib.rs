@@ -11,10 +11,12 @@
 
 pub use graft_backend as backend;
 pub use graft_core as core;
+pub use graft_data as data;
 pub use graft_ndarray as ndarray;
 pub use graft_optim as optim;
 pub use graft_surgery as surgery;
 pub use graft_tch as tch;
+pub use graft_train as train;
 pub use graft_zoo as zoo;
 
 pub use graft_backend::{AutodiffBackend, Backend, Ctx, DType, ModeTable, Params, TensorData};

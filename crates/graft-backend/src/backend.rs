@@ -411,6 +411,9 @@ pub trait AutodiffBackend: Backend {
     ) -> Result<Vec<Option<Self::Tensor>>>;
     /// Runs `f` with gradient recording off.
     fn no_grad<R>(&self, f: impl FnOnce() -> R) -> R;
+    /// Intra-op threads the backend computes with (results depend on it: training runs record it
+    /// and refuse to resume under another count).
+    fn num_threads(&self) -> usize;
     /// A tensor sharing `x`'s values with no autograd history.
     fn detach(&self, x: &Self::Tensor) -> Result<Self::Tensor>;
     /// `dst ← src` in place (no gradient recorded); shapes must match, `src` is cast to `dst`'s

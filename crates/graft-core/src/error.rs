@@ -69,6 +69,11 @@ pub enum Error {
     #[error("{}: {msg}", .path.display())]
     Format { path: PathBuf, msg: String },
 
+    /// A training run that cannot go on (a non-finite loss, a resume that does not match the
+    /// run), with what to do about it.
+    #[error("training: {0}")]
+    Training(String),
+
     /// A model name the registry does not know, with the closest names it does.
     #[error("unknown model {name:?}{}", hint_suffix(.hint))]
     UnknownModel { name: String, hint: String },

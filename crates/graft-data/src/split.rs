@@ -19,7 +19,9 @@ fn by_class(labels: &[usize], indices: &[usize]) -> Vec<Vec<usize>> {
 /// fractions). Each part is sorted.
 pub fn stratified_split(labels: &[usize], fractions: &[f64], seed: u64) -> Result<Vec<Vec<usize>>> {
     let total: f64 = fractions.iter().sum();
-    if fractions.is_empty() || fractions.iter().any(|f| !(*f >= 0.0)) || (total - 1.0).abs() > 1e-9
+    if fractions.is_empty()
+        || fractions.iter().any(|f| f.is_nan() || *f < 0.0)
+        || (total - 1.0).abs() > 1e-9
     {
         return Err(Error::invalid(
             "stratified_split",

@@ -709,6 +709,9 @@ impl AutodiffBackend for Tch {
     fn no_grad<R>(&self, f: impl FnOnce() -> R) -> R {
         tch::no_grad(f)
     }
+    fn num_threads(&self) -> usize {
+        Tch::num_threads()
+    }
     fn detach(&self, x: &TchTensor) -> Result<TchTensor> {
         Ok(t(x.0.f_detach().map_err(err("detach"))?))
     }

@@ -1,0 +1,30 @@
+//! graft-train: one training loop for every route, generic over `AutodiffBackend`.
+//!
+//! Owns: learning-rate / momentum schedules ([`Schedule`]), the classification loss (cross-entropy
+//! with label smoothing and soft targets) and metrics (loss, top-1, top-5, per-class accuracy,
+//! confusion matrix), the loop ([`Trainer::fit`]: epochs, evaluation, early stopping, gradient
+//! accumulation, gradient clipping, weight EMA, callbacks), `metrics.jsonl`, atomic checkpoints
+//! and exact resume, the non-finite-loss guard.
+//!
+//! Must not know: concrete backends, which parameters are frozen (a surgery plan's optimizer and
+//! mode table come in), datasets beyond the loader's batches, TOML, the CLI.
+//!
+//! Determinism: every stochastic op is seeded from (seed, step) through the forward context and
+//! the loader draws from (seed, epoch, index), so a run resumed from a checkpoint replays the
+//! same steps; the backend's thread count is recorded and a resume under another count is refused
+//! (results differ between 1 and 2 threads).
+
+mod checkpoint;
+mod loss;
+mod metrics;
+mod schedule;
+mod trainer;
+
+pub use checkpoint::Checkpoint;
+pub use loss::{Targets, cross_entropy};
+pub use metrics::{ClassMetrics, evaluate};
+pub use schedule::Schedule;
+pub use trainer::{
+    Callback, Control, EarlyStopping, EpochRecord, History, Monitor, StepRecord, TrainConfig,
+    Trainer, snapshot,
+};

@@ -1,0 +1,98 @@
+//! Classification metrics from logits, on the host.
+
+use graft_backend::{Backend, Ctx, TensorData};
+use graft_core::Result;
+use graft_data::Loader;
+use graft_zoo::Model;
+use serde::Serialize;
+
+use crate::loss::{Targets, cross_entropy};
+
+/// Loss, top-1 / top-5 accuracy, per-class accuracy and the confusion matrix of a dataset.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ClassMetrics {
+    pub samples: usize,
+    pub loss: f64,
+    pub top1: f64,
+    pub top5: f64,
+    pub per_class: Vec<f64>,
+    /// `confusion[true][predicted]`.
+    pub confusion: Vec<Vec<usize>>,
+}
+
+impl ClassMetrics {
+    fn new(c: usize) -> Self {
+        Self {
+            samples: 0,
+            loss: 0.0,
+            top1: 0.0,
+            top5: 0.0,
+            per_class: vec![0.0; c],
+            confusion: vec![vec![0; c]; c],
+        }
+    }
+    fn add(&mut self, logits: &TensorData, labels: &[usize], loss_sum: f64) {
+        let a = logits.to_f32();
+        let c = a.shape()[1];
+        for (i, &y) in labels.iter().enumerate() {
+            let row: Vec<f32> = (0..c).map(|j| a[[i, j]]).collect();
+            let mut order: Vec<usize> = (0..c).collect();
+            order.sort_by(|&p, &q| row[q].total_cmp(&row[p]).then(p.cmp(&q)));
+            if order[0] == y {
+                self.top1 += 1.0;
+            }
+            if order.iter().take(5).any(|&k| k == y) {
+                self.top5 += 1.0;
+            }
+            if y < self.confusion.len() && order[0] < self.confusion.len() {
+                self.confusion[y][order[0]] += 1;
+            }
+        }
+        self.samples += labels.len();
+        self.loss += loss_sum;
+    }
+    fn finish(mut self) -> Self {
+        let n = self.samples.max(1) as f64;
+        self.loss /= n;
+        self.top1 /= n;
+        self.top5 /= n;
+        for (k, row) in self.confusion.iter().enumerate() {
+            let total: usize = row.iter().sum();
+            self.per_class[k] = if total == 0 {
+                f64::NAN
+            } else {
+                row[k] as f64 / total as f64
+            };
+        }
+        self
+    }
+}
+
+/// Evaluates `model` on every batch of `loader` (epoch 0 order) under `ctx` (eval mode).
+pub fn evaluate<B: Backend>(
+    model: &Model<B>,
+    loader: &Loader,
+    ctx: &Ctx<'_>,
+) -> Result<ClassMetrics> {
+    let b = model.backend();
+    let mut m = ClassMetrics::new(model.num_classes());
+    for batch in loader.epoch(0) {
+        let batch = batch?;
+        let x = b.from_data(&batch.images)?;
+        let logits = model.forward(&x, ctx)?;
+        let loss = cross_entropy(b, &logits, &Targets::Hard(batch.labels.clone()), 0.0)?;
+        let l = b
+            .to_data(&loss)?
+            .to_f64()
+            .iter()
+            .next()
+            .copied()
+            .unwrap_or(f64::NAN);
+        m.add(
+            &b.to_data(&logits)?,
+            &batch.labels,
+            l * batch.labels.len() as f64,
+        );
+    }
+    Ok(m.finish())
+}

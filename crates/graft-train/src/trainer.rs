@@ -1,0 +1,603 @@
+//! The loop.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use graft_backend::{AutodiffBackend, Backend, Ctx, Gradients, ModeTable, ParamKind, TensorData};
+use graft_core::{Error, Result};
+use graft_data::Loader;
+use graft_optim::Optimizer;
+use graft_zoo::Model;
+use serde::Serialize;
+
+use crate::checkpoint::Checkpoint;
+use crate::loss::{Targets, cross_entropy};
+use crate::metrics::{ClassMetrics, evaluate};
+use crate::schedule::Schedule;
+
+/// The validation metric early stopping watches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Monitor {
+    ValLoss,
+    ValTop1,
+}
+
+/// Stop when the monitored metric has not improved by `min_delta` for `patience` epochs.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct EarlyStopping {
+    pub monitor: Monitor,
+    pub patience: usize,
+    pub min_delta: f64,
+}
+
+/// How to train.
+#[derive(Debug, Clone)]
+pub struct TrainConfig {
+    pub epochs: usize,
+    /// Seeds dropout / drop-path masks (with the step) — the loader has its own seed.
+    pub seed: u64,
+    /// Loader batches per optimizer step (gradients averaged over them).
+    pub accumulate: usize,
+    /// Clip the global gradient norm to this.
+    pub clip_grad_norm: Option<f64>,
+    pub label_smoothing: f64,
+    pub schedule: Schedule,
+    pub early_stopping: Option<EarlyStopping>,
+    /// Keep an exponential moving average of the weights with this decay (timm's ModelEma).
+    pub ema_decay: Option<f64>,
+    /// Checkpoint every N optimizer steps (and at the end of every epoch) into `run_dir`.
+    pub checkpoint_every: Option<usize>,
+    /// Where `checkpoint.safetensors` and `metrics.jsonl` go; `None` keeps nothing on disk.
+    pub run_dir: Option<PathBuf>,
+    /// Continue from `run_dir/checkpoint.safetensors` when it exists.
+    pub resume: bool,
+}
+
+impl TrainConfig {
+    /// `epochs` epochs, seed 0, no accumulation, clipping, smoothing, EMA or early stopping.
+    pub fn new(epochs: usize) -> Self {
+        Self {
+            epochs,
+            seed: 0,
+            accumulate: 1,
+            clip_grad_norm: None,
+            label_smoothing: 0.0,
+            schedule: Schedule::Constant,
+            early_stopping: None,
+            ema_decay: None,
+            checkpoint_every: None,
+            run_dir: None,
+            resume: false,
+        }
+    }
+}
+
+/// One optimizer step, as logged.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct StepRecord {
+    pub epoch: usize,
+    pub step: usize,
+    pub loss: f64,
+    /// The highest group LR (the head's, under a spread).
+    pub lr: f64,
+    pub grad_norm: Option<f64>,
+    /// Wall-clock seconds since the process started this run (not reproducible).
+    pub time_s: f64,
+}
+
+/// One epoch, as logged.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct EpochRecord {
+    pub epoch: usize,
+    pub step: usize,
+    pub train_loss: f64,
+    pub val: Option<ClassMetrics>,
+    pub ema_val: Option<ClassMetrics>,
+    /// Training images per second this epoch (wall clock).
+    pub img_per_s: f64,
+    pub time_s: f64,
+}
+
+/// What a callback wants.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Control {
+    Continue,
+    Stop,
+}
+
+/// Hooks a strategy plugs into the loop.
+pub trait Callback {
+    fn on_step(&mut self, _r: &StepRecord) -> Control {
+        Control::Continue
+    }
+    fn on_epoch(&mut self, _r: &EpochRecord) -> Control {
+        Control::Continue
+    }
+}
+
+/// What a run did.
+#[derive(Debug, Clone, Default)]
+pub struct History {
+    pub steps: Vec<StepRecord>,
+    pub epochs: Vec<EpochRecord>,
+    pub stopped_early: bool,
+}
+
+/// The training loop over a model, an optimizer (from a surgery plan, say) and the mode table
+/// that goes with it.
+pub struct Trainer<B: AutodiffBackend> {
+    cfg: TrainConfig,
+    opt: Optimizer<B>,
+    modes: ModeTable,
+    base_lrs: BTreeMap<String, f64>,
+    callbacks: Vec<Box<dyn Callback>>,
+    ema: Option<BTreeMap<String, B::Tensor>>,
+}
+
+impl<B: AutodiffBackend> std::fmt::Debug for Trainer<B> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Trainer")
+            .field("cfg", &self.cfg)
+            .field("groups", &self.base_lrs)
+            .finish()
+    }
+}
+
+#[derive(Debug, Default, Clone)]
+struct LoopState {
+    step: usize,
+    epoch: usize,
+    batch: usize,
+    metrics_lines: usize,
+    best: Option<f64>,
+    bad_epochs: usize,
+    epoch_loss_sum: f64,
+    epoch_loss_n: usize,
+}
+
+fn host_scalar<B: Backend>(b: &B, x: &B::Tensor) -> Result<f64> {
+    b.to_data(x)?
+        .to_f64()
+        .iter()
+        .next()
+        .copied()
+        .ok_or_else(|| Error::Training("empty loss tensor".into()))
+}
+
+impl<B: AutodiffBackend> Trainer<B> {
+    /// A trainer; the optimizer's current group LRs are the schedule's base LRs.
+    pub fn new(cfg: TrainConfig, opt: Optimizer<B>, modes: ModeTable) -> Self {
+        let base_lrs = opt
+            .groups()
+            .iter()
+            .map(|g| (g.name.clone(), g.hyper.lr))
+            .collect();
+        Self {
+            cfg,
+            opt,
+            modes,
+            base_lrs,
+            callbacks: Vec::new(),
+            ema: None,
+        }
+    }
+    /// Adds a callback.
+    pub fn with_callback(mut self, c: Box<dyn Callback>) -> Self {
+        self.callbacks.push(c);
+        self
+    }
+    /// The optimizer.
+    pub fn optimizer(&self) -> &Optimizer<B> {
+        &self.opt
+    }
+    /// The EMA weights, when kept.
+    pub fn ema(&self) -> Option<&BTreeMap<String, B::Tensor>> {
+        self.ema.as_ref()
+    }
+
+    fn checkpoint_path(&self) -> Option<PathBuf> {
+        self.cfg
+            .run_dir
+            .as_ref()
+            .map(|d| d.join("checkpoint.safetensors"))
+    }
+
+    fn write_metrics(&self, st: &mut LoopState, kind: &str, record: &impl Serialize) -> Result<()> {
+        let Some(dir) = &self.cfg.run_dir else {
+            return Ok(());
+        };
+        let path = dir.join("metrics.jsonl");
+        let mut v = serde_json::to_value(record).map_err(|e| Error::Training(e.to_string()))?;
+        if let serde_json::Value::Object(m) = &mut v {
+            m.insert("kind".into(), serde_json::Value::String(kind.into()));
+        }
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .map_err(|e| Error::io(&path, e))?;
+        writeln!(f, "{v}").map_err(|e| Error::io(&path, e))?;
+        st.metrics_lines += 1;
+        Ok(())
+    }
+
+    fn save_checkpoint(&self, model: &Model<B>, st: &LoopState) -> Result<()> {
+        let Some(path) = self.checkpoint_path() else {
+            return Ok(());
+        };
+        let b = model.backend();
+        let ema = match &self.ema {
+            Some(e) => Some(
+                e.iter()
+                    .map(|(k, t)| Ok((k.clone(), b.to_data(t)?)))
+                    .collect::<Result<BTreeMap<_, _>>>()?,
+            ),
+            None => None,
+        };
+        let mut extra = BTreeMap::new();
+        if let Some(best) = st.best {
+            extra.insert("best".into(), format!("{best:e}"));
+        }
+        extra.insert("bad_epochs".into(), st.bad_epochs.to_string());
+        extra.insert("epoch_loss_sum".into(), format!("{:e}", st.epoch_loss_sum));
+        extra.insert("epoch_loss_n".into(), st.epoch_loss_n.to_string());
+        Checkpoint {
+            step: st.step,
+            epoch: st.epoch,
+            batch: st.batch,
+            seed: self.cfg.seed,
+            threads: b.num_threads(),
+            metrics_lines: st.metrics_lines,
+            model: model.params().to_data()?,
+            optimizer: self.opt.export_state(model.params())?,
+            ema,
+            extra,
+        }
+        .save(&path)
+    }
+
+    fn resume(&mut self, model: &mut Model<B>, path: &Path) -> Result<LoopState> {
+        let ck = Checkpoint::load(path)?;
+        let b = model.backend().clone();
+        if ck.threads != b.num_threads() {
+            return Err(Error::Training(format!(
+                "{} was written with {} threads and this process computes with {}: results depend on the thread count, so set it to {} to resume exactly",
+                path.display(),
+                ck.threads,
+                b.num_threads(),
+                ck.threads
+            )));
+        }
+        if ck.seed != self.cfg.seed {
+            return Err(Error::Training(format!(
+                "{} is from a run with seed {}, this run has seed {}",
+                path.display(),
+                ck.seed,
+                self.cfg.seed
+            )));
+        }
+        for (name, e) in model.params().iter() {
+            let data = ck
+                .model
+                .get(name)
+                .ok_or_else(|| Error::format(path, format!("checkpoint lacks {name:?}")))?;
+            let src = b.from_data(&data.cast(b.dtype(&e.tensor)))?;
+            b.no_grad(|| b.assign(&e.tensor, &src))?;
+        }
+        self.opt = Optimizer::import_state(&ck.optimizer, model.params())?;
+        self.ema = match ck.ema {
+            Some(e) => Some(
+                e.iter()
+                    .map(|(k, v)| Ok((k.clone(), b.from_data(v)?)))
+                    .collect::<Result<BTreeMap<_, _>>>()?,
+            ),
+            None => None,
+        };
+        if let Some(dir) = &self.cfg.run_dir {
+            let mpath = dir.join("metrics.jsonl");
+            if let Ok(text) = std::fs::read_to_string(&mpath) {
+                let kept: Vec<&str> = text.lines().take(ck.metrics_lines).collect();
+                let mut out = kept.join("\n");
+                if !kept.is_empty() {
+                    out.push('\n');
+                }
+                graft_backend::safetensors_io::write_atomic(&mpath, out.as_bytes())?;
+            }
+        }
+        let parse = |k: &str| ck.extra.get(k).and_then(|v| v.parse::<f64>().ok());
+        Ok(LoopState {
+            step: ck.step,
+            epoch: ck.epoch,
+            batch: ck.batch,
+            metrics_lines: ck.metrics_lines,
+            best: parse("best"),
+            bad_epochs: parse("bad_epochs").unwrap_or(0.0) as usize,
+            epoch_loss_sum: parse("epoch_loss_sum").unwrap_or(0.0),
+            epoch_loss_n: parse("epoch_loss_n").unwrap_or(0.0) as usize,
+        })
+    }
+
+    fn clip(&self, b: &B, grads: &mut Gradients<B>) -> Result<Option<f64>> {
+        let Some(max) = self.cfg.clip_grad_norm else {
+            return Ok(None);
+        };
+        let mut names: Vec<String> = grads.names().map(str::to_string).collect();
+        names.sort();
+        let mut total = 0.0;
+        for n in &names {
+            if let Some(g) = grads.get(n) {
+                let sq = b.sum(&b.mul(g, g)?, &(0..b.rank(g)).collect::<Vec<_>>(), false)?;
+                total += host_scalar(b, &sq)?;
+            }
+        }
+        let norm = total.sqrt();
+        let coef = max / (norm + 1e-6);
+        if coef < 1.0 {
+            grads.scale(b, coef)?;
+        }
+        Ok(Some(norm))
+    }
+
+    fn update_ema(&mut self, model: &Model<B>) -> Result<()> {
+        let Some(decay) = self.cfg.ema_decay else {
+            return Ok(());
+        };
+        let b = model.backend().clone();
+        match &mut self.ema {
+            None => {
+                let mut e = BTreeMap::new();
+                for (name, entry) in model.params().iter() {
+                    e.insert(name.to_string(), b.from_data(&b.to_data(&entry.tensor)?)?);
+                }
+                self.ema = Some(e);
+            }
+            Some(e) => {
+                for (name, entry) in model.params().iter() {
+                    let Some(avg) = e.get(name) else { continue };
+                    let cur = &entry.tensor;
+                    let new = if b.dtype(cur).is_float() {
+                        b.no_grad(|| -> Result<B::Tensor> {
+                            let d = b.detach(cur)?;
+                            b.add(&b.mul_scalar(avg, decay)?, &b.mul_scalar(&d, 1.0 - decay)?)
+                        })?
+                    } else {
+                        b.detach(cur)?
+                    };
+                    e.insert(name.to_string(), new);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn evaluate_ema(&self, model: &Model<B>, val: &Loader) -> Result<Option<ClassMetrics>> {
+        let Some(e) = &self.ema else {
+            return Ok(None);
+        };
+        let b = model.backend();
+        let mut saved = Vec::new();
+        for (name, entry) in model.params().iter() {
+            if let Some(avg) = e.get(name) {
+                saved.push((name.to_string(), b.from_data(&b.to_data(&entry.tensor)?)?));
+                b.no_grad(|| b.assign(&entry.tensor, avg))?;
+            }
+        }
+        let m = evaluate(model, val, &Ctx::eval());
+        for (name, t) in saved {
+            let dst = model.params().get(&name)?;
+            b.no_grad(|| b.assign(dst, &t))?;
+        }
+        m.map(Some)
+    }
+
+    /// Trains `model` on `train` for the configured epochs, evaluating on `val` after each epoch.
+    pub fn fit(
+        &mut self,
+        model: &mut Model<B>,
+        train: &Loader,
+        val: Option<&Loader>,
+    ) -> Result<History> {
+        let b = model.backend().clone();
+        let acc = self.cfg.accumulate.max(1);
+        let per_epoch = train.num_batches().div_ceil(acc);
+        let total = per_epoch * self.cfg.epochs;
+        let started = Instant::now();
+        if let Some(dir) = &self.cfg.run_dir {
+            std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+        }
+        let mut st = match self.checkpoint_path() {
+            Some(p) if self.cfg.resume && p.exists() => self.resume(model, &p)?,
+            _ => {
+                if let Some(dir) = &self.cfg.run_dir {
+                    let m = dir.join("metrics.jsonl");
+                    if m.exists() {
+                        std::fs::remove_file(&m).map_err(|e| Error::io(&m, e))?;
+                    }
+                }
+                LoopState::default()
+            }
+        };
+        let mut history = History::default();
+        let trainable: Vec<String> = model
+            .params()
+            .iter()
+            .filter(|(_, e)| e.kind == ParamKind::Parameter && b.requires_grad(&e.tensor))
+            .map(|(n, _)| n.to_string())
+            .collect();
+        if trainable.is_empty() {
+            return Err(Error::Training(
+                "no parameter requires grad: apply a surgery plan (or set_trainable) first".into(),
+            ));
+        }
+        while st.epoch < self.cfg.epochs {
+            let epoch = st.epoch;
+            let t_epoch = Instant::now();
+            let mut images = 0usize;
+            let mut pending: Option<Gradients<B>> = None;
+            let mut pending_n = 0usize;
+            let mut pending_loss = 0.0;
+            let n_batches = train.num_batches();
+            let mut stop = false;
+            for (k, batch) in train.epoch_from(epoch as u64, st.batch).enumerate() {
+                let bi = st.batch + k;
+                let batch = batch?;
+                images += batch.labels.len();
+                let x = b.from_data(&batch.images)?;
+                let ctx = Ctx::train(
+                    &self.modes,
+                    self.cfg.seed,
+                    (st.step * acc + pending_n) as u64,
+                );
+                let logits = model.forward(&x, &ctx)?;
+                let loss = cross_entropy(
+                    &b,
+                    &logits,
+                    &Targets::Hard(batch.labels.clone()),
+                    self.cfg.label_smoothing,
+                )?;
+                let l = host_scalar(&b, &loss)?;
+                if !l.is_finite() {
+                    let lr = self
+                        .opt
+                        .groups()
+                        .iter()
+                        .map(|g| g.hyper.lr)
+                        .fold(0.0, f64::max);
+                    let ck = match self.checkpoint_path() {
+                        Some(p) if p.exists() => format!(
+                            "the last good checkpoint is {} (kept untouched)",
+                            p.display()
+                        ),
+                        _ => "no checkpoint was written".into(),
+                    };
+                    return Err(Error::Training(format!(
+                        "loss is {l} at epoch {epoch}, step {} (lr {lr:.3e}): stopping; {ck}. Lower the learning rate or clip gradients",
+                        st.step
+                    )));
+                }
+                let g = model.params().gradients(&loss)?;
+                match &mut pending {
+                    None => pending = Some(g),
+                    Some(p) => p.accumulate(&b, g)?,
+                }
+                pending_n += 1;
+                pending_loss += l;
+                let last_of_epoch = bi + 1 == n_batches;
+                if pending_n < acc && !last_of_epoch {
+                    continue;
+                }
+                let mut grads = pending
+                    .take()
+                    .ok_or_else(|| Error::Training("no gradients".into()))?;
+                if pending_n > 1 {
+                    grads.scale(&b, 1.0 / pending_n as f64)?;
+                }
+                let grad_norm = self.clip(&b, &mut grads)?;
+                let f = self.cfg.schedule.factor(st.step, total);
+                for (gname, base) in &self.base_lrs {
+                    if *base > 0.0 {
+                        self.opt.set_lr(gname, base * f)?;
+                        if let Some(m) = self.cfg.schedule.momentum(st.step, total) {
+                            self.opt.set_momentum(gname, m)?;
+                        }
+                    }
+                }
+                self.opt.step(model.params(), &grads)?;
+                self.update_ema(model)?;
+                let loss_mean = pending_loss / pending_n as f64;
+                st.epoch_loss_sum += loss_mean;
+                st.epoch_loss_n += 1;
+                st.step += 1;
+                st.batch = bi + 1;
+                pending_n = 0;
+                pending_loss = 0.0;
+                let rec = StepRecord {
+                    epoch,
+                    step: st.step,
+                    loss: loss_mean,
+                    lr: self
+                        .opt
+                        .groups()
+                        .iter()
+                        .map(|g| g.hyper.lr)
+                        .fold(0.0, f64::max),
+                    grad_norm,
+                    time_s: started.elapsed().as_secs_f64(),
+                };
+                self.write_metrics(&mut st, "step", &rec)?;
+                for c in &mut self.callbacks {
+                    if c.on_step(&rec) == Control::Stop {
+                        stop = true;
+                    }
+                }
+                history.steps.push(rec);
+                if let Some(every) = self.cfg.checkpoint_every
+                    && st.step % every == 0
+                    && !last_of_epoch
+                {
+                    self.save_checkpoint(model, &st)?;
+                }
+                if stop {
+                    break;
+                }
+            }
+            let val_m = match val {
+                Some(v) => Some(evaluate(model, v, &Ctx::eval())?),
+                None => None,
+            };
+            let ema_m = match val {
+                Some(v) => self.evaluate_ema(model, v)?,
+                None => None,
+            };
+            let secs = t_epoch.elapsed().as_secs_f64();
+            let rec = EpochRecord {
+                epoch,
+                step: st.step,
+                train_loss: st.epoch_loss_sum / st.epoch_loss_n.max(1) as f64,
+                val: val_m.clone(),
+                ema_val: ema_m,
+                img_per_s: images as f64 / secs.max(1e-9),
+                time_s: started.elapsed().as_secs_f64(),
+            };
+            self.write_metrics(&mut st, "epoch", &rec)?;
+            for c in &mut self.callbacks {
+                if c.on_epoch(&rec) == Control::Stop {
+                    stop = true;
+                }
+            }
+            history.epochs.push(rec);
+            st.epoch += 1;
+            st.batch = 0;
+            st.epoch_loss_sum = 0.0;
+            st.epoch_loss_n = 0;
+            if let (Some(es), Some(m)) = (self.cfg.early_stopping, &val_m) {
+                let (value, better) = match es.monitor {
+                    Monitor::ValLoss => (m.loss, st.best.is_none_or(|b| m.loss < b - es.min_delta)),
+                    Monitor::ValTop1 => (m.top1, st.best.is_none_or(|b| m.top1 > b + es.min_delta)),
+                };
+                if better {
+                    st.best = Some(value);
+                    st.bad_epochs = 0;
+                } else {
+                    st.bad_epochs += 1;
+                    if st.bad_epochs >= es.patience {
+                        history.stopped_early = true;
+                        stop = true;
+                    }
+                }
+            }
+            self.save_checkpoint(model, &st)?;
+            if stop {
+                break;
+            }
+        }
+        Ok(history)
+    }
+}
+
+/// Host copy of a model's tensors (for comparing runs).
+pub fn snapshot<B: Backend>(model: &Model<B>) -> Result<BTreeMap<String, TensorData>> {
+    model.params().to_data()
+}

@@ -1,0 +1,190 @@
+//! The training loop on graft-tch: a run killed with SIGKILL mid-epoch and resumed ends
+//! bit-identical to an uninterrupted one (weights and every metrics line but wall-clock fields);
+//! a diverging run stops on the first non-finite loss with a usable last checkpoint.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+
+use graft::data::{ArrayDataset, Dataset, Loader, LoaderConfig, Subset, stratified_split};
+use graft::surgery::{FreezeConfig, LrConfig, Plan};
+use graft::train::{Callback, Checkpoint, Control, Schedule, StepRecord, TrainConfig, Trainer};
+use graft::zoo::{ModelOptions, create_model};
+use graft::{Error, Tch};
+
+const CHILD: &str = "GRAFT_TRAIN_CHILD";
+
+fn loaders() -> (Loader, Loader) {
+    let digits: Arc<dyn Dataset> = Arc::new(ArrayDataset::digits());
+    let parts = stratified_split(&digits.labels(), &[0.2, 0.05, 0.75], 0).expect("split");
+    let train = Loader::new(
+        Arc::new(Subset::new(digits.clone(), parts[0].clone()).expect("s")),
+        LoaderConfig::train(32).seed(4),
+    )
+    .expect("l");
+    let val = Loader::new(
+        Arc::new(Subset::new(digits, parts[1].clone()).expect("s")),
+        LoaderConfig::eval(128),
+    )
+    .expect("l");
+    (train, val)
+}
+
+struct KillAt(usize);
+impl Callback for KillAt {
+    fn on_step(&mut self, r: &StepRecord) -> Control {
+        if r.step == self.0 {
+            let pid = std::process::id().to_string();
+            let _ = Command::new("kill").args(["-9", &pid]).status();
+            std::thread::sleep(std::time::Duration::from_secs(60));
+        }
+        Control::Continue
+    }
+}
+
+/// One training run in this process: 2 epochs of resnet18_small on 359 digits, checkpoints
+/// every 4 steps, optionally killing itself after step `kill_at`.
+fn run(dir: &Path, kill_at: Option<usize>) {
+    let (train, val) = loaders();
+    let b = Tch::cpu();
+    let opts = ModelOptions::default().num_classes(10).in_chans(1).seed(0);
+    let (mut model, _) = create_model(&b, "resnet18_small", &opts).expect("model");
+    let plan = Plan::new(
+        &model,
+        &FreezeConfig::freeze_to(1),
+        &LrConfig::adamw(2e-3).slice(2e-4, 2e-3),
+    )
+    .expect("plan");
+    let opt = plan.apply(&model).expect("apply");
+    let mut cfg = TrainConfig::new(2);
+    cfg.seed = 11;
+    cfg.accumulate = 2;
+    cfg.clip_grad_norm = Some(5.0);
+    cfg.ema_decay = Some(0.9);
+    cfg.label_smoothing = 0.1;
+    cfg.schedule = Schedule::Cosine {
+        warmup: 2,
+        min_factor: 0.01,
+    };
+    cfg.checkpoint_every = Some(2);
+    cfg.run_dir = Some(dir.to_path_buf());
+    cfg.resume = true;
+    let mut t = Trainer::new(cfg, opt, plan.modes().clone());
+    if let Some(k) = kill_at {
+        t = t.with_callback(Box::new(KillAt(k)));
+    }
+    t.fit(&mut model, &train, Some(&val)).expect("fit");
+}
+
+fn child(dir: &Path, kill_at: Option<usize>) -> std::process::ExitStatus {
+    let exe = std::env::current_exe().expect("test binary");
+    let mut c = Command::new(exe);
+    c.args([
+        "--exact",
+        "resume_after_sigkill_is_bit_identical",
+        "--nocapture",
+    ])
+    .env(CHILD, dir)
+    .env(
+        "GRAFT_KILL_AT",
+        kill_at.map_or(String::new(), |k| k.to_string()),
+    );
+    c.status().expect("spawn child")
+}
+
+fn metrics_without_clock(dir: &Path) -> Vec<serde_json::Value> {
+    let text = std::fs::read_to_string(dir.join("metrics.jsonl")).expect("metrics");
+    text.lines()
+        .map(|l| {
+            let mut v: serde_json::Value = serde_json::from_str(l).expect("json line");
+            if let serde_json::Value::Object(m) = &mut v {
+                m.remove("time_s");
+                m.remove("img_per_s");
+            }
+            v
+        })
+        .collect()
+}
+
+#[test]
+fn resume_after_sigkill_is_bit_identical() {
+    if let Some(dir) = std::env::var_os(CHILD) {
+        let kill = std::env::var("GRAFT_KILL_AT")
+            .ok()
+            .and_then(|s| s.parse().ok());
+        run(Path::new(&dir), kill);
+        return;
+    }
+    let root = std::env::temp_dir().join(format!("graft-train-resume-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&root);
+    let (full, cut) = (root.join("full"), root.join("cut"));
+    assert!(child(&full, None).success(), "uninterrupted run");
+    // 359 images / 32 = 12 batches per epoch, 2 per step: 6 steps an epoch. Kill after step 9
+    // (epoch 1, mid-epoch; last checkpoint at step 8).
+    let status = child(&cut, Some(9));
+    #[cfg(unix)]
+    {
+        use std::os::unix::process::ExitStatusExt;
+        assert_eq!(
+            status.signal(),
+            Some(9),
+            "the run should die by SIGKILL, got {status:?}"
+        );
+    }
+    let ck =
+        Checkpoint::load(&cut.join("checkpoint.safetensors")).expect("checkpoint after the kill");
+    assert_eq!((ck.step, ck.epoch), (8, 1));
+    assert!(ck.batch > 0, "mid-epoch");
+    assert!(child(&cut, None).success(), "resumed run");
+    let a = Checkpoint::load(&full.join("checkpoint.safetensors")).expect("full");
+    let b = Checkpoint::load(&cut.join("checkpoint.safetensors")).expect("resumed");
+    assert_eq!(a.step, 12);
+    assert_eq!(b.step, a.step);
+    assert_eq!(a.model.len(), b.model.len());
+    for (name, t) in &a.model {
+        assert_eq!(Some(t), b.model.get(name), "{name} differs after resume");
+    }
+    assert_eq!(a.ema, b.ema, "EMA weights differ");
+    assert_eq!(a.optimizer, b.optimizer, "optimizer state differs");
+    let (ma, mb) = (metrics_without_clock(&full), metrics_without_clock(&cut));
+    assert_eq!(ma.len(), 12 + 2);
+    assert_eq!(ma, mb);
+    let _ = std::fs::remove_dir_all(&root);
+}
+
+#[test]
+fn non_finite_loss_stops_with_a_usable_last_checkpoint() {
+    let dir = std::env::temp_dir().join(format!("graft-train-nan-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let (train, _) = loaders();
+    let b = Tch::cpu();
+    let opts = ModelOptions::default().num_classes(10).in_chans(1).seed(0);
+    let (mut model, _) = create_model(&b, "resnet18_small", &opts).expect("model");
+    let plan = Plan::new(&model, &FreezeConfig::none(), &LrConfig::sgd(1e6)).expect("plan");
+    let opt = plan.apply(&model).expect("apply");
+    let mut cfg = TrainConfig::new(3);
+    cfg.checkpoint_every = Some(1);
+    cfg.run_dir = Some(dir.clone());
+    let mut t = Trainer::new(cfg, opt, plan.modes().clone());
+    let err = t
+        .fit(&mut model, &train, None)
+        .expect_err("an absurd LR must diverge");
+    let msg = err.to_string();
+    assert!(matches!(err, Error::Training(_)), "{msg}");
+    assert!(
+        msg.contains("loss is") && msg.contains("checkpoint.safetensors"),
+        "{msg}"
+    );
+    let ck =
+        Checkpoint::load(&dir.join("checkpoint.safetensors")).expect("last good checkpoint loads");
+    assert!(ck.step >= 1, "{msg}");
+    assert!(msg.contains(&format!("step {}", ck.step)), "{msg}");
+    for (name, t) in &ck.model {
+        assert!(
+            t.to_f64().iter().all(|v| v.is_finite()),
+            "{name} is not finite in the last good checkpoint"
+        );
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    let _: Option<PathBuf> = None;
+}
