@@ -236,6 +236,17 @@ impl<B: AutodiffBackend> Trainer<B> {
             ),
             None => None,
         };
+        let tensors = model.params().to_data()?;
+        if let Some((name, _)) = tensors
+            .iter()
+            .find(|(_, t)| t.dtype().is_float() && t.to_f64().iter().any(|v| !v.is_finite()))
+        {
+            return Err(Error::Training(format!(
+                "{name} holds non-finite values at step {} (the loss was still finite): stopping; the last good checkpoint {} is kept untouched. Lower the learning rate or clip gradients",
+                st.step,
+                path.display()
+            )));
+        }
         let mut extra = BTreeMap::new();
         if let Some(best) = st.best {
             extra.insert("best".into(), format!("{best:e}"));
@@ -250,7 +261,7 @@ impl<B: AutodiffBackend> Trainer<B> {
             seed: self.cfg.seed,
             threads: b.num_threads(),
             metrics_lines: st.metrics_lines,
-            model: model.params().to_data()?,
+            model: tensors,
             optimizer: self.opt.export_state(model.params())?,
             ema,
             extra,
@@ -440,8 +451,9 @@ impl<B: AutodiffBackend> Trainer<B> {
             let mut pending_loss = 0.0;
             let n_batches = train.num_batches();
             let mut stop = false;
-            for (k, batch) in train.epoch_from(epoch as u64, st.batch).enumerate() {
-                let bi = st.batch + k;
+            let first = st.batch;
+            for (k, batch) in train.epoch_from(epoch as u64, first).enumerate() {
+                let bi = first + k;
                 let batch = batch?;
                 images += batch.labels.len();
                 let x = b.from_data(&batch.images)?;
