@@ -1,7 +1,9 @@
 //! graft-data: datasets, splits and the loader.
 //!
 //! Owns: the [`Dataset`] trait (indexable samples with a class label), in-memory array datasets
-//! (scikit-learn's real handwritten digits ship inside the crate; `.npy` pairs), subsets with
+//! (scikit-learn's real handwritten digits ship inside the crate; `.npy` pairs), ImageFolder
+//! (jpg / png / webp / bmp), transforms (PIL-style resizing, crops, flips, normalisation, timm's
+//! eval transform), subsets with
 //! relabelling, seeded stratified splits, class subsets and k-shot sampling, and the [`Loader`]:
 //! seeded shuffling, batching, per-sample transforms run in parallel on rayon with bounded
 //! prefetch, each sample's randomness keyed on (seed, epoch, index) so neither order nor thread
@@ -11,9 +13,12 @@
 //! optimizers, TOML.
 
 mod dataset;
+mod image_folder;
 mod loader;
 mod split;
+pub mod transform;
 
 pub use dataset::{ArrayDataset, Dataset, Sample, Subset};
+pub use image_folder::{ImageFolder, decode_rgb};
 pub use loader::{BadSample, Batch, Loader, LoaderConfig, Transform};
 pub use split::{class_subset, k_shot, stratified_split};

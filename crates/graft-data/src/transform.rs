@@ -1,0 +1,420 @@
+//! Image transforms on CHW float samples, and timm's eval transform.
+//!
+//! Resizing is PIL's separable convolution resampling (what torchvision's `Resize` does on PIL
+//! images): bilinear = triangle filter, bicubic = Keys cubic with a = -0.5, the filter's support
+//! widened by the scale when shrinking (antialiasing), weights normalised per output pixel, and —
+//! as PIL works on 8-bit images — the result of each pass rounded to 1/255 steps.
+
+use graft_core::{Error, Result};
+use rand::RngExt;
+use rand_chacha::ChaCha8Rng;
+
+use crate::dataset::Sample;
+use crate::loader::Transform;
+
+/// Resampling filter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Interp {
+    Bilinear,
+    Bicubic,
+}
+
+impl Interp {
+    fn support(self) -> f64 {
+        match self {
+            Interp::Bilinear => 1.0,
+            Interp::Bicubic => 2.0,
+        }
+    }
+    fn filter(self, x: f64) -> f64 {
+        let x = x.abs();
+        match self {
+            Interp::Bilinear => (1.0 - x).max(0.0),
+            Interp::Bicubic => {
+                const A: f64 = -0.5;
+                if x < 1.0 {
+                    ((A + 2.0) * x - (A + 3.0)) * x * x + 1.0
+                } else if x < 2.0 {
+                    (((x - 5.0) * x + 8.0) * x - 4.0) * A
+                } else {
+                    0.0
+                }
+            }
+        }
+    }
+}
+
+/// PIL's per-output-pixel (first input index, normalised weights) for `input → output` over the
+/// input window `[start, start + span)`.
+fn coeffs(
+    interp: Interp,
+    input: usize,
+    output: usize,
+    start: f64,
+    span: f64,
+) -> Vec<(usize, Vec<f64>)> {
+    let scale = span / output as f64;
+    let fscale = scale.max(1.0);
+    let support = interp.support() * fscale;
+    (0..output)
+        .map(|i| {
+            let center = start + (i as f64 + 0.5) * scale;
+            let lo = ((center - support + 0.5).floor().max(0.0)) as usize;
+            let hi = ((center + support + 0.5).floor().min(input as f64)).max(0.0) as usize;
+            let mut w: Vec<f64> = (lo..hi)
+                .map(|j| interp.filter((j as f64 - center + 0.5) / fscale))
+                .collect();
+            let total: f64 = w.iter().sum();
+            if total != 0.0 {
+                w.iter_mut().for_each(|v| *v /= total);
+            }
+            (lo, w)
+        })
+        .collect()
+}
+
+fn q8(v: f64) -> f32 {
+    ((v * 255.0).round().clamp(0.0, 255.0) / 255.0) as f32
+}
+
+/// Resamples a CHW image to `[oh, ow]` (PIL-style, 8-bit rounding per pass when `quantize`).
+pub fn resize(s: &Sample, oh: usize, ow: usize, interp: Interp, quantize: bool) -> Result<Sample> {
+    let [c, h, w] = s.shape;
+    if oh == 0 || ow == 0 || h == 0 || w == 0 {
+        return Err(Error::invalid("resize", format!("{h}x{w} to {oh}x{ow}")));
+    }
+    let round = |v: f64| if quantize { q8(v) } else { v as f32 };
+    let cx = coeffs(interp, w, ow, 0.0, w as f64);
+    let cy = coeffs(interp, h, oh, 0.0, h as f64);
+    let mut tmp = vec![0f32; c * h * ow];
+    for ch in 0..c {
+        for y in 0..h {
+            let row = &s.data[(ch * h + y) * w..(ch * h + y + 1) * w];
+            for (x, (lo, ws)) in cx.iter().enumerate() {
+                let v: f64 = ws
+                    .iter()
+                    .enumerate()
+                    .map(|(k, wt)| wt * f64::from(row[lo + k]))
+                    .sum();
+                tmp[(ch * h + y) * ow + x] = round(v);
+            }
+        }
+    }
+    let mut out = vec![0f32; c * oh * ow];
+    for ch in 0..c {
+        for (y, (lo, ws)) in cy.iter().enumerate() {
+            for x in 0..ow {
+                let v: f64 = ws
+                    .iter()
+                    .enumerate()
+                    .map(|(k, wt)| wt * f64::from(tmp[(ch * h + lo + k) * ow + x]))
+                    .sum();
+                out[(ch * oh + y) * ow + x] = round(v);
+            }
+        }
+    }
+    Ok(Sample {
+        shape: [c, oh, ow],
+        data: out,
+        label: s.label,
+    })
+}
+
+fn crop(s: &Sample, top: usize, left: usize, th: usize, tw: usize) -> Result<Sample> {
+    let [c, h, w] = s.shape;
+    if top + th > h || left + tw > w {
+        return Err(Error::invalid(
+            "crop",
+            format!("{th}x{tw} at ({top}, {left}) of {h}x{w}"),
+        ));
+    }
+    let mut out = Vec::with_capacity(c * th * tw);
+    for ch in 0..c {
+        for y in top..top + th {
+            let o = (ch * h + y) * w + left;
+            out.extend_from_slice(&s.data[o..o + tw]);
+        }
+    }
+    Ok(Sample {
+        shape: [c, th, tw],
+        data: out,
+        label: s.label,
+    })
+}
+
+/// Resize the shorter side to `size` (torchvision's `Resize(int)`: the longer side becomes
+/// `int(size × long / short)`).
+#[derive(Debug, Clone)]
+pub struct ResizeShorter {
+    pub size: usize,
+    pub interp: Interp,
+}
+
+impl Transform for ResizeShorter {
+    fn apply(&self, s: Sample, _rng: &mut ChaCha8Rng) -> Result<Sample> {
+        let [_, h, w] = s.shape;
+        let (oh, ow) = if h <= w {
+            (self.size, (self.size as f64 * w as f64 / h as f64) as usize)
+        } else {
+            ((self.size as f64 * h as f64 / w as f64) as usize, self.size)
+        };
+        if (oh, ow) == (h, w) {
+            return Ok(s);
+        }
+        resize(&s, oh, ow, self.interp, true)
+    }
+}
+
+/// Center crop (torchvision's rounding: offsets `round((h - th) / 2)`).
+#[derive(Debug, Clone)]
+pub struct CenterCrop {
+    pub h: usize,
+    pub w: usize,
+}
+
+impl Transform for CenterCrop {
+    fn apply(&self, s: Sample, _rng: &mut ChaCha8Rng) -> Result<Sample> {
+        let [_, h, w] = s.shape;
+        if self.h > h || self.w > w {
+            return Err(Error::invalid(
+                "CenterCrop",
+                format!("{}x{} from a {h}x{w} image", self.h, self.w),
+            ));
+        }
+        let top = ((h - self.h) as f64 / 2.0).round() as usize;
+        let left = ((w - self.w) as f64 / 2.0).round() as usize;
+        crop(&s, top, left, self.h, self.w)
+    }
+}
+
+/// torchvision's `RandomResizedCrop`: area fraction in `scale`, aspect ratio log-uniform in
+/// `ratio`, 10 tries then a center crop; resized to `size`.
+#[derive(Debug, Clone)]
+pub struct RandomResizedCrop {
+    pub size: [usize; 2],
+    pub scale: (f64, f64),
+    pub ratio: (f64, f64),
+    pub interp: Interp,
+}
+
+impl RandomResizedCrop {
+    pub fn new(size: usize, interp: Interp) -> Self {
+        Self {
+            size: [size, size],
+            scale: (0.08, 1.0),
+            ratio: (3.0 / 4.0, 4.0 / 3.0),
+            interp,
+        }
+    }
+}
+
+impl Transform for RandomResizedCrop {
+    fn apply(&self, s: Sample, rng: &mut ChaCha8Rng) -> Result<Sample> {
+        let [_, h, w] = s.shape;
+        let area = (h * w) as f64;
+        let (lr0, lr1) = (self.ratio.0.ln(), self.ratio.1.ln());
+        for _ in 0..10 {
+            let target =
+                area * (self.scale.0 + rng.random::<f64>() * (self.scale.1 - self.scale.0));
+            let ar = (lr0 + rng.random::<f64>() * (lr1 - lr0)).exp();
+            let cw = (target * ar).sqrt().round() as usize;
+            let ch = (target / ar).sqrt().round() as usize;
+            if cw > 0 && ch > 0 && cw <= w && ch <= h {
+                let top = rng.random_range(0..=h - ch);
+                let left = rng.random_range(0..=w - cw);
+                let c = crop(&s, top, left, ch, cw)?;
+                return resize(&c, self.size[0], self.size[1], self.interp, true);
+            }
+        }
+        let side = h.min(w);
+        let c = CenterCrop { h: side, w: side }.apply(s, rng)?;
+        resize(&c, self.size[0], self.size[1], self.interp, true)
+    }
+}
+
+/// Horizontal flip with probability `p`.
+#[derive(Debug, Clone)]
+pub struct HorizontalFlip {
+    pub p: f64,
+}
+
+impl Transform for HorizontalFlip {
+    fn apply(&self, mut s: Sample, rng: &mut ChaCha8Rng) -> Result<Sample> {
+        if rng.random::<f64>() < self.p {
+            let w = s.shape[2];
+            for row in s.data.chunks_exact_mut(w) {
+                row.reverse();
+            }
+        }
+        Ok(s)
+    }
+}
+
+/// Repeats a single channel three times (grayscale → RGB); leaves 3-channel samples alone.
+#[derive(Debug, Clone)]
+pub struct GrayToRgb;
+
+impl Transform for GrayToRgb {
+    fn apply(&self, mut s: Sample, _rng: &mut ChaCha8Rng) -> Result<Sample> {
+        if s.shape[0] == 1 {
+            let plane = s.data.clone();
+            s.data.extend_from_slice(&plane);
+            s.data.extend_from_slice(&plane);
+            s.shape[0] = 3;
+        }
+        Ok(s)
+    }
+}
+
+/// `(x - mean) / std` per channel.
+#[derive(Debug, Clone)]
+pub struct Normalize {
+    pub mean: Vec<f64>,
+    pub std: Vec<f64>,
+}
+
+impl Transform for Normalize {
+    fn apply(&self, mut s: Sample, _rng: &mut ChaCha8Rng) -> Result<Sample> {
+        let [c, h, w] = s.shape;
+        if self.mean.len() != c || self.std.len() != c {
+            return Err(Error::shape(
+                "Normalize",
+                format!(
+                    "{} means / {} stds for {c} channels",
+                    self.mean.len(),
+                    self.std.len()
+                ),
+            ));
+        }
+        for ch in 0..c {
+            let (m, sd) = (self.mean[ch] as f32, self.std[ch] as f32);
+            for v in &mut s.data[ch * h * w..(ch + 1) * h * w] {
+                *v = (*v - m) / sd;
+            }
+        }
+        Ok(s)
+    }
+}
+
+/// Transforms in sequence.
+#[derive(Debug)]
+pub struct Compose(pub Vec<Box<dyn Transform>>);
+
+impl Transform for Compose {
+    fn apply(&self, mut s: Sample, rng: &mut ChaCha8Rng) -> Result<Sample> {
+        for t in &self.0 {
+            s = t.apply(s, rng)?;
+        }
+        Ok(s)
+    }
+}
+
+/// What the eval / train transforms need from a model's pretrained cfg.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TransformCfg {
+    /// `[channels, height, width]`.
+    pub input_size: [usize; 3],
+    pub crop_pct: f64,
+    pub interp: Interp,
+    pub mean: Vec<f64>,
+    pub std: Vec<f64>,
+}
+
+/// timm's `resolve_data_config` + `create_transform(is_training=False)` with center crop:
+/// resize the shorter side to `floor(size / crop_pct)`, center-crop to the input size,
+/// normalise.
+pub fn eval_transform(cfg: &TransformCfg, normalize: bool) -> Compose {
+    let [_, h, w] = cfg.input_size;
+    let scale = (h.max(w) as f64 / cfg.crop_pct).floor() as usize;
+    let mut v: Vec<Box<dyn Transform>> = vec![
+        Box::new(ResizeShorter {
+            size: scale,
+            interp: cfg.interp,
+        }),
+        Box::new(CenterCrop { h, w }),
+    ];
+    if normalize {
+        v.push(Box::new(Normalize {
+            mean: cfg.mean.clone(),
+            std: cfg.std.clone(),
+        }));
+    }
+    Compose(v)
+}
+
+/// timm's default training transform without auto-augment: random resized crop, horizontal
+/// flip 0.5, normalise.
+pub fn train_transform(cfg: &TransformCfg) -> Compose {
+    let [_, h, w] = cfg.input_size;
+    Compose(vec![
+        Box::new(RandomResizedCrop {
+            size: [h, w],
+            ..RandomResizedCrop::new(h, cfg.interp)
+        }),
+        Box::new(HorizontalFlip { p: 0.5 }),
+        Box::new(Normalize {
+            mean: cfg.mean.clone(),
+            std: cfg.std.clone(),
+        }),
+    ])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::SeedableRng;
+
+    fn ramp(c: usize, h: usize, w: usize) -> Sample {
+        Sample {
+            shape: [c, h, w],
+            data: (0..c * h * w).map(|i| (i % 251) as f32 / 255.0).collect(),
+            label: 0,
+        }
+    }
+
+    #[test]
+    fn resize_keeps_constants_and_identity() {
+        let s = Sample {
+            shape: [3, 9, 13],
+            data: vec![0.4; 3 * 9 * 13],
+            label: 1,
+        };
+        for interp in [Interp::Bilinear, Interp::Bicubic] {
+            for (oh, ow) in [(4, 5), (20, 31)] {
+                let r = resize(&s, oh, ow, interp, false).expect("resize");
+                assert!(r.data.iter().all(|v| (v - 0.4).abs() < 1e-6));
+            }
+            let same = resize(&ramp(1, 7, 7), 7, 7, interp, false).expect("id");
+            assert_eq!(same.data.len(), 49);
+            for (a, b) in same.data.iter().zip(&ramp(1, 7, 7).data) {
+                assert!((a - b).abs() < 1e-6);
+            }
+        }
+    }
+
+    #[test]
+    fn eval_transform_shapes_and_crop_offsets() {
+        let cfg = TransformCfg {
+            input_size: [3, 224, 224],
+            crop_pct: 0.95,
+            interp: Interp::Bicubic,
+            mean: vec![0.0; 3],
+            std: vec![1.0; 3],
+        };
+        let mut rng = ChaCha8Rng::seed_from_u64(0);
+        let out = eval_transform(&cfg, true)
+            .apply(ramp(3, 300, 400), &mut rng)
+            .expect("t");
+        assert_eq!(out.shape, [3, 224, 224]);
+        let flipped = HorizontalFlip { p: 1.0 }
+            .apply(ramp(1, 2, 3), &mut rng)
+            .expect("flip");
+        assert_eq!(flipped.data[0], ramp(1, 2, 3).data[2]);
+        let g = GrayToRgb.apply(ramp(1, 2, 2), &mut rng).expect("gray");
+        assert_eq!(g.shape, [3, 2, 2]);
+        let rrc = RandomResizedCrop::new(32, Interp::Bilinear)
+            .apply(ramp(3, 50, 70), &mut rng)
+            .expect("rrc");
+        assert_eq!(rrc.shape, [3, 32, 32]);
+    }
+}
