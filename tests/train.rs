@@ -1,4 +1,5 @@
-//! The training loop on graft-tch: a run killed with SIGKILL mid-epoch and resumed ends
+//! The training loop on graft-tch: a run (with mixup / cutmix, accumulation, clipping, EMA)
+//! killed with SIGKILL mid-epoch and resumed ends
 //! bit-identical to an uninterrupted one (weights and every metrics line but wall-clock fields);
 //! a diverging run stops on the first non-finite loss with a usable last checkpoint.
 
@@ -6,7 +7,7 @@ use std::path::Path;
 use std::process::Command;
 use std::sync::Arc;
 
-use graft::data::{ArrayDataset, Dataset, Loader, LoaderConfig, Subset, stratified_split};
+use graft::data::{ArrayDataset, Dataset, Loader, LoaderConfig, Mixup, Subset, stratified_split};
 use graft::surgery::{FreezeConfig, LrConfig, Plan};
 use graft::train::{Callback, Checkpoint, Control, Schedule, StepRecord, TrainConfig, Trainer};
 use graft::zoo::{ModelOptions, create_model};
@@ -62,6 +63,7 @@ fn run(dir: &Path, kill_at: Option<usize>) {
     cfg.clip_grad_norm = Some(5.0);
     cfg.ema_decay = Some(0.9);
     cfg.label_smoothing = 0.1;
+    cfg.mixup = Some(Mixup::default());
     cfg.schedule = Schedule::Cosine {
         warmup: 2,
         min_factor: 0.01,

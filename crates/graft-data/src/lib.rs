@@ -15,10 +15,12 @@
 mod dataset;
 mod image_folder;
 mod loader;
+mod mixup;
 mod split;
 pub mod transform;
 
 pub use dataset::{ArrayDataset, Dataset, Sample, Subset};
 pub use image_folder::{ImageFolder, decode_rgb};
 pub use loader::{BadSample, Batch, Loader, LoaderConfig, Transform};
+pub use mixup::Mixup;
 pub use split::{class_subset, k_shot, stratified_split};

@@ -5,6 +5,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+use graft_backend::init::mix_seed;
 use graft_backend::{AutodiffBackend, Backend, Ctx, Gradients, ModeTable, ParamKind, TensorData};
 use graft_core::{Error, Result};
 use graft_data::Loader;
@@ -53,6 +54,8 @@ pub struct TrainConfig {
     pub run_dir: Option<PathBuf>,
     /// Continue from `run_dir/checkpoint.safetensors` when it exists.
     pub resume: bool,
+    /// Mixup / CutMix on every training batch (seeded from (seed, step)).
+    pub mixup: Option<graft_data::Mixup>,
 }
 
 impl TrainConfig {
@@ -70,6 +73,7 @@ impl TrainConfig {
             checkpoint_every: None,
             run_dir: None,
             resume: false,
+            mixup: None,
         }
     }
 }
@@ -456,19 +460,22 @@ impl<B: AutodiffBackend> Trainer<B> {
                 let bi = first + k;
                 let batch = batch?;
                 images += batch.labels.len();
-                let x = b.from_data(&batch.images)?;
-                let ctx = Ctx::train(
-                    &self.modes,
-                    self.cfg.seed,
-                    (st.step * acc + pending_n) as u64,
-                );
+                let micro = (st.step * acc + pending_n) as u64;
+                let (images, targets) = match &self.cfg.mixup {
+                    Some(m) => {
+                        let mut rng = <rand_chacha::ChaCha8Rng as rand::SeedableRng>::seed_from_u64(
+                            mix_seed(&[self.cfg.seed, 0x6d69_7875, micro]),
+                        );
+                        let (x, t, _) =
+                            m.apply(&batch.images, &batch.labels, model.num_classes(), &mut rng)?;
+                        (x, Targets::Soft(t))
+                    }
+                    None => (batch.images.clone(), Targets::Hard(batch.labels.clone())),
+                };
+                let x = b.from_data(&images)?;
+                let ctx = Ctx::train(&self.modes, self.cfg.seed, micro);
                 let logits = model.forward(&x, &ctx)?;
-                let loss = cross_entropy(
-                    &b,
-                    &logits,
-                    &Targets::Hard(batch.labels.clone()),
-                    self.cfg.label_smoothing,
-                )?;
+                let loss = cross_entropy(&b, &logits, &targets, self.cfg.label_smoothing)?;
                 let l = host_scalar(&b, &loss)?;
                 if !l.is_finite() {
                     let lr = self
