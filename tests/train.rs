@@ -205,3 +205,52 @@ fn non_finite_loss_stops_with_a_usable_last_checkpoint() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn lr_finder_sweeps_stops_on_divergence_and_restores_the_model() {
+    let (train, _) = loaders();
+    let b = Tch::cpu();
+    let opts = ModelOptions::default().num_classes(10).in_chans(1).seed(0);
+    let (mut model, _) = create_model(&b, "resnet18_small", &opts).expect("model");
+    let plan = Plan::new(
+        &model,
+        &FreezeConfig::none(),
+        &LrConfig::sgd(1.0).slice(0.1, 1.0),
+    )
+    .expect("plan");
+    let opt = plan.apply(&model).expect("apply");
+    let before = model.params().to_data().expect("snapshot");
+    let cfg = graft::train::LrFinder {
+        start_lr: 1e-5,
+        end_lr: 1e4,
+        steps: 40,
+        ..Default::default()
+    };
+    let r = graft::train::lr_find(&mut model, &opt, plan.modes(), &train, &cfg).expect("lr_find");
+    assert!(r.diverged, "an LR of 1e4 must diverge: {r:?}");
+    assert!(
+        r.lrs.len() >= 5 && r.lrs.len() < 40,
+        "{} steps",
+        r.lrs.len()
+    );
+    for w in r.lrs.windows(2) {
+        let ratio = w[1] / w[0];
+        assert!(
+            (ratio - (1e9f64).powf(1.0 / 39.0)).abs() < 1e-9,
+            "geometric sweep"
+        );
+    }
+    let s = r.steepest.expect("a suggestion");
+    assert!(s >= 1e-5 && s < r.lrs[r.lrs.len() - 1], "{s}");
+    assert!(r.min_div_10.is_some());
+    assert_eq!(
+        model.params().to_data().expect("after"),
+        before,
+        "the model is restored"
+    );
+    assert_eq!(
+        opt.param_step("conv1.weight"),
+        0,
+        "the caller's optimizer is untouched"
+    );
+}
