@@ -1,7 +1,7 @@
 //! fastai's learning-rate finder: an exponential sweep of the LR over mini-batches, the loss
 //! smoothed, stopped when it diverges; the model and optimizer are left as they were.
 
-use graft_backend::{AutodiffBackend, Backend, Ctx, ModeTable};
+use graft_backend::{AutodiffBackend, Ctx, ModeTable};
 use graft_core::{Error, Result};
 use graft_data::Loader;
 use graft_optim::Optimizer;
