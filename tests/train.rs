@@ -148,6 +148,13 @@ fn resume_after_sigkill_is_bit_identical() {
     }
     assert_eq!(a.ema, b.ema, "EMA weights differ");
     assert_eq!(a.optimizer, b.optimizer, "optimizer state differs");
+    let resolved: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(full.join("config.json")).expect("config.json"),
+    )
+    .expect("json");
+    assert_eq!(resolved["train"]["epochs"], 2);
+    assert_eq!(resolved["train"]["accumulate"], 2);
+    assert_eq!(resolved["architecture"], "resnet18_small");
     let (ma, mb) = (metrics_without_clock(&full), metrics_without_clock(&cut));
     assert_eq!(ma.len(), 12 + 2);
     assert_eq!(ma, mb);

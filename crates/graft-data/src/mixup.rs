@@ -12,7 +12,7 @@ use rand_distr::{Beta, Distribution};
 
 /// Mixup / CutMix settings (timm's defaults: `mixup_alpha` 0.8, `cutmix_alpha` 1.0, `prob` 1,
 /// `switch_prob` 0.5).
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
 pub struct Mixup {
     pub mixup_alpha: f64,
     pub cutmix_alpha: f64,

@@ -3,7 +3,8 @@
 //! slice).
 
 /// A schedule over `total` optimizer steps.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Schedule {
     /// Factor 1 throughout.
     Constant,

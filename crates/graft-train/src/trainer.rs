@@ -19,14 +19,14 @@ use crate::metrics::{ClassMetrics, evaluate};
 use crate::schedule::Schedule;
 
 /// The validation metric early stopping watches.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub enum Monitor {
     ValLoss,
     ValTop1,
 }
 
 /// Stop when the monitored metric has not improved by `min_delta` for `patience` epochs.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 pub struct EarlyStopping {
     pub monitor: Monitor,
     pub patience: usize,
@@ -34,7 +34,7 @@ pub struct EarlyStopping {
 }
 
 /// How to train.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize)]
 pub struct TrainConfig {
     pub epochs: usize,
     /// Seeds dropout / drop-path masks (with the step) — the loader has its own seed.
@@ -56,6 +56,9 @@ pub struct TrainConfig {
     pub resume: bool,
     /// Mixup / CutMix on every training batch (seeded from (seed, step)).
     pub mixup: Option<graft_data::Mixup>,
+    /// A progress bar on stderr (loss, LR, throughput, ETA); hidden when stderr is not a
+    /// terminal.
+    pub progress: bool,
 }
 
 impl TrainConfig {
@@ -74,6 +77,7 @@ impl TrainConfig {
             run_dir: None,
             resume: false,
             mixup: None,
+            progress: true,
         }
     }
 }
@@ -421,6 +425,34 @@ impl<B: AutodiffBackend> Trainer<B> {
         let started = Instant::now();
         if let Some(dir) = &self.cfg.run_dir {
             std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+            let groups: Vec<serde_json::Value> = self
+                .opt
+                .groups()
+                .iter()
+                .map(|g| {
+                    serde_json::json!({
+                        "name": g.name,
+                        "params": g.params.len(),
+                        "base_lr": self.base_lrs.get(&g.name),
+                        "weight_decay": g.hyper.weight_decay,
+                    })
+                })
+                .collect();
+            let resolved = serde_json::json!({
+                "model": model.name(),
+                "architecture": model.architecture(),
+                "num_classes": model.num_classes(),
+                "train": &self.cfg,
+                "optimizer": format!("{:?}", self.opt.kind()),
+                "groups": groups,
+                "threads": b.num_threads(),
+                "train_samples": train.dataset().len(),
+                "batch_size": train.config().batch_size,
+                "loader_seed": train.config().seed,
+            });
+            let text = serde_json::to_string_pretty(&resolved)
+                .map_err(|e| Error::Training(e.to_string()))?;
+            graft_backend::safetensors_io::write_atomic(&dir.join("config.json"), text.as_bytes())?;
         }
         let mut st = match self.checkpoint_path() {
             Some(p) if self.cfg.resume && p.exists() => self.resume(model, &p)?,
@@ -455,6 +487,19 @@ impl<B: AutodiffBackend> Trainer<B> {
             let mut pending_loss = 0.0;
             let n_batches = train.num_batches();
             let mut stop = false;
+            let bar = if self.cfg.progress {
+                indicatif::ProgressBar::new((n_batches - st.batch.min(n_batches)) as u64)
+            } else {
+                indicatif::ProgressBar::hidden()
+            };
+            bar.set_style(
+                indicatif::ProgressStyle::with_template(
+                    "epoch {prefix} [{bar:30}] {pos}/{len} batches  {msg}  {per_sec}  eta {eta}",
+                )
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+                .progress_chars("=> "),
+            );
+            bar.set_prefix(format!("{}/{}", epoch + 1, self.cfg.epochs));
             let first = st.batch;
             for (k, batch) in train.epoch_from(epoch as u64, first).enumerate() {
                 let bi = first + k;
@@ -503,6 +548,7 @@ impl<B: AutodiffBackend> Trainer<B> {
                 }
                 pending_n += 1;
                 pending_loss += l;
+                bar.inc(1);
                 let last_of_epoch = bi + 1 == n_batches;
                 if pending_n < acc && !last_of_epoch {
                     continue;
@@ -545,6 +591,7 @@ impl<B: AutodiffBackend> Trainer<B> {
                     grad_norm,
                     time_s: started.elapsed().as_secs_f64(),
                 };
+                bar.set_message(format!("loss {:.4}  lr {:.2e}", rec.loss, rec.lr));
                 self.write_metrics(&mut st, "step", &rec)?;
                 for c in &mut self.callbacks {
                     if c.on_step(&rec) == Control::Stop {
@@ -566,6 +613,14 @@ impl<B: AutodiffBackend> Trainer<B> {
                 Some(v) => Some(evaluate(model, v, &Ctx::eval())?),
                 None => None,
             };
+            match &val_m {
+                Some(m) => bar.finish_with_message(format!(
+                    "val loss {:.4}  top-1 {:.2} %",
+                    m.loss,
+                    100.0 * m.top1
+                )),
+                None => bar.finish(),
+            }
             let ema_m = match val {
                 Some(v) => self.evaluate_ema(model, v)?,
                 None => None,
