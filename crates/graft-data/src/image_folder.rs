@@ -96,14 +96,17 @@ pub fn decode_rgb(path: &Path) -> Result<([usize; 3], Vec<f32>)> {
         .map_err(|e| Error::io(path, e))?
         .decode()
         .map_err(|e| Error::format(path, format!("cannot decode image: {e}")))?
-        .to_rgb8();
+        .into_rgb8();
     let (w, h) = (img.width() as usize, img.height() as usize);
     let raw = img.into_raw();
     let mut data = vec![0f32; 3 * h * w];
+    let (r, rest) = data.split_at_mut(h * w);
+    let (g, b) = rest.split_at_mut(h * w);
+    const INV: f32 = 1.0 / 255.0;
     for (i, px) in raw.chunks_exact(3).enumerate() {
-        for c in 0..3 {
-            data[c * h * w + i] = f32::from(px[c]) / 255.0;
-        }
+        r[i] = f32::from(px[0]) * INV;
+        g[i] = f32::from(px[1]) * INV;
+        b[i] = f32::from(px[2]) * INV;
     }
     Ok(([3, h, w], data))
 }

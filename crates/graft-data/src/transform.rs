@@ -73,8 +73,36 @@ fn coeffs(
         .collect()
 }
 
-fn q8(v: f64) -> f32 {
-    ((v * 255.0).round().clamp(0.0, 255.0) / 255.0) as f32
+/// Flattened filter taps: for output `i`, weights `w[off[i]..off[i + 1]]` start at input
+/// `lo[i]`.
+struct Taps {
+    lo: Vec<usize>,
+    off: Vec<usize>,
+    w: Vec<f32>,
+}
+
+fn taps(interp: Interp, input: usize, output: usize) -> Taps {
+    let c = coeffs(interp, input, output, 0.0, input as f64);
+    let mut t = Taps {
+        lo: Vec::with_capacity(output),
+        off: vec![0],
+        w: Vec::new(),
+    };
+    for (lo, ws) in c {
+        t.lo.push(lo);
+        t.w.extend(ws.iter().map(|&v| v as f32));
+        t.off.push(t.w.len());
+    }
+    t
+}
+
+#[inline]
+fn round8(v: f32, quantize: bool) -> f32 {
+    if quantize {
+        (v * 255.0).round().clamp(0.0, 255.0) * (1.0 / 255.0)
+    } else {
+        v
+    }
 }
 
 /// Resamples a CHW image to `[oh, ow]` (PIL-style, 8-bit rounding per pass when `quantize`).
@@ -83,33 +111,33 @@ pub fn resize(s: &Sample, oh: usize, ow: usize, interp: Interp, quantize: bool) 
     if oh == 0 || ow == 0 || h == 0 || w == 0 {
         return Err(Error::invalid("resize", format!("{h}x{w} to {oh}x{ow}")));
     }
-    let round = |v: f64| if quantize { q8(v) } else { v as f32 };
-    let cx = coeffs(interp, w, ow, 0.0, w as f64);
-    let cy = coeffs(interp, h, oh, 0.0, h as f64);
+    let tx = taps(interp, w, ow);
+    let ty = taps(interp, h, oh);
+    // Horizontal pass: every row, every output column.
     let mut tmp = vec![0f32; c * h * ow];
-    for ch in 0..c {
-        for y in 0..h {
-            let row = &s.data[(ch * h + y) * w..(ch * h + y + 1) * w];
-            for (x, (lo, ws)) in cx.iter().enumerate() {
-                let v: f64 = ws
-                    .iter()
-                    .enumerate()
-                    .map(|(k, wt)| wt * f64::from(row[lo + k]))
-                    .sum();
-                tmp[(ch * h + y) * ow + x] = round(v);
-            }
+    for (row, out) in s.data.chunks_exact(w).zip(tmp.chunks_exact_mut(ow)) {
+        for (x, o) in out.iter_mut().enumerate() {
+            let ws = &tx.w[tx.off[x]..tx.off[x + 1]];
+            let src = &row[tx.lo[x]..tx.lo[x] + ws.len()];
+            let v: f32 = ws.iter().zip(src).map(|(a, b)| a * b).sum();
+            *o = round8(v, quantize);
         }
     }
+    // Vertical pass: accumulate whole rows (contiguous, vectorisable).
     let mut out = vec![0f32; c * oh * ow];
     for ch in 0..c {
-        for (y, (lo, ws)) in cy.iter().enumerate() {
-            for x in 0..ow {
-                let v: f64 = ws
-                    .iter()
-                    .enumerate()
-                    .map(|(k, wt)| wt * f64::from(tmp[(ch * h + lo + k) * ow + x]))
-                    .sum();
-                out[(ch * oh + y) * ow + x] = round(v);
+        let plane = &tmp[ch * h * ow..(ch + 1) * h * ow];
+        for y in 0..oh {
+            let dst = &mut out[(ch * oh + y) * ow..(ch * oh + y + 1) * ow];
+            let ws = &ty.w[ty.off[y]..ty.off[y + 1]];
+            for (k, &wt) in ws.iter().enumerate() {
+                let src = &plane[(ty.lo[y] + k) * ow..(ty.lo[y] + k + 1) * ow];
+                for (d, v) in dst.iter_mut().zip(src) {
+                    *d += wt * v;
+                }
+            }
+            for d in dst.iter_mut() {
+                *d = round8(*d, quantize);
             }
         }
     }
