@@ -8,6 +8,10 @@
 //! - [`backend`]: the `Backend` / `AutodiffBackend` traits, the parameter store, the forward context.
 //! - [`tch`]: the libtorch backend; [`ndarray`]: the pure-Rust inference backend.
 //! - [`optim`]: SGD and AdamW with mutable parameter groups and exportable state.
+//! - [`zoo`]: model families with timm / torchvision names, the registry, weight loading.
+//! - [`surgery`]: freezing, head replacement, parameter groups and learning-rate plans.
+//! - [`data`]: datasets, splits, transforms and the loader.
+//! - [`train`]: schedules, losses, metrics and the training loop with exact resume.
 
 pub use graft_backend as backend;
 pub use graft_core as core;
