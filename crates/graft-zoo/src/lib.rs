@@ -28,5 +28,6 @@ pub use families::vit::Vit;
 pub use load::{LoadOptions, LoadReport, Remap, ShapeMismatch, WeightsFile, adapt_input_conv};
 pub use model::{
     Arch, FeatureInfo, HeadSpec, Model, ModelOptions, StageSpec, count_parameters, param_shapes,
+    param_shapes_with_head,
 };
 pub use registry::{Registry, RegistryEntry, create_model, list_models, wildcard_match};

@@ -319,8 +319,9 @@ pub struct ModelOptions {
     pub drop_path_rate: Option<f64>,
     /// Classifier dropout override.
     pub drop_rate: Option<f64>,
-    /// The classifier (the reference's Linear by default).
-    pub head: HeadSpec,
+    /// The classifier; `None` keeps the registered model's (the reference's Linear for
+    /// built-ins, the saved head for user models).
+    pub head: Option<HeadSpec>,
 }
 
 impl Default for ModelOptions {
@@ -335,7 +336,7 @@ impl Default for ModelOptions {
             dtype: DType::F32,
             drop_path_rate: None,
             drop_rate: None,
-            head: HeadSpec::Linear,
+            head: None,
         }
     }
 }
@@ -402,7 +403,8 @@ impl<B: Backend> Model<B> {
         }
         let builder = ParamBuilder::new(backend.clone(), seed).with_dtype(dtype);
         arch.init_trunk(&builder.root(), in_chans)?;
-        init_classifier(&builder.root(), &arch, &opts.head, num_classes)?;
+        let head = opts.head.clone().unwrap_or_default();
+        init_classifier(&builder.root(), &arch, &head, num_classes)?;
         cfg.input_size[0] = in_chans;
         if cfg.num_classes != num_classes {
             cfg.labels = None;
@@ -416,7 +418,7 @@ impl<B: Backend> Model<B> {
             params: builder.finish(),
             num_classes,
             in_chans,
-            head: opts.head.clone(),
+            head,
             seed,
             dtype,
         })
@@ -758,9 +760,20 @@ pub fn param_shapes<B: Backend>(
     num_classes: usize,
     in_chans: usize,
 ) -> Result<Vec<(String, Vec<usize>, graft_backend::ParamKind)>> {
+    param_shapes_with_head(backend, arch, &HeadSpec::Linear, num_classes, in_chans)
+}
+
+/// [`param_shapes`] with a given classifier.
+pub fn param_shapes_with_head<B: Backend>(
+    backend: &B,
+    arch: &Arch,
+    head: &HeadSpec,
+    num_classes: usize,
+    in_chans: usize,
+) -> Result<Vec<(String, Vec<usize>, graft_backend::ParamKind)>> {
     let builder = ParamBuilder::dry(backend.clone());
     arch.init_trunk(&builder.root(), in_chans)?;
-    init_classifier(&builder.root(), arch, &HeadSpec::Linear, num_classes)?;
+    init_classifier(&builder.root(), arch, head, num_classes)?;
     Ok(builder.shapes())
 }
 

@@ -29,6 +29,8 @@ pub struct RegistryEntry {
     pub weights: Option<PathBuf>,
     /// Built-in architecture a user model is built from.
     pub base: Option<String>,
+    /// The classifier a user model was saved with (Linear for built-ins).
+    pub head: crate::model::HeadSpec,
 }
 
 /// Built-in and user-registered models.
@@ -137,6 +139,7 @@ impl Registry {
                 reference: reference.into(),
                 weights: None,
                 base: None,
+                head: crate::model::HeadSpec::Linear,
             },
         );
     }
@@ -224,6 +227,7 @@ impl Registry {
                 reference: format!("user model on {base_name}"),
                 weights: Some(weights.to_path_buf()),
                 base: Some(base_name),
+                head: cfg.head.clone(),
             },
         );
         Ok(())
@@ -247,7 +251,11 @@ impl Registry {
         if let Some(s) = arch.img_size() {
             cfg.input_size = [in_chans, s[0], s[1]];
         }
-        let mut model = Model::build(backend, name, arch, cfg, opts)?;
+        let mut build = opts.clone();
+        if build.head.is_none() {
+            build.head = Some(e.head.clone());
+        }
+        let mut model = Model::build(backend, name, arch, cfg, &build)?;
         model.set_architecture(e.base.as_deref().unwrap_or(name));
         let weights = opts.weights.clone().or_else(|| e.weights.clone());
         let report = match weights {
@@ -270,19 +278,25 @@ impl Registry {
     ) -> Result<LoadReport> {
         let e = self.get(name)?;
         let entries: Vec<(String, Vec<usize>, graft_backend::DType)> =
-            crate::model::param_shapes(backend, &e.arch, e.cfg.num_classes, e.cfg.input_size[0])?
-                .into_iter()
-                .map(|(n, s, k)| {
-                    let dt = if n.ends_with("num_batches_tracked")
-                        && k == graft_backend::ParamKind::Buffer
-                    {
-                        graft_backend::DType::I64
-                    } else {
-                        graft_backend::DType::F32
-                    };
-                    (n, s, dt)
-                })
-                .collect();
+            crate::model::param_shapes_with_head(
+                backend,
+                &e.arch,
+                &e.head,
+                e.cfg.num_classes,
+                e.cfg.input_size[0],
+            )?
+            .into_iter()
+            .map(|(n, s, k)| {
+                let dt = if n.ends_with("num_batches_tracked")
+                    && k == graft_backend::ParamKind::Buffer
+                {
+                    graft_backend::DType::I64
+                } else {
+                    graft_backend::DType::F32
+                };
+                (n, s, dt)
+            })
+            .collect();
         Ok(crate::load::plan(
             &e.arch,
             &e.cfg.first_conv,
@@ -295,7 +309,17 @@ impl Registry {
     /// Trainable parameter count of a registered model, without allocating its weights.
     pub fn param_count<B: Backend>(&self, backend: &B, name: &str) -> Result<usize> {
         let e = self.get(name)?;
-        crate::model::count_parameters(backend, &e.arch, e.cfg.num_classes, e.cfg.input_size[0])
+        Ok(crate::model::param_shapes_with_head(
+            backend,
+            &e.arch,
+            &e.head,
+            e.cfg.num_classes,
+            e.cfg.input_size[0],
+        )?
+        .iter()
+        .filter(|(_, _, k)| *k == graft_backend::ParamKind::Parameter)
+        .map(|(_, s, _)| s.iter().product::<usize>())
+        .sum())
     }
 }
 

@@ -358,3 +358,34 @@ fn reset_head_and_stage_outputs() {
     );
     assert!(err.is_err());
 }
+
+#[test]
+fn user_model_with_an_mlp_head_round_trips() {
+    let d = dir("mlp");
+    let mut m = small(4);
+    m.replace_head(3, graft_zoo::HeadSpec::mlp(&[16, 8], 0.2), 5)
+        .expect("mlp head");
+    m.save_user_model(&d.join("mlp_net")).expect("save");
+    let text = std::fs::read_to_string(d.join("mlp_net/config.json")).expect("config");
+    assert!(text.contains("\"kind\": \"mlp\""), "{text}");
+    let mut reg = Registry::builtin();
+    let name = reg
+        .register_dir(&d.join("mlp_net"), None)
+        .expect("register");
+    let (back, r) = reg
+        .create(&NdArray, &name, &ModelOptions::default())
+        .expect("create");
+    assert!(r.expect("report").is_clean());
+    assert_eq!(back.head(), m.head());
+    let x = NdArray
+        .from_data(&TensorData::f32(&[2, 3, 8, 8], vec![0.25; 384]).expect("x"))
+        .expect("x");
+    let a = NdArray
+        .to_data(&m.forward(&x, &Ctx::eval()).expect("a"))
+        .expect("a");
+    let b = NdArray
+        .to_data(&back.forward(&x, &Ctx::eval()).expect("b"))
+        .expect("b");
+    assert_eq!(a.shape(), [2, 3]);
+    assert_eq!(a, b);
+}
