@@ -3,7 +3,7 @@
 //! Owns: the [`Dataset`] trait (indexable samples with a class label), in-memory array datasets
 //! (scikit-learn's real handwritten digits ship inside the crate; `.npy` pairs), ImageFolder
 //! (jpg / png / webp / bmp), transforms (PIL-style resizing, crops, flips, normalisation, timm's
-//! eval transform), subsets with
+//! eval transform, TrivialAugment, Mixup / CutMix), subsets with
 //! relabelling, seeded stratified splits, class subsets and k-shot sampling, and the [`Loader`]:
 //! seeded shuffling, batching, per-sample transforms run in parallel on rayon with bounded
 //! prefetch, each sample's randomness keyed on (seed, epoch, index) so neither order nor thread
@@ -12,6 +12,7 @@
 //! Must not know: models, backends' tensors (batches leave as host `TensorData`), training,
 //! optimizers, TOML.
 
+pub mod augment;
 mod dataset;
 mod image_folder;
 mod loader;
