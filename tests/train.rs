@@ -155,6 +155,15 @@ fn resume_after_sigkill_is_bit_identical() {
     assert_eq!(resolved["train"]["epochs"], 2);
     assert_eq!(resolved["train"]["accumulate"], 2);
     assert_eq!(resolved["architecture"], "resnet18_small");
+    for d in [&full, &cut] {
+        let png = std::fs::read(d.join("curves.png")).expect("curves.png");
+        assert!(
+            png.starts_with(b"\x89PNG") && png.len() > 5_000,
+            "a real PNG"
+        );
+    }
+    let h = graft::train::History::from_metrics(&cut.join("metrics.jsonl")).expect("history");
+    assert_eq!((h.steps.len(), h.epochs.len()), (12, 2));
     let (ma, mb) = (metrics_without_clock(&full), metrics_without_clock(&cut));
     assert_eq!(ma.len(), 12 + 2);
     assert_eq!(ma, mb);

@@ -4,7 +4,7 @@
 //! with label smoothing and soft targets) and metrics (loss, top-1, top-5, per-class accuracy,
 //! confusion matrix), the loop ([`Trainer::fit`]: epochs, evaluation, early stopping, gradient
 //! accumulation, gradient clipping, weight EMA, callbacks), `metrics.jsonl`, atomic checkpoints
-//! and exact resume, the non-finite-loss guard, fastai's LR finder.
+//! and exact resume, the non-finite-loss guard, fastai's LR finder, PNG learning curves.
 //!
 //! Must not know: concrete backends, which parameters are frozen (a surgery plan's optimizer and
 //! mode table come in), datasets beyond the loader's batches, TOML, the CLI.
@@ -18,6 +18,7 @@ mod checkpoint;
 mod loss;
 mod lr_find;
 mod metrics;
+mod plot;
 mod schedule;
 mod trainer;
 
@@ -25,6 +26,7 @@ pub use checkpoint::Checkpoint;
 pub use loss::{Targets, cross_entropy};
 pub use lr_find::{LrFinder, LrFinderResult, lr_find};
 pub use metrics::{ClassMetrics, evaluate};
+pub use plot::{plot_history, plot_lr_find};
 pub use schedule::Schedule;
 pub use trainer::{
     Callback, Control, EarlyStopping, EpochRecord, History, Monitor, StepRecord, TrainConfig,

@@ -4,12 +4,12 @@ use graft_backend::{Backend, Ctx, TensorData};
 use graft_core::Result;
 use graft_data::Loader;
 use graft_zoo::Model;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::loss::{Targets, cross_entropy};
 
 /// Loss, top-1 / top-5 accuracy, per-class accuracy and the confusion matrix of a dataset.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ClassMetrics {
     pub samples: usize,
     pub loss: f64,

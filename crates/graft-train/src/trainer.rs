@@ -11,7 +11,7 @@ use graft_core::{Error, Result};
 use graft_data::Loader;
 use graft_optim::Optimizer;
 use graft_zoo::Model;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::checkpoint::Checkpoint;
 use crate::loss::{Targets, cross_entropy};
@@ -83,7 +83,7 @@ impl TrainConfig {
 }
 
 /// One optimizer step, as logged.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StepRecord {
     pub epoch: usize,
     pub step: usize,
@@ -96,7 +96,7 @@ pub struct StepRecord {
 }
 
 /// One epoch, as logged.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct EpochRecord {
     pub epoch: usize,
     pub step: usize,
@@ -131,6 +131,30 @@ pub struct History {
     pub steps: Vec<StepRecord>,
     pub epochs: Vec<EpochRecord>,
     pub stopped_early: bool,
+}
+
+impl History {
+    /// Reads a run's `metrics.jsonl` back (step and epoch lines; wall-clock fields included).
+    pub fn from_metrics(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        let mut h = History::default();
+        for (i, line) in text.lines().enumerate() {
+            let v: serde_json::Value = serde_json::from_str(line)
+                .map_err(|e| Error::format(path, format!("line {}: {e}", i + 1)))?;
+            let bad = |e: serde_json::Error| Error::format(path, format!("line {}: {e}", i + 1));
+            match v.get("kind").and_then(|k| k.as_str()) {
+                Some("step") => h.steps.push(serde_json::from_value(v).map_err(bad)?),
+                Some("epoch") => h.epochs.push(serde_json::from_value(v).map_err(bad)?),
+                _ => {
+                    return Err(Error::format(
+                        path,
+                        format!("line {}: no kind step / epoch", i + 1),
+                    ));
+                }
+            }
+        }
+        Ok(h)
+    }
 }
 
 /// The training loop over a model, an optimizer (from a surgery plan, say) and the mode table
@@ -666,6 +690,12 @@ impl<B: AutodiffBackend> Trainer<B> {
             if stop {
                 break;
             }
+        }
+        if let Some(dir) = &self.cfg.run_dir {
+            // The whole run's curves, resumed parts included: from metrics.jsonl.
+            let full = History::from_metrics(&dir.join("metrics.jsonl"))
+                .unwrap_or_else(|_| history.clone());
+            crate::plot::plot_history(&full, &dir.join("curves.png"))?;
         }
         Ok(history)
     }

@@ -1,0 +1,161 @@
+//! PNG plots (plotters, bitmap backend): learning curves at the end of a run and the LR finder's
+//! sweep. Text uses DejaVu Sans shipped in `assets/` (its licence beside it), so plots render the
+//! same on every machine.
+
+use std::path::Path;
+use std::sync::Once;
+
+use graft_core::{Error, Result};
+use plotters::prelude::*;
+
+use crate::lr_find::LrFinderResult;
+use crate::trainer::History;
+
+static FONT: &[u8] = include_bytes!("../assets/DejaVuSans.ttf");
+static REGISTER: Once = Once::new();
+
+fn font() {
+    REGISTER.call_once(|| {
+        // The font is shipped with the crate and valid; a failure would only lose the text.
+        let _ = plotters::style::register_font("sans-serif", FontStyle::Normal, FONT);
+    });
+}
+
+fn err(path: &Path, e: impl std::fmt::Display) -> Error {
+    Error::format(path, format!("cannot draw the plot: {e}"))
+}
+
+fn range(v: impl Iterator<Item = f64>) -> (f64, f64) {
+    let (lo, hi) = v
+        .filter(|x| x.is_finite())
+        .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), x| {
+            (a.min(x), b.max(x))
+        });
+    if !lo.is_finite() {
+        (0.0, 1.0)
+    } else if hi - lo < 1e-12 {
+        (lo - 0.5, hi + 0.5)
+    } else {
+        let pad = 0.05 * (hi - lo);
+        (lo - pad, hi + pad)
+    }
+}
+
+/// Training loss per step and validation loss / top-1 per epoch, as a PNG.
+pub fn plot_history(history: &History, path: &Path) -> Result<()> {
+    font();
+    let root = BitMapBackend::new(path, (960, 480)).into_drawing_area();
+    root.fill(&WHITE).map_err(|e| err(path, e))?;
+    let (left, right) = root.split_horizontally(480);
+    let steps: Vec<(f64, f64)> = history
+        .steps
+        .iter()
+        .map(|r| (r.step as f64, r.loss))
+        .collect();
+    let val_loss: Vec<(f64, f64)> = history
+        .epochs
+        .iter()
+        .filter_map(|e| e.val.as_ref().map(|m| (e.step as f64, m.loss)))
+        .collect();
+    let (x0, x1) = range(steps.iter().map(|p| p.0).chain([0.0]));
+    let (y0, y1) = range(steps.iter().chain(&val_loss).map(|p| p.1));
+    let mut c = ChartBuilder::on(&left)
+        .caption("loss", ("sans-serif", 20))
+        .margin(10)
+        .x_label_area_size(30)
+        .y_label_area_size(50)
+        .build_cartesian_2d(x0..x1, y0..y1)
+        .map_err(|e| err(path, e))?;
+    c.configure_mesh()
+        .x_desc("optimizer step")
+        .draw()
+        .map_err(|e| err(path, e))?;
+    c.draw_series(LineSeries::new(steps, &BLUE))
+        .map_err(|e| err(path, e))?
+        .label("train (step)")
+        .legend(|(x, y)| PathElement::new([(x, y), (x + 20, y)], BLUE));
+    c.draw_series(LineSeries::new(val_loss.clone(), &RED))
+        .map_err(|e| err(path, e))?
+        .label("val (epoch)")
+        .legend(|(x, y)| PathElement::new([(x, y), (x + 20, y)], RED));
+    c.draw_series(val_loss.iter().map(|p| Circle::new(*p, 3, RED.filled())))
+        .map_err(|e| err(path, e))?;
+    c.configure_series_labels()
+        .background_style(WHITE)
+        .border_style(BLACK)
+        .draw()
+        .map_err(|e| err(path, e))?;
+    let acc: Vec<(f64, f64)> = history
+        .epochs
+        .iter()
+        .filter_map(|e| {
+            e.val
+                .as_ref()
+                .map(|m| (e.epoch as f64 + 1.0, 100.0 * m.top1))
+        })
+        .collect();
+    let (a0, a1) = range(acc.iter().map(|p| p.1));
+    let mut c = ChartBuilder::on(&right)
+        .caption("validation top-1 (%)", ("sans-serif", 20))
+        .margin(10)
+        .x_label_area_size(30)
+        .y_label_area_size(50)
+        .build_cartesian_2d(0.5..(history.epochs.len() as f64 + 0.5), a0..a1)
+        .map_err(|e| err(path, e))?;
+    c.configure_mesh()
+        .x_desc("epoch")
+        .draw()
+        .map_err(|e| err(path, e))?;
+    c.draw_series(LineSeries::new(acc.clone(), &GREEN))
+        .map_err(|e| err(path, e))?;
+    c.draw_series(acc.iter().map(|p| Circle::new(*p, 3, GREEN.filled())))
+        .map_err(|e| err(path, e))?;
+    root.present().map_err(|e| err(path, e))
+}
+
+/// The LR finder's smoothed loss against log10(LR), with the suggestions marked.
+pub fn plot_lr_find(r: &LrFinderResult, path: &Path) -> Result<()> {
+    font();
+    let root = BitMapBackend::new(path, (640, 480)).into_drawing_area();
+    root.fill(&WHITE).map_err(|e| err(path, e))?;
+    let pts: Vec<(f64, f64)> = r
+        .lrs
+        .iter()
+        .zip(&r.losses)
+        .map(|(l, v)| (l.log10(), *v))
+        .collect();
+    let (x0, x1) = range(pts.iter().map(|p| p.0));
+    let (y0, y1) = range(pts.iter().map(|p| p.1));
+    let mut c = ChartBuilder::on(&root)
+        .caption("LR finder", ("sans-serif", 20))
+        .margin(10)
+        .x_label_area_size(30)
+        .y_label_area_size(50)
+        .build_cartesian_2d(x0..x1, y0..y1)
+        .map_err(|e| err(path, e))?;
+    c.configure_mesh()
+        .x_desc("log10(learning rate)")
+        .y_desc("smoothed loss")
+        .draw()
+        .map_err(|e| err(path, e))?;
+    c.draw_series(LineSeries::new(pts, &BLUE))
+        .map_err(|e| err(path, e))?;
+    for (lr, color, name) in [
+        (r.steepest, RED, "steepest"),
+        (r.min_div_10, GREEN, "min / 10"),
+    ] {
+        if let Some(lr) = lr {
+            let x = lr.log10();
+            c.draw_series(LineSeries::new([(x, y0), (x, y1)], color))
+                .map_err(|e| err(path, e))?
+                .label(format!("{name}: {lr:.2e}"))
+                .legend(move |(x, y)| PathElement::new([(x, y), (x + 20, y)], color));
+        }
+    }
+    c.configure_series_labels()
+        .background_style(WHITE)
+        .border_style(BLACK)
+        .draw()
+        .map_err(|e| err(path, e))?;
+    root.present().map_err(|e| err(path, e))
+}
