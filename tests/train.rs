@@ -270,3 +270,44 @@ fn lr_finder_sweeps_stops_on_divergence_and_restores_the_model() {
         "the caller's optimizer is untouched"
     );
 }
+
+#[test]
+fn early_stopping_stops_after_patience_and_data_config_follows_the_cfg() {
+    let digits: Arc<dyn Dataset> = Arc::new(ArrayDataset::digits());
+    let parts = stratified_split(&digits.labels(), &[0.05, 0.05, 0.9], 1).expect("split");
+    let train = Loader::new(
+        Arc::new(Subset::new(digits.clone(), parts[0].clone()).expect("s")),
+        LoaderConfig::train(32),
+    )
+    .expect("l");
+    let val = Loader::new(
+        Arc::new(Subset::new(digits, parts[1].clone()).expect("s")),
+        LoaderConfig::eval(128),
+    )
+    .expect("l");
+    let b = Tch::cpu();
+    let opts = ModelOptions::default().num_classes(10).in_chans(1);
+    let (mut model, _) = create_model(&b, "resnet18_small", &opts).expect("model");
+    let plan = Plan::new(&model, &FreezeConfig::none(), &LrConfig::adamw(1e-3)).expect("plan");
+    let mut cfg = TrainConfig::new(6);
+    // an improvement of 10 in validation loss never happens: stop after epoch 1 + patience 2
+    cfg.early_stopping = Some(graft::train::EarlyStopping {
+        monitor: graft::train::Monitor::ValLoss,
+        patience: 2,
+        min_delta: 10.0,
+    });
+    let mut t = Trainer::new(
+        cfg,
+        plan.apply(&model).expect("apply"),
+        plan.modes().clone(),
+    );
+    let h = t.fit(&mut model, &train, Some(&val)).expect("fit");
+    assert!(h.stopped_early);
+    assert_eq!(h.epochs.len(), 3);
+    let (vit, _) = create_model(&b, "vit_tiny_patch16_224", &ModelOptions::default()).expect("vit");
+    let dc = graft::train::data_config(vit.cfg());
+    assert_eq!(
+        (dc.crop_pct, dc.mean.clone(), dc.input_size),
+        (0.9, vec![0.5; 3], [3, 224, 224])
+    );
+}

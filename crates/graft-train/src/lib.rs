@@ -32,3 +32,22 @@ pub use trainer::{
     Callback, Control, EarlyStopping, EpochRecord, History, Monitor, StepRecord, TrainConfig,
     Trainer, snapshot,
 };
+
+/// timm's `resolve_data_config`: the transform settings a model's pretrained cfg implies
+/// (input size, crop_pct, interpolation, mean / std) for `graft_data::transform`.
+pub fn data_config(cfg: &graft_zoo::PretrainedCfg) -> graft_data::transform::TransformCfg {
+    use graft_data::transform::Interp;
+    graft_data::transform::TransformCfg {
+        input_size: cfg.input_size,
+        crop_pct: cfg.crop_pct,
+        interp: match cfg.interpolation {
+            graft_zoo::Interpolation::Bicubic => Interp::Bicubic,
+            // graft resamples bilinear or bicubic; nearest cfgs get bilinear
+            graft_zoo::Interpolation::Bilinear | graft_zoo::Interpolation::Nearest => {
+                Interp::Bilinear
+            }
+        },
+        mean: cfg.mean.to_vec(),
+        std: cfg.std.to_vec(),
+    }
+}
