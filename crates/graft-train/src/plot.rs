@@ -25,6 +25,37 @@ fn err(path: &Path, e: impl std::fmt::Display) -> Error {
     Error::format(path, format!("cannot draw the plot: {e}"))
 }
 
+type Area<'a> = DrawingArea<BitMapBackend<'a>, plotters::coord::Shift>;
+type Chart<'a, 'b> = ChartContext<
+    'a,
+    BitMapBackend<'b>,
+    Cartesian2d<plotters::coord::types::RangedCoordf64, plotters::coord::types::RangedCoordf64>,
+>;
+
+/// A captioned chart over `x` × `y` with the axis descriptions drawn.
+fn chart<'a, 'b>(
+    area: &'a Area<'b>,
+    caption: &str,
+    x: (f64, f64),
+    y: (f64, f64),
+    desc: (&str, &str),
+    path: &Path,
+) -> Result<Chart<'a, 'b>> {
+    let mut c = ChartBuilder::on(area)
+        .caption(caption, ("sans-serif", 20))
+        .margin(10)
+        .x_label_area_size(30)
+        .y_label_area_size(50)
+        .build_cartesian_2d(x.0..x.1, y.0..y.1)
+        .map_err(|e| err(path, e))?;
+    c.configure_mesh()
+        .x_desc(desc.0)
+        .y_desc(desc.1)
+        .draw()
+        .map_err(|e| err(path, e))?;
+    Ok(c)
+}
+
 fn range(v: impl Iterator<Item = f64>) -> (f64, f64) {
     let (lo, hi) = v
         .filter(|x| x.is_finite())
@@ -59,17 +90,14 @@ pub fn plot_history(history: &History, path: &Path) -> Result<()> {
         .collect();
     let (x0, x1) = range(steps.iter().map(|p| p.0).chain([0.0]));
     let (y0, y1) = range(steps.iter().chain(&val_loss).map(|p| p.1));
-    let mut c = ChartBuilder::on(&left)
-        .caption("loss", ("sans-serif", 20))
-        .margin(10)
-        .x_label_area_size(30)
-        .y_label_area_size(50)
-        .build_cartesian_2d(x0..x1, y0..y1)
-        .map_err(|e| err(path, e))?;
-    c.configure_mesh()
-        .x_desc("optimizer step")
-        .draw()
-        .map_err(|e| err(path, e))?;
+    let mut c = chart(
+        &left,
+        "loss",
+        (x0, x1),
+        (y0, y1),
+        ("optimizer step", ""),
+        path,
+    )?;
     c.draw_series(LineSeries::new(steps, &BLUE))
         .map_err(|e| err(path, e))?
         .label("train (step)")
@@ -95,17 +123,14 @@ pub fn plot_history(history: &History, path: &Path) -> Result<()> {
         })
         .collect();
     let (a0, a1) = range(acc.iter().map(|p| p.1));
-    let mut c = ChartBuilder::on(&right)
-        .caption("validation top-1 (%)", ("sans-serif", 20))
-        .margin(10)
-        .x_label_area_size(30)
-        .y_label_area_size(50)
-        .build_cartesian_2d(0.5..(history.epochs.len() as f64 + 0.5), a0..a1)
-        .map_err(|e| err(path, e))?;
-    c.configure_mesh()
-        .x_desc("epoch")
-        .draw()
-        .map_err(|e| err(path, e))?;
+    let mut c = chart(
+        &right,
+        "validation top-1 (%)",
+        (0.5, (history.epochs.len() as f64 + 0.5)),
+        (a0, a1),
+        ("epoch", ""),
+        path,
+    )?;
     c.draw_series(LineSeries::new(acc.clone(), &GREEN))
         .map_err(|e| err(path, e))?;
     c.draw_series(acc.iter().map(|p| Circle::new(*p, 3, GREEN.filled())))
@@ -126,18 +151,14 @@ pub fn plot_lr_find(r: &LrFinderResult, path: &Path) -> Result<()> {
         .collect();
     let (x0, x1) = range(pts.iter().map(|p| p.0));
     let (y0, y1) = range(pts.iter().map(|p| p.1));
-    let mut c = ChartBuilder::on(&root)
-        .caption("LR finder", ("sans-serif", 20))
-        .margin(10)
-        .x_label_area_size(30)
-        .y_label_area_size(50)
-        .build_cartesian_2d(x0..x1, y0..y1)
-        .map_err(|e| err(path, e))?;
-    c.configure_mesh()
-        .x_desc("log10(learning rate)")
-        .y_desc("smoothed loss")
-        .draw()
-        .map_err(|e| err(path, e))?;
+    let mut c = chart(
+        &root,
+        "LR finder",
+        (x0, x1),
+        (y0, y1),
+        ("log10(learning rate)", "smoothed loss"),
+        path,
+    )?;
     c.draw_series(LineSeries::new(pts, &BLUE))
         .map_err(|e| err(path, e))?;
     for (lr, color, name) in [
