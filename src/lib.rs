@@ -12,12 +12,14 @@
 //! - [`surgery`]: freezing, head replacement, parameter groups and learning-rate plans.
 //! - [`data`]: datasets, splits, transforms and the loader.
 //! - [`train`]: schedules, losses, metrics and the training loop with exact resume.
+//! - [`reuse`]: direct reuse — label maps, BatchNorm re-estimation, evaluation.
 
 pub use graft_backend as backend;
 pub use graft_core as core;
 pub use graft_data as data;
 pub use graft_ndarray as ndarray;
 pub use graft_optim as optim;
+pub use graft_reuse as reuse;
 pub use graft_surgery as surgery;
 pub use graft_tch as tch;
 pub use graft_train as train;
