@@ -530,7 +530,7 @@ impl<B: AutodiffBackend> Trainer<B> {
                 let batch = batch?;
                 images += batch.labels.len();
                 let micro = (st.step * acc + pending_n) as u64;
-                let (images, targets) = match &self.cfg.mixup {
+                let (inputs, targets) = match &self.cfg.mixup {
                     Some(m) => {
                         let mut rng = <rand_chacha::ChaCha8Rng as rand::SeedableRng>::seed_from_u64(
                             mix_seed(&[self.cfg.seed, 0x6d69_7875, micro]),
@@ -541,7 +541,7 @@ impl<B: AutodiffBackend> Trainer<B> {
                     }
                     None => (batch.images.clone(), Targets::Hard(batch.labels.clone())),
                 };
-                let x = b.from_data(&images)?;
+                let x = b.from_data(&inputs)?;
                 let ctx = Ctx::train(&self.modes, self.cfg.seed, micro);
                 let logits = model.forward(&x, &ctx)?;
                 let loss = cross_entropy(&b, &logits, &targets, self.cfg.label_smoothing)?;
