@@ -32,6 +32,23 @@ pub trait Dataset: Send + Sync + std::fmt::Debug {
     fn labels(&self) -> Vec<usize> {
         (0..self.len()).map(|i| self.label(i)).collect()
     }
+    /// A stable hash of the dataset's content, for caches keyed on it. The default reads every
+    /// sample; datasets on disk hash their file list (path, size, mtime) instead.
+    fn fingerprint(&self) -> Result<u64> {
+        let mut h = Vec::with_capacity(self.len() * 16);
+        for i in 0..self.len() {
+            let s = self.get(i)?;
+            h.extend_from_slice(
+                &graft_backend::init::stable_hash(&f32_bytes(&s.data)).to_le_bytes(),
+            );
+            h.extend_from_slice(&(s.label as u64).to_le_bytes());
+        }
+        Ok(graft_backend::init::stable_hash(&h))
+    }
+}
+
+pub(crate) fn f32_bytes(v: &[f32]) -> Vec<u8> {
+    v.iter().flat_map(|x| x.to_le_bytes()).collect()
 }
 
 /// Images held in memory as one `[N, C, H, W]` float array.
@@ -191,6 +208,12 @@ impl Dataset for ArrayDataset {
     fn classes(&self) -> &[String] {
         &self.classes
     }
+    fn fingerprint(&self) -> Result<u64> {
+        let mut b = f32_bytes(&self.data);
+        b.extend(self.labels.iter().flat_map(|&l| (l as u64).to_le_bytes()));
+        b.extend(self.shape.iter().flat_map(|&d| (d as u64).to_le_bytes()));
+        Ok(graft_backend::init::stable_hash(&b))
+    }
 }
 
 /// Some samples of a dataset, optionally relabelled (digits 5–9 as classes 0–4).
@@ -253,6 +276,14 @@ impl Subset {
 }
 
 impl Dataset for Subset {
+    fn fingerprint(&self) -> Result<u64> {
+        let mut b = self.base.fingerprint()?.to_le_bytes().to_vec();
+        b.extend(self.indices.iter().flat_map(|&i| (i as u64).to_le_bytes()));
+        if let Some(m) = &self.relabel {
+            b.extend(m.iter().flat_map(|&i| (i as u64).to_le_bytes()));
+        }
+        Ok(graft_backend::init::stable_hash(&b))
+    }
     fn len(&self) -> usize {
         self.indices.len()
     }

@@ -135,4 +135,22 @@ impl Dataset for ImageFolder {
     fn classes(&self) -> &[String] {
         &self.classes
     }
+    /// Hash of every file's path, size and modification time (and label): a changed, added or
+    /// removed image changes it; nothing is decoded.
+    fn fingerprint(&self) -> Result<u64> {
+        let mut b = Vec::new();
+        for (p, l) in &self.samples {
+            let m = std::fs::metadata(p).map_err(|e| Error::io(p, e))?;
+            let mtime = m
+                .modified()
+                .ok()
+                .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                .map_or(0, |d| d.as_nanos());
+            b.extend(p.to_string_lossy().as_bytes());
+            b.extend(m.len().to_le_bytes());
+            b.extend(mtime.to_le_bytes());
+            b.extend((*l as u64).to_le_bytes());
+        }
+        Ok(graft_backend::init::stable_hash(&b))
+    }
 }

@@ -118,6 +118,10 @@ impl Loader {
     pub fn dataset(&self) -> &Arc<dyn Dataset> {
         &self.dataset
     }
+    /// The per-sample transform, if any.
+    pub fn transform(&self) -> Option<&Arc<dyn Transform>> {
+        self.transform.as_ref()
+    }
     /// Settings.
     pub fn config(&self) -> &LoaderConfig {
         &self.cfg
