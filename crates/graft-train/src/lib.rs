@@ -12,7 +12,8 @@
 //! Determinism: every stochastic op is seeded from (seed, step) through the forward context and
 //! the loader draws from (seed, epoch, index), so a run resumed from a checkpoint replays the
 //! same steps; the backend's thread count is recorded and a resume under another count is refused
-//! (results differ between 1 and 2 threads).
+//! (results differ between 1 and 2 threads). On libtorch's CPU (MKL BLAS), bit-exact resume across
+//! processes also needs `MKL_CBWR=COMPATIBLE`, or MKL may pick alignment-dependent kernels.
 
 mod checkpoint;
 mod loss;
