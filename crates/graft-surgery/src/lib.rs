@@ -315,11 +315,12 @@ impl Plan {
         let b = model.backend();
         let no_wd: BTreeSet<String> = model.no_weight_decay().into_iter().collect();
         let bn_layers = model.batch_norm_layers();
-        let bn_of = |name: &str| -> Option<&String> {
-            bn_layers
-                .iter()
-                .find(|l| name == format!("{l}.weight") || name == format!("{l}.bias"))
-        };
+        // affine parameter name -> its BatchNorm layer
+        let bn_affine: BTreeMap<String, &String> = bn_layers
+            .iter()
+            .flat_map(|l| [(format!("{l}.weight"), l), (format!("{l}.bias"), l)])
+            .collect();
+        let bn_of = |name: &str| -> Option<&String> { bn_affine.get(name).copied() };
         // Which BatchNorm layers sit in a frozen part: their weight (or running mean) is frozen
         // by the selector or by a zero stage LR.
         let selector_frozen = |name: &str| {

@@ -8,6 +8,7 @@ use graft_optim::Optimizer;
 use graft_zoo::Model;
 
 use crate::loss::{Targets, cross_entropy};
+use crate::trainer::{assign_from_host, host_scalar};
 
 /// Sweep settings (fastai's defaults: 1e-7 → 10 over 100 steps).
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -107,13 +108,7 @@ pub fn lr_find<B: AutodiffBackend>(
                 let x = b.from_data(&batch.images)?;
                 let logits = model.forward(&x, &Ctx::train(modes, cfg.seed, step as u64))?;
                 let loss = cross_entropy(&b, &logits, &Targets::Hard(batch.labels.clone()), 0.0)?;
-                let l = b
-                    .to_data(&loss)?
-                    .to_f64()
-                    .iter()
-                    .next()
-                    .copied()
-                    .unwrap_or(f64::NAN);
+                let l = host_scalar(&b, &loss)?;
                 avg = cfg.beta * avg + (1.0 - cfg.beta) * l;
                 let smooth = avg / (1.0 - cfg.beta.powi(step as i32 + 1));
                 if !smooth.is_finite() || smooth > cfg.diverge * best {
@@ -131,10 +126,9 @@ pub fn lr_find<B: AutodiffBackend>(
         }
         Ok(())
     })();
-    for (name, e) in model.params().iter() {
-        let src = b.from_data(&saved[name])?;
-        b.no_grad(|| b.assign(&e.tensor, &src))?;
-    }
+    assign_from_host(model, &saved, |name| {
+        Error::invalid("lr_find", format!("{name} vanished during the sweep"))
+    })?;
     result?;
     if let Some((i, _)) = out
         .losses

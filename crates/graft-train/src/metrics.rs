@@ -81,13 +81,7 @@ pub fn evaluate<B: Backend>(
         let x = b.from_data(&batch.images)?;
         let logits = model.forward(&x, ctx)?;
         let loss = cross_entropy(b, &logits, &Targets::Hard(batch.labels.clone()), 0.0)?;
-        let l = b
-            .to_data(&loss)?
-            .to_f64()
-            .iter()
-            .next()
-            .copied()
-            .unwrap_or(f64::NAN);
+        let l = crate::trainer::host_scalar(b, &loss)?;
         m.add(
             &b.to_data(&logits)?,
             &batch.labels,

@@ -189,13 +189,31 @@ struct LoopState {
     epoch_loss_n: usize,
 }
 
-fn host_scalar<B: Backend>(b: &B, x: &B::Tensor) -> Result<f64> {
+/// The first value of `x` on the host (a loss, a squared norm).
+pub(crate) fn host_scalar<B: Backend>(b: &B, x: &B::Tensor) -> Result<f64> {
     b.to_data(x)?
         .to_f64()
         .iter()
         .next()
         .copied()
         .ok_or_else(|| Error::Training("empty loss tensor".into()))
+}
+
+/// Writes host values into every parameter and buffer of `model` in place (entry ids, and so
+/// optimizer state and requires_grad, are kept); `missing` makes the error for a name `data`
+/// lacks.
+pub(crate) fn assign_from_host<B: AutodiffBackend>(
+    model: &Model<B>,
+    data: &BTreeMap<String, TensorData>,
+    missing: impl Fn(&str) -> Error,
+) -> Result<()> {
+    let b = model.backend();
+    for (name, e) in model.params().iter() {
+        let d = data.get(name).ok_or_else(|| missing(name))?;
+        let src = b.from_data(&d.cast(b.dtype(&e.tensor)))?;
+        b.no_grad(|| b.assign(&e.tensor, &src))?;
+    }
+    Ok(())
 }
 
 impl<B: AutodiffBackend> Trainer<B> {
@@ -321,14 +339,9 @@ impl<B: AutodiffBackend> Trainer<B> {
                 self.cfg.seed
             )));
         }
-        for (name, e) in model.params().iter() {
-            let data = ck
-                .model
-                .get(name)
-                .ok_or_else(|| Error::format(path, format!("checkpoint lacks {name:?}")))?;
-            let src = b.from_data(&data.cast(b.dtype(&e.tensor)))?;
-            b.no_grad(|| b.assign(&e.tensor, &src))?;
-        }
+        assign_from_host(model, &ck.model, |name| {
+            Error::format(path, format!("checkpoint lacks {name:?}"))
+        })?;
         self.opt = Optimizer::import_state(&ck.optimizer, model.params())?;
         self.ema = match ck.ema {
             Some(e) => Some(
