@@ -137,3 +137,44 @@ pub(crate) fn make_divisible(v: f64, divisor: usize) -> usize {
     }
     n
 }
+
+/// The gate of a squeeze-excitation block.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Gate {
+    Sigmoid,
+    Hardsigmoid,
+}
+
+/// torchvision's `SqueezeExcitation` parameters: 1×1 convs `fc1` (`ch → squeeze`) and `fc2`
+/// (`squeeze → ch`) with bias, Kaiming fan-out init.
+pub(crate) fn init_squeeze_excite<B: Backend>(
+    p: &ParamPath<'_, B>,
+    ch: usize,
+    squeeze: usize,
+) -> Result<()> {
+    init_conv_kaiming(&p.sub("fc1")?, ch, squeeze, 1, 1, true)?;
+    init_conv_kaiming(&p.sub("fc2")?, squeeze, ch, 1, 1, true)
+}
+
+/// torchvision's `SqueezeExcitation` at `path`: `x · gate(fc2(act(fc1(avgpool(x)))))`.
+pub(crate) fn squeeze_excite<B: Backend>(
+    p: &Params<B>,
+    path: &str,
+    x: &B::Tensor,
+    a: Act,
+    gate: Gate,
+) -> Result<B::Tensor> {
+    let b = p.backend();
+    let s = b.adaptive_avg_pool2d(x, (1, 1))?;
+    let s = act(
+        b,
+        nn::conv2d(p, &join(path, "fc1"), &s, Conv2dOpts::new())?,
+        a,
+    )?;
+    let s = nn::conv2d(p, &join(path, "fc2"), &s, Conv2dOpts::new())?;
+    let s = match gate {
+        Gate::Sigmoid => b.sigmoid(&s)?,
+        Gate::Hardsigmoid => b.hardsigmoid(&s)?,
+    };
+    b.mul(&s, x)
+}

@@ -4,12 +4,14 @@
 //! Stochastic depth ("row" mode, rate growing linearly with block index) in train mode.
 
 use graft_backend::nn;
-use graft_backend::{Backend, Conv2dOpts, Ctx, ParamPath, Params};
+use graft_backend::{Backend, Ctx, ParamPath, Params};
 use graft_core::name::join;
 use graft_core::{Error, Result};
 use serde::{Deserialize, Serialize};
 
-use crate::layers::{Act, BnCfg, avg_pool_flat, conv_bn_act, init_conv_bn, init_conv_kaiming};
+use crate::layers::{
+    Act, BnCfg, Gate, avg_pool_flat, conv_bn_act, init_conv_bn, init_squeeze_excite, squeeze_excite,
+};
 use crate::model::{ClassifierSpec, Family, HeadInit, StageSpec};
 
 const BN: BnCfg = BnCfg {
@@ -106,8 +108,7 @@ impl Family for EfficientNet {
                 init_conv_bn(&bp.sub(format!("block.{j}"))?, exp, exp, s.kernel, exp)?;
                 let se = bp.sub(format!("block.{}", j + 1))?;
                 let sq = (inp / 4).max(1);
-                init_conv_kaiming(&se.sub("fc1")?, exp, sq, 1, 1, true)?;
-                init_conv_kaiming(&se.sub("fc2")?, sq, exp, 1, 1, true)?;
+                init_squeeze_excite(&se, exp, sq)?;
                 init_conv_bn(&bp.sub(format!("block.{}", j + 2))?, exp, s.out, 1, 1)?;
             }
         }
@@ -202,11 +203,13 @@ impl Family for EfficientNet {
                 Act::Silu,
                 ctx,
             )?;
-            let se = join(&path, &format!("block.{}", j + 1));
-            let sc = b.adaptive_avg_pool2d(&z, (1, 1))?;
-            let sc = b.silu(&nn::conv2d(p, &join(&se, "fc1"), &sc, Conv2dOpts::new())?)?;
-            let sc = b.sigmoid(&nn::conv2d(p, &join(&se, "fc2"), &sc, Conv2dOpts::new())?)?;
-            z = b.mul(&sc, &z)?;
+            z = squeeze_excite(
+                p,
+                &join(&path, &format!("block.{}", j + 1)),
+                &z,
+                Act::Silu,
+                Gate::Sigmoid,
+            )?;
             z = conv_bn_act(
                 p,
                 &join(&path, &format!("block.{}", j + 2)),

@@ -4,13 +4,14 @@
 //! Linear). BatchNorm eps 1e-3, momentum 0.01 as torchvision.
 
 use graft_backend::nn;
-use graft_backend::{Backend, Conv2dOpts, Ctx, Init, ParamPath, Params};
+use graft_backend::{Backend, Ctx, Init, ParamPath, Params};
 use graft_core::name::join;
 use graft_core::{Error, Result};
 use serde::{Deserialize, Serialize};
 
 use crate::layers::{
-    Act, BnCfg, act, avg_pool_flat, conv_bn_act, init_conv_bn, init_conv_kaiming, make_divisible,
+    Act, BnCfg, Gate, act, avg_pool_flat, conv_bn_act, init_conv_bn, init_squeeze_excite,
+    make_divisible, squeeze_excite,
 };
 use crate::model::{ClassifierSpec, Family, HeadInit, StageSpec};
 
@@ -158,11 +159,13 @@ impl MobileNetV3 {
         )?;
         j += 1;
         if c.se {
-            let se = join(path, &format!("block.{j}"));
-            let s = b.adaptive_avg_pool2d(&y, (1, 1))?;
-            let s = b.relu(&nn::conv2d(p, &join(&se, "fc1"), &s, Conv2dOpts::new())?)?;
-            let s = b.hardsigmoid(&nn::conv2d(p, &join(&se, "fc2"), &s, Conv2dOpts::new())?)?;
-            y = b.mul(&s, &y)?;
+            y = squeeze_excite(
+                p,
+                &join(path, &format!("block.{j}")),
+                &y,
+                Act::Relu,
+                Gate::Hardsigmoid,
+            )?;
             j += 1;
         }
         y = conv_bn_act(
@@ -206,8 +209,7 @@ impl Family for MobileNetV3 {
             if c.se {
                 let sq = make_divisible((c.expanded / 4) as f64, 8);
                 let se = bp.sub(format!("block.{j}"))?;
-                init_conv_kaiming(&se.sub("fc1")?, c.expanded, sq, 1, 1, true)?;
-                init_conv_kaiming(&se.sub("fc2")?, sq, c.expanded, 1, 1, true)?;
+                init_squeeze_excite(&se, c.expanded, sq)?;
                 j += 1;
             }
             init_conv_bn(&bp.sub(format!("block.{j}"))?, c.expanded, c.out, 1, 1)?;
