@@ -19,6 +19,7 @@ pub mod init;
 pub mod nn;
 pub mod opts;
 pub mod params;
+pub mod resample;
 pub mod safetensors_io;
 
 pub use backend::{AutodiffBackend, Backend};

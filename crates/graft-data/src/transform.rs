@@ -1,10 +1,12 @@
 //! Image transforms on CHW float samples, and timm's eval transform.
 //!
 //! Resizing is PIL's separable convolution resampling (what torchvision's `Resize` does on PIL
-//! images): bilinear = triangle filter, bicubic = Keys cubic with a = -0.5, the filter's support
-//! widened by the scale when shrinking (antialiasing), weights normalised per output pixel, and —
+//! images; weights from graft-backend's `aa_weights`): bilinear = triangle filter, bicubic = Keys
+//! cubic with a = -0.5, the filter's support widened by the scale when shrinking (antialiasing),
+//! weights normalised per output pixel, and —
 //! as PIL works on 8-bit images — the result of each pass rounded to 1/255 steps.
 
+use graft_backend::resample::{Filter, aa_weights};
 use graft_core::{Error, Result};
 use rand::RngExt;
 use rand_chacha::ChaCha8Rng;
@@ -20,57 +22,12 @@ pub enum Interp {
 }
 
 impl Interp {
-    fn support(self) -> f64 {
+    fn filter(self) -> Filter {
         match self {
-            Interp::Bilinear => 1.0,
-            Interp::Bicubic => 2.0,
+            Interp::Bilinear => Filter::Triangle,
+            Interp::Bicubic => Filter::Cubic,
         }
     }
-    fn filter(self, x: f64) -> f64 {
-        let x = x.abs();
-        match self {
-            Interp::Bilinear => (1.0 - x).max(0.0),
-            Interp::Bicubic => {
-                const A: f64 = -0.5;
-                if x < 1.0 {
-                    ((A + 2.0) * x - (A + 3.0)) * x * x + 1.0
-                } else if x < 2.0 {
-                    (((x - 5.0) * x + 8.0) * x - 4.0) * A
-                } else {
-                    0.0
-                }
-            }
-        }
-    }
-}
-
-/// PIL's per-output-pixel (first input index, normalised weights) for `input → output` over the
-/// input window `[start, start + span)`.
-fn coeffs(
-    interp: Interp,
-    input: usize,
-    output: usize,
-    start: f64,
-    span: f64,
-) -> Vec<(usize, Vec<f64>)> {
-    let scale = span / output as f64;
-    let fscale = scale.max(1.0);
-    let support = interp.support() * fscale;
-    (0..output)
-        .map(|i| {
-            let center = start + (i as f64 + 0.5) * scale;
-            let lo = ((center - support + 0.5).floor().max(0.0)) as usize;
-            let hi = ((center + support + 0.5).floor().min(input as f64)).max(0.0) as usize;
-            let mut w: Vec<f64> = (lo..hi)
-                .map(|j| interp.filter((j as f64 - center + 0.5) / fscale))
-                .collect();
-            let total: f64 = w.iter().sum();
-            if total != 0.0 {
-                w.iter_mut().for_each(|v| *v /= total);
-            }
-            (lo, w)
-        })
-        .collect()
 }
 
 /// Flattened filter taps: for output `i`, weights `w[off[i]..off[i + 1]]` start at input
@@ -82,7 +39,7 @@ struct Taps {
 }
 
 fn taps(interp: Interp, input: usize, output: usize) -> Taps {
-    let c = coeffs(interp, input, output, 0.0, input as f64);
+    let c = aa_weights(interp.filter(), input, output);
     let mut t = Taps {
         lo: Vec::with_capacity(output),
         off: vec![0],

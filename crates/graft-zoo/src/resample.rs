@@ -1,44 +1,13 @@
 //! Antialiased bicubic resampling of channel-major maps, as PyTorch's
 //! `F.interpolate(mode="bicubic", antialias=True, align_corners=False)` computes it (PIL's
 //! separable filter: support 2 × scale when shrinking, Keys cubic with a = -0.5, weights
-//! normalised per output pixel). Used to resample ViT position embeddings on load.
+//! normalised per output pixel). Used to resample ViT position embeddings on load; the weights
+//! are graft-backend's [`aa_weights`], shared with graft-data's image resizing.
 
-fn cubic(x: f64) -> f64 {
-    const A: f64 = -0.5;
-    let x = x.abs();
-    if x < 1.0 {
-        ((A + 2.0) * x - (A + 3.0)) * x * x + 1.0
-    } else if x < 2.0 {
-        (((x - 5.0) * x + 8.0) * x - 4.0) * A
-    } else {
-        0.0
-    }
-}
+use graft_backend::resample::{Filter, aa_weights};
 
-/// For each output index: first input index and normalised weights.
 fn weights(input: usize, output: usize) -> Vec<(usize, Vec<f64>)> {
-    let scale = input as f64 / output as f64;
-    let support = if scale >= 1.0 { 2.0 * scale } else { 2.0 };
-    let inv = if scale >= 1.0 { 1.0 / scale } else { 1.0 };
-    (0..output)
-        .map(|i| {
-            let center = scale * (i as f64 + 0.5);
-            let lo = ((center - support + 0.5).trunc() as i64).max(0) as usize;
-            let hi = ((center + support + 0.5).trunc() as i64)
-                .min(input as i64)
-                .max(0) as usize;
-            let mut w: Vec<f64> = (lo..hi)
-                .map(|j| cubic((j as f64 - center + 0.5) * inv))
-                .collect();
-            let total: f64 = w.iter().sum();
-            if total != 0.0 {
-                for v in &mut w {
-                    *v /= total;
-                }
-            }
-            (lo, w)
-        })
-        .collect()
+    aa_weights(Filter::Cubic, input, output)
 }
 
 /// Resamples `c` maps of `from = [h, w]` (channel-major, row-major) to `to`.
