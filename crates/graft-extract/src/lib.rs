@@ -4,37 +4,59 @@
 //!
 //! Owns: the feature cache (keyed by the model's name, a hash of its current weights and buffers,
 //! the loader's transform, the feature spec and the dataset's fingerprint — a second identical
-//! run does no trunk forward at all), and the few-shot heads on host features (prototype /
-//! nearest class mean by cosine, kNN).
+//! run does no trunk forward at all); the heads on host features (multinomial logistic regression
+//! through linfa, prototype / nearest class mean by cosine, kNN); a Linear / MLP head trained on
+//! cached features with graft-train's Trainer, in place on its trunk; the per-stage linear probe
+//! and the freeze depth it recommends; exporting trunk + head as one user model.
 //!
-//! Must not know: concrete backends, optimizers, training loops, TOML.
+//! Must not know: concrete backends, the loop's internals (it hands the Trainer a plan), TOML.
 
-use std::collections::BTreeMap;
+mod heads;
+mod probe;
+
+pub use heads::{KnnHead, LogisticConfig, LogisticHead, PrototypeHead, accuracy, train_head};
+pub use probe::{ProbeConfig, ProbeReport, ProbeRow, probe};
+
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
 use graft_backend::init::stable_hash;
 use graft_backend::safetensors_io::{load, save};
 use graft_backend::{Backend, Ctx, DType, TensorData};
 use graft_core::{Error, Result};
-use graft_data::Loader;
+use graft_data::{ArrayDataset, Loader};
 use graft_zoo::Model;
 
 /// Which features to take.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum FeatureSpec {
-    /// The pooled pre-logits features (`forward_head(pre_logits = true)`).
+    /// The pooled pre-logits features (`forward_head(pre_logits = true)`): what the model's
+    /// classifier sees, so a head fitted on them exports onto the trunk.
     Pooled,
     /// A trunk stage's output, global-average-pooled to `[N, channels]`.
     Stage(String),
 }
 
-/// Features of a dataset: `[n, dim]` row-major, with labels.
+impl std::fmt::Display for FeatureSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            FeatureSpec::Pooled => f.write_str("pooled"),
+            FeatureSpec::Stage(s) => f.write_str(s),
+        }
+    }
+}
+
+/// Features of a dataset: `[n, dim]` row-major, with labels and class names.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Features {
     pub n: usize,
     pub dim: usize,
     pub data: Vec<f32>,
     pub labels: Vec<usize>,
+    /// The dataset's class names (label `i` is `classes[i]`).
+    pub classes: Vec<String>,
+    /// What the features are.
+    pub spec: FeatureSpec,
 }
 
 impl Features {
@@ -42,14 +64,24 @@ impl Features {
     pub fn row(&self, i: usize) -> &[f32] {
         &self.data[i * self.dim..(i + 1) * self.dim]
     }
+    /// The features as an in-memory dataset of `[dim, 1, 1]` samples (for a [`Loader`] feeding
+    /// the Trainer with `Inputs::Pooled`).
+    pub fn to_dataset(&self) -> Result<ArrayDataset> {
+        ArrayDataset::new(
+            [self.dim, 1, 1],
+            self.data.clone(),
+            self.labels.clone(),
+            self.classes.clone(),
+        )
+    }
 }
 
 /// What an extraction did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ExtractReport {
-    /// The cache file.
-    pub path: PathBuf,
-    /// True when the features came from the cache.
+    /// The cache files, one per spec.
+    pub paths: Vec<PathBuf>,
+    /// True when every spec came from the cache.
     pub cached: bool,
     /// Trunk forwards run (0 on a cache hit).
     pub forwards: usize,
@@ -71,15 +103,77 @@ fn model_hash<B: Backend>(model: &Model<B>) -> Result<u64> {
     Ok(stable_hash(&b))
 }
 
-/// The cache key of extracting `spec` from `model` over `loader`.
-pub fn cache_key<B: Backend>(model: &Model<B>, loader: &Loader, spec: &FeatureSpec) -> Result<u64> {
+fn key_of(model_name: &str, weights: u64, loader: &Loader, spec: &FeatureSpec) -> Result<u64> {
     let mut b = Vec::new();
-    b.extend(model.name().as_bytes());
-    b.extend(model_hash(model)?.to_le_bytes());
+    b.extend(model_name.as_bytes());
+    b.extend(weights.to_le_bytes());
     b.extend(format!("{:?}", loader.transform()).as_bytes());
     b.extend(format!("{spec:?}").as_bytes());
     b.extend(loader.dataset().fingerprint()?.to_le_bytes());
     Ok(stable_hash(&b))
+}
+
+/// The cache key of extracting `spec` from `model` over `loader`.
+pub fn cache_key<B: Backend>(model: &Model<B>, loader: &Loader, spec: &FeatureSpec) -> Result<u64> {
+    key_of(model.name(), model_hash(model)?, loader, spec)
+}
+
+const CLASS_SEP: char = '\u{1f}';
+
+fn read_cache(path: &Path, spec: &FeatureSpec) -> Result<Features> {
+    let (t, meta) = load(path)?;
+    let (Some(x), Some(y)) = (t.get("features"), t.get("labels")) else {
+        return Err(Error::format(
+            path,
+            "a feature cache holds `features` and `labels`",
+        ));
+    };
+    let s = x.shape().to_vec();
+    if s.len() != 2 || y.shape() != [s[0]] {
+        return Err(Error::format(
+            path,
+            format!("features {s:?} and labels {:?} do not match", y.shape()),
+        ));
+    }
+    let labels = y
+        .as_i64("feature cache")?
+        .iter()
+        .map(|&v| v as usize)
+        .collect();
+    let classes = meta
+        .as_ref()
+        .and_then(|m| m.get("classes"))
+        .filter(|c| !c.is_empty())
+        .map(|c| c.split(CLASS_SEP).map(str::to_string).collect())
+        .unwrap_or_default();
+    Ok(Features {
+        n: s[0],
+        dim: s[1],
+        data: x.to_f32().iter().copied().collect(),
+        labels,
+        classes,
+        spec: spec.clone(),
+    })
+}
+
+fn write_cache(path: &Path, model: &str, f: &Features) -> Result<()> {
+    let mut t = BTreeMap::new();
+    t.insert(
+        "features".to_string(),
+        TensorData::f32(&[f.n, f.dim], f.data.clone())?,
+    );
+    t.insert(
+        "labels".to_string(),
+        TensorData::i64(&[f.n], f.labels.iter().map(|&l| l as i64).collect())?,
+    );
+    let mut meta = HashMap::new();
+    meta.insert("model".to_string(), model.to_string());
+    meta.insert("spec".to_string(), f.spec.to_string());
+    meta.insert(
+        "classes".to_string(),
+        f.classes.join(&CLASS_SEP.to_string()),
+    );
+    save(path, &t, Some(meta))
 }
 
 /// Extracts features (batches in dataset order, eval mode), reading them from `cache_dir` when
@@ -90,38 +184,49 @@ pub fn extract<B: Backend>(
     spec: &FeatureSpec,
     cache_dir: &Path,
 ) -> Result<(Features, ExtractReport)> {
+    let (mut v, r) = extract_many(model, loader, std::slice::from_ref(spec), cache_dir)?;
+    let f = v
+        .pop()
+        .ok_or_else(|| Error::invalid("extract", "no features"))?;
+    Ok((f, r))
+}
+
+/// Extracts several specs in one pass over the data (one trunk forward per batch serves every
+/// stage asked for; pooled features take a full forward). Each spec has its own cache file; the
+/// pass runs only when one of them is missing.
+pub fn extract_many<B: Backend>(
+    model: &Model<B>,
+    loader: &Loader,
+    specs: &[FeatureSpec],
+    cache_dir: &Path,
+) -> Result<(Vec<Features>, ExtractReport)> {
     if loader.config().shuffle {
         return Err(Error::invalid(
             "extract",
             "the loader must not shuffle (features are stored in dataset order)",
         ));
     }
-    let key = cache_key(model, loader, spec)?;
-    let path = cache_dir.join(format!("features-{key:016x}.safetensors"));
-    if path.exists() {
-        let (t, _) = load(&path)?;
-        let (Some(x), Some(y)) = (t.get("features"), t.get("labels")) else {
-            return Err(Error::format(
-                &path,
-                "a feature cache holds `features` and `labels`",
-            ));
-        };
-        let s = x.shape().to_vec();
-        let labels = y
-            .as_i64("feature cache")?
+    if specs.is_empty() {
+        return Err(Error::invalid("extract", "no feature spec given"));
+    }
+    let weights = model_hash(model)?;
+    let paths = specs
+        .iter()
+        .map(|s| {
+            key_of(model.name(), weights, loader, s)
+                .map(|k| cache_dir.join(format!("features-{k:016x}.safetensors")))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    if paths.iter().all(|p| p.exists()) {
+        let f = specs
             .iter()
-            .map(|&v| v as usize)
-            .collect();
-        let f = Features {
-            n: s[0],
-            dim: s[1],
-            data: x.to_f32().iter().copied().collect(),
-            labels,
-        };
+            .zip(&paths)
+            .map(|(s, p)| read_cache(p, s))
+            .collect::<Result<Vec<_>>>()?;
         return Ok((
             f,
             ExtractReport {
-                path,
+                paths,
                 cached: true,
                 forwards: 0,
             },
@@ -129,177 +234,75 @@ pub fn extract<B: Backend>(
     }
     let b = model.backend();
     let ctx = Ctx::eval();
-    let (mut data, mut labels, mut dim, mut forwards) = (Vec::new(), Vec::new(), 0, 0);
+    let stages: Vec<&str> = specs
+        .iter()
+        .filter_map(|s| match s {
+            FeatureSpec::Stage(n) => Some(n.as_str()),
+            FeatureSpec::Pooled => None,
+        })
+        .collect();
+    let want_pooled = specs.contains(&FeatureSpec::Pooled);
+    let mut out: Vec<(Vec<f32>, usize)> = vec![(Vec::new(), 0); specs.len()];
+    let mut labels = Vec::new();
+    let mut forwards = 0;
     for batch in loader.epoch(0) {
         let batch = batch?;
         let x = b.from_data(&batch.images)?;
-        let y = match spec {
-            FeatureSpec::Pooled => model.forward_pooled(&x, &ctx)?,
-            FeatureSpec::Stage(s) => {
-                let out = model.forward_stages(&x, &[s.as_str()], &ctx)?;
-                let m = out
-                    .into_iter()
-                    .next()
-                    .ok_or_else(|| Error::invalid("extract", "no stage output"))?;
-                b.flatten(&b.adaptive_avg_pool2d(&m, (1, 1))?, 1, 3)?
-            }
+        let pooled = if want_pooled {
+            forwards += 1;
+            Some(model.forward_pooled(&x, &ctx)?)
+        } else {
+            None
         };
-        forwards += 1;
-        let y = b.to_data(&b.cast(&y, DType::F32)?)?.to_f32();
-        dim = y.shape()[1];
-        data.extend(y.iter().copied());
+        let maps = if stages.is_empty() {
+            Vec::new()
+        } else {
+            forwards += 1;
+            model.forward_stages(&x, &stages, &ctx)?
+        };
+        let mut maps = maps.into_iter();
+        for (spec, (data, dim)) in specs.iter().zip(out.iter_mut()) {
+            let y = match spec {
+                FeatureSpec::Pooled => pooled
+                    .clone()
+                    .ok_or_else(|| Error::invalid("extract", "pooled features missing"))?,
+                FeatureSpec::Stage(_) => {
+                    let m = maps
+                        .next()
+                        .ok_or_else(|| Error::invalid("extract", "stage output missing"))?;
+                    b.flatten(&b.adaptive_avg_pool2d(&m, (1, 1))?, 1, 3)?
+                }
+            };
+            let y = b.to_data(&b.cast(&y, DType::F32)?)?.to_f32();
+            *dim = y.shape()[1];
+            data.extend(y.iter().copied());
+        }
         labels.extend(batch.labels);
     }
-    let n = labels.len();
+    if labels.is_empty() {
+        return Err(Error::invalid("extract", "the loader yielded no samples"));
+    }
     std::fs::create_dir_all(cache_dir).map_err(|e| Error::io(cache_dir, e))?;
-    let mut t = BTreeMap::new();
-    t.insert(
-        "features".to_string(),
-        TensorData::f32(&[n, dim], data.clone())?,
-    );
-    t.insert(
-        "labels".to_string(),
-        TensorData::i64(&[n], labels.iter().map(|&l| l as i64).collect())?,
-    );
-    let mut meta = std::collections::HashMap::new();
-    meta.insert("model".to_string(), model.name().to_string());
-    meta.insert("spec".to_string(), format!("{spec:?}"));
-    save(&path, &t, Some(meta))?;
-    Ok((
-        Features {
-            n,
+    let classes = loader.dataset().classes().to_vec();
+    let mut feats = Vec::with_capacity(specs.len());
+    for ((spec, (data, dim)), path) in specs.iter().zip(out).zip(&paths) {
+        let f = Features {
+            n: labels.len(),
             dim,
             data,
-            labels,
-        },
+            labels: labels.clone(),
+            classes: classes.clone(),
+            spec: spec.clone(),
+        };
+        write_cache(path, model.name(), &f)?;
+        feats.push(f);
+    }
+    Ok((
+        feats,
         ExtractReport {
-            path,
+            paths,
             cached: false,
             forwards,
         },
     ))
-}
-
-fn normalized(v: &[f32]) -> Vec<f32> {
-    let n = v
-        .iter()
-        .map(|x| f64::from(*x) * f64::from(*x))
-        .sum::<f64>()
-        .sqrt()
-        .max(1e-12) as f32;
-    v.iter().map(|x| x / n).collect()
-}
-
-fn dot(a: &[f32], b: &[f32]) -> f32 {
-    a.iter().zip(b).map(|(x, y)| x * y).sum()
-}
-
-/// Nearest class mean by cosine similarity (prototypes of L2-normalised features).
-#[derive(Debug, Clone, PartialEq)]
-pub struct PrototypeHead {
-    pub prototypes: Vec<Vec<f32>>,
-}
-
-impl PrototypeHead {
-    /// Class means of the normalised features of `train` (`classes` classes; a class without
-    /// samples is an error naming it).
-    pub fn fit(train: &Features, classes: usize) -> Result<Self> {
-        let mut sums = vec![vec![0f32; train.dim]; classes];
-        let mut counts = vec![0usize; classes];
-        for i in 0..train.n {
-            let c = train.labels[i];
-            if c >= classes {
-                return Err(Error::invalid(
-                    "PrototypeHead",
-                    format!("label {c} for {classes} classes"),
-                ));
-            }
-            for (s, v) in sums[c].iter_mut().zip(normalized(train.row(i))) {
-                *s += v;
-            }
-            counts[c] += 1;
-        }
-        if let Some(c) = counts.iter().position(|&n| n == 0) {
-            return Err(Error::invalid(
-                "PrototypeHead",
-                format!("class {c} has no training sample"),
-            ));
-        }
-        Ok(Self {
-            prototypes: sums.iter().map(|s| normalized(s)).collect(),
-        })
-    }
-    /// The predicted class of every row.
-    pub fn predict(&self, f: &Features) -> Vec<usize> {
-        (0..f.n)
-            .map(|i| {
-                let q = normalized(f.row(i));
-                self.prototypes
-                    .iter()
-                    .enumerate()
-                    .max_by(|a, b| dot(&q, a.1).total_cmp(&dot(&q, b.1)))
-                    .map_or(0, |(k, _)| k)
-            })
-            .collect()
-    }
-}
-
-/// k nearest neighbours by cosine similarity; votes weighted by similarity.
-#[derive(Debug, Clone, PartialEq)]
-pub struct KnnHead {
-    pub k: usize,
-    train: Features,
-    classes: usize,
-}
-
-impl KnnHead {
-    /// Keeps the (normalised) training features.
-    pub fn fit(train: &Features, classes: usize, k: usize) -> Result<Self> {
-        if k == 0 || train.n == 0 {
-            return Err(Error::invalid(
-                "KnnHead",
-                format!("k = {k} with {} training samples", train.n),
-            ));
-        }
-        let data = (0..train.n)
-            .flat_map(|i| normalized(train.row(i)))
-            .collect();
-        Ok(Self {
-            k: k.min(train.n),
-            train: Features {
-                data,
-                ..train.clone()
-            },
-            classes,
-        })
-    }
-    /// The predicted class of every row.
-    pub fn predict(&self, f: &Features) -> Vec<usize> {
-        (0..f.n)
-            .map(|i| {
-                let q = normalized(f.row(i));
-                let mut sims: Vec<(f32, usize)> = (0..self.train.n)
-                    .map(|j| (dot(&q, self.train.row(j)), self.train.labels[j]))
-                    .collect();
-                sims.sort_by(|a, b| b.0.total_cmp(&a.0));
-                let mut votes = vec![0f32; self.classes];
-                for (s, l) in sims.iter().take(self.k) {
-                    if *l < self.classes {
-                        votes[*l] += 1.0 + s;
-                    }
-                }
-                votes
-                    .iter()
-                    .enumerate()
-                    .max_by(|a, b| a.1.total_cmp(b.1))
-                    .map_or(0, |(c, _)| c)
-            })
-            .collect()
-    }
-}
-
-/// Fraction of `pred` equal to `f`'s labels.
-pub fn accuracy(pred: &[usize], f: &Features) -> f64 {
-    let ok = pred.iter().zip(&f.labels).filter(|(p, y)| p == y).count();
-    ok as f64 / f.n.max(1) as f64
 }

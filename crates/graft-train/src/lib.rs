@@ -26,12 +26,12 @@ mod trainer;
 pub use checkpoint::Checkpoint;
 pub use loss::{Targets, cross_entropy};
 pub use lr_find::{LrFinder, LrFinderResult, lr_find};
-pub use metrics::{ClassMetrics, evaluate};
+pub use metrics::{ClassMetrics, evaluate, evaluate_with};
 pub use plot::{plot_history, plot_lr_find};
 pub use schedule::Schedule;
 pub use trainer::{
-    Callback, Control, EarlyStopping, EpochRecord, History, Monitor, StepRecord, TrainConfig,
-    Trainer, snapshot,
+    Callback, Control, EarlyStopping, EpochRecord, History, Inputs, Monitor, StepRecord,
+    TrainConfig, Trainer, snapshot,
 };
 
 /// timm's `resolve_data_config`: the transform settings a model's pretrained cfg implies

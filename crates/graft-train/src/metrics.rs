@@ -74,12 +74,22 @@ pub fn evaluate<B: Backend>(
     loader: &Loader,
     ctx: &Ctx<'_>,
 ) -> Result<ClassMetrics> {
+    evaluate_with(model, loader, ctx, crate::Inputs::Images)
+}
+
+/// [`evaluate`] on batches of `inputs` (images, or cached pooled features).
+pub fn evaluate_with<B: Backend>(
+    model: &Model<B>,
+    loader: &Loader,
+    ctx: &Ctx<'_>,
+    inputs: crate::Inputs,
+) -> Result<ClassMetrics> {
     let b = model.backend();
     let mut m = ClassMetrics::new(model.num_classes());
     for batch in loader.epoch(0) {
         let batch = batch?;
         let x = b.from_data(&batch.images)?;
-        let logits = model.forward(&x, ctx)?;
+        let logits = inputs.logits(model, &x, ctx)?;
         let loss = cross_entropy(b, &logits, &Targets::Hard(batch.labels.clone()), 0.0)?;
         let l = crate::trainer::host_scalar(b, &loss)?;
         m.add(

@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::checkpoint::Checkpoint;
 use crate::loss::{Targets, cross_entropy};
-use crate::metrics::{ClassMetrics, evaluate};
+use crate::metrics::{ClassMetrics, evaluate_with};
 use crate::schedule::Schedule;
 
 /// The validation metric early stopping watches.
@@ -33,10 +33,48 @@ pub struct EarlyStopping {
     pub min_delta: f64,
 }
 
+/// What the loader's batches hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Inputs {
+    /// Images: the whole model runs.
+    #[default]
+    Images,
+    /// Pooled pre-logits features (a feature cache, samples `[dim, 1, 1]` or batches
+    /// `[N, dim]`): only the classifier runs (`Model::forward_classifier`), so a head trains on
+    /// cached features in seconds and stays in place on its trunk.
+    Pooled,
+}
+
+impl Inputs {
+    /// Logits of `model` on a batch of these inputs.
+    pub fn logits<B: Backend>(
+        self,
+        model: &Model<B>,
+        x: &B::Tensor,
+        ctx: &Ctx<'_>,
+    ) -> Result<B::Tensor> {
+        match self {
+            Inputs::Images => model.forward(x, ctx),
+            Inputs::Pooled => {
+                let b = model.backend();
+                let x = if b.shape(x).len() == 4 {
+                    b.flatten(x, 1, 3)?
+                } else {
+                    x.clone()
+                };
+                model.forward_classifier(&x, ctx)
+            }
+        }
+    }
+}
+
 /// How to train.
 #[derive(Debug, Clone, Serialize)]
 pub struct TrainConfig {
     pub epochs: usize,
+    /// What the batches hold (images, or cached pooled features).
+    pub inputs: Inputs,
     /// Seeds dropout / drop-path masks (with the step) — the loader has its own seed.
     pub seed: u64,
     /// Loader batches per optimizer step (gradients averaged over them).
@@ -66,6 +104,7 @@ impl TrainConfig {
     pub fn new(epochs: usize) -> Self {
         Self {
             epochs,
+            inputs: Inputs::Images,
             seed: 0,
             accumulate: 1,
             clip_grad_norm: None,
@@ -440,7 +479,7 @@ impl<B: AutodiffBackend> Trainer<B> {
                 b.no_grad(|| b.assign(&entry.tensor, avg))?;
             }
         }
-        let m = evaluate(model, val, &Ctx::eval());
+        let m = evaluate_with(model, val, &Ctx::eval(), self.cfg.inputs);
         for (name, t) in saved {
             let dst = model.params().get(&name)?;
             b.no_grad(|| b.assign(dst, &t))?;
@@ -556,7 +595,7 @@ impl<B: AutodiffBackend> Trainer<B> {
                 };
                 let x = b.from_data(&inputs)?;
                 let ctx = Ctx::train(&self.modes, self.cfg.seed, micro);
-                let logits = model.forward(&x, &ctx)?;
+                let logits = self.cfg.inputs.logits(model, &x, &ctx)?;
                 let loss = cross_entropy(&b, &logits, &targets, self.cfg.label_smoothing)?;
                 let l = host_scalar(&b, &loss)?;
                 if !l.is_finite() {
@@ -647,7 +686,7 @@ impl<B: AutodiffBackend> Trainer<B> {
                 }
             }
             let val_m = match val {
-                Some(v) => Some(evaluate(model, v, &Ctx::eval())?),
+                Some(v) => Some(evaluate_with(model, v, &Ctx::eval(), self.cfg.inputs)?),
                 None => None,
             };
             match &val_m {

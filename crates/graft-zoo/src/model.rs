@@ -524,9 +524,32 @@ impl<B: Backend> Model<B> {
         if pre_logits || self.num_classes == 0 {
             return Ok(y);
         }
+        self.forward_classifier(&y, ctx)
+    }
+    /// The classifier alone, on pooled pre-logits features `[N, num_features]` (what
+    /// `forward_pooled` returns, or a feature cache holds): dropout, then the Linear or MLP head.
+    pub fn forward_classifier(&self, pooled: &B::Tensor, ctx: &Ctx<'_>) -> Result<B::Tensor> {
         let b = self.backend();
+        let shape = b.shape(pooled);
+        if shape.len() != 2 || shape[1] != self.arch.num_features() {
+            return Err(Error::shape(
+                "forward_classifier",
+                format!(
+                    "{} expects pooled features [N, {}], got {shape:?}",
+                    self.name,
+                    self.arch.num_features()
+                ),
+            ));
+        }
+        if self.num_classes == 0 {
+            return Err(Error::invalid(
+                "forward_classifier",
+                format!("{} has no classifier (num_classes 0)", self.name),
+            ));
+        }
+        let y = pooled;
         let c = self.arch.classifier();
-        let y = graft_backend::nn::dropout(b, &y, c.dropout, ctx, c.dropout_path)?;
+        let y = graft_backend::nn::dropout(b, y, c.dropout, ctx, c.dropout_path)?;
         match &self.head {
             HeadSpec::Linear => graft_backend::nn::linear(&self.params, c.prefix, &y),
             HeadSpec::Mlp { hidden, dropout } => {
