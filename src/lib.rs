@@ -13,12 +13,14 @@
 //! - [`data`]: datasets, splits, transforms and the loader.
 //! - [`train`]: schedules, losses, metrics and the training loop with exact resume.
 //! - [`reuse`]: direct reuse — label maps, BatchNorm re-estimation, evaluation.
-//! - [`extract`]: feature extraction — the feature cache and few-shot heads.
+//! - [`extract`]: feature extraction — the feature cache, heads on features, the per-stage probe.
+//! - [`finetune`]: fine-tuning — the seed's recipe, fastai's `fine_tune`, gradual unfreezing.
 
 pub use graft_backend as backend;
 pub use graft_core as core;
 pub use graft_data as data;
 pub use graft_extract as extract;
+pub use graft_finetune as finetune;
 pub use graft_ndarray as ndarray;
 pub use graft_optim as optim;
 pub use graft_reuse as reuse;

@@ -272,6 +272,11 @@ impl<B: AutodiffBackend> Trainer<B> {
             ema: None,
         }
     }
+    /// Gives the optimizer back (with its state), to carry into the next phase of a multi-phase
+    /// strategy (re-planned with `Plan::update`).
+    pub fn into_optimizer(self) -> Optimizer<B> {
+        self.opt
+    }
     /// Adds a callback.
     pub fn with_callback(mut self, c: Box<dyn Callback>) -> Self {
         self.callbacks.push(c);

@@ -1,0 +1,440 @@
+//! graft-finetune: fine-tuning — copy every layer but the output layer, put a fresh head on, train
+//! with a small learning rate for a few epochs with the bottom stages frozen.
+//!
+//! Three strategies, each a short sequence of surgery plans handed to graft-train's Trainer (the
+//! fastai shape: freeze, fit, unfreeze, fit with a spread of LRs):
+//!
+//! - [`Recipe`] — the seed's: freeze the bottom `k` stages (`k` given, or chosen by the linear
+//!   probe of graft-extract: the stages up to the best-probing one stay frozen), AdamW at 1e-3
+//!   with a geometric spread toward the bottom (`slice(lr / lr_mult, lr)`), one-cycle, a few
+//!   epochs with early stopping on the validation loss.
+//! - [`LpFt`] — fastai's `fine_tune(epochs, base_lr=2e-3, freeze_epochs=1, lr_mult=100)`: a frozen
+//!   phase (head only, BatchNorm trainable as fastai's `train_bn`) with one-cycle at pct_start
+//!   0.99, then `base_lr / 2`, unfreeze, one-cycle over `slice(base_lr / 2 / lr_mult, base_lr / 2)`.
+//! - [`Gradual`] — gradual unfreezing (ULMFiT): the head alone first, then one more stage from the
+//!   top every epoch; optimizer state carries across (`Plan::update`).
+//!
+//! Owns: the strategies and their phase sequencing, merging the phases' histories. Must not know:
+//! concrete backends, the loop's internals, TOML.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use graft_backend::AutodiffBackend;
+use graft_core::{Error, Result};
+use graft_data::{Loader, LoaderConfig};
+use graft_extract::{ProbeConfig, ProbeReport, probe};
+use graft_surgery::{BnPolicy, FreezeConfig, LrConfig, Plan};
+use graft_train::{EarlyStopping, EpochRecord, History, Monitor, Schedule, TrainConfig, Trainer};
+use graft_zoo::{HeadSpec, Model};
+
+/// How many bottom stages stay frozen.
+#[derive(Debug, Clone, PartialEq)]
+pub enum FreezeDepth {
+    /// The first `k` stages of the model's stage table (stem = stage 0).
+    Stages(usize),
+    /// From the linear probe (needs a validation loader): the stages up to the best-probing one.
+    Auto(ProbeConfig),
+}
+
+/// The seed's recipe.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Recipe {
+    pub freeze: FreezeDepth,
+    pub head: HeadSpec,
+    /// The head's LR.
+    pub lr: f64,
+    /// The bottom stage's LR is `lr / lr_mult` (geometric in between; frozen stages at 0).
+    pub lr_mult: f64,
+    pub weight_decay: f64,
+    pub epochs: usize,
+    /// Early stopping on the validation loss after this many epochs without improvement.
+    pub patience: Option<usize>,
+    /// BatchNorm layers in the frozen stages.
+    pub bn: BnPolicy,
+}
+
+impl Default for Recipe {
+    fn default() -> Self {
+        Self {
+            freeze: FreezeDepth::Auto(ProbeConfig::default()),
+            head: HeadSpec::Linear,
+            lr: 1e-3,
+            lr_mult: 10.0,
+            weight_decay: 0.01,
+            epochs: 5,
+            patience: Some(2),
+            bn: BnPolicy::Frozen,
+        }
+    }
+}
+
+/// fastai's `Learner.fine_tune`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LpFt {
+    pub epochs: usize,
+    pub base_lr: f64,
+    pub freeze_epochs: usize,
+    pub lr_mult: f64,
+    pub pct_start: f64,
+    pub div: f64,
+    pub weight_decay: f64,
+    pub head: HeadSpec,
+}
+
+impl Default for LpFt {
+    fn default() -> Self {
+        Self {
+            epochs: 5,
+            base_lr: 2e-3,
+            freeze_epochs: 1,
+            lr_mult: 100.0,
+            pct_start: 0.3,
+            div: 5.0,
+            weight_decay: 0.01,
+            head: HeadSpec::Linear,
+        }
+    }
+}
+
+/// Gradual unfreezing: epoch `e` trains the head and the top `e` trunk stages.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Gradual {
+    pub epochs: usize,
+    /// The head's LR (stages below get the slice).
+    pub lr: f64,
+    pub lr_mult: f64,
+    pub weight_decay: f64,
+    /// Stages that never unfreeze (the bottom ones).
+    pub min_frozen: usize,
+    pub head: HeadSpec,
+}
+
+impl Default for Gradual {
+    fn default() -> Self {
+        Self {
+            epochs: 5,
+            lr: 1e-3,
+            lr_mult: 10.0,
+            weight_decay: 0.01,
+            min_frozen: 0,
+            head: HeadSpec::Linear,
+        }
+    }
+}
+
+/// A fine-tuning strategy.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Strategy {
+    Recipe(Recipe),
+    LpFt(LpFt),
+    Gradual(Gradual),
+}
+
+/// One phase as run.
+#[derive(Debug, Clone)]
+pub struct Phase {
+    pub name: String,
+    /// The surgery plan's table.
+    pub plan: String,
+    pub history: History,
+}
+
+/// What fine-tuning did.
+#[derive(Debug, Clone)]
+pub struct FineTuneReport {
+    pub phases: Vec<Phase>,
+    /// The phases' epochs end to end (epochs and steps renumbered).
+    pub history: History,
+    /// The probe behind an automatic freeze depth.
+    pub probe: Option<ProbeReport>,
+    /// Stages frozen by the recipe (or in the first phase).
+    pub frozen_stages: usize,
+}
+
+impl fmt::Display for FineTuneReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for p in &self.phases {
+            writeln!(f, "phase {}:\n{}", p.name, p.plan)?;
+        }
+        Ok(())
+    }
+}
+
+/// Loop settings shared by every phase (mixup, clipping, smoothing, progress, run directory).
+/// Epochs, schedule and early stopping come from the strategy; `run_dir`, when set, gets one
+/// sub-directory per phase.
+#[derive(Debug, Clone)]
+pub struct FineTuneOptions {
+    pub base: TrainConfig,
+    /// Where the probe caches features (default: `run_dir/feature-cache`, else the temp dir).
+    pub cache_dir: Option<PathBuf>,
+    pub seed: u64,
+}
+
+impl Default for FineTuneOptions {
+    fn default() -> Self {
+        Self {
+            base: TrainConfig::new(1),
+            cache_dir: None,
+            seed: 0,
+        }
+    }
+}
+
+fn fastai_adam(lr: f64, wd: f64) -> LrConfig {
+    // fastai's Adam: β = (0.9, 0.99), ε = 1e-5, decoupled weight decay 0.01
+    let mut c = LrConfig::adamw(lr).weight_decay(wd);
+    c.base.betas = (0.9, 0.99);
+    c.base.eps = 1e-5;
+    c
+}
+
+fn one_cycle(pct_start: f64, div: f64) -> Schedule {
+    Schedule::OneCycle {
+        pct_start,
+        div,
+        final_div: 1e5,
+        momentum: Some((0.85, 0.95)),
+    }
+}
+
+struct Runner<'a, B: AutodiffBackend> {
+    model: &'a mut Model<B>,
+    train: &'a Loader,
+    val: Option<&'a Loader>,
+    opts: &'a FineTuneOptions,
+    phases: Vec<Phase>,
+}
+
+impl<B: AutodiffBackend> Runner<'_, B> {
+    /// Runs one phase under `plan` (`opt` carried from the previous phase when given).
+    fn phase(
+        &mut self,
+        name: &str,
+        plan: &Plan,
+        opt: Option<graft_optim::Optimizer<B>>,
+        epochs: usize,
+        schedule: Schedule,
+        early: Option<EarlyStopping>,
+    ) -> Result<graft_optim::Optimizer<B>> {
+        let opt = match opt {
+            Some(mut o) => {
+                plan.update(self.model, &mut o)?;
+                o
+            }
+            None => plan.apply(self.model)?,
+        };
+        let mut cfg = self.opts.base.clone();
+        cfg.epochs = epochs;
+        cfg.schedule = schedule;
+        cfg.early_stopping = early;
+        cfg.seed = self.opts.seed;
+        cfg.run_dir = self
+            .opts
+            .base
+            .run_dir
+            .as_ref()
+            .map(|d| d.join(format!("phase{}-{name}", self.phases.len() + 1)));
+        let mut t = Trainer::new(cfg, opt, plan.modes().clone());
+        let history = t.fit(self.model, self.train, self.val)?;
+        self.phases.push(Phase {
+            name: name.to_string(),
+            plan: plan.to_string(),
+            history,
+        });
+        Ok(t.into_optimizer())
+    }
+}
+
+fn merge(phases: &[Phase]) -> History {
+    let mut h = History::default();
+    let (mut e0, mut s0) = (0, 0);
+    for p in phases {
+        for s in &p.history.steps {
+            let mut s = s.clone();
+            s.epoch += e0;
+            s.step += s0;
+            h.steps.push(s);
+        }
+        for e in &p.history.epochs {
+            h.epochs.push(EpochRecord {
+                epoch: e.epoch + e0,
+                step: e.step + s0,
+                ..e.clone()
+            });
+        }
+        e0 += p.history.epochs.len();
+        s0 += p.history.epochs.last().map_or(0, |e| e.step);
+        h.stopped_early |= p.history.stopped_early;
+    }
+    h
+}
+
+/// The probe's loaders: the training and validation datasets in order, under the validation
+/// transform (no augmentation).
+fn probe_for<B: AutodiffBackend>(
+    model: &Model<B>,
+    train: &Loader,
+    val: &Loader,
+    cfg: &ProbeConfig,
+    cache: &Path,
+) -> Result<ProbeReport> {
+    let bs = val.config().batch_size;
+    let mut tr = Loader::new(train.dataset().clone(), LoaderConfig::eval(bs))?;
+    if let Some(t) = val.transform() {
+        tr = tr.with_transform(t.clone());
+    }
+    let mut va = Loader::new(val.dataset().clone(), LoaderConfig::eval(bs))?;
+    if let Some(t) = val.transform() {
+        va = va.with_transform(t.clone());
+    }
+    probe(model, &tr, &va, cache, cfg)
+}
+
+/// Fine-tunes `model` (pretrained trunk) for `num_classes` target classes with `strategy`: the
+/// head is replaced by a fresh one, then the strategy's phases run on `train` (evaluated on `val`).
+pub fn fine_tune<B: AutodiffBackend>(
+    model: &mut Model<B>,
+    num_classes: usize,
+    train: &Loader,
+    val: Option<&Loader>,
+    strategy: &Strategy,
+    opts: &FineTuneOptions,
+) -> Result<FineTuneReport> {
+    let n_stages = model.stages().stages().len();
+    let trunk = n_stages.saturating_sub(1);
+    let seed = opts.seed;
+    let mut probe_report = None;
+    let cache = opts.cache_dir.clone().unwrap_or_else(|| {
+        opts.base.run_dir.as_ref().map_or_else(
+            || std::env::temp_dir().join("graft-feature-cache"),
+            |d| d.join("feature-cache"),
+        )
+    });
+    // the probe runs on the pretrained trunk, before the head is replaced
+    if let Strategy::Recipe(Recipe {
+        freeze: FreezeDepth::Auto(pc),
+        ..
+    }) = strategy
+    {
+        let val = val.ok_or_else(|| {
+            Error::invalid(
+                "fine_tune",
+                "freeze = auto needs a validation set for the linear probe",
+            )
+        })?;
+        probe_report = Some(probe_for(model, train, val, pc, &cache)?);
+    }
+    let head = match strategy {
+        Strategy::Recipe(r) => r.head.clone(),
+        Strategy::LpFt(l) => l.head.clone(),
+        Strategy::Gradual(g) => g.head.clone(),
+    };
+    model.replace_head(num_classes, head, seed)?;
+    if train.dataset().classes().len() == num_classes {
+        model.cfg_mut().labels = Some(train.dataset().classes().to_vec());
+    }
+    let mut run = Runner {
+        model,
+        train,
+        val,
+        opts,
+        phases: Vec::new(),
+    };
+    let frozen_stages;
+    match strategy {
+        Strategy::Recipe(r) => {
+            let k = match &r.freeze {
+                FreezeDepth::Stages(k) => *k,
+                FreezeDepth::Auto(_) => probe_report.as_ref().map_or(0, |p| p.freeze_stages),
+            };
+            if k >= n_stages {
+                return Err(Error::invalid(
+                    "fine_tune",
+                    format!(
+                        "freezing {k} stages leaves nothing to train: {} has {n_stages} (the head included)",
+                        run.model.name()
+                    ),
+                ));
+            }
+            frozen_stages = k;
+            let lr = LrConfig::adamw(r.lr)
+                .weight_decay(r.weight_decay)
+                .slice(r.lr / r.lr_mult, r.lr);
+            let plan = Plan::new(run.model, &FreezeConfig::freeze_to(k).bn(r.bn), &lr)?;
+            let early = match (val, r.patience) {
+                (Some(_), Some(p)) => Some(EarlyStopping {
+                    monitor: Monitor::ValLoss,
+                    patience: p,
+                    min_delta: 0.0,
+                }),
+                _ => None,
+            };
+            run.phase(
+                &format!("freeze{k}"),
+                &plan,
+                None,
+                r.epochs,
+                Schedule::one_cycle(),
+                early,
+            )?;
+        }
+        Strategy::LpFt(l) => {
+            frozen_stages = trunk;
+            let frozen = Plan::new(
+                run.model,
+                &FreezeConfig::all_but_head().bn(BnPolicy::Train),
+                &fastai_adam(l.base_lr, l.weight_decay),
+            )?;
+            let opt = run.phase(
+                "frozen",
+                &frozen,
+                None,
+                l.freeze_epochs,
+                one_cycle(0.99, 25.0),
+                None,
+            )?;
+            let lr = l.base_lr / 2.0;
+            let free = Plan::new(
+                run.model,
+                &FreezeConfig::none(),
+                &fastai_adam(lr, l.weight_decay).slice(lr / l.lr_mult, lr),
+            )?;
+            run.phase(
+                "unfrozen",
+                &free,
+                Some(opt),
+                l.epochs,
+                one_cycle(l.pct_start, l.div),
+                None,
+            )?;
+        }
+        Strategy::Gradual(g) => {
+            frozen_stages = trunk;
+            let lr = LrConfig::adamw(g.lr)
+                .weight_decay(g.weight_decay)
+                .slice(g.lr / g.lr_mult, g.lr);
+            let mut opt = None;
+            for e in 0..g.epochs {
+                let k = trunk.saturating_sub(e).max(g.min_frozen.min(trunk));
+                let plan = Plan::new(run.model, &FreezeConfig::freeze_to(k), &lr)?;
+                opt = Some(run.phase(
+                    &format!("freeze{k}"),
+                    &plan,
+                    opt,
+                    1,
+                    Schedule::Constant,
+                    None,
+                )?);
+            }
+        }
+    }
+    let history = merge(&run.phases);
+    Ok(FineTuneReport {
+        phases: run.phases,
+        history,
+        probe: probe_report,
+        frozen_stages,
+    })
+}
