@@ -3,7 +3,7 @@
 //! Owns: the [`Dataset`] trait (indexable samples with a class label), in-memory array datasets
 //! (scikit-learn's real handwritten digits ship inside the crate; `.npy` pairs), ImageFolder
 //! (jpg / png / webp / bmp), transforms (PIL-style resizing, crops, flips, normalisation, timm's
-//! eval transform, TrivialAugment, Mixup / CutMix), subsets with
+//! eval transform, TrivialAugment, Mixup / CutMix, documented domain shifts), subsets with
 //! relabelling, seeded stratified splits, class subsets and k-shot sampling, and the [`Loader`]:
 //! seeded shuffling, batching, per-sample transforms run in parallel on rayon with bounded
 //! prefetch, each sample's randomness keyed on (seed, epoch, index) so neither order nor thread
@@ -17,6 +17,7 @@ mod dataset;
 mod image_folder;
 mod loader;
 mod mixup;
+mod shift;
 mod split;
 pub mod transform;
 
@@ -24,4 +25,5 @@ pub use dataset::{ArrayDataset, Dataset, Sample, Subset};
 pub use image_folder::{ImageFolder, decode_rgb};
 pub use loader::{BadSample, Batch, Loader, LoaderConfig, Transform};
 pub use mixup::Mixup;
+pub use shift::Shift;
 pub use split::{class_subset, k_shot, stratified_split};

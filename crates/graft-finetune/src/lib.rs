@@ -148,7 +148,7 @@ pub struct FineTuneReport {
     pub history: History,
     /// The probe behind an automatic freeze depth.
     pub probe: Option<ProbeReport>,
-    /// Stages frozen by the recipe (or in the first phase).
+    /// Trunk stages frozen in the first phase (the recipe's depth).
     pub frozen_stages: usize,
 }
 
@@ -199,6 +199,109 @@ fn one_cycle(pct_start: f64, div: f64) -> Schedule {
     }
 }
 
+/// One phase of a strategy: its freezing, optimizer layout, length and schedule.
+#[derive(Debug, Clone)]
+pub struct PhaseSpec {
+    pub name: String,
+    pub freeze: FreezeConfig,
+    pub lr: LrConfig,
+    pub epochs: usize,
+    pub schedule: Schedule,
+    pub early_stopping: Option<EarlyStopping>,
+    /// Carry the previous phase's optimizer (and its state) into this one.
+    pub carry_optimizer: bool,
+    /// Trunk stages frozen from the bottom in this phase.
+    pub frozen_stages: usize,
+}
+
+/// The phases `strategy` runs on a model with `n_stages` stages (the head included), `probed`
+/// the probe's freeze depth under `freeze = auto`, `has_val` whether early stopping can watch a
+/// validation set. `graft plan` shows these without training.
+pub fn phases(
+    strategy: &Strategy,
+    n_stages: usize,
+    probed: Option<usize>,
+    has_val: bool,
+) -> Result<Vec<PhaseSpec>> {
+    let trunk = n_stages.saturating_sub(1);
+    Ok(match strategy {
+        Strategy::Recipe(r) => {
+            let k = match &r.freeze {
+                FreezeDepth::Stages(k) => *k,
+                FreezeDepth::Auto(_) => probed.ok_or_else(|| {
+                    Error::invalid("fine_tune", "freeze = auto: the probe has not run")
+                })?,
+            };
+            if k >= n_stages {
+                return Err(Error::invalid(
+                    "fine_tune",
+                    format!(
+                        "freezing {k} stages leaves nothing to train: the model has {n_stages} (the head included)"
+                    ),
+                ));
+            }
+            vec![PhaseSpec {
+                name: format!("freeze{k}"),
+                freeze: FreezeConfig::freeze_to(k).bn(r.bn),
+                lr: LrConfig::adamw(r.lr)
+                    .weight_decay(r.weight_decay)
+                    .slice(r.lr / r.lr_mult, r.lr),
+                epochs: r.epochs,
+                schedule: Schedule::one_cycle(),
+                early_stopping: r.patience.filter(|_| has_val).map(|p| EarlyStopping {
+                    monitor: Monitor::ValLoss,
+                    patience: p,
+                    min_delta: 0.0,
+                }),
+                carry_optimizer: false,
+                frozen_stages: k,
+            }]
+        }
+        Strategy::LpFt(l) => {
+            let lr = l.base_lr / 2.0;
+            vec![
+                PhaseSpec {
+                    name: "frozen".into(),
+                    freeze: FreezeConfig::all_but_head().bn(BnPolicy::Train),
+                    lr: fastai_adam(l.base_lr, l.weight_decay),
+                    epochs: l.freeze_epochs,
+                    schedule: one_cycle(0.99, 25.0),
+                    early_stopping: None,
+                    carry_optimizer: false,
+                    frozen_stages: trunk,
+                },
+                PhaseSpec {
+                    name: "unfrozen".into(),
+                    freeze: FreezeConfig::none(),
+                    lr: fastai_adam(lr, l.weight_decay).slice(lr / l.lr_mult, lr),
+                    epochs: l.epochs,
+                    schedule: one_cycle(l.pct_start, l.div),
+                    early_stopping: None,
+                    carry_optimizer: true,
+                    frozen_stages: 0,
+                },
+            ]
+        }
+        Strategy::Gradual(g) => (0..g.epochs)
+            .map(|e| {
+                let k = trunk.saturating_sub(e).max(g.min_frozen.min(trunk));
+                PhaseSpec {
+                    name: format!("freeze{k}"),
+                    freeze: FreezeConfig::freeze_to(k),
+                    lr: LrConfig::adamw(g.lr)
+                        .weight_decay(g.weight_decay)
+                        .slice(g.lr / g.lr_mult, g.lr),
+                    epochs: 1,
+                    schedule: Schedule::Constant,
+                    early_stopping: None,
+                    carry_optimizer: e > 0,
+                    frozen_stages: k,
+                }
+            })
+            .collect(),
+    })
+}
+
 struct Runner<'a, B: AutodiffBackend> {
     model: &'a mut Model<B>,
     train: &'a Loader,
@@ -208,16 +311,13 @@ struct Runner<'a, B: AutodiffBackend> {
 }
 
 impl<B: AutodiffBackend> Runner<'_, B> {
-    /// Runs one phase under `plan` (`opt` carried from the previous phase when given).
+    /// Runs one phase (`opt` carried from the previous phase when given).
     fn phase(
         &mut self,
-        name: &str,
-        plan: &Plan,
+        spec: &PhaseSpec,
         opt: Option<graft_optim::Optimizer<B>>,
-        epochs: usize,
-        schedule: Schedule,
-        early: Option<EarlyStopping>,
     ) -> Result<graft_optim::Optimizer<B>> {
+        let plan = Plan::new(self.model, &spec.freeze, &spec.lr)?;
         let opt = match opt {
             Some(mut o) => {
                 plan.update(self.model, &mut o)?;
@@ -226,20 +326,20 @@ impl<B: AutodiffBackend> Runner<'_, B> {
             None => plan.apply(self.model)?,
         };
         let mut cfg = self.opts.base.clone();
-        cfg.epochs = epochs;
-        cfg.schedule = schedule;
-        cfg.early_stopping = early;
+        cfg.epochs = spec.epochs;
+        cfg.schedule = spec.schedule.clone();
+        cfg.early_stopping = spec.early_stopping;
         cfg.seed = self.opts.seed;
         cfg.run_dir = self
             .opts
             .base
             .run_dir
             .as_ref()
-            .map(|d| d.join(format!("phase{}-{name}", self.phases.len() + 1)));
+            .map(|d| d.join(format!("phase{}-{}", self.phases.len() + 1, spec.name)));
         let mut t = Trainer::new(cfg, opt, plan.modes().clone());
         let history = t.fit(self.model, self.train, self.val)?;
         self.phases.push(Phase {
-            name: name.to_string(),
+            name: spec.name.clone(),
             plan: plan.to_string(),
             history,
         });
@@ -303,7 +403,6 @@ pub fn fine_tune<B: AutodiffBackend>(
     opts: &FineTuneOptions,
 ) -> Result<FineTuneReport> {
     let n_stages = model.stages().stages().len();
-    let trunk = n_stages.saturating_sub(1);
     let seed = opts.seed;
     let mut probe_report = None;
     let cache = opts.cache_dir.clone().unwrap_or_else(|| {
@@ -342,93 +441,17 @@ pub fn fine_tune<B: AutodiffBackend>(
         opts,
         phases: Vec::new(),
     };
-    let frozen_stages;
-    match strategy {
-        Strategy::Recipe(r) => {
-            let k = match &r.freeze {
-                FreezeDepth::Stages(k) => *k,
-                FreezeDepth::Auto(_) => probe_report.as_ref().map_or(0, |p| p.freeze_stages),
-            };
-            if k >= n_stages {
-                return Err(Error::invalid(
-                    "fine_tune",
-                    format!(
-                        "freezing {k} stages leaves nothing to train: {} has {n_stages} (the head included)",
-                        run.model.name()
-                    ),
-                ));
-            }
-            frozen_stages = k;
-            let lr = LrConfig::adamw(r.lr)
-                .weight_decay(r.weight_decay)
-                .slice(r.lr / r.lr_mult, r.lr);
-            let plan = Plan::new(run.model, &FreezeConfig::freeze_to(k).bn(r.bn), &lr)?;
-            let early = match (val, r.patience) {
-                (Some(_), Some(p)) => Some(EarlyStopping {
-                    monitor: Monitor::ValLoss,
-                    patience: p,
-                    min_delta: 0.0,
-                }),
-                _ => None,
-            };
-            run.phase(
-                &format!("freeze{k}"),
-                &plan,
-                None,
-                r.epochs,
-                Schedule::one_cycle(),
-                early,
-            )?;
-        }
-        Strategy::LpFt(l) => {
-            frozen_stages = trunk;
-            let frozen = Plan::new(
-                run.model,
-                &FreezeConfig::all_but_head().bn(BnPolicy::Train),
-                &fastai_adam(l.base_lr, l.weight_decay),
-            )?;
-            let opt = run.phase(
-                "frozen",
-                &frozen,
-                None,
-                l.freeze_epochs,
-                one_cycle(0.99, 25.0),
-                None,
-            )?;
-            let lr = l.base_lr / 2.0;
-            let free = Plan::new(
-                run.model,
-                &FreezeConfig::none(),
-                &fastai_adam(lr, l.weight_decay).slice(lr / l.lr_mult, lr),
-            )?;
-            run.phase(
-                "unfrozen",
-                &free,
-                Some(opt),
-                l.epochs,
-                one_cycle(l.pct_start, l.div),
-                None,
-            )?;
-        }
-        Strategy::Gradual(g) => {
-            frozen_stages = trunk;
-            let lr = LrConfig::adamw(g.lr)
-                .weight_decay(g.weight_decay)
-                .slice(g.lr / g.lr_mult, g.lr);
-            let mut opt = None;
-            for e in 0..g.epochs {
-                let k = trunk.saturating_sub(e).max(g.min_frozen.min(trunk));
-                let plan = Plan::new(run.model, &FreezeConfig::freeze_to(k), &lr)?;
-                opt = Some(run.phase(
-                    &format!("freeze{k}"),
-                    &plan,
-                    opt,
-                    1,
-                    Schedule::Constant,
-                    None,
-                )?);
-            }
-        }
+    let specs = phases(
+        strategy,
+        n_stages,
+        probe_report.as_ref().map(|p| p.freeze_stages),
+        val.is_some(),
+    )?;
+    let frozen_stages = specs.first().map_or(0, |s| s.frozen_stages);
+    let mut opt = None;
+    for spec in &specs {
+        let carried = if spec.carry_optimizer { opt.take() } else { None };
+        opt = Some(run.phase(spec, carried)?);
     }
     let history = merge(&run.phases);
     Ok(FineTuneReport {

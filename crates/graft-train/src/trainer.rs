@@ -194,6 +194,25 @@ impl History {
         }
         Ok(h)
     }
+    /// Writes the history as a `metrics.jsonl` ([`History::from_metrics`] reads it back): step
+    /// lines, then epoch lines, each with its `kind` (atomically).
+    pub fn write_metrics(&self, path: &Path) -> Result<()> {
+        fn line<T: Serialize>(kind: &str, r: &T) -> Result<String> {
+            let mut v = serde_json::to_value(r).map_err(|e| Error::Training(e.to_string()))?;
+            if let serde_json::Value::Object(m) = &mut v {
+                m.insert("kind".into(), serde_json::Value::String(kind.into()));
+            }
+            Ok(format!("{v}\n"))
+        }
+        let mut out = String::new();
+        for s in &self.steps {
+            out.push_str(&line("step", s)?);
+        }
+        for e in &self.epochs {
+            out.push_str(&line("epoch", e)?);
+        }
+        graft_backend::safetensors_io::write_atomic(path, out.as_bytes())
+    }
 }
 
 /// The training loop over a model, an optimizer (from a surgery plan, say) and the mode table

@@ -1,0 +1,537 @@
+//! The experiment file: one TOML schema for every route — `[model]`, `[data]`, `[strategy]`
+//! (the command's own keys), `[train]`, `[output]`. Unknown keys, wrong types, missing files,
+//! unknown models and invalid values are reported as `FILE:LINE:COLUMN: message`.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use toml::Spanned;
+
+/// A problem in the experiment file, located.
+#[derive(Debug)]
+pub struct ConfigError {
+    pub file: PathBuf,
+    pub line: usize,
+    pub col: usize,
+    pub msg: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}:{}:{}: {}",
+            self.file.display(),
+            self.line,
+            self.col,
+            self.msg
+        )
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// The parsed file, its text and where it lives (relative paths resolve against its directory).
+#[derive(Debug)]
+pub struct Source {
+    pub path: PathBuf,
+    pub text: String,
+}
+
+impl Source {
+    pub fn read(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            file: path.to_path_buf(),
+            line: 1,
+            col: 1,
+            msg: format!("cannot read the experiment file: {e}"),
+        })?;
+        Ok(Self {
+            path: path.to_path_buf(),
+            text,
+        })
+    }
+    /// An error at byte range `span` (line and column 1-based, columns in characters).
+    pub fn error(&self, span: Range<usize>, msg: impl Into<String>) -> ConfigError {
+        let at = span.start.min(self.text.len());
+        let before = &self.text[..at];
+        let line = before.matches('\n').count() + 1;
+        let col = before
+            .rsplit('\n')
+            .next()
+            .map_or(0, |l| l.chars().count())
+            + 1;
+        ConfigError {
+            file: self.path.clone(),
+            line,
+            col,
+            msg: msg.into(),
+        }
+    }
+    /// The error at the start of a top-level table (`[name]`), or line 1.
+    pub fn table_error(&self, table: &str, msg: impl Into<String>) -> ConfigError {
+        let header = format!("[{table}]");
+        let at = self.text.find(&header).unwrap_or(0);
+        self.error(at..at, msg)
+    }
+    pub fn parse<S: DeserializeOwned>(&self) -> Result<Experiment<S>, ConfigError> {
+        toml::from_str(&self.text).map_err(|e| {
+            let span = e.span().unwrap_or(0..0);
+            self.error(span, e.message().trim().to_string())
+        })
+    }
+    /// `p` relative to the experiment file's directory.
+    pub fn resolve(&self, p: &Path) -> PathBuf {
+        if p.is_absolute() {
+            p.to_path_buf()
+        } else {
+            self.path
+                .parent()
+                .unwrap_or_else(|| Path::new("."))
+                .join(p)
+        }
+    }
+    /// A path key that must exist.
+    pub fn existing(&self, key: &str, p: &Spanned<PathBuf>) -> Result<PathBuf, ConfigError> {
+        let full = self.resolve(p.get_ref());
+        if full.exists() {
+            Ok(full)
+        } else {
+            Err(self.error(
+                p.span(),
+                format!("{key}: {} does not exist", full.display()),
+            ))
+        }
+    }
+}
+
+/// The whole file; `S` is the command's `[strategy]`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Experiment<S> {
+    pub model: ModelSection,
+    #[serde(default)]
+    pub data: DataSection,
+    #[serde(default)]
+    pub strategy: S,
+    #[serde(default)]
+    pub train: TrainSection,
+    #[serde(default)]
+    pub output: OutputSection,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BackendName {
+    Tch,
+    Ndarray,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelSection {
+    /// A registered model (built-in or a user model under `models_dir`).
+    pub name: Spanned<String>,
+    /// safetensors weights (optional for user models, which carry theirs).
+    pub weights: Option<Spanned<PathBuf>>,
+    /// Target classes (default: the data's).
+    pub num_classes: Option<usize>,
+    /// Input channels (default: the data's).
+    pub in_chans: Option<usize>,
+    /// Directories of user models.
+    #[serde(default)]
+    pub models_dir: Vec<Spanned<PathBuf>>,
+    /// `tch` (default when built with libtorch) or `ndarray` (inference routes only).
+    pub backend: Option<Spanned<BackendName>>,
+    /// Load what fits and report the rest instead of failing on a mismatch.
+    #[serde(default)]
+    pub lenient: bool,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct DigitsSection {
+    /// Digit classes to keep (default: all ten), relabelled 0.. in this order.
+    pub classes: Option<Spanned<Vec<usize>>>,
+    /// Train / val / test fractions (stratified, seeded).
+    pub split: Option<Spanned<Vec<f64>>>,
+    /// Labelled training images per class (default: all of the train split).
+    pub k_shot: Option<usize>,
+    #[serde(default)]
+    pub seed: u64,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct DataSection {
+    /// scikit-learn's real digits, shipped with graft (instead of folders).
+    pub digits: Option<DigitsSection>,
+    /// ImageFolder roots (one sub-directory per class).
+    pub train: Option<Spanned<PathBuf>>,
+    pub val: Option<Spanned<PathBuf>>,
+    pub test: Option<Spanned<PathBuf>>,
+    /// Images per batch.
+    #[serde(default = "default_batch")]
+    pub batch_size: usize,
+    /// Resize / crop image folders to this size (default: the model's input size).
+    pub img_size: Option<usize>,
+    /// A documented shift of the target images, applied to val and test (`contrast:0.25`,
+    /// `blur:1.0`, `noise:0.3`, `invert`).
+    pub shift: Option<Spanned<String>>,
+    /// Apply the shift to the training images too (a shifted target domain).
+    #[serde(default)]
+    pub shift_train: bool,
+    /// Random augmentation on the training images (the model's timm train transform for
+    /// folders; off by default).
+    #[serde(default)]
+    pub augment: bool,
+}
+
+fn default_batch() -> usize {
+    64
+}
+
+impl Default for DataSection {
+    fn default() -> Self {
+        Self {
+            digits: None,
+            train: None,
+            val: None,
+            test: None,
+            batch_size: default_batch(),
+            img_size: None,
+            shift: None,
+            shift_train: false,
+            augment: false,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrainSection {
+    pub epochs: Option<usize>,
+    /// The head's (top) learning rate.
+    pub lr: Option<f64>,
+    pub weight_decay: Option<f64>,
+    #[serde(default)]
+    pub seed: u64,
+    #[serde(default)]
+    pub label_smoothing: f64,
+    pub clip_grad_norm: Option<f64>,
+    #[serde(default = "one")]
+    pub accumulate: usize,
+    pub ema_decay: Option<f64>,
+    /// A progress bar on stderr (hidden when stderr is not a terminal).
+    #[serde(default = "yes")]
+    pub progress: bool,
+}
+
+fn one() -> usize {
+    1
+}
+fn yes() -> bool {
+    true
+}
+
+impl Default for TrainSection {
+    fn default() -> Self {
+        Self {
+            epochs: None,
+            lr: None,
+            weight_decay: None,
+            seed: 0,
+            label_smoothing: 0.0,
+            clip_grad_norm: None,
+            accumulate: 1,
+            ema_decay: None,
+            progress: true,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct OutputSection {
+    /// Parent of the run directories.
+    #[serde(default = "default_runs")]
+    pub dir: PathBuf,
+    /// Run directory name (default: the experiment file's stem); an existing one is never
+    /// overwritten — `-2`, `-3`, ... are appended.
+    pub name: Option<String>,
+    /// Feature cache (default: `<dir>/feature-cache`, shared by runs).
+    pub cache: Option<PathBuf>,
+    /// Save the trained model (trunk + head) as a user model in `<run>/model`.
+    #[serde(default = "yes")]
+    pub export: bool,
+}
+
+fn default_runs() -> PathBuf {
+    PathBuf::from("runs")
+}
+
+impl Default for OutputSection {
+    fn default() -> Self {
+        Self {
+            dir: default_runs(),
+            name: None,
+            cache: None,
+            export: true,
+        }
+    }
+}
+
+/// The head of `graft extract`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum ExtractHead {
+    #[default]
+    Logistic,
+    Linear,
+    Mlp,
+    Prototype,
+    Knn,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExtractStrategy {
+    #[serde(default)]
+    pub head: ExtractHead,
+    /// `pooled` (default) or a trunk stage's name.
+    #[serde(default = "pooled")]
+    pub features: Spanned<String>,
+    /// Logistic regression's L2 penalty (scikit-learn's 1 / C).
+    #[serde(default = "alpha")]
+    pub alpha: f64,
+    #[serde(default = "iters")]
+    pub max_iterations: u64,
+    #[serde(default)]
+    pub standardize: bool,
+    /// kNN's k.
+    #[serde(default = "five")]
+    pub k: usize,
+    /// MLP hidden widths.
+    #[serde(default)]
+    pub hidden: Vec<usize>,
+    #[serde(default)]
+    pub dropout: f64,
+}
+
+fn pooled() -> Spanned<String> {
+    Spanned::new(0..0, "pooled".to_string())
+}
+fn alpha() -> f64 {
+    1.0
+}
+fn iters() -> u64 {
+    200
+}
+fn five() -> usize {
+    5
+}
+
+impl Default for ExtractStrategy {
+    fn default() -> Self {
+        Self {
+            head: ExtractHead::default(),
+            features: pooled(),
+            alpha: alpha(),
+            max_iterations: iters(),
+            standardize: false,
+            k: five(),
+            hidden: Vec::new(),
+            dropout: 0.0,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProbeStrategy {
+    #[serde(default = "tolerance")]
+    pub tolerance: f64,
+    pub stages: Option<Spanned<Vec<String>>>,
+    #[serde(default = "alpha")]
+    pub alpha: f64,
+    #[serde(default = "iters")]
+    pub max_iterations: u64,
+}
+
+fn tolerance() -> f64 {
+    0.01
+}
+
+impl Default for ProbeStrategy {
+    fn default() -> Self {
+        Self {
+            tolerance: tolerance(),
+            stages: None,
+            alpha: alpha(),
+            max_iterations: iters(),
+        }
+    }
+}
+
+/// A source class, by name or index.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(untagged)]
+pub enum ClassRef {
+    Index(usize),
+    Name(String),
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReuseStrategy {
+    /// Target class → source classes (names or indices); default: identity by name.
+    pub label_map: Option<Spanned<BTreeMap<String, Vec<ClassRef>>>>,
+    /// Re-estimate BatchNorm statistics on the unlabelled target images.
+    #[serde(default = "yes")]
+    pub reestimate_bn: bool,
+    /// At most this many batches for the re-estimation.
+    pub bn_batches: Option<usize>,
+}
+
+impl Default for ReuseStrategy {
+    fn default() -> Self {
+        Self {
+            label_map: None,
+            reestimate_bn: true,
+            bn_batches: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum FinetuneKind {
+    /// The seed's recipe.
+    #[default]
+    Recipe,
+    /// fastai's fine_tune.
+    Lpft,
+    /// Gradual unfreezing.
+    Gradual,
+}
+
+/// `freeze = 3` or `freeze = "auto"`.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(untagged)]
+pub enum FreezeValue {
+    Stages(usize),
+    Word(String),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum BnName {
+    #[default]
+    Frozen,
+    TrainAffineOnly,
+    Train,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum HeadName {
+    #[default]
+    Linear,
+    Mlp,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct FinetuneStrategy {
+    #[serde(default)]
+    pub kind: FinetuneKind,
+    #[serde(default)]
+    pub head: HeadName,
+    #[serde(default)]
+    pub hidden: Vec<usize>,
+    #[serde(default)]
+    pub dropout: f64,
+    /// Bottom stages' LR = lr / lr_mult (default 10; fastai's fine_tune: 100).
+    pub lr_mult: Option<f64>,
+    // recipe
+    pub freeze: Option<Spanned<FreezeValue>>,
+    pub patience: Option<Spanned<usize>>,
+    pub bn: Option<Spanned<BnName>>,
+    /// The probe's tolerance under `freeze = "auto"`.
+    pub tolerance: Option<Spanned<f64>>,
+    // lpft
+    pub freeze_epochs: Option<Spanned<usize>>,
+    pub pct_start: Option<Spanned<f64>>,
+    pub div: Option<Spanned<f64>>,
+    // gradual
+    pub min_frozen: Option<Spanned<usize>>,
+}
+
+impl FinetuneStrategy {
+    /// Keys set in the file that the chosen kind does not use, with their spans.
+    pub fn misplaced(&self) -> Vec<(&'static str, Range<usize>, &'static str)> {
+        let mut v = Vec::new();
+        let mut check = |set: Option<Range<usize>>, key: &'static str, kind: &'static str, ok: bool| {
+            if let (Some(span), false) = (set, ok) {
+                v.push((key, span, kind));
+            }
+        };
+        let recipe = self.kind == FinetuneKind::Recipe;
+        let lpft = self.kind == FinetuneKind::Lpft;
+        let gradual = self.kind == FinetuneKind::Gradual;
+        check(self.freeze.as_ref().map(Spanned::span), "freeze", "recipe", recipe);
+        check(self.patience.as_ref().map(Spanned::span), "patience", "recipe", recipe);
+        check(self.bn.as_ref().map(Spanned::span), "bn", "recipe", recipe);
+        check(self.tolerance.as_ref().map(Spanned::span), "tolerance", "recipe", recipe);
+        check(self.freeze_epochs.as_ref().map(Spanned::span), "freeze_epochs", "lpft", lpft);
+        check(self.pct_start.as_ref().map(Spanned::span), "pct_start", "lpft", lpft);
+        check(self.div.as_ref().map(Spanned::span), "div", "lpft", lpft);
+        check(self.min_frozen.as_ref().map(Spanned::span), "min_frozen", "gradual", gradual);
+        v
+    }
+}
+
+/// `graft eval` takes no strategy keys.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct NoStrategy {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn src(text: &str) -> Source {
+        Source {
+            path: PathBuf::from("exp.toml"),
+            text: text.to_string(),
+        }
+    }
+
+    #[test]
+    fn errors_carry_line_and_column() {
+        let s = src("[model]\nname = \"resnet18\"\n\n[train]\nepoch = 3\n");
+        let e = s.parse::<NoStrategy>().expect_err("unknown key");
+        assert_eq!((e.line, e.col), (5, 1), "{e}");
+        assert!(e.to_string().starts_with("exp.toml:5:1: unknown field `epoch`"), "{e}");
+        let s = src("[model]\nname = \"resnet18\"\n[train]\nepochs = \"three\"\n");
+        let e = s.parse::<NoStrategy>().expect_err("type");
+        assert_eq!(e.line, 4, "{e}");
+        assert!(e.msg.contains("invalid type"), "{e}");
+        let s = src("[model]\nname = \"x\"\n[strategy]\nkind = \"lpft\"\nfreeze = 2\n");
+        let x = s.parse::<FinetuneStrategy>().expect("parses");
+        let m = x.strategy.misplaced();
+        assert_eq!(m.len(), 1);
+        let e = s.error(m[0].1.clone(), "misplaced");
+        assert_eq!((e.line, e.col), (5, 10));
+        let s = src("[model]\nname = \"x\"\n[strategy]\nfreeze = \"auto\"\n");
+        let x = s.parse::<FinetuneStrategy>().expect("parses");
+        assert_eq!(
+            x.strategy.freeze.map(Spanned::into_inner),
+            Some(FreezeValue::Word("auto".into()))
+        );
+    }
+}
