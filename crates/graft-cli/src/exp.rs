@@ -11,7 +11,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use toml::Spanned;
 
-/// A problem in the experiment file, located.
+/// A problem in the experiment file, located (`line` 0: the file as a whole).
 #[derive(Debug)]
 pub struct ConfigError {
     pub file: PathBuf,
@@ -22,6 +22,9 @@ pub struct ConfigError {
 
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.line == 0 {
+            return write!(f, "{}: {}", self.file.display(), self.msg);
+        }
         write!(
             f,
             "{}:{}:{}: {}",
@@ -46,8 +49,8 @@ impl Source {
     pub fn read(path: &Path) -> Result<Self, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
             file: path.to_path_buf(),
-            line: 1,
-            col: 1,
+            line: 0,
+            col: 0,
             msg: format!("cannot read the experiment file: {e}"),
         })?;
         Ok(Self {
@@ -60,11 +63,7 @@ impl Source {
         let at = span.start.min(self.text.len());
         let before = &self.text[..at];
         let line = before.matches('\n').count() + 1;
-        let col = before
-            .rsplit('\n')
-            .next()
-            .map_or(0, |l| l.chars().count())
-            + 1;
+        let col = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
         ConfigError {
             file: self.path.clone(),
             line,
@@ -78,7 +77,7 @@ impl Source {
         let at = self.text.find(&header).unwrap_or(0);
         self.error(at..at, msg)
     }
-    pub fn parse<S: DeserializeOwned>(&self) -> Result<Experiment<S>, ConfigError> {
+    pub fn parse<S: DeserializeOwned + Default>(&self) -> Result<Experiment<S>, ConfigError> {
         toml::from_str(&self.text).map_err(|e| {
             let span = e.span().unwrap_or(0..0);
             self.error(span, e.message().trim().to_string())
@@ -89,10 +88,7 @@ impl Source {
         if p.is_absolute() {
             p.to_path_buf()
         } else {
-            self.path
-                .parent()
-                .unwrap_or_else(|| Path::new("."))
-                .join(p)
+            self.path.parent().unwrap_or_else(|| Path::new(".")).join(p)
         }
     }
     /// A path key that must exist.
@@ -475,22 +471,53 @@ impl FinetuneStrategy {
     /// Keys set in the file that the chosen kind does not use, with their spans.
     pub fn misplaced(&self) -> Vec<(&'static str, Range<usize>, &'static str)> {
         let mut v = Vec::new();
-        let mut check = |set: Option<Range<usize>>, key: &'static str, kind: &'static str, ok: bool| {
-            if let (Some(span), false) = (set, ok) {
-                v.push((key, span, kind));
-            }
-        };
+        let mut check =
+            |set: Option<Range<usize>>, key: &'static str, kind: &'static str, ok: bool| {
+                if let (Some(span), false) = (set, ok) {
+                    v.push((key, span, kind));
+                }
+            };
         let recipe = self.kind == FinetuneKind::Recipe;
         let lpft = self.kind == FinetuneKind::Lpft;
         let gradual = self.kind == FinetuneKind::Gradual;
-        check(self.freeze.as_ref().map(Spanned::span), "freeze", "recipe", recipe);
-        check(self.patience.as_ref().map(Spanned::span), "patience", "recipe", recipe);
+        check(
+            self.freeze.as_ref().map(Spanned::span),
+            "freeze",
+            "recipe",
+            recipe,
+        );
+        check(
+            self.patience.as_ref().map(Spanned::span),
+            "patience",
+            "recipe",
+            recipe,
+        );
         check(self.bn.as_ref().map(Spanned::span), "bn", "recipe", recipe);
-        check(self.tolerance.as_ref().map(Spanned::span), "tolerance", "recipe", recipe);
-        check(self.freeze_epochs.as_ref().map(Spanned::span), "freeze_epochs", "lpft", lpft);
-        check(self.pct_start.as_ref().map(Spanned::span), "pct_start", "lpft", lpft);
+        check(
+            self.tolerance.as_ref().map(Spanned::span),
+            "tolerance",
+            "recipe",
+            recipe,
+        );
+        check(
+            self.freeze_epochs.as_ref().map(Spanned::span),
+            "freeze_epochs",
+            "lpft",
+            lpft,
+        );
+        check(
+            self.pct_start.as_ref().map(Spanned::span),
+            "pct_start",
+            "lpft",
+            lpft,
+        );
         check(self.div.as_ref().map(Spanned::span), "div", "lpft", lpft);
-        check(self.min_frozen.as_ref().map(Spanned::span), "min_frozen", "gradual", gradual);
+        check(
+            self.min_frozen.as_ref().map(Spanned::span),
+            "min_frozen",
+            "gradual",
+            gradual,
+        );
         v
     }
 }
@@ -516,7 +543,11 @@ mod tests {
         let s = src("[model]\nname = \"resnet18\"\n\n[train]\nepoch = 3\n");
         let e = s.parse::<NoStrategy>().expect_err("unknown key");
         assert_eq!((e.line, e.col), (5, 1), "{e}");
-        assert!(e.to_string().starts_with("exp.toml:5:1: unknown field `epoch`"), "{e}");
+        assert!(
+            e.to_string()
+                .starts_with("exp.toml:5:1: unknown field `epoch`"),
+            "{e}"
+        );
         let s = src("[model]\nname = \"resnet18\"\n[train]\nepochs = \"three\"\n");
         let e = s.parse::<NoStrategy>().expect_err("type");
         assert_eq!(e.line, 4, "{e}");

@@ -1,9 +1,17 @@
 //! graft-cli: the `graft` binary. Lists registered models, inspects weights files, runs
-//! inference from `.npy` to `.npy` on libtorch (`--backend tch`, default feature) or pure Rust
-//! (`--backend ndarray`; a `--no-default-features` build links no libtorch at all).
+//! inference from `.npy` to `.npy` or on image files (`predict`), and runs the three transfer
+//! routes from one TOML experiment file (`extract | probe | reuse | finetune | plan | eval
+//! EXP.toml`), each writing a run directory. Libtorch (`--backend tch`, default feature) or pure
+//! Rust (`--backend ndarray`; a `--no-default-features` build links no libtorch at all and serves
+//! the inference routes).
 //!
-//! Owns: argument parsing, tables, `.npy` I/O, choosing the backend. Must not know: how models
-//! compute or load (graft-zoo owns that); later, TOML experiment files live here and only here.
+//! Owns: argument parsing, the experiment file's schema and its located errors (`FILE:LINE:COL`,
+//! exit status 2), run directories and reports, tables, `.npy` I/O, choosing the backend. Must
+//! not know: how models compute or load (graft-zoo), how routes train or evaluate (the route
+//! crates) — TOML lives here and only here.
+
+mod exp;
+mod routes;
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -31,6 +39,34 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// Feature extraction: frozen trunk -> cached features -> a new head (logistic, linear, MLP,
+    /// prototype, kNN); exports trunk + head as a user model.
+    Extract { experiment: PathBuf },
+    /// Linear probe of every trunk stage and the freeze depth it recommends.
+    Probe { experiment: PathBuf },
+    /// Direct reuse: the model as it is on the target data (label map), then with BatchNorm
+    /// statistics re-estimated on the unlabelled target images.
+    Reuse { experiment: PathBuf },
+    /// Fine-tuning: the recipe (freeze k or auto), fastai's fine_tune, gradual unfreezing.
+    Finetune { experiment: PathBuf },
+    /// The surgery plan(s) a finetune experiment would run, without training.
+    Plan { experiment: PathBuf },
+    /// Accuracy, per-class accuracy and confusion matrix of a model on the experiment's data.
+    Eval { experiment: PathBuf },
+    /// Classify image files (the model's eval transform; top-k labels and probabilities).
+    Predict {
+        #[arg(long)]
+        model: String,
+        /// safetensors weights (optional for user models).
+        #[arg(long)]
+        weights: Option<PathBuf>,
+        #[arg(long, default_value_t = 5)]
+        top: usize,
+        #[arg(long, value_enum, default_value_t = default_backend())]
+        backend: BackendKind,
+        #[arg(required = true)]
+        images: Vec<PathBuf>,
+    },
     /// List registered models (wildcards: `resnet*`, `*vit*`).
     Models { pattern: Option<String> },
     /// Show a weights file's tensors and which registered models it fits.
@@ -86,6 +122,11 @@ fn default_backend() -> BackendKind {
 fn main() {
     let cli = Cli::parse();
     if let Err(e) = run(cli) {
+        // a problem in the experiment file: one located line, exit status 2 (like a usage error)
+        if let Some(c) = e.downcast_ref::<exp::ConfigError>() {
+            eprintln!("error: {c}");
+            std::process::exit(2);
+        }
         eprintln!("error: {e:#}");
         std::process::exit(1);
     }
@@ -102,7 +143,7 @@ fn registry(dirs: &[PathBuf]) -> Result<Registry> {
             std::fs::read_dir(&d).with_context(|| format!("models dir {}", d.display()))?;
         let mut subdirs: Vec<PathBuf> = entries
             .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| p.join("config.json").is_file())
+            .filter(|p| p.join("config.json").is_file() && p.join("model.safetensors").is_file())
             .collect();
         subdirs.sort();
         for s in subdirs {
@@ -114,8 +155,42 @@ fn registry(dirs: &[PathBuf]) -> Result<Registry> {
 }
 
 fn run(cli: Cli) -> Result<()> {
+    let route = |r: routes::Route, p: &Path| routes::run(r, p, &cli.models_dir);
+    match &cli.command {
+        Command::Extract { experiment } => return route(routes::Route::Extract, experiment),
+        Command::Probe { experiment } => return route(routes::Route::Probe, experiment),
+        Command::Reuse { experiment } => return route(routes::Route::Reuse, experiment),
+        Command::Finetune { experiment } => return route(routes::Route::Finetune, experiment),
+        Command::Plan { experiment } => return route(routes::Route::Plan, experiment),
+        Command::Eval { experiment } => return route(routes::Route::Eval, experiment),
+        _ => {}
+    }
     let reg = registry(&cli.models_dir)?;
     match cli.command {
+        Command::Extract { .. }
+        | Command::Probe { .. }
+        | Command::Reuse { .. }
+        | Command::Finetune { .. }
+        | Command::Plan { .. }
+        | Command::Eval { .. } => unreachable!("routed above"),
+        Command::Predict {
+            model,
+            weights,
+            top,
+            backend,
+            images,
+        } => {
+            let job = PredictJob {
+                model,
+                weights,
+                top: top.max(1),
+                images,
+            };
+            match backend {
+                BackendKind::Ndarray => predict(&NdArray, &reg, &job),
+                BackendKind::Tch => predict_tch(&reg, &job),
+            }
+        }
         Command::Models { pattern } => models(&reg, pattern.as_deref()),
         Command::Inspect { weights, all } => inspect(&reg, &weights, all),
         Command::Infer {
@@ -443,5 +518,100 @@ fn infer<B: Backend>(b: &B, reg: &Registry, job: &InferJob) -> Result<()> {
         b.name(),
         t0.elapsed().as_secs_f64()
     );
+    Ok(())
+}
+
+#[derive(Debug)]
+struct PredictJob {
+    model: String,
+    weights: Option<PathBuf>,
+    top: usize,
+    images: Vec<PathBuf>,
+}
+
+#[cfg(feature = "tch")]
+fn predict_tch(reg: &Registry, job: &PredictJob) -> Result<()> {
+    predict(&graft_tch::Tch::cpu(), reg, job)
+}
+
+#[cfg(not(feature = "tch"))]
+fn predict_tch(_reg: &Registry, _job: &PredictJob) -> Result<()> {
+    bail!("this graft was built without libtorch (--no-default-features); use --backend ndarray")
+}
+
+/// Classifies image files with the model's eval transform (timm's: resize, center crop,
+/// normalise, from the model's cfg; one-channel models see the mean of R, G, B).
+fn predict<B: Backend>(b: &B, reg: &Registry, job: &PredictJob) -> Result<()> {
+    use graft_data::Transform as _;
+    let entry = reg.get(&job.model)?;
+    let in_chans = entry.cfg.input_size[0];
+    let mut opts = ModelOptions::default().in_chans(in_chans);
+    let weights = job.weights.clone().or_else(|| entry.weights.clone());
+    if let Some(w) = &weights {
+        let f = WeightsFile::open(w)?;
+        let shapes: Vec<(String, Vec<usize>)> = f
+            .index()
+            .iter()
+            .map(|(k, v)| (k.clone(), v.shape.clone()))
+            .collect();
+        opts.num_classes = file_num_classes(&shapes, &entry.cfg.classifier);
+        opts.weights = Some(w.clone());
+    } else {
+        eprintln!(
+            "warning: no --weights: {} runs with its random initialisation",
+            job.model
+        );
+    }
+    let (model, _) = reg.create(b, &job.model, &opts)?;
+    let tf = graft_data::transform::eval_transform(&graft_train::data_config(model.cfg()), true);
+    let labels: Vec<String> = model
+        .cfg()
+        .labels
+        .clone()
+        .unwrap_or_else(|| (0..model.num_classes()).map(|i| i.to_string()).collect());
+    let mut rng = <rand_chacha::ChaCha8Rng as rand::SeedableRng>::seed_from_u64(0);
+    for path in &job.images {
+        let (shape, data) = graft_data::decode_rgb(path)?;
+        let mut s = graft_data::Sample {
+            shape,
+            data,
+            label: 0,
+        };
+        if model.in_chans() == 1 {
+            let hw = shape[1] * shape[2];
+            let gray: Vec<f32> = (0..hw)
+                .map(|i| (s.data[i] + s.data[hw + i] + s.data[2 * hw + i]) / 3.0)
+                .collect();
+            s = graft_data::Sample {
+                shape: [1, shape[1], shape[2]],
+                data: gray,
+                label: 0,
+            };
+        }
+        let s = tf
+            .apply(s, &mut rng)
+            .with_context(|| format!("{}", path.display()))?;
+        let x = b.from_data(&TensorData::f32(
+            &[1, s.shape[0], s.shape[1], s.shape[2]],
+            s.data,
+        )?)?;
+        let p = b
+            .to_data(&b.softmax(&model.forward(&x, &Ctx::eval())?, 1)?)?
+            .to_f32();
+        let mut order: Vec<usize> = (0..p.shape()[1]).collect();
+        order.sort_by(|&i, &j| p[[0, j]].total_cmp(&p[[0, i]]));
+        let top: Vec<String> = order
+            .iter()
+            .take(job.top)
+            .map(|&i| {
+                format!(
+                    "{} ({:.3})",
+                    labels.get(i).cloned().unwrap_or_else(|| i.to_string()),
+                    p[[0, i]]
+                )
+            })
+            .collect();
+        println!("{}: {}", path.display(), top.join(", "));
+    }
     Ok(())
 }

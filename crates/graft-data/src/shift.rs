@@ -45,9 +45,13 @@ impl Shift {
         };
         let num = |default: Option<f32>| -> Result<f32> {
             match (arg, default) {
-                (Some(a), _) => a.parse::<f32>().ok().filter(|v| v.is_finite()).ok_or_else(|| {
-                    Error::invalid("Shift", format!("{s:?}: {a:?} is not a number"))
-                }),
+                (Some(a), _) => a
+                    .parse::<f32>()
+                    .ok()
+                    .filter(|v| v.is_finite())
+                    .ok_or_else(|| {
+                        Error::invalid("Shift", format!("{s:?}: {a:?} is not a number"))
+                    }),
                 (None, Some(d)) => Ok(d),
                 (None, None) => Err(Error::invalid(
                     "Shift",
@@ -162,15 +166,26 @@ mod tests {
             ..sample()
         };
         let fb = Shift::Blur(1.0).apply(flat, &mut rng).expect("blur");
-        assert!(fb.data.iter().all(|v| (v - 0.7).abs() < 1e-6), "edges repeat: {fb:?}");
+        assert!(
+            fb.data.iter().all(|v| (v - 0.7).abs() < 1e-6),
+            "edges repeat: {fb:?}"
+        );
         assert!(b.data[4] < 9.0 && b.data[0] > 0.0 && (b.data[0] - b.data[8]).abs() < 1e-6);
-        let i = Shift::Invert(1.0).apply(sample(), &mut rng).expect("invert");
+        let i = Shift::Invert(1.0)
+            .apply(sample(), &mut rng)
+            .expect("invert");
         assert_eq!(i.data[4], -8.0);
         assert_eq!(i.data[0], 1.0);
-        let c = Shift::Contrast(0.5).apply(sample(), &mut rng).expect("contrast");
+        let c = Shift::Contrast(0.5)
+            .apply(sample(), &mut rng)
+            .expect("contrast");
         assert_eq!(c.data[4], 4.5);
-        let n1 = Shift::Noise(0.3).apply(sample(), &mut ChaCha8Rng::seed_from_u64(5)).expect("n");
-        let n2 = Shift::Noise(0.3).apply(sample(), &mut ChaCha8Rng::seed_from_u64(5)).expect("n");
+        let n1 = Shift::Noise(0.3)
+            .apply(sample(), &mut ChaCha8Rng::seed_from_u64(5))
+            .expect("n");
+        let n2 = Shift::Noise(0.3)
+            .apply(sample(), &mut ChaCha8Rng::seed_from_u64(5))
+            .expect("n");
         assert_eq!(n1, n2, "noise is keyed on the per-sample rng");
         assert_ne!(n1, sample());
         assert_eq!(Shift::parse("blur:1.5").expect("p"), Shift::Blur(1.5));

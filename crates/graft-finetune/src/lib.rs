@@ -450,7 +450,11 @@ pub fn fine_tune<B: AutodiffBackend>(
     let frozen_stages = specs.first().map_or(0, |s| s.frozen_stages);
     let mut opt = None;
     for spec in &specs {
-        let carried = if spec.carry_optimizer { opt.take() } else { None };
+        let carried = if spec.carry_optimizer {
+            opt.take()
+        } else {
+            None
+        };
         opt = Some(run.phase(spec, carried)?);
     }
     let history = merge(&run.phases);

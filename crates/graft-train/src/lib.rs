@@ -48,7 +48,17 @@ pub fn data_config(cfg: &graft_zoo::PretrainedCfg) -> graft_data::transform::Tra
                 Interp::Bilinear
             }
         },
-        mean: cfg.mean.to_vec(),
-        std: cfg.std.to_vec(),
+        mean: per_channel(&cfg.mean, cfg.input_size[0]),
+        std: per_channel(&cfg.std, cfg.input_size[0]),
+    }
+}
+
+/// An RGB mean / std for `c` input channels: one channel gets the average (a gray image is the
+/// mean of R, G, B), other counts repeat the RGB values cyclically.
+fn per_channel(rgb: &[f64; 3], c: usize) -> Vec<f64> {
+    if c == 1 {
+        vec![rgb.iter().sum::<f64>() / 3.0]
+    } else {
+        (0..c.max(1)).map(|i| rgb[i % 3]).collect()
     }
 }

@@ -1,0 +1,273 @@
+//! The experiment file end to end on real digits: `graft finetune` trains a source model on
+//! digits 0–4; `graft extract` reuses its trunk for 5–9 (a second identical run does zero trunk
+//! forwards) and exports trunk + head, which `graft eval` and `graft predict` then use;
+//! `graft probe`, `graft reuse` (contrast shift, BatchNorm re-estimation) and `graft plan` run
+//! from one file each. Bad files fail with one `FILE:LINE:COL` line and exit status 2.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn graft(dir: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_graft"))
+        .current_dir(dir)
+        .args(args)
+        .output()
+        .expect("run graft")
+}
+
+fn ok(dir: &Path, args: &[&str]) -> String {
+    let out = graft(dir, args);
+    assert!(
+        out.status.success(),
+        "graft {args:?} failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn tmp(tag: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("graft-exp-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).expect("tmp");
+    d
+}
+
+fn write(dir: &Path, name: &str, text: &str) {
+    std::fs::write(dir.join(name), text).expect("write toml");
+}
+
+fn report(run: &Path) -> serde_json::Value {
+    let text = std::fs::read_to_string(run.join("report.json")).expect("report.json");
+    serde_json::from_str(&text).expect("json")
+}
+
+fn run_dir(stdout: &str) -> PathBuf {
+    let line = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("run directory: "))
+        .expect("the run directory is printed");
+    PathBuf::from(line)
+}
+
+const SOURCE: &str = r#"
+[model]
+name = "resnet18_small"
+
+[data]
+batch_size = 32
+
+[data.digits]
+classes = [0, 1, 2, 3, 4]
+
+[strategy]
+freeze = 0
+
+[train]
+epochs = 6
+lr = 2e-3
+progress = false
+"#;
+
+#[test]
+fn routes_from_experiment_files() {
+    let dir = tmp("routes");
+    write(&dir, "source.toml", SOURCE);
+    let out = ok(&dir, &["finetune", "source.toml"]);
+    let src_run = dir.join(run_dir(&out));
+    for f in [
+        "config.toml",
+        "plan.txt",
+        "metrics.jsonl",
+        "curves.png",
+        "report.md",
+        "report.json",
+        "model/model.safetensors",
+        "model/config.json",
+        "phase1-freeze0/checkpoint.safetensors",
+    ] {
+        assert!(src_run.join(f).exists(), "the run directory has {f}");
+    }
+    let r = report(&src_run);
+    let src_acc = r["test"]["top1"].as_f64().expect("test top-1");
+    assert!(src_acc > 0.9, "the source learns digits 0-4: {src_acc}");
+    let resolved = std::fs::read_to_string(src_run.join("config.toml")).expect("config");
+    assert!(resolved.contains("[resolved]") && resolved.contains("batch_size = 32"));
+
+    // feature extraction for 5-9 on the source's trunk: the second run does no trunk forward
+    let extract = r#"
+[model]
+name = "model"
+models_dir = ["runs/source"]
+
+[data.digits]
+classes = [5, 6, 7, 8, 9]
+"#;
+    write(&dir, "extract.toml", extract);
+    let first = report(&dir.join(run_dir(&ok(&dir, &["extract", "extract.toml"]))));
+    assert!(first["trunk_forwards"].as_u64().expect("n") > 0);
+    let second_run = dir.join(run_dir(&ok(&dir, &["extract", "extract.toml"])));
+    assert!(
+        second_run.ends_with("extract-2"),
+        "an earlier run is never overwritten"
+    );
+    let second = report(&second_run);
+    assert_eq!(
+        second["trunk_forwards"], 0,
+        "an identical run reads the cache"
+    );
+    let test_acc = second["metrics"]["test"]["accuracy"].as_f64().expect("acc");
+    assert_eq!(
+        first["metrics"]["test"]["accuracy"],
+        second["metrics"]["test"]["accuracy"]
+    );
+    assert!(
+        test_acc > 0.85,
+        "logistic head on the transferred trunk: {test_acc}"
+    );
+
+    // the exported model: listed, evaluated, and used on image files
+    let exported = second_run.join("model");
+    let models = ok(
+        &dir,
+        &[
+            "--models-dir",
+            second_run.to_str().expect("utf-8"),
+            "models",
+            "model",
+        ],
+    );
+    assert!(models.contains("model"), "{models}");
+    write(
+        &dir,
+        "eval.toml",
+        &format!(
+            "[model]\nname = \"model\"\nmodels_dir = [{:?}]\n[data.digits]\nclasses = [5, 6, 7, 8, 9]\n",
+            second_run.to_str().expect("utf-8")
+        ),
+    );
+    let ev = report(&dir.join(run_dir(&ok(&dir, &["eval", "eval.toml"]))));
+    let ev_acc = ev["test"]["top1"].as_f64().expect("eval top-1");
+    assert!(
+        (ev_acc - test_acc).abs() < 1e-9,
+        "the exported model classifies the images as the head classified their features: {ev_acc} vs {test_acc}"
+    );
+    // two digit images (scaled 0-16 -> 0-255 PNG) through graft predict
+    let digits = graft_data::ArrayDataset::digits();
+    let mut pngs = Vec::new();
+    for want in [5usize, 8] {
+        let i = (0..1797)
+            .rev()
+            .find(|&i| graft_data::Dataset::label(&digits, i) == want)
+            .expect("a digit");
+        let s = graft_data::Dataset::get(&digits, i).expect("sample");
+        let px: Vec<u8> = s.data.iter().map(|v| (v * 255.0).round() as u8).collect();
+        let img = image::GrayImage::from_raw(8, 8, px).expect("8x8");
+        let p = dir.join(format!("digit{want}.png"));
+        img.save(&p).expect("png");
+        pngs.push(p);
+    }
+    let pred = ok(
+        &dir,
+        &[
+            "--models-dir",
+            second_run.to_str().expect("utf-8"),
+            "predict",
+            "--model",
+            "model",
+            "--top",
+            "2",
+            pngs[0].to_str().expect("utf-8"),
+            pngs[1].to_str().expect("utf-8"),
+        ],
+    );
+    let lines: Vec<&str> = pred.lines().collect();
+    assert_eq!(lines.len(), 2, "{pred}");
+    assert!(lines[0].contains("digit5.png: 5 ("), "{pred}");
+    assert!(lines[1].contains("digit8.png: 8 ("), "{pred}");
+    assert!(exported.join("config.json").exists());
+
+    // the probe, direct reuse under a contrast shift, the plan of fastai's fine_tune
+    write(
+        &dir,
+        "probe.toml",
+        "[model]\nname = \"model\"\nmodels_dir = [\"runs/source\"]\n[data.digits]\nclasses = [5, 6, 7, 8, 9]\nk_shot = 20\n",
+    );
+    let p = report(&dir.join(run_dir(&ok(&dir, &["probe", "probe.toml"]))));
+    assert_eq!(p["rows"].as_array().expect("rows").len(), 5);
+    assert!(p["freeze_stages"].as_u64().expect("k") >= 1);
+    write(
+        &dir,
+        "reuse.toml",
+        "[model]\nname = \"model\"\nmodels_dir = [\"runs/source\"]\n[data]\nshift = \"contrast:0.25\"\n[data.digits]\nclasses = [0, 1, 2, 3, 4]\n",
+    );
+    let r = report(&dir.join(run_dir(&ok(&dir, &["reuse", "reuse.toml"]))));
+    let (before, after) = (
+        r["before"]["accuracy"].as_f64().expect("before"),
+        r["after"]["accuracy"].as_f64().expect("after"),
+    );
+    assert!(
+        after > before + 0.1,
+        "BatchNorm re-estimation under contrast x0.25: {before} -> {after}"
+    );
+    write(
+        &dir,
+        "plan.toml",
+        "[model]\nname = \"model\"\nmodels_dir = [\"runs/source\"]\n[data.digits]\nclasses = [5, 6, 7, 8, 9]\n[strategy]\nkind = \"lpft\"\n",
+    );
+    let plan = ok(&dir, &["plan", "plan.toml"]);
+    assert!(
+        plan.contains("phase frozen") && plan.contains("phase unfrozen"),
+        "{plan}"
+    );
+    assert!(plan.contains("layer4.frozen"), "{plan}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn bad_experiment_files_name_file_line_and_column() {
+    let dir = tmp("bad");
+    std::fs::create_dir_all(dir.join("imgs")).expect("dir");
+    let cases = [
+        (
+            "unknown_key.toml",
+            "[model]\nname = \"resnet18\"\n[data.digits]\n[train]\nepoch = 3\n",
+            "unknown_key.toml:5:1: unknown field `epoch`",
+        ),
+        (
+            "wrong_type.toml",
+            "[model]\nname = \"resnet18\"\n[data.digits]\n[train]\nepochs = \"three\"\n",
+            "wrong_type.toml:5:10: invalid type: string \"three\", expected usize",
+        ),
+        (
+            "missing_file.toml",
+            "[model]\nname = \"resnet18\"\n[data]\ntrain = \"imgs/nope\"\n",
+            "missing_file.toml:4:9: data.train:",
+        ),
+        (
+            "unknown_model.toml",
+            "[model]\nname = \"resnet81\"\n[data.digits]\n",
+            "unknown_model.toml:2:8: unknown model \"resnet81\"",
+        ),
+        (
+            "misplaced.toml",
+            "[model]\nname = \"resnet18\"\n[data.digits]\n[strategy]\nkind = \"gradual\"\nfreeze = 2\n",
+            "misplaced.toml:6:10: freeze applies to kind = \"recipe\"",
+        ),
+        (
+            "bad_shift.toml",
+            "[model]\nname = \"resnet18\"\n[data]\nshift = \"warp:2\"\n[data.digits]\n",
+            "bad_shift.toml:4:9: Shift: unknown shift \"warp\"",
+        ),
+    ];
+    for (name, text, want) in cases {
+        write(&dir, name, text);
+        let out = graft(&dir, &["finetune", name]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{name}: {err}");
+        assert_eq!(err.lines().count(), 1, "one line: {err}");
+        assert!(err.starts_with(&format!("error: {want}")), "{name}: {err}");
+    }
+    assert!(!dir.join("runs").exists(), "nothing ran, no run directory");
+    let _ = std::fs::remove_dir_all(&dir);
+}
