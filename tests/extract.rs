@@ -13,11 +13,12 @@ use std::sync::Arc;
 
 use graft::data::{ArrayDataset, Dataset, Loader, LoaderConfig, Subset, stratified_split};
 use graft::extract::{
-    FeatureSpec, LogisticConfig, LogisticHead, ProbeConfig, accuracy, extract, probe, train_head,
+    FeatureSpec, HeadTraining, LogisticConfig, LogisticHead, ProbeConfig, accuracy, extract, probe,
+    train_head,
 };
 use graft::surgery::{FreezeConfig, LrConfig, Plan};
-use graft::train::{Schedule, TrainConfig, Trainer, evaluate};
-use graft::zoo::{HeadSpec, ModelOptions, Registry, create_model};
+use graft::train::{TrainConfig, Trainer, evaluate};
+use graft::zoo::{ModelOptions, Registry, create_model};
 use graft::{AutodiffBackend, Backend, Ctx, NdArray, Tch};
 
 fn subset(d: &Arc<dyn Dataset>, idx: &[usize], classes: &[usize]) -> Arc<dyn Dataset> {
@@ -129,20 +130,9 @@ fn feature_extraction_route_on_digits() {
 
     // export 2: a Linear head trained by the Trainer on the cached features
     let mut tuned = reg.create(&b, "digits04", &opts).expect("copy").0;
-    let mut hcfg = TrainConfig::new(50);
-    hcfg.progress = false;
-    hcfg.schedule = Schedule::one_cycle();
-    let h = train_head(
-        &mut tuned,
-        HeadSpec::Linear,
-        &tr_t,
-        Some(&te_t),
-        &LrConfig::adamw(1e-2),
-        hcfg,
-        64,
-        0,
-    )
-    .expect("train head");
+    let mut how = HeadTraining::linear(50);
+    how.train.progress = false;
+    let h = train_head(&mut tuned, &tr_t, Some(&te_t), &how).expect("train head");
     let last = h.epochs.last().and_then(|e| e.val.clone()).expect("val");
     let via_images = evaluate(&tuned, &test, &Ctx::eval()).expect("eval");
     eprintln!(
@@ -162,25 +152,16 @@ fn feature_extraction_route_on_digits() {
             );
         }
     }
+    let stage2 = extract(
+        &source,
+        &train,
+        &FeatureSpec::Stage("layer2".into()),
+        &cache,
+    )
+    .expect("stage")
+    .0;
     assert!(
-        train_head(
-            &mut tuned,
-            HeadSpec::Linear,
-            &extract(
-                &source,
-                &train,
-                &FeatureSpec::Stage("layer2".into()),
-                &cache
-            )
-            .expect("stage")
-            .0,
-            None,
-            &LrConfig::adamw(1e-2),
-            TrainConfig::new(1),
-            64,
-            0,
-        )
-        .is_err(),
+        train_head(&mut tuned, &stage2, None, &HeadTraining::linear(1)).is_err(),
         "a head trains on the pooled features only"
     );
 

@@ -325,7 +325,7 @@ fn alpha() -> f64 {
     1.0
 }
 fn iters() -> u64 {
-    200
+    100
 }
 fn five() -> usize {
     5

@@ -14,8 +14,8 @@ use graft_data::{
     stratified_split,
 };
 use graft_extract::{
-    FeatureSpec, Features, KnnHead, LogisticConfig, LogisticHead, ProbeConfig, PrototypeHead,
-    extract,
+    FeatureSpec, Features, HeadTraining, KnnHead, LogisticConfig, LogisticHead, ProbeConfig,
+    PrototypeHead, extract,
 };
 use graft_finetune::{FineTuneOptions, FreezeDepth, Gradual, LpFt, Recipe, Strategy};
 use graft_surgery::{BnPolicy, LrConfig, Plan};
@@ -121,7 +121,9 @@ fn digits_data(src: &Source, d: &crate::exp::DigitsSection) -> Result<Data> {
     let split = match &d.split {
         Some(s) => {
             let v = s.get_ref();
-            if v.len() != 3 || v.iter().any(|f| !(*f >= 0.0)) || v.iter().sum::<f64>() > 1.0 + 1e-9
+            if v.len() != 3
+                || v.iter().any(|f| f.is_nan() || *f < 0.0)
+                || v.iter().sum::<f64>() > 1.0 + 1e-9
             {
                 return Err(src
                     .error(
@@ -380,10 +382,10 @@ impl<S: DeserializeOwned + Serialize + Default> Job<S> {
                 // the normalisation is last: the shift goes before it
                 let n = v.len();
                 for (i, t) in v.into_iter().enumerate() {
-                    if i + 1 == n {
-                        if let Some(s) = shifted {
-                            steps.push(Box::new(s));
-                        }
+                    if i + 1 == n
+                        && let Some(s) = shifted
+                    {
+                        steps.push(Box::new(s));
                     }
                     steps.push(t);
                 }
@@ -613,13 +615,9 @@ fn write_history(run: &RunDir, h: &History) -> Result<()> {
 pub trait Routes: Backend + Sized {
     fn train_head(
         _model: &mut Model<Self>,
-        _head: HeadSpec,
         _train: &Features,
         _val: Option<&Features>,
-        _lr: &LrConfig,
-        _cfg: TrainConfig,
-        _batch: usize,
-        _seed: u64,
+        _how: &HeadTraining,
     ) -> Result<History> {
         bail!("training a head needs libtorch (backend = \"tch\")")
     }
@@ -651,17 +649,11 @@ impl Routes for graft_ndarray::NdArray {}
 impl Routes for graft_tch::Tch {
     fn train_head(
         model: &mut Model<Self>,
-        head: HeadSpec,
         train: &Features,
         val: Option<&Features>,
-        lr: &LrConfig,
-        cfg: TrainConfig,
-        batch: usize,
-        seed: u64,
+        how: &HeadTraining,
     ) -> Result<History> {
-        Ok(graft_extract::train_head(
-            model, head, train, val, lr, cfg, batch, seed,
-        )?)
+        Ok(graft_extract::train_head(model, train, val, how)?)
     }
     fn reestimate(model: &Model<Self>, loader: &Loader, max: Option<usize>) -> Result<usize> {
         Ok(graft_reuse::reestimate_batch_norm(model, loader, max)?)
@@ -677,6 +669,9 @@ impl Routes for graft_tch::Tch {
         Ok(graft_finetune::fine_tune(model, n, train, val, s, o)?)
     }
 }
+
+/// A fitted head's predictions on features.
+type Predictor<'a> = Box<dyn Fn(&Features) -> Result<Vec<usize>> + 'a>;
 
 /// Runs `f` on the job's backend.
 macro_rules! on_backend {
@@ -785,7 +780,7 @@ impl Job<ExtractStrategy> {
         };
         let t0 = std::time::Instant::now();
         let mut exported = None;
-        let predict: Box<dyn Fn(&Features) -> Result<Vec<usize>>> = match st.head {
+        let predict: Predictor<'_> = match st.head {
             ExtractHead::Logistic => {
                 let h = LogisticHead::fit(train, n, &lcfg)?;
                 if self.exp.output.export && spec == FeatureSpec::Pooled {
@@ -818,21 +813,22 @@ impl Job<ExtractStrategy> {
                     HeadSpec::Linear
                 };
                 let val = feats.iter().find(|(w, _)| *w == "val").map(|(_, f)| f);
+                let d = HeadTraining::linear(self.exp.train.epochs.unwrap_or(50));
                 let mut cfg = self.train_cfg(Some(&run.path));
-                cfg.epochs = self.exp.train.epochs.unwrap_or(50);
-                cfg.schedule = graft_train::Schedule::one_cycle();
-                let lr = LrConfig::adamw(self.exp.train.lr.unwrap_or(1e-2))
-                    .weight_decay(self.exp.train.weight_decay.unwrap_or(0.01));
-                let h = B::train_head(
-                    &mut model,
+                cfg.epochs = d.train.epochs;
+                cfg.schedule = d.train.schedule.clone();
+                let how = HeadTraining {
                     head,
-                    train,
-                    val,
-                    &lr,
-                    cfg,
-                    self.exp.data.batch_size.max(1),
-                    self.exp.train.seed,
-                )?;
+                    lr: LrConfig::adamw(self.exp.train.lr.unwrap_or(d.lr.base.lr)).weight_decay(
+                        self.exp
+                            .train
+                            .weight_decay
+                            .unwrap_or(d.lr.base.weight_decay),
+                    ),
+                    train: cfg,
+                    ..d
+                };
+                let h = B::train_head(&mut model, train, val, &how)?;
                 write_history(&run, &h)?;
                 exported = Some(());
                 let m = &model;

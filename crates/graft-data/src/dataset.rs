@@ -32,6 +32,12 @@ pub trait Dataset: Send + Sync + std::fmt::Debug {
     fn labels(&self) -> Vec<usize> {
         (0..self.len()).map(|i| self.label(i)).collect()
     }
+    /// True when `get` is a copy from memory (no decoding): the loader then stacks batches
+    /// without a transform on one thread, which beats fanning tiny copies out to rayon (and
+    /// leaves the cores to the backend's own threads).
+    fn in_memory(&self) -> bool {
+        false
+    }
     /// A stable hash of the dataset's content, for caches keyed on it. The default reads every
     /// sample; datasets on disk hash their file list (path, size, mtime) instead.
     fn fingerprint(&self) -> Result<u64> {
@@ -188,6 +194,9 @@ impl Dataset for ArrayDataset {
     fn len(&self) -> usize {
         self.labels.len()
     }
+    fn in_memory(&self) -> bool {
+        true
+    }
     fn label(&self, i: usize) -> usize {
         self.labels[i]
     }
@@ -276,6 +285,9 @@ impl Subset {
 }
 
 impl Dataset for Subset {
+    fn in_memory(&self) -> bool {
+        self.base.in_memory()
+    }
     fn fingerprint(&self) -> Result<u64> {
         let mut b = self.base.fingerprint()?.to_le_bytes().to_vec();
         b.extend(self.indices.iter().flat_map(|&i| (i as u64).to_le_bytes()));

@@ -150,8 +150,16 @@ impl Loader {
         }
         idx
     }
-    /// Loads and stacks the samples `indices` of `epoch` (in parallel).
+    /// Loads and stacks the samples `indices` of `epoch` (in parallel, unless they are plain
+    /// copies from memory).
     pub fn batch(&self, epoch: u64, indices: &[usize]) -> Result<Batch> {
+        if self.transform.is_none() && self.dataset.in_memory() {
+            let samples = indices
+                .iter()
+                .map(|&i| self.dataset.get(i))
+                .collect::<Result<Vec<_>>>()?;
+            return stack(samples, indices.to_vec());
+        }
         let results: Vec<Result<Sample>> = indices
             .par_iter()
             .map(|&i| {

@@ -169,7 +169,7 @@ fn check_labels(what: &'static str, f: &Features, classes: usize) -> Result<()> 
 pub struct LogisticConfig {
     /// L2 penalty on the summed loss (scikit-learn's `1 / C`): `Σ CE + α/2 ‖W‖²`.
     pub alpha: f64,
-    /// L-BFGS iterations at most.
+    /// L-BFGS iterations at most (scikit-learn's default, 100).
     pub max_iterations: u64,
     /// Standardise every feature (mean 0, std 1 on the training set) before fitting; the
     /// scaling is folded back into the weights, so the head applies to raw features. Off by
@@ -182,7 +182,7 @@ impl Default for LogisticConfig {
     fn default() -> Self {
         Self {
             alpha: 1.0,
-            max_iterations: 200,
+            max_iterations: 100,
             standardize: false,
         }
     }
@@ -200,7 +200,8 @@ pub struct LogisticHead {
 
 impl LogisticHead {
     /// Fits multinomial logistic regression (linfa-logistic's L-BFGS with a Moré–Thuente line
-    /// search, in f64) on `train`; every one of `classes` classes needs a sample.
+    /// search, in f32 — the features' precision, twice the GEMM speed of f64) on `train`; every
+    /// one of `classes` classes needs a sample.
     pub fn fit(train: &Features, classes: usize, cfg: &LogisticConfig) -> Result<Self> {
         check_labels("LogisticHead", train, classes)?;
         if classes < 2 {
@@ -232,12 +233,12 @@ impl LogisticHead {
             }
         }
         let x = ndarray::Array2::from_shape_fn((n, d), |(i, j)| {
-            (f64::from(train.data[i * d + j]) - mean[j]) / scale[j]
+            ((f64::from(train.data[i * d + j]) - mean[j]) / scale[j]) as f32
         });
         let y = ndarray::Array1::from_vec(train.labels.clone());
         let ds = linfa::Dataset::new(x, y);
-        let fitted = linfa_logistic::MultiLogisticRegression::<f64>::default()
-            .alpha(cfg.alpha)
+        let fitted = linfa_logistic::MultiLogisticRegression::<f32>::default()
+            .alpha(cfg.alpha as f32)
             .max_iterations(cfg.max_iterations)
             .fit(&ds)
             .map_err(|e| Error::Training(format!("logistic regression: {e}")))?;
@@ -246,9 +247,9 @@ impl LogisticHead {
         let mut weight = vec![0f32; classes * d];
         let mut bias = vec![0f32; classes];
         for (j, &c) in fitted.classes().iter().enumerate() {
-            let mut b = icpt[j];
+            let mut b = f64::from(icpt[j]);
             for k in 0..d {
-                let w = p[[k, j]] / scale[k];
+                let w = f64::from(p[[k, j]]) / scale[k];
                 weight[c * d + k] = w as f32;
                 b -= w * mean[k];
             }
@@ -342,20 +343,43 @@ impl LogisticHead {
     }
 }
 
-/// Trains a fresh `head` for `train`'s classes on `model`'s cached pooled features with the
+/// How [`train_head`] trains: the head's structure, the optimizer, the loop (its `inputs` are
+/// set to `Pooled`), the batch size and the seed of the head's init and of the shuffling.
+#[derive(Debug, Clone)]
+pub struct HeadTraining {
+    pub head: HeadSpec,
+    pub lr: LrConfig,
+    pub train: TrainConfig,
+    pub batch_size: usize,
+    pub seed: u64,
+}
+
+impl HeadTraining {
+    /// A Linear head, AdamW at 4e-2, one-cycle over `epochs`, batches of 256: cached features
+    /// cost nothing to batch, so larger batches mean fewer optimizer steps, and on an eager
+    /// backend a small head's time is the per-step dispatch (`benches/head_training.rs`); the LR
+    /// follows the linear scaling rule from 1e-2 at 64.
+    pub fn linear(epochs: usize) -> Self {
+        let mut train = TrainConfig::new(epochs);
+        train.schedule = graft_train::Schedule::one_cycle();
+        Self {
+            head: HeadSpec::Linear,
+            lr: LrConfig::adamw(4e-2),
+            train,
+            batch_size: 256,
+            seed: 0,
+        }
+    }
+}
+
+/// Trains a fresh head for `train`'s classes on `model`'s cached pooled features with the
 /// Trainer (`Inputs::Pooled`: the trunk never runs; everything but the head is frozen by a
 /// surgery plan). The head stays in place, so the model then saves as one user model.
-/// `cfg.inputs` is set to `Pooled`; `batch_size` batches the features.
-#[allow(clippy::too_many_arguments)]
 pub fn train_head<B: AutodiffBackend>(
     model: &mut Model<B>,
-    head: HeadSpec,
     train: &Features,
     val: Option<&Features>,
-    lr: &LrConfig,
-    mut cfg: TrainConfig,
-    batch_size: usize,
-    seed: u64,
+    how: &HeadTraining,
 ) -> Result<History> {
     for f in std::iter::once(train).chain(val) {
         if f.spec != FeatureSpec::Pooled || f.dim != model.num_features() {
@@ -376,24 +400,20 @@ pub fn train_head<B: AutodiffBackend>(
         .len()
         .max(1 + train.labels.iter().copied().max().unwrap_or(0));
     check_labels("train_head", train, classes)?;
-    model.replace_head(classes, head, seed)?;
+    model.replace_head(classes, how.head.clone(), how.seed)?;
     if train.classes.len() == classes {
         model.cfg_mut().labels = Some(train.classes.clone());
     }
-    let plan = Plan::new(model, &FreezeConfig::all_but_head(), lr)?;
+    let plan = Plan::new(model, &FreezeConfig::all_but_head(), &how.lr)?;
     let opt = plan.apply(model)?;
+    let mut cfg = how.train.clone();
     cfg.inputs = Inputs::Pooled;
     let train_loader = Loader::new(
         Arc::new(train.to_dataset()?),
-        LoaderConfig::train(batch_size).seed(seed),
+        LoaderConfig::train(how.batch_size.max(1)).seed(how.seed),
     )?;
     let val_loader = val
-        .map(|v| {
-            Ok::<_, Error>(Loader::new(
-                Arc::new(v.to_dataset()?),
-                LoaderConfig::eval(1024),
-            )?)
-        })
+        .map(|v| Loader::new(Arc::new(v.to_dataset()?), LoaderConfig::eval(1024)))
         .transpose()?;
     let mut trainer = Trainer::new(cfg, opt, plan.modes().clone());
     trainer.fit(model, &train_loader, val_loader.as_ref())

@@ -14,7 +14,9 @@
 mod heads;
 mod probe;
 
-pub use heads::{KnnHead, LogisticConfig, LogisticHead, PrototypeHead, accuracy, train_head};
+pub use heads::{
+    HeadTraining, KnnHead, LogisticConfig, LogisticHead, PrototypeHead, accuracy, train_head,
+};
 pub use probe::{ProbeConfig, ProbeReport, ProbeRow, probe};
 
 use std::collections::{BTreeMap, HashMap};

@@ -1,0 +1,62 @@
+//! Shared by the examples: a source model to transfer from, trained here on real digits.
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Result;
+use graft::Tch;
+use graft::data::{ArrayDataset, Dataset, Loader, LoaderConfig, Subset, stratified_split};
+use graft::surgery::{FreezeConfig, LrConfig, Plan};
+use graft::train::{Schedule, TrainConfig, Trainer};
+use graft::zoo::{ModelOptions, create_model};
+
+/// Where the examples keep what they make (under the target dir).
+pub fn work_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/graft-examples")
+}
+
+/// The stratified half of the digits the source trains on, and the other half.
+pub fn digits_halves() -> Result<(Arc<dyn Dataset>, Vec<usize>, Vec<usize>)> {
+    let digits: Arc<dyn Dataset> = Arc::new(ArrayDataset::digits());
+    let mut parts = stratified_split(&digits.labels(), &[0.5, 0.5], 0)?;
+    let second = parts.pop().unwrap_or_default();
+    let first = parts.pop().unwrap_or_default();
+    Ok((digits, first, second))
+}
+
+/// `resnet18_small` trained from scratch on the first half of the digits of `classes`, saved as
+/// the user model `work_dir()/name` (reused when it is already there).
+pub fn digits_source(name: &str, classes: &[usize]) -> Result<PathBuf> {
+    let dir = work_dir().join(name);
+    if dir.join("model.safetensors").exists() && dir.join("config.json").exists() {
+        return Ok(dir);
+    }
+    let (digits, first, _) = digits_halves()?;
+    let train = Loader::new(
+        Arc::new(Subset::with_classes(digits.clone(), first, classes)?),
+        LoaderConfig::train(32).seed(1),
+    )?;
+    let opts = ModelOptions::default()
+        .num_classes(classes.len())
+        .in_chans(1);
+    let (mut model, _) = create_model(&Tch::cpu(), "resnet18_small", &opts)?;
+    let plan = Plan::new(&model, &FreezeConfig::none(), &LrConfig::adamw(3e-3))?;
+    let mut cfg = TrainConfig::new(4);
+    cfg.schedule = Schedule::one_cycle();
+    cfg.progress = false;
+    Trainer::new(cfg, plan.apply(&model)?, plan.modes().clone()).fit(&mut model, &train, None)?;
+    // what the model sees: 8x8 one-channel values in [0, 1], no normalisation
+    let c = model.cfg_mut();
+    c.input_size = [1, 8, 8];
+    c.mean = [0.0; 3];
+    c.std = [1.0; 3];
+    c.crop_pct = 1.0;
+    c.labels = Some(classes.iter().map(|d| d.to_string()).collect());
+    model.save_user_model(&dir)?;
+    eprintln!(
+        "trained the source {name} on digits {classes:?}: {}",
+        dir.display()
+    );
+    Ok(dir)
+}
