@@ -40,10 +40,6 @@ fn main() -> Result<()> {
     let (features, _) = extract(&model, &loader, &FeatureSpec::Pooled, &cache)?;
     let mut how = HeadTraining::linear(50);
     how.train.progress = false;
-    how.batch_size = std::env::var("HB")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(how.batch_size);
     let (mut trunk, mut head, mut logistic) = (Vec::new(), Vec::new(), Vec::new());
     for round in 0..n {
         let t = Instant::now();
