@@ -3,7 +3,7 @@
 # closing summary is the full test count.
 STAGE := bash scripts/stage.sh
 
-.PHONY: setup demo test check-libtorch build fmt clippy unit doc ndarray-cli
+.PHONY: setup demo test check-libtorch build fmt clippy unit doc ndarray-cli examples
 
 setup:
 	@$(STAGE) setup bash scripts/setup.sh
@@ -37,5 +37,10 @@ doc: check-libtorch
 ndarray-cli: check-libtorch
 	@$(STAGE) "no-libtorch graft (ndarray)" bash scripts/check-ndarray-cli.sh
 
-test: setup fmt clippy doc ndarray-cli unit
+# The route examples, on data the repo ships or makes (each well under a minute here).
+EXAMPLES := extract_features direct_reuse finetune_imagefolder
+examples: check-libtorch
+	@for e in $(EXAMPLES); do $(STAGE) "example $$e" cargo run -q --example $$e || exit 1; done
+
+test: setup fmt clippy doc ndarray-cli examples unit
 	@echo "==> make test: all stages passed"
