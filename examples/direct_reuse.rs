@@ -20,7 +20,7 @@ use graft::{ModeTable, Tch};
 fn main() -> Result<()> {
     let all: Vec<usize> = (0..10).collect();
     let source = common::digits_source("digits09", &all)?;
-    let (digits, _, second) = common::digits_halves()?;
+    let common::Halves { digits, second, .. } = common::digits_halves()?;
     let mut reg = Registry::builtin();
     let name = reg.register_dir(&source, None)?;
     let opts = ModelOptions::default().num_classes(10).in_chans(1);

@@ -20,7 +20,11 @@ use graft::zoo::{ModelOptions, Registry};
 
 fn main() -> Result<()> {
     let source = common::digits_source("digits04", &[0, 1, 2, 3, 4])?;
-    let (digits, first, second) = common::digits_halves()?;
+    let common::Halves {
+        digits,
+        first,
+        second,
+    } = common::digits_halves()?;
     let target = [5, 6, 7, 8, 9];
     let few = k_shot(&digits.labels(), &first, 10, 0)?;
     let train = Loader::new(

@@ -36,7 +36,11 @@ fn write_folder(digits: &dyn Dataset, indices: &[usize], root: &Path) -> Result<
 
 fn main() -> Result<()> {
     let source = common::digits_source("digits04", &[0, 1, 2, 3, 4])?;
-    let (digits, first, second) = common::digits_halves()?;
+    let common::Halves {
+        digits,
+        first,
+        second,
+    } = common::digits_halves()?;
     let root = common::work_dir().join("digits59-folder");
     let _ = std::fs::remove_dir_all(&root);
     write_folder(

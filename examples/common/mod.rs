@@ -16,13 +16,23 @@ pub fn work_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/graft-examples")
 }
 
-/// The stratified half of the digits the source trains on, and the other half.
-pub fn digits_halves() -> Result<(Arc<dyn Dataset>, Vec<usize>, Vec<usize>)> {
+/// The real digits, split in two stratified halves: sources train on the first.
+pub struct Halves {
+    pub digits: Arc<dyn Dataset>,
+    pub first: Vec<usize>,
+    pub second: Vec<usize>,
+}
+
+pub fn digits_halves() -> Result<Halves> {
     let digits: Arc<dyn Dataset> = Arc::new(ArrayDataset::digits());
     let mut parts = stratified_split(&digits.labels(), &[0.5, 0.5], 0)?;
     let second = parts.pop().unwrap_or_default();
     let first = parts.pop().unwrap_or_default();
-    Ok((digits, first, second))
+    Ok(Halves {
+        digits,
+        first,
+        second,
+    })
 }
 
 /// `resnet18_small` trained from scratch on the first half of the digits of `classes`, saved as
@@ -32,7 +42,7 @@ pub fn digits_source(name: &str, classes: &[usize]) -> Result<PathBuf> {
     if dir.join("model.safetensors").exists() && dir.join("config.json").exists() {
         return Ok(dir);
     }
-    let (digits, first, _) = digits_halves()?;
+    let Halves { digits, first, .. } = digits_halves()?;
     let train = Loader::new(
         Arc::new(Subset::with_classes(digits.clone(), first, classes)?),
         LoaderConfig::train(32).seed(1),

@@ -337,8 +337,9 @@ impl<S: DeserializeOwned + Serialize + Default> Job<S> {
         if self.data.digits {
             // the digits are 8x8 values in [0, 1], not normalised: say so in the cfg the model
             // carries (and exports), so `graft predict` prepares images the same way
+            let in_chans = model.in_chans();
             let c = model.cfg_mut();
-            c.input_size = [model_in(&opts), 8, 8];
+            c.input_size = [in_chans, 8, 8];
             c.mean = [0.0; 3];
             c.std = [1.0; 3];
             c.crop_pct = 1.0;
@@ -477,10 +478,6 @@ fn planned_epochs(s: &Strategy) -> usize {
     }
 }
 
-fn model_in(o: &ModelOptions) -> usize {
-    o.in_chans
-}
-
 /// A run directory that never overwrites an earlier run.
 struct RunDir {
     path: PathBuf,
@@ -490,7 +487,8 @@ struct RunDir {
 impl RunDir {
     fn create(parent: &Path, name: &str, cache: PathBuf) -> Result<Self> {
         std::fs::create_dir_all(parent).with_context(|| format!("create {}", parent.display()))?;
-        for i in 1.. {
+        let mut i = 1;
+        loop {
             let n = if i == 1 {
                 name.to_string()
             } else {
@@ -499,11 +497,10 @@ impl RunDir {
             let p = parent.join(n);
             match std::fs::create_dir(&p) {
                 Ok(()) => return Ok(Self { path: p, cache }),
-                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => i += 1,
                 Err(e) => return Err(e).with_context(|| format!("create {}", p.display())),
             }
         }
-        unreachable!("an unbounded range ends only by returning")
     }
     fn write(&self, name: &str, text: &str) -> Result<()> {
         graft_backend::safetensors_io::write_atomic(&self.path.join(name), text.as_bytes())?;
@@ -779,13 +776,13 @@ impl Job<ExtractStrategy> {
             standardize: st.standardize,
         };
         let t0 = std::time::Instant::now();
-        let mut exported = None;
+        let mut exported = false;
         let predict: Predictor<'_> = match st.head {
             ExtractHead::Logistic => {
                 let h = LogisticHead::fit(train, n, &lcfg)?;
                 if self.exp.output.export && spec == FeatureSpec::Pooled {
                     h.install(&mut model, &self.data.classes)?;
-                    exported = Some(());
+                    exported = true;
                 }
                 Box::new(move |f| Ok(h.predict(f)?))
             }
@@ -830,7 +827,7 @@ impl Job<ExtractStrategy> {
                 };
                 let h = B::train_head(&mut model, train, val, &how)?;
                 write_history(&run, &h)?;
-                exported = Some(());
+                exported = self.exp.output.export;
                 let m = &model;
                 let b = b.clone();
                 Box::new(move |f: &Features| {
@@ -869,7 +866,7 @@ impl Job<ExtractStrategy> {
         rep.set("head", json!(format!("{:?}", st.head).to_lowercase()));
         rep.set("head_fit_seconds", json!(fit_s));
         rep.set("metrics", serde_json::Value::Object(accs));
-        if exported.is_some() {
+        if exported {
             let dir = run.path.join("model");
             model.save_user_model(&dir)?;
             rep.para(&format!("exported trunk + head as a user model: {} (`graft --models-dir {} infer --model model ...`)", dir.display(), run.path.display()));
