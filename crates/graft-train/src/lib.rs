@@ -27,7 +27,7 @@ pub use checkpoint::Checkpoint;
 pub use loss::{Targets, cross_entropy};
 pub use lr_find::{LrFinder, LrFinderResult, lr_find};
 pub use metrics::{ClassMetrics, evaluate, evaluate_with};
-pub use plot::{plot_history, plot_lr_find};
+pub use plot::{Series, plot_history, plot_lr_find, plot_series};
 pub use schedule::Schedule;
 pub use trainer::{
     Callback, Control, EarlyStopping, EpochRecord, History, Inputs, Monitor, StepRecord,

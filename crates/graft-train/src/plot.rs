@@ -180,3 +180,69 @@ pub fn plot_lr_find(r: &LrFinderResult, path: &Path) -> Result<()> {
         .map_err(|e| err(path, e))?;
     root.present().map_err(|e| err(path, e))
 }
+
+/// One line of a [`plot_series`] chart: points, and optionally a ± band half-width per point.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Series {
+    pub name: String,
+    pub points: Vec<(f64, f64)>,
+    pub err: Option<Vec<f64>>,
+}
+
+/// Lines with markers (and error bars when a series has them) on one chart, as a PNG; `log_x`
+/// spaces x logarithmically (x must be > 0).
+pub fn plot_series(
+    path: &Path,
+    caption: &str,
+    desc: (&str, &str),
+    series: &[Series],
+    log_x: bool,
+) -> Result<()> {
+    font();
+    let root = BitMapBackend::new(path, (800, 520)).into_drawing_area();
+    root.fill(&WHITE).map_err(|e| err(path, e))?;
+    let tx = |x: f64| if log_x { x.max(1e-12).log10() } else { x };
+    let xs = series.iter().flat_map(|s| s.points.iter().map(|p| tx(p.0)));
+    let ys = series.iter().flat_map(|s| {
+        s.points.iter().enumerate().flat_map(move |(i, p)| {
+            let e = s
+                .err
+                .as_ref()
+                .and_then(|e| e.get(i))
+                .copied()
+                .unwrap_or(0.0);
+            [p.1 - e, p.1 + e]
+        })
+    });
+    let (x0, x1) = range(xs);
+    let (y0, y1) = range(ys);
+    let x_desc = if log_x {
+        format!("{} (log10)", desc.0)
+    } else {
+        desc.0.to_string()
+    };
+    let mut c = chart(&root, caption, (x0, x1), (y0, y1), (&x_desc, desc.1), path)?;
+    for (k, s) in series.iter().enumerate() {
+        let color = Palette99::pick(k).to_rgba();
+        let pts: Vec<(f64, f64)> = s.points.iter().map(|p| (tx(p.0), p.1)).collect();
+        c.draw_series(LineSeries::new(pts.clone(), color.stroke_width(2)))
+            .map_err(|e| err(path, e))?
+            .label(s.name.as_str())
+            .legend(move |(x, y)| PathElement::new([(x, y), (x + 20, y)], color.stroke_width(2)));
+        c.draw_series(pts.iter().map(|p| Circle::new(*p, 3, color.filled())))
+            .map_err(|e| err(path, e))?;
+        if let Some(e) = &s.err {
+            c.draw_series(pts.iter().zip(e).map(|(p, e)| {
+                PathElement::new([(p.0, p.1 - e), (p.0, p.1 + e)], color.stroke_width(1))
+            }))
+            .map_err(|e| err(path, e))?;
+        }
+    }
+    c.configure_series_labels()
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK)
+        .position(SeriesLabelPosition::LowerRight)
+        .draw()
+        .map_err(|e| err(path, e))?;
+    root.present().map_err(|e| err(path, e))
+}
