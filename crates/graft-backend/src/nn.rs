@@ -2,7 +2,7 @@
 //! initialisation, and run it reading the forward context. Model families (graft-zoo) are written
 //! with these and the raw [`Backend`] ops.
 
-use crate::Result;
+use crate::{Error, Result};
 use crate::backend::Backend;
 use crate::ctx::Ctx;
 use crate::data::DType;
@@ -98,6 +98,26 @@ pub fn batch_norm<B: Backend>(
     momentum: f64,
 ) -> Result<B::Tensor> {
     let b = params.backend();
+    let mode = ctx.norm_mode(path).batch_norm_mode(momentum);
+    if matches!(mode, crate::BatchNormMode::Train { .. }) {
+        // PyTorch's check: batch statistics of a single value give a zero variance and an
+        // infinite unbiased running variance, which silently wrecks the layer in eval mode
+        let shape = b.shape(x);
+        let per_channel: usize = shape
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| *i != 1)
+            .map(|(_, d)| d)
+            .product();
+        if per_channel <= 1 {
+            return Err(Error::shape(
+                "batch_norm",
+                format!(
+                    "{path}: expected more than 1 value per channel when training, got input shape {shape:?} (a batch of one: drop the last partial batch, LoaderConfig::drop_last, or use a larger batch)"
+                ),
+            ));
+        }
+    }
     let bn = BatchNormTensors {
         weight: params.try_get(&join(path, "weight")),
         bias: params.try_get(&join(path, "bias")),
@@ -106,7 +126,7 @@ pub fn batch_norm<B: Backend>(
         num_batches_tracked: params.try_get(&join(path, "num_batches_tracked")),
         eps,
     };
-    b.batch_norm(x, bn, ctx.norm_mode(path).batch_norm_mode(momentum))
+    b.batch_norm(x, bn, mode)
 }
 
 /// LayerNorm over the last dim with the `weight` / `bias` under `path`.

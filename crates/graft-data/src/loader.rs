@@ -41,6 +41,7 @@ pub enum BadSample {
 pub struct LoaderConfig {
     pub batch_size: usize,
     pub shuffle: bool,
+    /// Drop a partial last batch (when it is not the only one).
     pub drop_last: bool,
     pub seed: u64,
     /// Batches built ahead of the consumer.
@@ -49,21 +50,24 @@ pub struct LoaderConfig {
 }
 
 impl LoaderConfig {
-    /// Shuffled batches of `batch_size`, seed 0, two batches of prefetch.
+    /// Shuffled batches of `batch_size`, the last partial batch dropped (fastai's and timm's
+    /// training loaders do the same: a tiny last batch gives noisy BatchNorm statistics, and a
+    /// batch of one none at all), seed 0, two batches of prefetch.
     pub fn train(batch_size: usize) -> Self {
         Self {
             batch_size,
             shuffle: true,
-            drop_last: false,
+            drop_last: true,
             seed: 0,
             prefetch: 2,
             bad_samples: BadSample::Error,
         }
     }
-    /// In-order batches.
+    /// In-order batches, every sample kept.
     pub fn eval(batch_size: usize) -> Self {
         Self {
             shuffle: false,
+            drop_last: false,
             ..Self::train(batch_size)
         }
     }
@@ -126,10 +130,11 @@ impl Loader {
     pub fn config(&self) -> &LoaderConfig {
         &self.cfg
     }
-    /// Batches per epoch.
+    /// Batches per epoch (`drop_last` drops a partial last batch only when a full one exists,
+    /// so a dataset smaller than one batch still trains).
     pub fn num_batches(&self) -> usize {
         let n = self.dataset.len();
-        if self.cfg.drop_last {
+        if self.cfg.drop_last && n >= self.cfg.batch_size {
             n / self.cfg.batch_size
         } else {
             n.div_ceil(self.cfg.batch_size)
@@ -197,7 +202,7 @@ impl Loader {
         let order = self.order(epoch);
         let bs = self.cfg.batch_size;
         let mut chunks: Vec<Vec<usize>> = order.chunks(bs).map(<[usize]>::to_vec).collect();
-        if self.cfg.drop_last && chunks.last().is_some_and(|c| c.len() < bs) {
+        if self.cfg.drop_last && chunks.len() > 1 && chunks.last().is_some_and(|c| c.len() < bs) {
             chunks.pop();
         }
         let chunks: Vec<Vec<usize>> = chunks.into_iter().skip(start).collect();
@@ -288,7 +293,7 @@ impl Iterator for EpochIter {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::dataset::ArrayDataset;
+    use crate::dataset::{ArrayDataset, Subset};
 
     #[derive(Debug)]
     struct Jitter;
@@ -304,7 +309,28 @@ mod tests {
     #[test]
     fn order_batches_and_per_sample_randomness_are_seeded() {
         let ds: Arc<dyn Dataset> = Arc::new(ArrayDataset::digits());
-        let l = Loader::new(ds.clone(), LoaderConfig::train(100).seed(3))
+        // the training default drops the partial last batch (97 of 1797), unless it is the only
+        // one
+        let dropping = Loader::new(ds.clone(), LoaderConfig::train(100).seed(3)).expect("loader");
+        assert_eq!(dropping.num_batches(), 17);
+        assert_eq!(dropping.epoch(0).count(), 17);
+        let tiny = Subset::new(ds.clone(), (0..7).collect()).expect("subset");
+        let few = Loader::new(Arc::new(tiny), LoaderConfig::train(100)).expect("loader");
+        assert_eq!(few.num_batches(), 1);
+        assert_eq!(
+            few.epoch(0)
+                .next()
+                .expect("one batch")
+                .expect("b")
+                .labels
+                .len(),
+            7
+        );
+        let keep_all = LoaderConfig {
+            drop_last: false,
+            ..LoaderConfig::train(100).seed(3)
+        };
+        let l = Loader::new(ds.clone(), keep_all)
             .expect("loader")
             .with_transform(Arc::new(Jitter));
         assert_eq!(l.num_batches(), 18);
