@@ -194,3 +194,34 @@ fn mode_rules_freeze_batch_norm_and_stochastic_depth_follows_the_seed() {
         moved
     );
 }
+
+/// A training forward whose BatchNorm sees one value per channel (batch of one at 1x1 spatial)
+/// fails naming the layer, as PyTorch does, instead of writing an infinite running variance.
+#[test]
+fn batch_norm_with_one_value_per_channel_is_an_error_in_training() {
+    let b = Tch::cpu();
+    let opts = ModelOptions::default().num_classes(5).in_chans(1).seed(0);
+    let (model, _) = create_model(&b, "resnet18_small", &opts).expect("model");
+    let x = b
+        .from_data(&TensorData::f32(&[1, 1, 8, 8], vec![0.5; 64]).expect("data"))
+        .expect("x");
+    let modes = ModeTable::new();
+    let err = model
+        .forward(&x, &Ctx::train(&modes, 0, 0))
+        .expect_err("layer4 sees 1x1 maps of one image");
+    let msg = err.to_string();
+    assert!(
+        msg.contains("layer4") && msg.contains("more than 1 value per channel"),
+        "{msg}"
+    );
+    let before = graft::reuse::batch_norm_stats(&model).expect("stats");
+    assert!(model.forward(&x, &Ctx::eval()).is_ok(), "eval mode is fine");
+    let two = b
+        .from_data(&TensorData::f32(&[2, 1, 8, 8], vec![0.5; 128]).expect("data"))
+        .expect("x");
+    assert!(model.forward(&two, &Ctx::train(&modes, 0, 0)).is_ok());
+    assert_ne!(
+        graft::reuse::batch_norm_stats(&model).expect("stats"),
+        before
+    );
+}

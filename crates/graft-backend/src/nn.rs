@@ -2,13 +2,13 @@
 //! initialisation, and run it reading the forward context. Model families (graft-zoo) are written
 //! with these and the raw [`Backend`] ops.
 
-use crate::{Error, Result};
 use crate::backend::Backend;
 use crate::ctx::Ctx;
 use crate::data::DType;
 use crate::init::{Init, fans};
 use crate::opts::{BatchNormTensors, Conv2dOpts};
 use crate::params::{ParamPath, Params};
+use crate::{Error, Result};
 use graft_core::name::join;
 
 /// Creates `weight` `[out, in/groups, k, k]` (and `bias`) with PyTorch's default init.
