@@ -36,8 +36,6 @@ fn main() -> Result<()> {
         // two more noise levels, added after the first run showed no gain at 0.3
         Some(Shift::Noise(0.2)),
         Some(Shift::Noise(0.5)),
-        Some(Shift::Noise(0.2)),
-        Some(Shift::Noise(0.5)),
         Some(Shift::Invert(1.0)),
     ];
     for shift in shifts {
