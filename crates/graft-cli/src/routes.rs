@@ -578,21 +578,11 @@ fn host_metrics(pred: &[usize], labels: &[usize], n: usize) -> (f64, Vec<f64>, V
             conf[y][p] += 1;
         }
     }
-    let total: usize = conf.iter().flatten().sum();
-    let ok: usize = (0..n).map(|k| conf[k][k]).sum();
-    let per = conf
-        .iter()
-        .enumerate()
-        .map(|(k, r)| {
-            let t: usize = r.iter().sum();
-            if t == 0 {
-                f64::NAN
-            } else {
-                r[k] as f64 / t as f64
-            }
-        })
-        .collect();
-    (ok as f64 / total.max(1) as f64, per, conf)
+    (
+        graft_core::confusion::accuracy(&conf),
+        graft_core::confusion::per_class_accuracy(&conf),
+        conf,
+    )
 }
 
 fn class_metrics_json(m: &ClassMetrics) -> serde_json::Value {

@@ -154,23 +154,10 @@ pub fn evaluate_reuse<B: Backend>(
             n += 1;
         }
     }
-    let correct: usize = (0..nt).map(|k| confusion[k][k]).sum();
-    let per_class = confusion
-        .iter()
-        .enumerate()
-        .map(|(k, row)| {
-            let t: usize = row.iter().sum();
-            if t == 0 {
-                f64::NAN
-            } else {
-                row[k] as f64 / t as f64
-            }
-        })
-        .collect();
     Ok(ReuseReport {
         samples: n,
-        accuracy: correct as f64 / n.max(1) as f64,
-        per_class,
+        accuracy: graft_core::confusion::accuracy(&confusion),
+        per_class: graft_core::confusion::per_class_accuracy(&confusion),
         confusion,
     })
 }

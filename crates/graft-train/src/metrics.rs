@@ -56,14 +56,7 @@ impl ClassMetrics {
         self.loss /= n;
         self.top1 /= n;
         self.top5 /= n;
-        for (k, row) in self.confusion.iter().enumerate() {
-            let total: usize = row.iter().sum();
-            self.per_class[k] = if total == 0 {
-                f64::NAN
-            } else {
-                row[k] as f64 / total as f64
-            };
-        }
+        self.per_class = graft_core::confusion::per_class_accuracy(&self.confusion);
         self
     }
 }
