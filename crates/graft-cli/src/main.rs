@@ -411,6 +411,16 @@ fn file_num_classes(shapes: &[(String, Vec<usize>)], classifier: &str) -> Option
         .and_then(|(_, s)| s.first().copied())
 }
 
+/// The head size of a safetensors weights file (its index only, nothing decoded).
+fn weights_num_classes(path: &Path, classifier: &str) -> Result<Option<usize>> {
+    let shapes: Vec<(String, Vec<usize>)> = WeightsFile::open(path)?
+        .index()
+        .iter()
+        .map(|(k, v)| (k.clone(), v.shape.clone()))
+        .collect();
+    Ok(file_num_classes(&shapes, classifier))
+}
+
 fn infer<B: Backend>(b: &B, reg: &Registry, job: &InferJob) -> Result<()> {
     let entry = reg.get(&job.model)?;
     let x: ndarray::ArrayD<f32> = ndarray_npy::read_npy(&job.input)
@@ -548,13 +558,7 @@ fn predict<B: Backend>(b: &B, reg: &Registry, job: &PredictJob) -> Result<()> {
     let mut opts = ModelOptions::default().in_chans(in_chans);
     let weights = job.weights.clone().or_else(|| entry.weights.clone());
     if let Some(w) = &weights {
-        let f = WeightsFile::open(w)?;
-        let shapes: Vec<(String, Vec<usize>)> = f
-            .index()
-            .iter()
-            .map(|(k, v)| (k.clone(), v.shape.clone()))
-            .collect();
-        opts.num_classes = file_num_classes(&shapes, &entry.cfg.classifier);
+        opts.num_classes = weights_num_classes(w, &entry.cfg.classifier)?;
         opts.weights = Some(w.clone());
     } else {
         eprintln!(

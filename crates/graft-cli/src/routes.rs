@@ -307,15 +307,7 @@ impl<S: DeserializeOwned + Serialize + Default> Job<S> {
         }
         let weights = m.weights.as_ref().map(|w| self.src.resolve(w.get_ref()));
         let file_classes = match weights.as_ref().or(entry.weights.as_ref()) {
-            Some(w) => {
-                let f = graft_zoo::WeightsFile::open(w)?;
-                let shapes: Vec<(String, Vec<usize>)> = f
-                    .index()
-                    .iter()
-                    .map(|(k, v)| (k.clone(), v.shape.clone()))
-                    .collect();
-                crate::file_num_classes(&shapes, &entry.cfg.classifier)
-            }
+            Some(w) => crate::weights_num_classes(w, &entry.cfg.classifier)?,
             None => None,
         };
         opts.num_classes = if own_head {
