@@ -213,3 +213,127 @@ fn pth_through_libtorch_matches_safetensors() {
     let err = graft::tch::read_pth(&st).expect_err("a safetensors file is not a pickle");
     assert!(err.to_string().contains("weights.safetensors"), "{err}");
 }
+
+/// An inference copy (`Model::for_inference`: BatchNorm folded into the convs, channels-last
+/// activations, optionally bf16) against the same reference outputs: fp32 within the parity
+/// tolerance of its backend, bf16 within `tol_bf16`. Returns the worst relative diff per form.
+fn check_inference(id: &str, tol_bf16: f64) -> Vec<(String, f64)> {
+    use graft::zoo::{InferenceOptions, Layout};
+    let dir = fixture(id);
+    let m = meta(&dir);
+    let (io, _) = safetensors_io::load(&dir.join("io.safetensors")).expect("io");
+    let ctx = Ctx::eval();
+    let mut out = Vec::new();
+    let mut run = |b: &dyn Fn() -> Vec<(String, TensorData)>, form: &str, tol: f64| {
+        let rows = b();
+        let mut worst = 0f64;
+        for (what, got) in rows {
+            let want = &io[what.as_str()];
+            let d = rel_diff(&got.cast(graft::DType::F32), want);
+            assert!(
+                d <= tol,
+                "{id} {form} {what}: relative diff {d:.3e} > {tol:e}"
+            );
+            worst = worst.max(d);
+        }
+        out.push((form.to_string(), worst));
+    };
+    fn forms<B: Backend>(
+        b: &B,
+        dir: &Path,
+        m: &Meta,
+        io: &std::collections::BTreeMap<String, TensorData>,
+        o: &InferenceOptions,
+        ctx: &Ctx<'_>,
+    ) -> Vec<(String, TensorData)> {
+        let mut opts = ModelOptions::default().weights(dir.join("weights.safetensors"));
+        opts.num_classes = m.num_classes;
+        opts.img_size = m.img_size;
+        let (model, _) = create_model(b, &m.model, &opts).expect("create + load");
+        let fast = model.for_inference(o).expect("inference copy");
+        let bns = model.batch_norm_layers().len();
+        if o.fold_batch_norm {
+            assert_eq!(
+                fast.params().folded().count(),
+                bns,
+                "every BatchNorm folded"
+            );
+            assert!(fast.batch_norm_layers().is_empty());
+        }
+        let x = b.from_data(&io["input"]).expect("input");
+        let logits = fast.forward(&x, ctx).expect("forward");
+        let pooled = fast.forward_pooled(&x, ctx).expect("pooled");
+        let info = fast.feature_info();
+        let names: Vec<&str> = info.iter().map(|f| f.stage.as_str()).collect();
+        let stages = fast.forward_stages(&x, &names, ctx).expect("stages");
+        let mut rows = vec![
+            ("logits".to_string(), b.to_data(&logits).expect("data")),
+            ("features".to_string(), b.to_data(&pooled).expect("data")),
+        ];
+        for (i, s) in stages.iter().enumerate() {
+            rows.push((format!("stage.{i}"), b.to_data(s).expect("data")));
+        }
+        // the copy computes the eval function only
+        if bns > 0 && o.fold_batch_norm {
+            let modes = graft::ModeTable::new();
+            let err = fast
+                .forward(&x, &Ctx::train(&modes, 0, 0))
+                .expect_err("training a folded copy");
+            assert!(err.to_string().contains("folded"), "{err}");
+        }
+        rows
+    }
+    let t = Tch::cpu();
+    let fp32 = InferenceOptions::default();
+    let cl = InferenceOptions {
+        layout: Layout::ChannelsLast,
+        ..fp32
+    };
+    run(
+        &|| forms(&t, &dir, &m, &io, &fp32, &ctx),
+        "tch fp32 auto",
+        1e-4,
+    );
+    run(
+        &|| forms(&t, &dir, &m, &io, &cl, &ctx),
+        "tch fp32 channels-last",
+        1e-4,
+    );
+    run(
+        &|| forms(&NdArray, &dir, &m, &io, &fp32, &ctx),
+        "ndarray fp32",
+        1e-3,
+    );
+    run(
+        &|| forms(&t, &dir, &m, &io, &InferenceOptions::bf16(), &ctx),
+        "tch bf16",
+        tol_bf16,
+    );
+    let line: String = out
+        .iter()
+        .map(|(f, d)| format!("{id}\t{f}\t{d:.3e}\n"))
+        .collect();
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("zoo-parity");
+    let _ = std::fs::create_dir_all(&dir);
+    let _ = std::fs::write(dir.join(format!("{id}-inference.tsv")), line);
+    out
+}
+
+macro_rules! inference_parity {
+    ($($test:ident => $id:literal),* $(,)?) => {$(
+        #[test]
+        fn $test() {
+            let rows = check_inference($id, 3e-2);
+            eprintln!("{}: {rows:?}", $id);
+        }
+    )*};
+}
+
+inference_parity! {
+    inference_copy_resnet18 => "resnet18",
+    inference_copy_resnet50_torchvision => "resnet50_tv",
+    inference_copy_mobilenet_v3_large => "mobilenet_v3_large",
+    inference_copy_efficientnet_b0 => "efficientnet_b0",
+    inference_copy_convnext_tiny => "convnext_tiny",
+    inference_copy_vit_tiny => "vit_tiny_patch16_224",
+}

@@ -99,6 +99,18 @@ pub fn batch_norm<B: Backend>(
 ) -> Result<B::Tensor> {
     let b = params.backend();
     let mode = ctx.norm_mode(path).batch_norm_mode(momentum);
+    if params.is_folded(path) {
+        // an inference copy: the conv before this layer already applies its affine transform
+        return match mode {
+            crate::BatchNormMode::Eval => Ok(x.clone()),
+            crate::BatchNormMode::Train { .. } => Err(Error::invalid(
+                "batch_norm",
+                format!(
+                    "{path}: this BatchNorm was folded into its conv for inference; train or re-estimate the original model, not its inference copy"
+                ),
+            )),
+        };
+    }
     if matches!(mode, crate::BatchNormMode::Train { .. }) {
         // PyTorch's check: batch statistics of a single value give a zero variance and an
         // infinite unbiased running variance, which silently wrecks the layer in eval mode

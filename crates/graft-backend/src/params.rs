@@ -11,7 +11,7 @@
 //! state by it, so a replaced head never inherits its predecessor's moments.
 
 use std::cell::RefCell;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use graft_core::name::{is_under, join, validate_name};
@@ -54,6 +54,10 @@ pub struct Params<B: Backend> {
     backend: B,
     names: Vec<String>,
     entries: HashMap<String, Entry<B::Tensor>>,
+    /// BatchNorm paths whose affine transform was folded into the preceding conv (an
+    /// inference-only copy of a model): [`crate::nn::batch_norm`] is the identity there in eval
+    /// mode and an error in any mode that needs batch statistics.
+    folded: BTreeSet<String>,
 }
 
 impl<B: Backend> Params<B> {
@@ -63,6 +67,7 @@ impl<B: Backend> Params<B> {
             backend,
             names: Vec::new(),
             entries: HashMap::new(),
+            folded: BTreeSet::new(),
         }
     }
     /// The backend the tensors live on.
@@ -114,6 +119,21 @@ impl<B: Backend> Params<B> {
             self.entries.remove(n);
         }
         gone
+    }
+    /// Marks the BatchNorm at `path` as folded into its conv and removes its entries (weight,
+    /// bias, running statistics): the layer is the identity from now on, in eval mode only.
+    pub fn fold_norm(&mut self, path: &str) -> Vec<String> {
+        let gone = self.remove_prefix(path);
+        self.folded.insert(path.to_string());
+        gone
+    }
+    /// True if the BatchNorm at `path` was folded away ([`Params::fold_norm`]).
+    pub fn is_folded(&self, path: &str) -> bool {
+        self.folded.contains(path)
+    }
+    /// The folded BatchNorm paths (empty for a trainable model).
+    pub fn folded(&self) -> impl Iterator<Item = &str> {
+        self.folded.iter().map(String::as_str)
     }
     /// The entry named `name`.
     pub fn entry(&self, name: &str) -> Result<&Entry<B::Tensor>> {

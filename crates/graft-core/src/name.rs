@@ -42,6 +42,14 @@ pub fn join(prefix: &str, suffix: &str) -> String {
     }
 }
 
+/// Splits off the last segment: `("layer1.0", "bn1")` for `layer1.0.bn1`, `("", "fc")` for `fc`.
+pub fn split_last(name: &str) -> (&str, &str) {
+    match name.rsplit_once('.') {
+        Some((parent, last)) => (parent, last),
+        None => ("", name),
+    }
+}
+
 /// True when `name` equals `prefix` or lies under it on a segment boundary. The empty prefix is the
 /// root and contains every name.
 pub fn is_under(name: &str, prefix: &str) -> bool {
@@ -79,5 +87,7 @@ mod tests {
         assert_eq!(join("", "fc.weight"), "fc.weight");
         assert_eq!(join("layer1", "0.bn1"), "layer1.0.bn1");
         assert_eq!(join("layer1", ""), "layer1");
+        assert_eq!(split_last("layer1.0.bn1"), ("layer1.0", "bn1"));
+        assert_eq!(split_last("fc"), ("", "fc"));
     }
 }

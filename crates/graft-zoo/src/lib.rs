@@ -13,6 +13,7 @@
 
 pub mod cfg;
 mod families;
+pub mod inference;
 mod layers;
 pub mod load;
 pub mod model;
@@ -25,6 +26,7 @@ pub use families::efficientnet::{EfficientNet, MbStage};
 pub use families::mobilenetv3::{IrBlock, MobileNetV3};
 pub use families::resnet::{Block, ResNet};
 pub use families::vit::Vit;
+pub use inference::{InferenceOptions, Layout};
 pub use load::{LoadOptions, LoadReport, Remap, ShapeMismatch, WeightsFile, adapt_input_conv};
 pub use model::{
     Arch, FeatureInfo, HeadSpec, Model, ModelOptions, StageSpec, count_parameters, param_shapes,

@@ -378,6 +378,8 @@ pub struct Model<B: Backend> {
     head: HeadSpec,
     seed: u64,
     dtype: DType,
+    /// Set on an inference copy ([`Model::for_inference`]).
+    inference: Option<crate::inference::InferenceOptions>,
 }
 
 impl<B: Backend> Model<B> {
@@ -421,7 +423,62 @@ impl<B: Backend> Model<B> {
             head,
             seed,
             dtype,
+            inference: None,
         })
+    }
+    /// How this model was made an inference copy (None: a trainable model).
+    pub fn inference(&self) -> Option<&crate::inference::InferenceOptions> {
+        self.inference.as_ref()
+    }
+    pub(crate) fn inference_copy(
+        &self,
+        params: Params<B>,
+        opts: crate::inference::InferenceOptions,
+    ) -> Model<B> {
+        Model {
+            name: self.name.clone(),
+            architecture: self.architecture.clone(),
+            arch: self.arch.clone(),
+            cfg: self.cfg.clone(),
+            params,
+            num_classes: self.num_classes,
+            in_chans: self.in_chans,
+            head: self.head.clone(),
+            seed: self.seed,
+            dtype: opts.dtype,
+            inference: Some(opts),
+        }
+    }
+    /// Refuses `op` on an inference copy (its BatchNorms are folded away, its layout and dtype
+    /// changed: it computes the eval function only).
+    fn trainable_form(&self, op: &'static str) -> Result<()> {
+        match self.inference {
+            None => Ok(()),
+            Some(_) => Err(Error::invalid(
+                op,
+                format!(
+                    "{} is an inference copy (Model::for_inference); do this on the original model",
+                    self.name
+                ),
+            )),
+        }
+    }
+    /// The input as the parameters want it: cast to the model's float dtype, channels-last on a
+    /// channels-last inference copy.
+    fn prepare_input(&self, x: &B::Tensor) -> Result<B::Tensor> {
+        let b = self.backend();
+        let mut x = x.clone();
+        let dt = b.dtype(&x);
+        if dt != self.dtype && dt != DType::I64 {
+            x = b.cast(&x, self.dtype)?;
+        }
+        if let Some(o) = &self.inference
+            && self.arch.is_convnet()
+            && o.layout.channels_last(&b.shape(&x), self.dtype)
+        {
+            x = b.to_memory_format(&x, graft_backend::MemoryFormat::ChannelsLast)?;
+        }
+        Ok(x)
     }
     /// Registered name.
     pub fn name(&self) -> &str {
@@ -506,7 +563,7 @@ impl<B: Backend> Model<B> {
     /// The unpooled output of the trunk (timm's `forward_features`).
     pub fn forward_features(&self, x: &B::Tensor, ctx: &Ctx<'_>) -> Result<B::Tensor> {
         self.check_input(x)?;
-        let mut y = x.clone();
+        let mut y = self.prepare_input(x)?;
         for i in 0..self.arch.stage_specs().len() {
             y = self.arch.forward_stage(&self.params, i, &y, ctx)?;
         }
@@ -598,7 +655,7 @@ impl<B: Backend> Model<B> {
         }
         let last = want.iter().copied().max().unwrap_or(0);
         let mut outs: Vec<Option<B::Tensor>> = vec![None; specs.len()];
-        let mut y = x.clone();
+        let mut y = self.prepare_input(x)?;
         for (i, out) in outs.iter_mut().enumerate().take(last + 1) {
             y = self.arch.forward_stage(&self.params, i, &y, ctx)?;
             if want.contains(&i) {
@@ -627,6 +684,7 @@ impl<B: Backend> Model<B> {
         head: HeadSpec,
         seed: u64,
     ) -> Result<Vec<String>> {
+        self.trainable_form("replace_head")?;
         let removed = self.params.remove_prefix(self.arch.classifier_prefix());
         let builder = ParamBuilder::new(self.backend().clone(), seed).with_dtype(self.dtype);
         init_classifier(&builder.root(), &self.arch, &head, num_classes)?;
@@ -671,6 +729,7 @@ impl<B: Backend> Model<B> {
         if in_chans == self.in_chans {
             return Ok(());
         }
+        self.trainable_form("adapt_input")?;
         let name = format!("{}.weight", self.cfg.first_conv);
         let b = self.backend().clone();
         let w = b.to_data(self.params.get(&name)?)?;
@@ -688,6 +747,7 @@ impl<B: Backend> Model<B> {
         path: &std::path::Path,
         opts: &crate::load::LoadOptions,
     ) -> Result<crate::load::LoadReport> {
+        self.trainable_form("load_weights")?;
         let file = crate::load::WeightsFile::open(path)?;
         crate::load::apply(self, &file, opts)
     }
@@ -698,12 +758,14 @@ impl<B: Backend> Model<B> {
         tensors: &std::collections::BTreeMap<String, TensorData>,
         opts: &crate::load::LoadOptions,
     ) -> Result<crate::load::LoadReport> {
+        self.trainable_form("load_tensors")?;
         let file = crate::load::WeightsFile::from_tensors(source, tensors.clone());
         crate::load::apply(self, &file, opts)
     }
     /// Saves the model as a user model: `<dir>/model.safetensors` + `<dir>/config.json`
     /// (timm's hub layout), registered by [`crate::Registry::register_dir`].
     pub fn save_user_model(&self, dir: &std::path::Path) -> Result<()> {
+        self.trainable_form("save_user_model")?;
         std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
         let tensors = self.params.to_data()?;
         let mut meta = std::collections::HashMap::new();

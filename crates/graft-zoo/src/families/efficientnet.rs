@@ -14,7 +14,7 @@ use crate::layers::{
 };
 use crate::model::{ClassifierSpec, Family, HeadInit, StageSpec};
 
-const BN: BnCfg = BnCfg {
+pub(crate) const BN: BnCfg = BnCfg {
     eps: 1e-5,
     momentum: 0.1,
 };

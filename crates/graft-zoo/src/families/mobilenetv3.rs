@@ -15,7 +15,7 @@ use crate::layers::{
 };
 use crate::model::{ClassifierSpec, Family, HeadInit, StageSpec};
 
-const BN: BnCfg = BnCfg {
+pub(crate) const BN: BnCfg = BnCfg {
     eps: 1e-3,
     momentum: 0.01,
 };

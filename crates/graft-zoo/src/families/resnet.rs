@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use crate::layers::avg_pool_flat;
 use crate::model::{ClassifierSpec, Family, HeadInit, StageSpec};
 
-const BN_EPS: f64 = 1e-5;
+pub(crate) const BN_EPS: f64 = 1e-5;
 const BN_MOMENTUM: f64 = 0.1;
 
 /// Residual block type.
