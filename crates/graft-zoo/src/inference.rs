@@ -259,7 +259,6 @@ impl<B: Backend> Model<B> {
                 }
             }
         }
-        drop(upload);
         for (_, bn) in &folded {
             params.fold_norm(bn);
         }
