@@ -8,7 +8,7 @@ use std::fmt::Debug;
 
 use crate::data::{DType, TensorData};
 use crate::opts::{
-    BatchNormMode, BatchNormTensors, Conv2dOpts, GeluApprox, MemoryFormat, Pool2dOpts,
+    AdamWStep, BatchNormMode, BatchNormTensors, Conv2dOpts, GeluApprox, MemoryFormat, Pool2dOpts,
 };
 use crate::{Error, Result};
 
@@ -419,4 +419,22 @@ pub trait AutodiffBackend: Backend {
     /// `dst ← src` in place (no gradient recorded); shapes must match, `src` is cast to `dst`'s
     /// dtype.
     fn assign(&self, dst: &Self::Tensor, src: &Self::Tensor) -> Result<()>;
+    /// One AdamW update of `p` with gradient `g` done in place on `p` and the moments `m`, `v`
+    /// (decoupled decay, `m.lerp_(g, 1-β1)`, `v = β2·v + (1-β2)·g·g`, bias corrections,
+    /// `p -= lr/bc1 · m / (√v/√bc2 + eps)`), with `scratch` (allocated here on first use, shaped
+    /// like `p`, overwritten every call) for the intermediates, so a step allocates nothing. The
+    /// same update as PyTorch's within float rounding (the scalars may be regrouped to save
+    /// memory passes). Called under no-grad. Returns false when the backend has no in-place form — the optimizer
+    /// then composes the same update from out-of-place ops.
+    fn adamw_in_place(
+        &self,
+        _p: &Self::Tensor,
+        _g: &Self::Tensor,
+        _m: &Self::Tensor,
+        _v: &Self::Tensor,
+        _scratch: &mut Option<Self::Tensor>,
+        _s: &AdamWStep,
+    ) -> Result<bool> {
+        Ok(false)
+    }
 }

@@ -26,7 +26,9 @@ pub use backend::{AutodiffBackend, Backend};
 pub use ctx::{Ctx, ModeRule, ModeTable, NormMode};
 pub use data::{DType, TensorData, broadcast_shape};
 pub use init::Init;
-pub use opts::{BatchNormMode, BatchNormTensors, Conv2dOpts, GeluApprox, MemoryFormat, Pool2dOpts};
+pub use opts::{
+    AdamWStep, BatchNormMode, BatchNormTensors, Conv2dOpts, GeluApprox, MemoryFormat, Pool2dOpts,
+};
 pub use params::{Gradients, ParamBuilder, ParamKind, ParamPath, Params};
 
 pub use graft_core::{Error, Result};

@@ -173,3 +173,15 @@ pub enum MemoryFormat {
     /// NHWC strides with NCHW logical shape (PyTorch's `channels_last`).
     ChannelsLast,
 }
+
+/// The scalars of one AdamW update (`torch.optim.AdamW`'s single-tensor algorithm).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct AdamWStep {
+    pub lr: f64,
+    pub beta1: f64,
+    pub beta2: f64,
+    pub weight_decay: f64,
+    pub eps: f64,
+    /// The parameter's step count, this update included (1 on the first).
+    pub step: u64,
+}

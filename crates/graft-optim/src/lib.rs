@@ -16,7 +16,7 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
-use graft_backend::{AutodiffBackend, Gradients, Params, TensorData};
+use graft_backend::{AdamWStep, AutodiffBackend, Gradients, Params, TensorData};
 use graft_core::{Error, Result};
 
 /// Which update rule.
@@ -156,6 +156,8 @@ struct ParamState<T> {
     buf1: Option<T>,
     /// AdamW exp_avg_sq.
     buf2: Option<T>,
+    /// Working memory of an in-place update (not state: never exported).
+    scratch: Option<T>,
 }
 
 /// What one `step` did.
@@ -181,6 +183,8 @@ pub struct Optimizer<B: AutodiffBackend> {
     kind: OptimizerKind,
     groups: Vec<ParamGroup>,
     state: HashMap<String, ParamState<B::Tensor>>,
+    /// Use the backend's in-place update where it has one (AdamW on graft-tch).
+    in_place: bool,
 }
 
 impl<B: AutodiffBackend> Optimizer<B> {
@@ -190,7 +194,15 @@ impl<B: AutodiffBackend> Optimizer<B> {
             kind,
             groups: Vec::new(),
             state: HashMap::new(),
+            in_place: true,
         }
+    }
+    /// Whether updates run in place through the backend's fused form when it has one (default;
+    /// a step then allocates nothing) or are composed from out-of-place ops (the portable path,
+    /// kept for backends without one). Both compute PyTorch's update; the in-place form measured
+    /// ~2x faster on ResNet-18 (docs/benchmarks.md).
+    pub fn set_in_place(&mut self, on: bool) {
+        self.in_place = on;
     }
     /// SGD with no groups yet.
     pub fn sgd() -> Self {
@@ -362,6 +374,7 @@ impl<B: AutodiffBackend> Optimizer<B> {
                     step: 0,
                     buf1: None,
                     buf2: None,
+                    scratch: None,
                 });
                 if st.id != entry.id() {
                     *st = ParamState {
@@ -369,12 +382,14 @@ impl<B: AutodiffBackend> Optimizer<B> {
                         step: 0,
                         buf1: None,
                         buf2: None,
+                        scratch: None,
                     };
                 }
                 let p = &entry.tensor;
+                let in_place = self.in_place;
                 b.no_grad(|| match self.kind {
                     OptimizerKind::Sgd => sgd_update(&b, p, g, st, &hyper),
-                    OptimizerKind::AdamW => adamw_update(&b, p, g, st, &hyper),
+                    OptimizerKind::AdamW => adamw_update(&b, p, g, st, &hyper, in_place),
                 })?;
                 report.updated += 1;
             }
@@ -493,6 +508,7 @@ impl<B: AutodiffBackend> Optimizer<B> {
                 step,
                 buf1: load(f1)?,
                 buf2: load(f2)?,
+                scratch: None,
             };
             opt.state.insert(name, st);
         }
@@ -570,9 +586,29 @@ fn adamw_update<B: AutodiffBackend>(
     g: &B::Tensor,
     st: &mut ParamState<B::Tensor>,
     h: &Hyper,
+    in_place: bool,
 ) -> Result<()> {
     let (b1, b2) = h.betas;
     st.step += 1;
+    if st.buf1.is_none() {
+        st.buf1 = Some(b.zeros(&b.shape(g), b.dtype(g))?);
+    }
+    if st.buf2.is_none() {
+        st.buf2 = Some(b.zeros(&b.shape(g), b.dtype(g))?);
+    }
+    if let (true, Some(m), Some(v)) = (in_place, &st.buf1, &st.buf2) {
+        let s = AdamWStep {
+            lr: h.lr,
+            beta1: b1,
+            beta2: b2,
+            weight_decay: h.weight_decay,
+            eps: h.eps,
+            step: st.step,
+        };
+        if b.adamw_in_place(p, g, m, v, &mut st.scratch, &s)? {
+            return Ok(());
+        }
+    }
     let step = st.step as f64;
     let p_dec = if h.weight_decay != 0.0 {
         b.mul_scalar(p, 1.0 - h.lr * h.weight_decay)?

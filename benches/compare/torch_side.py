@@ -1,0 +1,163 @@
+"""The PyTorch side of graft's side-by-side benchmarks (benches/compare/main.rs drives it).
+
+One process per case and variant, so its peak RSS is its own. Protocol, one line each way:
+  argv[1]: the case as JSON: {"kind": ..., "variant": ..., ...}
+  stdout:  "ready <json info>" after setup and warm-up
+  stdin "run"  -> stdout "secs <json {name: seconds}>" (one timed iteration, timed in here)
+  stdin "done" -> stdout "rss <peak RSS in KiB>" and exit
+
+Kinds:
+  extract   {model, size, batch, variant: eager | channels_last | bf16_autocast_cl}
+            one forward of a fixed batch under torch.inference_mode, output to host.
+  finetune  {model, size, batch, classes, freeze: stage count, variant: eager | channels_last}
+            one AdamW step (lr 1e-3, wd 0.01): bottom `freeze` stages frozen (requires_grad off,
+            their BatchNorms in eval mode), the rest in train mode, new head.
+  frozen_head {epochs, batch, variant: eager}
+            the usual frozen-trunk recipe on scikit-learn's digits (8x8, resnet18_small): every
+            epoch runs the trunk over every batch under no_grad, then trains a Linear head.
+"""
+import json
+import sys
+import time
+
+import torch
+import torchvision
+
+try:
+    import timm
+except ImportError:  # only ViT needs it
+    timm = None
+
+
+def peak_rss_kib():
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    return -1
+
+
+def build(name, num_classes=1000):
+    if name == "resnet18_small":
+        m = torchvision.models.resnet18(num_classes=num_classes)
+        m.conv1 = torch.nn.Conv2d(1, 64, kernel_size=3, stride=1, padding=1, bias=False)
+        m.maxpool = torch.nn.Identity()
+        return m
+    if name.startswith("vit"):
+        return timm.create_model(name, num_classes=num_classes)
+    return getattr(torchvision.models, name)(num_classes=num_classes)
+
+
+# torchvision ResNet stages in graft's order (stem, layer1..4, head)
+RESNET_STAGES = [["conv1", "bn1"], ["layer1"], ["layer2"], ["layer3"], ["layer4"], ["fc"]]
+
+
+def extract_case(c):
+    torch.manual_seed(0)
+    m = build(c["model"]).eval()
+    x = torch.randn(c["batch"], 3, c["size"], c["size"])
+    v = c["variant"]
+    if v in ("channels_last", "bf16_autocast_cl"):
+        m = m.to(memory_format=torch.channels_last)
+        x = x.contiguous(memory_format=torch.channels_last)
+
+    def step():
+        with torch.inference_mode():
+            if v == "bf16_autocast_cl":
+                with torch.autocast("cpu", dtype=torch.bfloat16):
+                    y = m(x)
+            else:
+                y = m(x)
+            y.float().numpy()
+
+    return step
+
+
+def finetune_case(c):
+    torch.manual_seed(0)
+    m = build(c["model"], c["classes"])
+    frozen = [p for s in RESNET_STAGES[: c["freeze"]] for p in s]
+    frozen_mods = [getattr(m, n) for n in frozen]
+    for mod in frozen_mods:
+        for p in mod.parameters():
+            p.requires_grad_(False)
+    x = torch.randn(c["batch"], 3, c["size"], c["size"])
+    y = torch.randint(0, c["classes"], (c["batch"],), generator=torch.Generator().manual_seed(1))
+    if c["variant"] == "channels_last":
+        m = m.to(memory_format=torch.channels_last)
+        x = x.contiguous(memory_format=torch.channels_last)
+    opt = torch.optim.AdamW([p for p in m.parameters() if p.requires_grad], lr=1e-3, weight_decay=0.01)
+    m.train()
+    for mod in frozen_mods:
+        mod.eval()
+
+    def step():
+        t0 = time.perf_counter()
+        opt.zero_grad(set_to_none=True)
+        loss = torch.nn.functional.cross_entropy(m(x), y)
+        t1 = time.perf_counter()
+        loss.backward()
+        t2 = time.perf_counter()
+        opt.step()
+        loss.item()
+        t3 = time.perf_counter()
+        return {"forward": t1 - t0, "backward": t2 - t1, "optimizer": t3 - t2}
+
+    return step
+
+
+def frozen_head_case(c):
+    from sklearn.datasets import load_digits
+
+    torch.manual_seed(0)
+    d = load_digits()
+    x = torch.tensor(d.images, dtype=torch.float32).unsqueeze(1) / 16.0
+    y = torch.tensor(d.target)
+    trunk = build("resnet18_small", 10)
+    trunk.fc = torch.nn.Identity()
+    trunk.eval()
+    for p in trunk.parameters():
+        p.requires_grad_(False)
+    head = torch.nn.Linear(512, 10)
+    opt = torch.optim.AdamW(head.parameters(), lr=4e-2, weight_decay=0.01)
+    bs = c["batch"]
+
+    def step():
+        g = torch.Generator().manual_seed(0)
+        for _ in range(c["epochs"]):
+            perm = torch.randperm(len(x), generator=g)
+            for i in range(0, len(x) - bs + 1, bs):
+                idx = perm[i : i + bs]
+                with torch.no_grad():
+                    f = trunk(x[idx])
+                loss = torch.nn.functional.cross_entropy(head(f), y[idx])
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+        loss.item()
+
+    return step
+
+
+def main():
+    c = json.loads(sys.argv[1])
+    torch.set_num_threads(c.get("threads", torch.get_num_threads()))
+    step = {"extract": extract_case, "finetune": finetune_case, "frozen_head": frozen_head_case}[c["kind"]](c)
+    for _ in range(c.get("warmup", 1)):
+        step()
+    info = {"torch": torch.__version__, "threads": torch.get_num_threads()}
+    print("ready " + json.dumps(info), flush=True)
+    for line in sys.stdin:
+        cmd = line.strip()
+        if cmd == "run":
+            t = time.perf_counter()
+            parts = step() or {}
+            parts["total"] = time.perf_counter() - t
+            print("secs " + json.dumps(parts), flush=True)
+        elif cmd == "done":
+            print(f"rss {peak_rss_kib()}", flush=True)
+            return
+
+
+if __name__ == "__main__":
+    main()
