@@ -141,6 +141,26 @@ pub trait Backend: Clone + Send + Sync + Debug + 'static {
         self.sub(&shifted, &lse)
     }
 
+    // ---- consuming forms: may reuse the input's storage ----------------------------------------
+    /// `relu(x)`, free to overwrite `x`'s storage: the caller hands its handle over and reads no
+    /// other handle to that storage afterwards (a fresh op output, as in PyTorch's
+    /// `ReLU(inplace=True)`). Saves an allocation per activation. Default: out of place.
+    fn relu_consume(&self, x: Self::Tensor) -> Result<Self::Tensor> {
+        self.relu(&x)
+    }
+    /// `hardswish(x)` with [`Backend::relu_consume`]'s contract.
+    fn hardswish_consume(&self, x: Self::Tensor) -> Result<Self::Tensor> {
+        self.hardswish(&x)
+    }
+    /// `silu(x)` with [`Backend::relu_consume`]'s contract.
+    fn silu_consume(&self, x: Self::Tensor) -> Result<Self::Tensor> {
+        self.silu(&x)
+    }
+    /// `a + b` free to overwrite `a`'s storage ([`Backend::relu_consume`]'s contract for `a`).
+    fn add_consume(&self, a: Self::Tensor, b: &Self::Tensor) -> Result<Self::Tensor> {
+        self.add(&a, b)
+    }
+
     // ---- reductions ----------------------------------------------------------------------------
     /// Sum over `dims` (all dims when empty).
     fn sum(&self, x: &Self::Tensor, dims: &[usize], keepdim: bool) -> Result<Self::Tensor>;

@@ -890,6 +890,53 @@ pub fn check_references<B: Backend>(b: &B, inference_only: bool) -> Vec<String> 
     failures
 }
 
+/// The consuming forms (`relu_consume`, ..., `add_consume`) give exactly what the plain ops give,
+/// and the plain ops' inputs are left as they were.
+pub fn check_consuming_forms<B: Backend>(b: &B) -> Result<()> {
+    let x = rnd(&[2, 3, 4, 5], 11, -4.0, 4.0);
+    let y = rnd(&[2, 3, 4, 5], 12, -1.0, 1.0);
+    let fresh = |d: &TensorData| b.from_data(d);
+    let bad = |what: &str| Error::invalid("check_consuming_forms", what.to_string());
+    let kept = fresh(&x)?;
+    let pairs: [(&str, TensorData, TensorData); 4] = [
+        (
+            "relu",
+            b.to_data(&b.relu(&kept)?)?,
+            b.to_data(&b.relu_consume(fresh(&x)?)?)?,
+        ),
+        (
+            "hardswish",
+            b.to_data(&b.hardswish(&kept)?)?,
+            b.to_data(&b.hardswish_consume(fresh(&x)?)?)?,
+        ),
+        (
+            "silu",
+            b.to_data(&b.silu(&kept)?)?,
+            b.to_data(&b.silu_consume(fresh(&x)?)?)?,
+        ),
+        (
+            "add",
+            b.to_data(&b.add(&kept, &fresh(&y)?)?)?,
+            b.to_data(&b.add_consume(fresh(&x)?, &fresh(&y)?)?)?,
+        ),
+    ];
+    for (op, plain, consumed) in pairs {
+        if plain != consumed {
+            return Err(bad(&format!("{op}_consume differs from {op}")));
+        }
+    }
+    if b.to_data(&kept)? != x {
+        return Err(bad("a plain op changed its input"));
+    }
+    // broadcasting into a smaller `a` still works (out of place)
+    let row = fresh(&rnd(&[5], 13, -1.0, 1.0))?;
+    let got = b.to_data(&b.add_consume(row.clone(), &kept)?)?;
+    if got != b.to_data(&b.add(&row, &kept)?)? {
+        return Err(bad("add_consume with a broadcast first operand"));
+    }
+    Ok(())
+}
+
 /// The parameter store on `b`: dotted paths, collisions, kinds, ids, removal.
 pub fn check_params<B: Backend>(b: &B) -> Result<()> {
     let pb = ParamBuilder::new(b.clone(), 3);
@@ -1184,6 +1231,10 @@ macro_rules! conformance_tests {
         #[test]
         fn conformance_params() {
             $crate::conformance::check_params(&$backend).expect("parameter store");
+        }
+        #[test]
+        fn conformance_consuming_forms() {
+            $crate::conformance::check_consuming_forms(&$backend).expect("consuming forms");
         }
     };
     ($backend:expr, inference_only = $inf:expr, autodiff) => {

@@ -391,6 +391,37 @@ impl Backend for Tch {
         self.float_only("hardswish", x)?;
         Ok(t(x.0.f_hardswish().map_err(err("hardswish"))?))
     }
+    fn relu_consume(&self, x: TchTensor) -> Result<TchTensor> {
+        // in place only outside autograd: a recorded in-place op could invalidate saved values
+        if x.0.requires_grad() {
+            return self.relu(&x);
+        }
+        let mut y = x.0;
+        Ok(t(y.f_relu_().map_err(err("relu"))?))
+    }
+    fn hardswish_consume(&self, x: TchTensor) -> Result<TchTensor> {
+        if x.0.requires_grad() || !x.0.is_floating_point() {
+            return self.hardswish(&x);
+        }
+        let mut y = x.0;
+        Ok(t(y.f_hardswish_().map_err(err("hardswish"))?))
+    }
+    fn silu_consume(&self, x: TchTensor) -> Result<TchTensor> {
+        if x.0.requires_grad() || !x.0.is_floating_point() {
+            return self.silu(&x);
+        }
+        let mut y = x.0;
+        Ok(t(y.f_silu_().map_err(err("silu"))?))
+    }
+    fn add_consume(&self, a: TchTensor, b: &TchTensor) -> Result<TchTensor> {
+        // in place when `a` already has the result's shape (b broadcasts into it)
+        if a.0.requires_grad() || b.0.requires_grad() || a.0.size() != b.0.size() {
+            return self.add(&a, b);
+        }
+        self.same_kind("add", &a, b)?;
+        let mut y = a.0;
+        Ok(t(y.f_add_(&b.0).map_err(err("add"))?))
+    }
     fn softmax(&self, x: &TchTensor, dim: usize) -> Result<TchTensor> {
         self.float_only("softmax", x)?;
         let d = check_dim("softmax", dim, x.0.dim())?;

@@ -15,12 +15,14 @@ pub(crate) enum Act {
     Silu,
 }
 
+/// The activation on `x`, which it consumes (in place where the backend can: `x` must be a
+/// fresh op output nothing else reads).
 pub(crate) fn act<B: Backend>(b: &B, x: B::Tensor, a: Act) -> Result<B::Tensor> {
     match a {
         Act::None => Ok(x),
-        Act::Relu => b.relu(&x),
-        Act::Hardswish => b.hardswish(&x),
-        Act::Silu => b.silu(&x),
+        Act::Relu => b.relu_consume(x),
+        Act::Hardswish => b.hardswish_consume(x),
+        Act::Silu => b.silu_consume(x),
     }
 }
 

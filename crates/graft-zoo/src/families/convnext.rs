@@ -148,7 +148,7 @@ impl Family for ConvNeXt {
                 0.0
             };
             let z = nn::drop_path(b, &z, rate, ctx, &join(&path, "stochastic_depth"))?;
-            y = b.add(&z, &y)?;
+            y = b.add_consume(z, &y)?;
         }
         Ok(y)
     }

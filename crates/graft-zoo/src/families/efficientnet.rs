@@ -224,7 +224,7 @@ impl Family for EfficientNet {
             if stride == 1 && inp == s.out {
                 let rate = self.stochastic_depth * (first + k) as f64 / total;
                 z = nn::drop_path(b, &z, rate, ctx, &join(&path, "stochastic_depth"))?;
-                z = b.add(&z, &y)?;
+                z = b.add_consume(z, &y)?;
             }
             y = z;
         }

@@ -180,7 +180,7 @@ impl MobileNetV3 {
             ctx,
         )?;
         if c.stride == 1 && c.input == c.out {
-            b.add(&y, x)
+            b.add_consume(y, x)
         } else {
             Ok(y)
         }

@@ -90,12 +90,12 @@ impl ResNet {
         let k3 = |s: usize| Conv2dOpts::new().stride(s).padding(1);
         let y = match self.block {
             Block::Basic => {
-                let y = b.relu(&bn(&conv(x, "conv1", k3(stride))?, "bn1")?)?;
+                let y = b.relu_consume(bn(&conv(x, "conv1", k3(stride))?, "bn1")?)?;
                 bn(&conv(&y, "conv2", k3(1))?, "bn2")?
             }
             Block::Bottleneck => {
-                let y = b.relu(&bn(&conv(x, "conv1", Conv2dOpts::new())?, "bn1")?)?;
-                let y = b.relu(&bn(&conv(&y, "conv2", k3(stride))?, "bn2")?)?;
+                let y = b.relu_consume(bn(&conv(x, "conv1", Conv2dOpts::new())?, "bn1")?)?;
+                let y = b.relu_consume(bn(&conv(&y, "conv2", k3(stride))?, "bn2")?)?;
                 bn(&conv(&y, "conv3", Conv2dOpts::new())?, "bn3")?
             }
         };
@@ -105,7 +105,8 @@ impl ResNet {
         } else {
             x.clone()
         };
-        b.relu(&b.add(&y, &identity)?)
+        // y is this block's own fresh output: the residual add and the ReLU reuse its storage
+        b.relu_consume(b.add_consume(y, &identity)?)
     }
 }
 
@@ -201,7 +202,7 @@ impl Family for ResNet {
                 Conv2dOpts::new().stride(2).padding(3)
             };
             let y = nn::conv2d(p, "conv1", x, o)?;
-            return b.relu(&nn::batch_norm(p, "bn1", &y, ctx, BN_EPS, BN_MOMENTUM)?);
+            return b.relu_consume(nn::batch_norm(p, "bn1", &y, ctx, BN_EPS, BN_MOMENTUM)?);
         }
         let s = i - 1;
         let n = *self
