@@ -3,7 +3,7 @@
 # closing summary is the full test count.
 STAGE := bash scripts/stage.sh
 
-.PHONY: setup demo test check-libtorch build fmt clippy unit doc ndarray-cli examples
+.PHONY: setup demo test check-libtorch build fmt clippy unit doc ndarray-cli examples bench bench-compare
 
 setup:
 	@$(STAGE) setup bash scripts/setup.sh
@@ -49,3 +49,13 @@ examples: check-libtorch
 
 test: setup fmt clippy doc ndarray-cli examples unit
 	@echo "==> make test: all stages passed"
+
+# graft against PyTorch side by side in one run (alternating, best and median of N, peak RSS):
+# writes docs/benchmarks.md (~15 min here; `cargo bench --bench compare -- --quick` for a short
+# look, `-- --only TEXT` for one case).
+bench-compare: check-libtorch
+	@$(STAGE) "bench: graft vs PyTorch" cargo bench --bench compare
+
+# criterion micro-benchmarks (ops and zoo forwards on both backends, a train step, the loader).
+bench: check-libtorch
+	@$(STAGE) "bench: criterion" cargo bench --bench bench_main

@@ -1,8 +1,9 @@
 //! graft-tch vs graft-ndarray forward time on one zoo model, measured side by side: the two
 //! backends alternate, each run is timed, best and median of N are reported with their ratio.
 //!
-//! cargo run --release --example zoo_speed -- [MODEL] [BATCH] [SIZE] [N]
-//! (default: resnet18 8 224 7)
+//! cargo run --release --example zoo_speed -- [MODEL] [BATCH] [SIZE] [N] [plain|copy]
+//! (default: resnet18 8 224 7 plain; `copy` runs both backends' fp32 inference copies,
+//! `Model::for_inference`)
 
 use std::time::Instant;
 
@@ -23,8 +24,18 @@ fn main() -> Result<()> {
     if model.starts_with("vit") {
         opts.img_size = Some([size, size]);
     }
-    let (mt, _) = create_model(&Tch::cpu(), &model, &opts)?;
-    let (mn, _) = create_model(&NdArray, &model, &opts)?;
+    let (mut mt, _) = create_model(&Tch::cpu(), &model, &opts)?;
+    let (mut mn, _) = create_model(&NdArray, &model, &opts)?;
+    let form = args.get(4).map_or("plain", String::as_str);
+    match form {
+        "plain" => {}
+        "copy" => {
+            let o = graft::zoo::InferenceOptions::default();
+            mt = mt.for_inference(&o)?;
+            mn = mn.for_inference(&o)?;
+        }
+        other => anyhow::bail!("form {other:?}: plain or copy"),
+    }
     // Same seed: graft initialises on the host, so both models hold bit-identical weights.
     let values: Vec<f32> = (0..batch * 3 * size * size)
         .map(|i| ((i % 9973) as f32 * 0.001).sin())
@@ -56,7 +67,7 @@ fn main() -> Result<()> {
     let (bt, mdt) = stats(&mut tt);
     let (bn, mdn) = stats(&mut tn);
     println!(
-        "{model} batch {batch} at {size}x{size}, {n} alternating runs, {} threads (tch) / {} (ndarray rayon)",
+        "{model} ({form}) batch {batch} at {size}x{size}, {n} alternating runs, {} threads (tch) / {} (ndarray rayon)",
         Tch::num_threads(),
         std::thread::available_parallelism().map_or(1, |p| p.get())
     );

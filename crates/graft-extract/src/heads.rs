@@ -357,7 +357,7 @@ pub struct HeadTraining {
 impl HeadTraining {
     /// A Linear head, AdamW at 4e-2, one-cycle over `epochs`, batches of 256: cached features
     /// cost nothing to batch, so larger batches mean fewer optimizer steps, and on an eager
-    /// backend a small head's time is the per-step dispatch (`benches/head_training.rs`); the LR
+    /// backend a small head's time is the per-step dispatch (`benches/compare`, the head case); the LR
     /// follows the linear scaling rule from 1e-2 at 64.
     pub fn linear(epochs: usize) -> Self {
         let mut train = TrainConfig::new(epochs);

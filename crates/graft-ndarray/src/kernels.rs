@@ -2,12 +2,13 @@
 
 use graft_backend::{Conv2dOpts, Pool2dOpts, broadcast_shape};
 use graft_core::{Error, Result};
-use ndarray::linalg::general_mat_mul;
-use ndarray::{Array2, ArrayD, ArrayView2, ArrayViewD, Axis, IxDyn, Zip};
+use ndarray::{Array2, ArrayD, ArrayView2, ArrayViewD, ArrayViewMut2, Axis, IxDyn, Zip};
+
+use crate::gemm::gemm_into;
 use rayon::prelude::*;
 
 /// Elements above which elementwise maps run in parallel.
-const PAR_MIN: usize = 1 << 15;
+pub(crate) const PAR_MIN: usize = 1 << 15;
 
 /// `f` applied to every element, in parallel for large arrays.
 pub fn par_map(a: &ArrayViewD<'_, f32>, f: impl Fn(f32) -> f32 + Sync) -> ArrayD<f32> {
@@ -152,7 +153,7 @@ fn as2<'a>(a: &'a ArrayViewD<'_, f32>) -> Option<ArrayView2<'a, f32>> {
     a.view().into_dimensionality::<ndarray::Ix2>().ok()
 }
 
-/// NumPy matmul semantics (1-d promotion, broadcast batch dims), on matrixmultiply's GEMM.
+/// NumPy matmul semantics (1-d promotion, broadcast batch dims), on the `gemm` crate's kernels.
 pub fn matmul(a: &ArrayViewD<'_, f32>, b: &ArrayViewD<'_, f32>) -> Result<ArrayD<f32>> {
     if a.ndim() == 0 || b.ndim() == 0 {
         return Err(Error::shape("matmul", "operands must be at least 1-d"));
@@ -206,6 +207,7 @@ pub fn matmul(a: &ArrayViewD<'_, f32>, b: &ArrayViewD<'_, f32>) -> Result<ArrayD
         .to_shape(IxDyn(&[nb, k, n]))
         .map_err(|e| Error::shape("matmul", e.to_string()))?;
     let mut out = ArrayD::<f32>::zeros(IxDyn(&[nb, m, n]));
+    let small_batch = nb > 1 && m * n * k < (1 << 18);
     let gemm = |(i, mut o): (usize, ndarray::ArrayViewMut2<'_, f32>)| {
         let x = av
             .index_axis(Axis(0), i)
@@ -214,7 +216,8 @@ pub fn matmul(a: &ArrayViewD<'_, f32>, b: &ArrayViewD<'_, f32>) -> Result<ArrayD
             .index_axis(Axis(0), i)
             .into_dimensionality::<ndarray::Ix2>();
         if let (Ok(x), Ok(y)) = (x, y) {
-            general_mat_mul(1.0, &x, &y, 0.0, &mut o);
+            // shapes checked above: [m, k] @ [k, n] into [m, n]
+            gemm_into(&x, &y, &mut o, false, !small_batch);
         }
     };
     let mats: Vec<_> = out
@@ -222,7 +225,7 @@ pub fn matmul(a: &ArrayViewD<'_, f32>, b: &ArrayViewD<'_, f32>) -> Result<ArrayD
         .map(|o| o.into_dimensionality::<ndarray::Ix2>())
         .collect::<std::result::Result<_, _>>()
         .map_err(|e| Error::shape("matmul", e.to_string()))?;
-    if nb > 1 && m * n * k < (1 << 18) {
+    if small_batch {
         // many small products: parallel over the batch, each GEMM single-threaded in effect
         mats.into_par_iter().enumerate().for_each(gemm);
     } else {
@@ -276,13 +279,9 @@ pub fn linear(
         }
         None => Array2::zeros((rows, out_f)),
     };
-    general_mat_mul(
-        1.0,
-        &x2,
-        &w2.t(),
-        if b.is_some() { 1.0 } else { 0.0 },
-        &mut out,
-    );
+    if !gemm_into(&x2.view(), &w2.t(), &mut out.view_mut(), b.is_some(), true) {
+        return Err(Error::shape("linear", "gemm shapes"));
+    }
     let mut shape = x.shape().to_vec();
     if let Some(l) = shape.last_mut() {
         *l = out_f;
@@ -294,6 +293,70 @@ pub fn linear(
 fn conv_out(len: usize, k: usize, s: usize, p: usize, d: usize) -> Option<usize> {
     let span = d * (k - 1) + 1;
     (len + 2 * p >= span && s > 0).then(|| (len + 2 * p - span) / s + 1)
+}
+
+/// im2col of images `start..start + imgs`: row `r = (group, ci, ky, kx)` of `cols` holds, for
+/// each image, the input values that kernel tap sees at every output position (0 in padding).
+#[allow(clippy::too_many_arguments)]
+fn im2col(
+    cols: &mut [f32],
+    xsl: &[f32],
+    start: usize,
+    imgs: usize,
+    (c, h, wd): (usize, usize, usize),
+    (oh, ow): (usize, usize),
+    (g, icg, kh, kw): (usize, usize, usize, usize),
+    o: Conv2dOpts,
+) {
+    let plane = oh * ow;
+    let cols_w = imgs * plane;
+    let kk = icg * kh * kw;
+    let _ = g;
+    cols.par_chunks_mut(cols_w)
+        .enumerate()
+        .for_each(|(r, row)| {
+            let (gi, rem) = (r / kk, r % kk);
+            let (ci, ky, kx) = (rem / (kh * kw), (rem / kw) % kh, rem % kw);
+            let ch = gi * icg + ci;
+            for im in 0..imgs {
+                let src =
+                    &xsl[((start + im) * c + ch) * h * wd..((start + im) * c + ch + 1) * h * wd];
+                let dst = &mut row[im * plane..(im + 1) * plane];
+                for y in 0..oh {
+                    let iy = (y * o.stride.0 + ky * o.dilation.0) as isize - o.padding.0 as isize;
+                    let drow = &mut dst[y * ow..(y + 1) * ow];
+                    if iy < 0 || iy as usize >= h {
+                        drow.fill(0.0);
+                        continue;
+                    }
+                    let srow = &src[iy as usize * wd..(iy as usize + 1) * wd];
+                    if o.stride.1 == 1 {
+                        // a shifted copy of the source row, zeros where it falls in the padding
+                        let off = (kx * o.dilation.1) as isize - o.padding.1 as isize;
+                        let lo = (-off).clamp(0, ow as isize) as usize;
+                        let hi = (wd as isize - off).clamp(lo as isize, ow as isize) as usize;
+                        drow[..lo].fill(0.0);
+                        let s0 = (lo as isize + off) as usize;
+                        drow[lo..hi].copy_from_slice(&srow[s0..s0 + (hi - lo)]);
+                        drow[hi..].fill(0.0);
+                        continue;
+                    }
+                    // strided: the valid output range first, then a branch-free gather
+                    let (st, off) = (
+                        o.stride.1 as isize,
+                        (kx * o.dilation.1) as isize - o.padding.1 as isize,
+                    );
+                    let lo = ((-off + st - 1).div_euclid(st)).clamp(0, ow as isize) as usize;
+                    let hi = ((wd as isize - off + st - 1).div_euclid(st))
+                        .clamp(lo as isize, ow as isize) as usize;
+                    drow[..lo].fill(0.0);
+                    for (xx, d) in drow[lo..hi].iter_mut().enumerate() {
+                        *d = srow[((xx + lo) as isize * st + off) as usize];
+                    }
+                    drow[hi..].fill(0.0);
+                }
+            }
+        });
 }
 
 /// 2-d convolution: im2col over chunks of images + one GEMM per group and chunk; depthwise runs
@@ -388,70 +451,79 @@ pub fn conv2d(
             }
         });
     } else {
-        // im2col for a chunk of images: cols[group][kk, imgs * plane]
+        let shape_err = |e: ndarray::ShapeError| Error::shape("conv2d", e.to_string());
+        // a 1x1, stride-1, unpadded conv multiplies the image itself: no im2col
+        let pointwise = kh == 1 && kw == 1 && o.stride == (1, 1) && o.padding == (0, 0);
+        // large output planes: one GEMM per image and group straight into the output (no
+        // scatter); small ones: im2col over a chunk of images for a wider product, then scatter
         let per_img = kk * plane * g;
-        let chunk = (16usize << 20)
-            .checked_div(per_img.max(1))
-            .unwrap_or(1)
-            .clamp(1, n.max(1));
+        let chunk = if plane >= 1024 {
+            1
+        } else {
+            (16usize << 20)
+                .checked_div(per_img.max(1))
+                .unwrap_or(1)
+                .clamp(1, n.max(1))
+        };
+        if let Some(bv) = &bias {
+            out.par_chunks_mut(plane)
+                .enumerate()
+                .for_each(|(pi, dst)| dst.fill(bv[pi % oc]));
+        }
+        let mut cols = Vec::new();
         for start in (0..n).step_by(chunk) {
             let imgs = chunk.min(n - start);
             let cols_w = imgs * plane;
-            let mut cols = vec![0f32; g * kk * cols_w];
-            // fill rows in parallel: row r = (group, ci, ky, kx)
-            cols.par_chunks_mut(cols_w)
-                .enumerate()
-                .for_each(|(r, row)| {
-                    let (gi, rem) = (r / kk, r % kk);
-                    let (ci, ky, kx) = (rem / (kh * kw), (rem / kw) % kh, rem % kw);
-                    let ch = gi * icg + ci;
-                    for im in 0..imgs {
-                        let src = &xsl[((start + im) * c + ch) * h * wd
-                            ..((start + im) * c + ch + 1) * h * wd];
-                        let dst = &mut row[im * plane..(im + 1) * plane];
-                        for y in 0..oh {
-                            let iy = (y * o.stride.0 + ky * o.dilation.0) as isize
-                                - o.padding.0 as isize;
-                            let drow = &mut dst[y * ow..(y + 1) * ow];
-                            if iy < 0 || iy as usize >= h {
-                                drow.fill(0.0);
-                                continue;
-                            }
-                            let srow = &src[iy as usize * wd..(iy as usize + 1) * wd];
-                            for (xx, d) in drow.iter_mut().enumerate() {
-                                let ix = (xx * o.stride.1 + kx * o.dilation.1) as isize
-                                    - o.padding.1 as isize;
-                                *d = if ix >= 0 && (ix as usize) < wd {
-                                    srow[ix as usize]
-                                } else {
-                                    0.0
-                                };
-                            }
-                        }
-                    }
-                });
+            let direct = imgs == 1;
+            let colsv: &[f32] = if direct && pointwise {
+                &xsl[start * c * h * wd..(start + 1) * c * h * wd]
+            } else {
+                cols.resize(g * kk * cols_w, 0f32);
+                im2col(
+                    &mut cols,
+                    xsl,
+                    start,
+                    imgs,
+                    (c, h, wd),
+                    (oh, ow),
+                    (g, icg, kh, kw),
+                    o,
+                );
+                &cols
+            };
             for gi in 0..g {
                 let wmat =
                     ArrayView2::from_shape((ocg, kk), &wsl[gi * ocg * kk..(gi + 1) * ocg * kk])
-                        .map_err(|e| Error::shape("conv2d", e.to_string()))?;
+                        .map_err(shape_err)?;
                 let cmat = ArrayView2::from_shape(
                     (kk, cols_w),
-                    &cols[gi * kk * cols_w..(gi + 1) * kk * cols_w],
+                    &colsv[gi * kk * cols_w..(gi + 1) * kk * cols_w],
                 )
-                .map_err(|e| Error::shape("conv2d", e.to_string()))?;
+                .map_err(shape_err)?;
+                if direct {
+                    let base = start * oc * plane + gi * ocg * plane;
+                    let mut dst =
+                        ArrayViewMut2::from_shape((ocg, plane), &mut out[base..base + ocg * plane])
+                            .map_err(shape_err)?;
+                    if !gemm_into(&wmat, &cmat, &mut dst, bias.is_some(), true) {
+                        return Err(Error::shape("conv2d", "gemm shapes"));
+                    }
+                    continue;
+                }
                 let mut res = Array2::<f32>::zeros((ocg, cols_w));
-                general_mat_mul(1.0, &wmat, &cmat, 0.0, &mut res);
-                // scatter [ocg, imgs*plane] into out[img, gi*ocg + j, plane]
+                if !gemm_into(&wmat, &cmat, &mut res.view_mut(), false, true) {
+                    return Err(Error::shape("conv2d", "gemm shapes"));
+                }
+                // scatter [ocg, imgs*plane] into out[img, gi*ocg + j, plane] (bias already there)
                 for j in 0..ocg {
                     let co = gi * ocg + j;
-                    let b0 = bias.as_ref().map_or(0.0, |b| b[co]);
                     let src = res.row(j);
                     let src = src.as_slice().unwrap_or(&[]);
                     for im in 0..imgs {
                         let dst = &mut out[((start + im) * oc + co) * plane
                             ..((start + im) * oc + co + 1) * plane];
                         for (d, s) in dst.iter_mut().zip(&src[im * plane..(im + 1) * plane]) {
-                            *d = s + b0;
+                            *d += s;
                         }
                     }
                 }

@@ -1,8 +1,9 @@
 //! graft-ndarray: graft's [`Backend`] in pure Rust over ndarray 0.16 — inference only.
 //!
 //! Owns: CPU kernels for every backend op: broadcasting elementwise maths, reductions, indexing,
-//! matmul and linear on matrixmultiply's threaded GEMM, conv2d as im2col + one large GEMM per chunk
-//! of images (depthwise and 1×1 special-cased), pools, norms. bf16 tensors are computed in f32 and
+//! matmul and linear on the `gemm` crate's kernels (module `gemm`, the crate's one `unsafe` call,
+//! behind a shape-checked safe wrapper), conv2d as im2col + GEMM straight into the output planes
+//! (chunks of images for small planes; depthwise and 1×1 special-cased), pools, norms. bf16 tensors are computed in f32 and
 //! rounded once per op (as libtorch's CPU kernels do).
 //!
 //! Must not know: autograd (it does not implement `AutodiffBackend`, so training code does not
@@ -15,6 +16,7 @@
 //! train(&graft_ndarray::NdArray::default());
 //! ```
 
+mod gemm;
 mod kernels;
 
 use graft_backend::{
@@ -110,6 +112,26 @@ fn check_dim(op: &'static str, dim: usize, rank: usize) -> Result<Axis> {
 }
 
 impl NdArray {
+    /// `f` on every element of an f32 tensor, in place when this handle is the array's only
+    /// owner (`ArcArray` copies on write otherwise, so a shared array is never changed).
+    fn unary_consume(
+        &self,
+        op: &'static str,
+        x: NdTensor,
+        f: impl Fn(f32) -> f32 + Sync + Send,
+    ) -> Result<NdTensor> {
+        match x {
+            NdTensor::F32(mut a) => {
+                if a.len() >= kernels::PAR_MIN {
+                    a.par_mapv_inplace(f);
+                } else {
+                    a.mapv_inplace(f);
+                }
+                Ok(NdTensor::F32(a))
+            }
+            other => self.unary(op, &other, f),
+        }
+    }
     fn unary(
         &self,
         op: &'static str,
@@ -358,6 +380,30 @@ impl Backend for NdArray {
     }
     fn relu(&self, x: &NdTensor) -> Result<NdTensor> {
         self.clamp(x, Some(0.0), None)
+    }
+    fn relu_consume(&self, x: NdTensor) -> Result<NdTensor> {
+        self.unary_consume("relu", x, |e| if e.is_nan() { e } else { e.max(0.0) })
+    }
+    fn silu_consume(&self, x: NdTensor) -> Result<NdTensor> {
+        self.unary_consume("silu", x, |e| e / (1.0 + (-e).exp()))
+    }
+    fn hardswish_consume(&self, x: NdTensor) -> Result<NdTensor> {
+        self.unary_consume("hardswish", x, |e| e * (e + 3.0).clamp(0.0, 6.0) / 6.0)
+    }
+    fn add_consume(&self, a: NdTensor, b: &NdTensor) -> Result<NdTensor> {
+        match (a, b) {
+            (NdTensor::F32(mut x), NdTensor::F32(y)) if x.shape() == y.shape() => {
+                if x.len() >= kernels::PAR_MIN {
+                    ndarray::Zip::from(&mut x)
+                        .and(y)
+                        .par_for_each(|p, &q| *p += q);
+                } else {
+                    x.zip_mut_with(y, |p, &q| *p += q);
+                }
+                Ok(NdTensor::F32(x))
+            }
+            (a, b) => self.add(&a, b),
+        }
     }
     fn silu(&self, x: &NdTensor) -> Result<NdTensor> {
         self.unary("silu", x, |e| e / (1.0 + (-e).exp()))
