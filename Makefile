@@ -3,7 +3,7 @@
 # closing summary is the full test count.
 STAGE := bash scripts/stage.sh
 
-.PHONY: setup demo test check-libtorch build fmt clippy unit doc ndarray-cli examples bench bench-compare
+.PHONY: setup demo test check-libtorch build fmt clippy unit doc ndarray-cli examples benches bench bench-compare
 
 setup:
 	@$(STAGE) setup bash scripts/setup.sh
@@ -47,7 +47,11 @@ EXAMPLES := extract_features direct_reuse finetune_imagefolder
 examples: check-libtorch
 	@for e in $(EXAMPLES); do $(STAGE) "example $$e" cargo run -q --example $$e || exit 1; done
 
-test: setup fmt clippy doc ndarray-cli examples unit
+# The criterion benches, each run once (criterion's test mode), so they cannot rot.
+benches: check-libtorch
+	@$(STAGE) "benches (criterion, once each)" cargo test -q --bench bench_main
+
+test: setup fmt clippy doc ndarray-cli examples benches unit
 	@echo "==> make test: all stages passed"
 
 # graft against PyTorch side by side in one run (alternating, best and median of N, peak RSS):

@@ -5,7 +5,8 @@
 //!
 //! Owns: architectures as plain data ([`Arch`]), parameter names and initialisation as the
 //! references do them, the per-family stage tables and feature info, key remap tables between
-//! layouts, position-embedding resampling, the safetensors loader and its [`LoadReport`].
+//! layouts, position-embedding resampling, the safetensors loader and its [`LoadReport`], and
+//! inference copies ([`Model::for_inference`]: BatchNorm folded, channels-last, bf16).
 //!
 //! Must not know: concrete backends (tch, ndarray), optimizers, training, TOML, the CLI. Freezing
 //! and learning-rate policy belong to graft-surgery; the zoo only says which parameters form
