@@ -499,6 +499,8 @@ fn infer<B: Backend>(b: &B, reg: &Registry, job: &InferJob) -> Result<()> {
     if let Some(r) = &report {
         eprint!("{r}");
     }
+    // the eval-only copy: BatchNorm folded, channels-last where it pays (same outputs)
+    let model = model.for_inference(&graft_zoo::InferenceOptions::default())?;
     let ctx = Ctx::eval();
     let flat: Vec<f32> = x.iter().copied().collect();
     let per = c * h * w;
@@ -567,6 +569,7 @@ fn predict<B: Backend>(b: &B, reg: &Registry, job: &PredictJob) -> Result<()> {
         );
     }
     let (model, _) = reg.create(b, &job.model, &opts)?;
+    let model = model.for_inference(&graft_zoo::InferenceOptions::default())?;
     let tf = graft_data::transform::eval_transform(&graft_train::data_config(model.cfg()), true);
     let labels: Vec<String> = model
         .cfg()
