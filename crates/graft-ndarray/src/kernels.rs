@@ -305,13 +305,12 @@ fn im2col(
     imgs: usize,
     (c, h, wd): (usize, usize, usize),
     (oh, ow): (usize, usize),
-    (g, icg, kh, kw): (usize, usize, usize, usize),
+    (icg, kh, kw): (usize, usize, usize),
     o: Conv2dOpts,
 ) {
     let plane = oh * ow;
     let cols_w = imgs * plane;
     let kk = icg * kh * kw;
-    let _ = g;
     cols.par_chunks_mut(cols_w)
         .enumerate()
         .for_each(|(r, row)| {
@@ -486,7 +485,7 @@ pub fn conv2d(
                     imgs,
                     (c, h, wd),
                     (oh, ow),
-                    (g, icg, kh, kw),
+                    (icg, kh, kw),
                     o,
                 );
                 &cols
