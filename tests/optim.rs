@@ -342,3 +342,24 @@ fn groups_are_mutable_and_a_replaced_head_gets_fresh_state() {
         .expect_err("missing member");
     assert!(err.to_string().contains("w2"), "{err}");
 }
+
+/// Regression (issue 8): the in-place AdamW writes into the moment tensors, so a copy that shared
+/// them would corrupt the original — `fresh_copy` (what `lr_find` sweeps with) must not.
+#[test]
+fn a_fresh_copy_leaves_the_original_moments_alone() {
+    let b = Tch::cpu();
+    let data = problem();
+    let p = model(&b, &data);
+    let mut opt = optimizer(OptimizerKind::AdamW);
+    train_steps(&b, &p, &mut opt, &data, 2);
+    let before = opt.export_state(&p).expect("state");
+    let mut copy = opt.fresh_copy();
+    assert_eq!(copy.param_step("w1"), 0, "the copy starts without state");
+    train_steps(&b, &p, &mut copy, &data, 3);
+    assert_eq!(copy.param_step("w1"), 3);
+    let after = opt.export_state(&p).expect("state");
+    assert_eq!(
+        after, before,
+        "the original's moments and steps are untouched"
+    );
+}

@@ -5,9 +5,9 @@
 //! Owns: the feature cache (keyed by the model's name, a hash of its current weights and buffers,
 //! the loader's transform, the feature spec and the dataset's fingerprint — a second identical
 //! run does no trunk forward at all); running the trunk pass on an inference copy of the model
-//! (BatchNorm folded, channels-last where it pays, opt-in bf16 — graft-zoo builds it); the heads on host features (multinomial logistic regression
-//! through linfa, prototype / nearest class mean by cosine, kNN); a Linear / MLP head trained on
-//! cached features with graft-train's Trainer, in place on its trunk; the per-stage linear probe
+//! (BatchNorm folded, channels-last where it pays, opt-in bf16 — graft-zoo builds it); the heads
+//! on host features (multinomial logistic regression through linfa, prototype / nearest class
+//! mean by cosine, kNN); a Linear / MLP head trained on cached features with graft-train's Trainer, in place on its trunk; the per-stage linear probe
 //! and the freeze depth it recommends; exporting trunk + head as one user model.
 //!
 //! Must not know: concrete backends, the loop's internals (it hands the Trainer a plan), TOML.
@@ -134,7 +134,7 @@ pub fn cache_key<B: Backend>(model: &Model<B>, loader: &Loader, spec: &FeatureSp
 pub struct ExtractOptions {
     /// The inference copy the trunk pass runs on (default: fp32, BatchNorm folded, channels-last
     /// where it pays — the same features within float rounding, faster). `bf16()` halves the
-    /// precision for ~2.5-4x the speed on CPUs with AMX; the cache keeps the two apart. A model
+    /// precision for 2-6x the speed on CPUs with AMX (docs/benchmarks.md); the cache keeps the two apart. A model
     /// that already is an inference copy runs as it is.
     pub inference: InferenceOptions,
 }

@@ -178,7 +178,10 @@ pub struct OptimizerState {
 }
 
 /// SGD or AdamW over parameter groups of a [`Params`] store.
-#[derive(Debug, Clone)]
+///
+/// Not `Clone`: the in-place update writes into the moment tensors, which a shallow clone would
+/// share with the original — [`Optimizer::fresh_copy`] gives an independent one without state.
+#[derive(Debug)]
 pub struct Optimizer<B: AutodiffBackend> {
     kind: OptimizerKind,
     groups: Vec<ParamGroup>,
@@ -203,6 +206,16 @@ impl<B: AutodiffBackend> Optimizer<B> {
     /// ~2x faster on ResNet-18 (docs/benchmarks.md).
     pub fn set_in_place(&mut self, on: bool) {
         self.in_place = on;
+    }
+    /// The same kind, groups and hyper-parameters with no state (no moments, step counts 0): what
+    /// a sweep such as `lr_find` starts from without touching this optimizer's moments.
+    pub fn fresh_copy(&self) -> Self {
+        Self {
+            kind: self.kind,
+            groups: self.groups.clone(),
+            state: HashMap::new(),
+            in_place: self.in_place,
+        }
     }
     /// SGD with no groups yet.
     pub fn sgd() -> Self {

@@ -51,8 +51,8 @@ pub struct LrFinderResult {
     pub min_div_10: Option<f64>,
 }
 
-/// Runs the sweep on `model` with a copy of `opt` (its groups and ratios), then restores the
-/// model's parameters and buffers.
+/// Runs the sweep on `model` with a fresh copy of `opt` (its groups and ratios, no moments), then
+/// restores the model's parameters and buffers.
 pub fn lr_find<B: AutodiffBackend>(
     model: &mut Model<B>,
     opt: &Optimizer<B>,
@@ -68,7 +68,8 @@ pub fn lr_find<B: AutodiffBackend>(
     }
     let b = model.backend().clone();
     let saved = model.params().to_data()?;
-    let mut opt = opt.clone();
+    // fresh moments: the sweep must not write into the caller's optimizer state
+    let mut opt = opt.fresh_copy();
     let top = opt.groups().iter().map(|g| g.hyper.lr).fold(0.0, f64::max);
     if top <= 0.0 {
         return Err(Error::invalid(
