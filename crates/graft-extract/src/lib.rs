@@ -7,8 +7,9 @@
 //! run does no trunk forward at all); running the trunk pass on an inference copy of the model
 //! (BatchNorm folded, channels-last where it pays, opt-in bf16 — graft-zoo builds it); the heads
 //! on host features (multinomial logistic regression through linfa, prototype / nearest class
-//! mean by cosine, kNN); a Linear / MLP head trained on cached features with graft-train's Trainer, in place on its trunk; the per-stage linear probe
-//! and the freeze depth it recommends; exporting trunk + head as one user model.
+//! mean by cosine, kNN); a Linear / MLP head trained on cached features with graft-train's
+//! Trainer, in place on its trunk; the per-stage linear probe and the freeze depth it recommends;
+//! exporting trunk + head as one user model.
 //!
 //! Must not know: concrete backends, the loop's internals (it hands the Trainer a plan), TOML.
 
