@@ -1,0 +1,119 @@
+//! graft-text: the text side of graft — turning sentences into what a text encoder reads.
+//!
+//! Owns: [`Tokenizer`], a HF `tokenizer.json` (WordPiece / BPE, normaliser, pre-tokeniser,
+//! special tokens — through the `tokenizers` crate) with padding and truncation set by graft, not
+//! by the file (a packaged file may pin them: MiniLM's pads every sequence to 128), producing
+//! `input_ids`, `attention_mask` and `token_type_ids` as i64 [`TensorData`].
+//!
+//! Must not know: model families, backends' internals, training, TOML, where model files come
+//! from (callers pass paths).
+
+use std::path::{Path, PathBuf};
+
+use graft_backend::TensorData;
+use graft_core::{Error, Result};
+use tokenizers::{PaddingParams, PaddingStrategy, TruncationParams};
+
+/// A batch ready for an encoder: `[n, len]` i64 tensors, `len` the longest sequence in the batch
+/// (at most the tokenizer's `max_len`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Encoded {
+    pub input_ids: TensorData,
+    pub attention_mask: TensorData,
+    pub token_type_ids: TensorData,
+}
+
+/// A tokenizer from a `tokenizer.json`, padding each batch to its longest sequence and
+/// truncating at `max_len` tokens (special tokens included).
+#[derive(Debug, Clone)]
+pub struct Tokenizer {
+    inner: tokenizers::Tokenizer,
+    max_len: usize,
+    path: PathBuf,
+}
+
+fn tok_err(path: &Path, e: impl std::fmt::Display) -> Error {
+    Error::format(path, format!("tokenizer: {e}"))
+}
+
+impl Tokenizer {
+    /// Reads `path` (a HF `tokenizer.json`); `max_len` is the truncation length (MiniLM's
+    /// sentence-transformers config uses 256). The file's own padding / truncation are replaced.
+    pub fn from_file(path: &Path, max_len: usize) -> Result<Self> {
+        if max_len < 2 {
+            return Err(Error::invalid(
+                "Tokenizer",
+                format!("max_len {max_len}: room for the special tokens is needed"),
+            ));
+        }
+        if !path.is_file() {
+            return Err(Error::io(
+                path,
+                std::io::Error::new(std::io::ErrorKind::NotFound, "no tokenizer.json here"),
+            ));
+        }
+        let mut inner = tokenizers::Tokenizer::from_file(path).map_err(|e| tok_err(path, e))?;
+        let pad = inner.get_padding().cloned().unwrap_or_default();
+        inner.with_padding(Some(PaddingParams {
+            strategy: PaddingStrategy::BatchLongest,
+            ..pad
+        }));
+        inner
+            .with_truncation(Some(TruncationParams {
+                max_length: max_len,
+                ..Default::default()
+            }))
+            .map_err(|e| tok_err(path, e))?;
+        Ok(Self {
+            inner,
+            max_len,
+            path: path.to_path_buf(),
+        })
+    }
+    /// The truncation length.
+    pub fn max_len(&self) -> usize {
+        self.max_len
+    }
+    /// Vocabulary size, special tokens included.
+    pub fn vocab_size(&self) -> usize {
+        self.inner.get_vocab_size(true)
+    }
+    /// Token ids of one text, with the special tokens, unpadded.
+    pub fn ids(&self, text: &str) -> Result<Vec<u32>> {
+        let mut one = self.inner.clone();
+        one.with_padding(None);
+        let e = one.encode(text, true).map_err(|e| tok_err(&self.path, e))?;
+        Ok(e.get_ids().to_vec())
+    }
+    /// A padded batch of `texts`.
+    pub fn encode_batch(&self, texts: &[&str]) -> Result<Encoded> {
+        if texts.is_empty() {
+            return Err(Error::invalid("Tokenizer::encode_batch", "no texts"));
+        }
+        let enc = self
+            .inner
+            .encode_batch(texts.to_vec(), true)
+            .map_err(|e| tok_err(&self.path, e))?;
+        let len = enc.iter().map(|e| e.get_ids().len()).max().unwrap_or(0);
+        let n = enc.len();
+        let mut ids = Vec::with_capacity(n * len);
+        let mut mask = Vec::with_capacity(n * len);
+        let mut types = Vec::with_capacity(n * len);
+        for e in &enc {
+            if e.get_ids().len() != len {
+                return Err(Error::invalid(
+                    "Tokenizer::encode_batch",
+                    "padding left sequences of different lengths",
+                ));
+            }
+            ids.extend(e.get_ids().iter().map(|&v| i64::from(v)));
+            mask.extend(e.get_attention_mask().iter().map(|&v| i64::from(v)));
+            types.extend(e.get_type_ids().iter().map(|&v| i64::from(v)));
+        }
+        Ok(Encoded {
+            input_ids: TensorData::i64(&[n, len], ids)?,
+            attention_mask: TensorData::i64(&[n, len], mask)?,
+            token_type_ids: TensorData::i64(&[n, len], types)?,
+        })
+    }
+}
