@@ -3,10 +3,15 @@
 //! Owns: [`Tokenizer`], a HF `tokenizer.json` (WordPiece / BPE, normaliser, pre-tokeniser,
 //! special tokens — through the `tokenizers` crate) with padding and truncation set by graft, not
 //! by the file (a packaged file may pin them: MiniLM's pads every sequence to 128), producing
-//! `input_ids`, `attention_mask` and `token_type_ids` as i64 [`TensorData`].
+//! `input_ids`, `attention_mask` and `token_type_ids` as i64 [`TensorData`]; the VADER
+//! lexicon as a labelled word task ([`VaderLexicon`]: polarity labels with a threshold, the mean
+//! valence kept as a regression target).
 //!
 //! Must not know: model families, backends' internals, training, TOML, where model files come
 //! from (callers pass paths).
+
+mod vader;
+pub use vader::{LexiconEntry, TextLabels, VaderLexicon};
 
 use std::path::{Path, PathBuf};
 
