@@ -83,11 +83,13 @@ impl Tokenizer {
     pub fn vocab_size(&self) -> usize {
         self.inner.get_vocab_size(true)
     }
-    /// Token ids of one text, with the special tokens, unpadded.
+    /// Token ids of one text, with the special tokens, unpadded (padding to the longest of a
+    /// batch of one adds nothing).
     pub fn ids(&self, text: &str) -> Result<Vec<u32>> {
-        let mut one = self.inner.clone();
-        one.with_padding(None);
-        let e = one.encode(text, true).map_err(|e| tok_err(&self.path, e))?;
+        let e = self
+            .inner
+            .encode(text, true)
+            .map_err(|e| tok_err(&self.path, e))?;
         Ok(e.get_ids().to_vec())
     }
     /// A padded batch of `texts`.
