@@ -9,21 +9,24 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::{Context, Result};
-use graft::data::transform::{Interp, TransformCfg, eval_transform};
+use graft::data::transform::eval_transform;
 use graft::data::{Dataset, ImageFolder, Loader, LoaderConfig};
+use graft::zoo::{Interpolation, PretrainedCfg};
 
 fn main() -> Result<()> {
     let root = std::env::args()
         .nth(1)
         .context("usage: loader_speed ROOT")?;
     let ds: Arc<dyn Dataset> = Arc::new(ImageFolder::new(root.as_ref())?);
-    let cfg = TransformCfg {
-        input_size: [3, 224, 224],
-        crop_pct: 0.875,
-        interp: Interp::Bilinear,
-        mean: vec![0.485, 0.456, 0.406],
-        std: vec![0.229, 0.224, 0.225],
-    };
+    // timm's ResNet eval transform: resize to 256, centre crop 224, bilinear, ImageNet mean / std
+    let cfg = graft::train::data_config(&PretrainedCfg::imagenet(
+        224,
+        0.875,
+        Interpolation::Bilinear,
+        "conv1",
+        "fc",
+        "timm",
+    ));
     let loader = Loader::new(ds.clone(), LoaderConfig::eval(32))?
         .with_transform(Arc::new(eval_transform(&cfg, true)));
     let t0 = Instant::now();

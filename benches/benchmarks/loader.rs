@@ -6,8 +6,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use criterion::{Criterion, Throughput, criterion_group};
-use graft::data::transform::{Interp, TransformCfg, eval_transform};
+use graft::data::transform::eval_transform;
 use graft::data::{ArrayDataset, Dataset, ImageFolder, Loader, LoaderConfig};
+use graft::zoo::{Interpolation, PretrainedCfg};
 
 use super::config;
 
@@ -55,13 +56,15 @@ fn loader(c: &mut Criterion) {
     let n = 64;
     let root = image_folder(n);
     let ds: Arc<dyn Dataset> = Arc::new(ImageFolder::new(&root).expect("image folder"));
-    let cfg = TransformCfg {
-        input_size: [3, 224, 224],
-        crop_pct: 0.875,
-        interp: Interp::Bilinear,
-        mean: vec![0.485, 0.456, 0.406],
-        std: vec![0.229, 0.224, 0.225],
-    };
+    // timm's ResNet eval transform: resize to 256, centre crop 224, bilinear, ImageNet mean / std
+    let cfg = graft::train::data_config(&PretrainedCfg::imagenet(
+        224,
+        0.875,
+        Interpolation::Bilinear,
+        "conv1",
+        "fc",
+        "timm",
+    ));
     let jpegs = Loader::new(ds, LoaderConfig::eval(32))
         .expect("loader")
         .with_transform(Arc::new(eval_transform(&cfg, true)));
