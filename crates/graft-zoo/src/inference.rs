@@ -235,6 +235,8 @@ impl<B: Backend> Model<B> {
         }
         let weights_cl = self.arch().is_convnet()
             && (opts.dtype == DType::BF16 || opts.layout == Layout::ChannelsLast);
+        let folded_convs: std::collections::HashSet<&str> =
+            folded.iter().map(|(c, _)| c.as_str()).collect();
         let mut params = Params::new(b.clone());
         let mut upload = |name: &str, kind: ParamKind, t: &TensorData| -> Result<()> {
             let t = if t.dtype() == DType::I64 {
@@ -256,7 +258,11 @@ impl<B: Backend> Model<B> {
                 .get(name)
                 .ok_or_else(|| Error::MissingParam(name.to_string()))?;
             upload(name, entry.kind, t)?;
-            if let Some((conv, _)) = folded.iter().find(|(c, _)| join(c, "weight") == name) {
+            // a folded conv's new bias goes right after its weight
+            if let Some(conv) = name
+                .strip_suffix(".weight")
+                .filter(|c| folded_convs.contains(c))
+            {
                 let bias = join(conv, "bias");
                 if !self.params().contains(&bias) {
                     let t = data
