@@ -2,7 +2,9 @@
 //! groups and a fully exportable state.
 //!
 //! Owns: the update rules (PyTorch's `torch.optim.SGD` / `AdamW` arithmetic, operation for
-//! operation), parameter groups (members and hyper-parameters readable and changeable at any step:
+//! operation — except AdamW through a backend's in-place form, `adamw_in_place`, which regroups
+//! the scalars to save memory passes: 2.2e-7 relative from torch.optim after 10 steps), parameter
+//! groups (members and hyper-parameters readable and changeable at any step:
 //! a replaced head, an unfrozen stage, a schedule moving LR or momentum), per-parameter state keyed
 //! by the store's entry id (a replaced tensor starts with fresh moments), and state export / import
 //! for checkpoints.
