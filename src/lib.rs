@@ -15,6 +15,7 @@
 //! - [`reuse`]: direct reuse — label maps, BatchNorm re-estimation, evaluation.
 //! - [`extract`]: feature extraction — the feature cache, heads on features, the per-stage probe.
 //! - [`finetune`]: fine-tuning — the seed's recipe, fastai's `fine_tune`, gradual unfreezing.
+//! - [`text`]: tokenisation for text encoders, text datasets, the VADER lexicon.
 
 pub use graft_backend as backend;
 pub use graft_core as core;
@@ -26,6 +27,7 @@ pub use graft_optim as optim;
 pub use graft_reuse as reuse;
 pub use graft_surgery as surgery;
 pub use graft_tch as tch;
+pub use graft_text as text;
 pub use graft_train as train;
 pub use graft_zoo as zoo;
 

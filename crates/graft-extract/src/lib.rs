@@ -15,11 +15,13 @@
 
 mod heads;
 mod probe;
+pub mod text;
 
 pub use heads::{
     HeadTraining, KnnHead, LogisticConfig, LogisticHead, PrototypeHead, accuracy, train_head,
 };
 pub use probe::{ProbeConfig, ProbeReport, ProbeRow, probe};
+pub use text::{TextData, TextEncoder, ZeroShot, extract_texts};
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};

@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 
 use graft_backend::TensorData;
 use graft_core::{Error, Result};
-use tokenizers::{PaddingParams, PaddingStrategy, TruncationParams};
+use tokenizers::{PaddingDirection, PaddingParams, PaddingStrategy, TruncationParams};
 
 /// A batch ready for an encoder: `[n, len]` i64 tensors, `len` the longest sequence in the batch
 /// (at most the tokenizer's `max_len`).
@@ -26,6 +26,17 @@ pub struct Encoded {
     pub input_ids: TensorData,
     pub attention_mask: TensorData,
     pub token_type_ids: TensorData,
+}
+
+/// `[n, len]` i64 ids of `seqs` padded on the right with `pad_id` to the longest (`len` >= 1).
+pub fn pad_ids(seqs: &[&[u32]], pad_id: i64) -> Result<TensorData> {
+    let len = seqs.iter().map(|s| s.len()).max().unwrap_or(0).max(1);
+    let mut ids = Vec::with_capacity(seqs.len() * len);
+    for s in seqs {
+        ids.extend(s.iter().map(|&v| i64::from(v)));
+        ids.extend(std::iter::repeat_n(pad_id, len - s.len()));
+    }
+    TensorData::i64(&[seqs.len(), len], ids)
 }
 
 /// A tokenizer from a `tokenizer.json`, padding each batch to its longest sequence and
@@ -61,6 +72,7 @@ impl Tokenizer {
         let pad = inner.get_padding().cloned().unwrap_or_default();
         inner.with_padding(Some(PaddingParams {
             strategy: PaddingStrategy::BatchLongest,
+            direction: PaddingDirection::Right,
             ..pad
         }));
         inner
@@ -74,6 +86,38 @@ impl Tokenizer {
             max_len,
             path: path.to_path_buf(),
         })
+    }
+    /// The id padding is written with (the file's `[PAD]`).
+    pub fn pad_id(&self) -> i64 {
+        self.inner
+            .get_padding()
+            .map(|p| i64::from(p.pad_id))
+            .unwrap_or(0)
+    }
+    /// Token ids of each text, truncated, unpadded (tokenised in parallel).
+    pub fn ids_batch(&self, texts: &[&str]) -> Result<Vec<Vec<u32>>> {
+        if texts.is_empty() {
+            return Ok(Vec::new());
+        }
+        let enc = self
+            .inner
+            .encode_batch(texts.to_vec(), true)
+            .map_err(|e| tok_err(&self.path, e))?;
+        Ok(enc
+            .iter()
+            .map(|e| {
+                // Padding is on the right: the real tokens are the mask's leading ones.
+                let real = e.get_attention_mask().iter().filter(|&&m| m == 1).count();
+                e.get_ids()[..real].to_vec()
+            })
+            .collect())
+    }
+    /// A stable hash of what the tokenizer produces: the file's bytes and the truncation length
+    /// (for feature caches keyed on it).
+    pub fn fingerprint(&self) -> Result<u64> {
+        let mut bytes = std::fs::read(&self.path).map_err(|e| Error::io(&self.path, e))?;
+        bytes.extend((self.max_len as u64).to_le_bytes());
+        Ok(graft_backend::init::stable_hash(&bytes))
     }
     /// The truncation length.
     pub fn max_len(&self) -> usize {

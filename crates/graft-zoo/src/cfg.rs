@@ -38,6 +38,28 @@ pub struct PretrainedCfg {
     /// Class names, when known.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub labels: Option<Vec<String>>,
+    /// A text encoder's tokenisation and where its files come from (None for image models).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub text: Option<TextCfg>,
+}
+
+/// What a text encoder reads and where its pretrained files live.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TextCfg {
+    /// Truncation length in tokens, special tokens included (sentence-transformers'
+    /// `max_seq_length`).
+    pub max_length: usize,
+    /// The tokenizer file inside the model directory.
+    pub tokenizer: String,
+    /// The weights file inside the model directory.
+    pub weights: String,
+    /// A Python package that ships the model directory (found in an installed environment,
+    /// never downloaded), and the directory inside it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub package: Option<String>,
+    #[serde(default)]
+    pub package_dir: String,
 }
 
 /// ImageNet mean / std.
@@ -76,6 +98,7 @@ impl PretrainedCfg {
             classifier: classifier.into(),
             source: source.into(),
             labels: Some(imagenet_labels()),
+            text: None,
         }
     }
 }

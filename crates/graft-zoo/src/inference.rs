@@ -110,12 +110,12 @@ impl Arch {
             Arch::ResNet(_) => Some(crate::families::resnet::BN_EPS),
             Arch::MobileNetV3(_) => Some(crate::families::mobilenetv3::BN.eps),
             Arch::EfficientNet(_) => Some(crate::families::efficientnet::BN.eps),
-            Arch::ConvNeXt(_) | Arch::Vit(_) => None,
+            Arch::ConvNeXt(_) | Arch::Vit(_) | Arch::Bert(_) => None,
         }
     }
     /// Convolutional families (channels-last pays there).
     pub(crate) fn is_convnet(&self) -> bool {
-        !matches!(self, Arch::Vit(_))
+        !matches!(self, Arch::Vit(_) | Arch::Bert(_))
     }
 }
 

@@ -20,8 +20,10 @@ pub mod load;
 pub mod model;
 pub mod registry;
 mod resample;
+pub mod text;
 
-pub use cfg::{Interpolation, PretrainedCfg, UserModelConfig};
+pub use cfg::{Interpolation, PretrainedCfg, TextCfg, UserModelConfig};
+pub use families::bert::{Bert, HiddenAct, TextPooling};
 pub use families::convnext::ConvNeXt;
 pub use families::efficientnet::{EfficientNet, MbStage};
 pub use families::mobilenetv3::{IrBlock, MobileNetV3};
@@ -34,3 +36,4 @@ pub use model::{
     param_shapes_with_head,
 };
 pub use registry::{Registry, RegistryEntry, create_model, list_models, wildcard_match};
+pub use text::TextModelFiles;

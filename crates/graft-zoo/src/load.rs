@@ -129,6 +129,8 @@ pub struct LoadReport {
     pub missing: Vec<String>,
     /// File keys (as written in the file) that fit no model name.
     pub unexpected: Vec<String>,
+    /// File keys the reference itself skips on load (BERT's non-persistent `position_ids`).
+    pub ignored: Vec<String>,
     pub mismatched: Vec<ShapeMismatch>,
     /// Classifier tensors not taken from the file (different `num_classes`, or no head there).
     pub head_dropped: Vec<String>,
@@ -231,6 +233,14 @@ impl fmt::Display for LoadReport {
             if !items.is_empty() {
                 writeln!(f, "  {label:<11} {:>5}  {}", items.len(), list(&items))?;
             }
+        }
+        if !self.ignored.is_empty() {
+            writeln!(
+                f,
+                "  ignored     {:>5}  {} (the reference does not load these either)",
+                self.ignored.len(),
+                list(&self.ignored)
+            )?;
         }
         if !self.defaulted.is_empty() {
             writeln!(
@@ -444,6 +454,7 @@ pub(crate) fn plan(
     let model_names: BTreeSet<String> = entries.iter().map(|e| e.0.clone()).collect();
     let mut remaps = opts.remaps.clone();
     remaps.extend(arch.remaps());
+    let ignored = arch.ignored_keys();
     // model name -> (file key, reshape allowed)
     let mut by_model: BTreeMap<String, (String, bool)> = BTreeMap::new();
     for key in &keys {
@@ -466,6 +477,8 @@ pub(crate) fn plan(
             by_model.insert(name, (key.clone(), reshape));
         } else if is_classifier(&name) {
             report.head_dropped.push(key.clone());
+        } else if ignored.contains(&name.as_str()) {
+            report.ignored.push(key.clone());
         } else {
             report.unexpected.push(key.clone());
         }

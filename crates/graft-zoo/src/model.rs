@@ -10,7 +10,7 @@ use graft_core::{Error, Result};
 use serde::{Deserialize, Serialize};
 
 use crate::cfg::PretrainedCfg;
-use crate::families::{convnext, efficientnet, mobilenetv3, resnet, vit};
+use crate::families::{bert, convnext, efficientnet, mobilenetv3, resnet, vit};
 
 /// One trunk stage: its name (a [`StageTable`] entry), the parameter prefixes it owns, and what
 /// its output is (timm's `feature_info`).
@@ -30,6 +30,24 @@ pub struct FeatureInfo {
     pub stage: String,
     pub channels: usize,
     pub reduction: usize,
+}
+
+/// What a forward pass carries beside the activations, computed once from the model's input:
+/// a text encoder's padding (`keep`: `[N, T]`, 1 for a real token; `bias`: the additive
+/// attention mask `[N, 1, 1, T]`). Empty for image families.
+#[derive(Debug)]
+pub(crate) struct Side<B: Backend> {
+    pub keep: Option<B::Tensor>,
+    pub bias: Option<B::Tensor>,
+}
+
+impl<B: Backend> Default for Side<B> {
+    fn default() -> Self {
+        Self {
+            keep: None,
+            bias: None,
+        }
+    }
 }
 
 /// What a family implements. Methods are generic over the backend, so dispatch goes through the
@@ -53,6 +71,36 @@ pub(crate) trait Family {
         x: &B::Tensor,
         ctx: &Ctx<'_>,
     ) -> Result<B::Tensor>;
+    /// What the stages need beside the activations, from the model input `x` (BERT's padding
+    /// mask, in the float `dtype` of the parameters).
+    fn side<B: Backend>(&self, _p: &Params<B>, _x: &B::Tensor, _dtype: DType) -> Result<Side<B>> {
+        Ok(Side::default())
+    }
+    /// [`Family::forward_stage`] with the side inputs (families that need them override this).
+    fn forward_stage_with<B: Backend>(
+        &self,
+        p: &Params<B>,
+        i: usize,
+        x: &B::Tensor,
+        _side: &Side<B>,
+        ctx: &Ctx<'_>,
+    ) -> Result<B::Tensor> {
+        self.forward_stage(p, i, x, ctx)
+    }
+    /// [`Family::pool`] with the side inputs.
+    fn pool_with<B: Backend>(
+        &self,
+        p: &Params<B>,
+        x: &B::Tensor,
+        _side: &Side<B>,
+        ctx: &Ctx<'_>,
+    ) -> Result<B::Tensor> {
+        self.pool(p, x, ctx)
+    }
+    /// File keys the reference skips on load (non-persistent buffers older files still carry).
+    fn ignored_keys(&self) -> Vec<&'static str> {
+        Vec::new()
+    }
     /// Applied after the last stage inside `forward_features` (ViT's final norm).
     fn finish_features<B: Backend>(&self, _p: &Params<B>, x: &B::Tensor) -> Result<B::Tensor> {
         Ok(x.clone())
@@ -89,6 +137,7 @@ pub enum Arch {
     EfficientNet(efficientnet::EfficientNet),
     ConvNeXt(convnext::ConvNeXt),
     Vit(vit::Vit),
+    Bert(bert::Bert),
 }
 
 macro_rules! dispatch {
@@ -99,6 +148,7 @@ macro_rules! dispatch {
             Arch::EfficientNet(a) => a.$f($($arg),*),
             Arch::ConvNeXt(a) => a.$f($($arg),*),
             Arch::Vit(a) => a.$f($($arg),*),
+            Arch::Bert(a) => a.$f($($arg),*),
         }
     };
 }
@@ -112,7 +162,12 @@ impl Arch {
             Arch::EfficientNet(_) => "efficientnet",
             Arch::ConvNeXt(_) => "convnext",
             Arch::Vit(_) => "vit",
+            Arch::Bert(_) => "bert",
         }
+    }
+    /// True for text encoders (input: `[N, T]` int64 token ids, not images).
+    pub fn is_text(&self) -> bool {
+        matches!(self, Arch::Bert(_))
     }
     pub(crate) fn init_trunk<B: Backend>(
         &self,
@@ -139,14 +194,26 @@ impl Arch {
     pub fn num_features(&self) -> usize {
         dispatch!(self, num_features())
     }
+    pub(crate) fn side<B: Backend>(
+        &self,
+        p: &Params<B>,
+        x: &B::Tensor,
+        dtype: DType,
+    ) -> Result<Side<B>> {
+        dispatch!(self, side(p, x, dtype))
+    }
     pub(crate) fn forward_stage<B: Backend>(
         &self,
         p: &Params<B>,
         i: usize,
         x: &B::Tensor,
+        side: &Side<B>,
         ctx: &Ctx<'_>,
     ) -> Result<B::Tensor> {
-        dispatch!(self, forward_stage(p, i, x, ctx))
+        dispatch!(self, forward_stage_with(p, i, x, side, ctx))
+    }
+    pub(crate) fn ignored_keys(&self) -> Vec<&'static str> {
+        dispatch!(self, ignored_keys())
     }
     pub(crate) fn finish_features<B: Backend>(
         &self,
@@ -167,9 +234,10 @@ impl Arch {
         &self,
         p: &Params<B>,
         x: &B::Tensor,
+        side: &Side<B>,
         ctx: &Ctx<'_>,
     ) -> Result<B::Tensor> {
-        dispatch!(self, pool(p, x, ctx))
+        dispatch!(self, pool_with(p, x, side, ctx))
     }
     pub(crate) fn adapt_tensor(
         &self,
@@ -549,6 +617,9 @@ impl<B: Backend> Model<B> {
     }
     fn check_input(&self, x: &B::Tensor) -> Result<()> {
         let s = self.backend().shape(x);
+        if let Arch::Bert(a) = &self.arch {
+            return a.check_ids(&s, self.backend().dtype(x), &self.name);
+        }
         if s.len() != 4 || s[1] != self.in_chans {
             return Err(Error::shape(
                 "forward",
@@ -560,24 +631,40 @@ impl<B: Backend> Model<B> {
         }
         Ok(())
     }
-    /// The unpooled output of the trunk (timm's `forward_features`).
+    /// The unpooled output of the trunk (timm's `forward_features`; a text encoder's
+    /// `last_hidden_state`, `[N, T, hidden]`).
     pub fn forward_features(&self, x: &B::Tensor, ctx: &Ctx<'_>) -> Result<B::Tensor> {
+        Ok(self.features_and_side(x, ctx)?.0)
+    }
+    fn features_and_side(&self, x: &B::Tensor, ctx: &Ctx<'_>) -> Result<(B::Tensor, Side<B>)> {
         self.check_input(x)?;
         let mut y = self.prepare_input(x)?;
+        let side = self.arch.side(&self.params, &y, self.dtype)?;
         for i in 0..self.arch.stage_specs().len() {
-            y = self.arch.forward_stage(&self.params, i, &y, ctx)?;
+            y = self.arch.forward_stage(&self.params, i, &y, &side, ctx)?;
         }
-        self.arch.finish_features(&self.params, &y)
+        Ok((self.arch.finish_features(&self.params, &y)?, side))
     }
     /// Pooling and classifier on `forward_features`' output; with `pre_logits` the pooled features
-    /// the classifier would see.
+    /// the classifier would see. Text encoders pool with the padding mask, which the features do
+    /// not carry: for them this is an error, and [`Model::forward_pooled`] / [`Model::forward`]
+    /// on the ids is the way.
     pub fn forward_head(
         &self,
         features: &B::Tensor,
         pre_logits: bool,
         ctx: &Ctx<'_>,
     ) -> Result<B::Tensor> {
-        let y = self.arch.pool(&self.params, features, ctx)?;
+        self.head_with(features, &Side::default(), pre_logits, ctx)
+    }
+    fn head_with(
+        &self,
+        features: &B::Tensor,
+        side: &Side<B>,
+        pre_logits: bool,
+        ctx: &Ctx<'_>,
+    ) -> Result<B::Tensor> {
+        let y = self.arch.pool(&self.params, features, side, ctx)?;
         if pre_logits || self.num_classes == 0 {
             return Ok(y);
         }
@@ -622,13 +709,14 @@ impl<B: Backend> Model<B> {
     }
     /// Logits (or pooled features when the model has no head).
     pub fn forward(&self, x: &B::Tensor, ctx: &Ctx<'_>) -> Result<B::Tensor> {
-        let f = self.forward_features(x, ctx)?;
-        self.forward_head(&f, false, ctx)
+        let (f, side) = self.features_and_side(x, ctx)?;
+        self.head_with(&f, &side, false, ctx)
     }
-    /// Pooled pre-logits features.
+    /// Pooled pre-logits features (a text encoder's sentence embedding: pooled, normalised when
+    /// its recipe says so).
     pub fn forward_pooled(&self, x: &B::Tensor, ctx: &Ctx<'_>) -> Result<B::Tensor> {
-        let f = self.forward_features(x, ctx)?;
-        self.forward_head(&f, true, ctx)
+        let (f, side) = self.features_and_side(x, ctx)?;
+        self.head_with(&f, &side, true, ctx)
     }
     /// Multi-level features: the outputs of the named trunk stages (NCHW maps), in stage order;
     /// runs only as far as the highest stage asked for.
@@ -656,8 +744,9 @@ impl<B: Backend> Model<B> {
         let last = want.iter().copied().max().unwrap_or(0);
         let mut outs: Vec<Option<B::Tensor>> = vec![None; specs.len()];
         let mut y = self.prepare_input(x)?;
+        let side = self.arch.side(&self.params, &y, self.dtype)?;
         for (i, out) in outs.iter_mut().enumerate().take(last + 1) {
-            y = self.arch.forward_stage(&self.params, i, &y, ctx)?;
+            y = self.arch.forward_stage(&self.params, i, &y, &side, ctx)?;
             if want.contains(&i) {
                 *out = Some(self.arch.stage_output(self.backend(), i, &y)?);
             }
@@ -730,6 +819,12 @@ impl<B: Backend> Model<B> {
             return Ok(());
         }
         self.trainable_form("adapt_input")?;
+        if self.arch.is_text() {
+            return Err(Error::invalid(
+                "adapt_input",
+                format!("{} is a text encoder: it has no input channels", self.name),
+            ));
+        }
         let name = format!("{}.weight", self.cfg.first_conv);
         let b = self.backend().clone();
         let w = b.to_data(self.params.get(&name)?)?;
@@ -831,6 +926,11 @@ impl Arch {
                 }
                 if let Some(d) = drop {
                     m.drop = d;
+                }
+            }
+            Arch::Bert(m) => {
+                if let Some(d) = drop {
+                    m.hidden_dropout = d;
                 }
             }
         }

