@@ -10,8 +10,10 @@
 //! Must not know: model families, backends' internals, training, TOML, where model files come
 //! from (callers pass paths).
 
+mod dataset;
 mod vader;
-pub use vader::{LexiconEntry, TextLabels, VaderLexicon};
+pub use dataset::{TextColumns, TextDataset, TextFormat};
+pub use vader::{LexiconEntry, VaderLexicon};
 
 use std::path::{Path, PathBuf};
 

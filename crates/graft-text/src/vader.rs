@@ -7,6 +7,8 @@ use std::path::{Path, PathBuf};
 
 use graft_core::{Error, Result};
 
+use crate::TextDataset;
+
 /// One line of the lexicon.
 #[derive(Debug, Clone, PartialEq)]
 pub struct LexiconEntry {
@@ -23,17 +25,6 @@ pub struct LexiconEntry {
 pub struct VaderLexicon {
     pub entries: Vec<LexiconEntry>,
     pub path: PathBuf,
-}
-
-/// Texts with class labels and the continuous target they came from.
-#[derive(Debug, Clone, PartialEq)]
-pub struct TextLabels {
-    pub texts: Vec<String>,
-    /// Index into `classes`.
-    pub labels: Vec<usize>,
-    pub classes: Vec<String>,
-    /// The regression target (the mean valence).
-    pub targets: Vec<f64>,
 }
 
 fn parse_line(line: &str) -> std::result::Result<LexiconEntry, String> {
@@ -108,12 +99,13 @@ impl VaderLexicon {
     }
     /// Polarity labels: `positive` (1) when the mean valence is above `threshold`, `negative` (0)
     /// below `-threshold`; entries in between are left out. The mean is kept as the target.
-    pub fn polarity(&self, threshold: f64) -> TextLabels {
-        let mut out = TextLabels {
+    pub fn polarity(&self, threshold: f64) -> TextDataset {
+        let mut targets = Vec::new();
+        let mut out = TextDataset {
             texts: Vec::new(),
             labels: Vec::new(),
             classes: vec!["negative".into(), "positive".into()],
-            targets: Vec::new(),
+            targets: None,
         };
         for e in &self.entries {
             let label = if e.mean > threshold {
@@ -125,8 +117,9 @@ impl VaderLexicon {
             };
             out.texts.push(e.token.clone());
             out.labels.push(label);
-            out.targets.push(e.mean);
+            targets.push(e.mean);
         }
+        out.targets = Some(targets);
         out
     }
 }

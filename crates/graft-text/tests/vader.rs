@@ -46,7 +46,14 @@ fn the_real_lexicon_reads_whole() {
     assert_eq!(lex.dedup(), 14, "the file repeats 14 tokens");
     assert_eq!(lex.entries.len(), 7506);
     let strong = lex.polarity(1.0);
-    assert!(strong.targets.iter().all(|t| t.abs() > 1.0));
+    assert!(
+        strong
+            .targets
+            .as_ref()
+            .expect("targets")
+            .iter()
+            .all(|t| t.abs() > 1.0)
+    );
     assert_eq!(strong.texts.len(), strong.labels.len());
 }
 

@@ -1,0 +1,300 @@
+//! Labelled texts: read from CSV / TSV / JSON Lines (a text column and a label column), built
+//! from the VADER lexicon, split with stratification and cut to k examples a class with
+//! graft-data's splitters (the image datasets' rules).
+
+use std::collections::BTreeSet;
+use std::path::Path;
+
+use graft_core::{Error, Result};
+use graft_data::{k_shot, stratified_split};
+
+/// Texts with class labels (and, when the source has one, the continuous target the labels
+/// came from: VADER's mean valence).
+#[derive(Debug, Clone, PartialEq)]
+pub struct TextDataset {
+    pub texts: Vec<String>,
+    /// Index into `classes`.
+    pub labels: Vec<usize>,
+    pub classes: Vec<String>,
+    /// A regression target per text, when known.
+    pub targets: Option<Vec<f64>>,
+}
+
+/// The layout of a text file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TextFormat {
+    /// Comma-separated with a header row (RFC 4180 quoting).
+    Csv,
+    /// Tab-separated with a header row.
+    Tsv,
+    /// One JSON object per line.
+    Jsonl,
+}
+
+impl TextFormat {
+    /// From the file's extension (`.csv`, `.tsv` / `.tab`, `.jsonl` / `.ndjson`).
+    pub fn from_path(path: &Path) -> Result<Self> {
+        let ext = path
+            .extension()
+            .map(|e| e.to_string_lossy().to_ascii_lowercase())
+            .unwrap_or_default();
+        match ext.as_str() {
+            "csv" => Ok(Self::Csv),
+            "tsv" | "tab" => Ok(Self::Tsv),
+            "jsonl" | "ndjson" => Ok(Self::Jsonl),
+            _ => Err(Error::format(
+                path,
+                "unknown text file kind: name it .csv, .tsv or .jsonl, or give the format",
+            )),
+        }
+    }
+}
+
+/// Which columns (CSV / TSV header names, JSONL keys) hold the text and the label.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TextColumns {
+    pub text: String,
+    pub label: String,
+}
+
+impl Default for TextColumns {
+    fn default() -> Self {
+        Self {
+            text: "text".into(),
+            label: "label".into(),
+        }
+    }
+}
+
+fn at(path: &Path, line: u64) -> String {
+    format!("{}:{line}", path.display())
+}
+
+impl TextDataset {
+    /// From parts; every label must index `classes`, `targets` (if any) one per text.
+    pub fn new(
+        texts: Vec<String>,
+        labels: Vec<usize>,
+        classes: Vec<String>,
+        targets: Option<Vec<f64>>,
+    ) -> Result<Self> {
+        if texts.len() != labels.len() {
+            return Err(Error::invalid(
+                "TextDataset",
+                format!("{} texts but {} labels", texts.len(), labels.len()),
+            ));
+        }
+        if let Some(t) = &targets
+            && t.len() != texts.len()
+        {
+            return Err(Error::invalid(
+                "TextDataset",
+                format!("{} texts but {} targets", texts.len(), t.len()),
+            ));
+        }
+        if let Some(&l) = labels.iter().find(|&&l| l >= classes.len()) {
+            return Err(Error::invalid(
+                "TextDataset",
+                format!("label {l} but {} classes", classes.len()),
+            ));
+        }
+        Ok(Self {
+            texts,
+            labels,
+            classes,
+            targets,
+        })
+    }
+    /// Reads a labelled text file. Classes are the distinct labels sorted (numerically when every
+    /// label is an integer, else as strings), unless `classes` fixes them (a test file read with
+    /// its training file's classes; a label outside them is an error). Errors name `file:line`.
+    pub fn read(
+        path: &Path,
+        format: Option<TextFormat>,
+        cols: &TextColumns,
+        classes: Option<&[String]>,
+    ) -> Result<Self> {
+        let format = match format {
+            Some(f) => f,
+            None => TextFormat::from_path(path)?,
+        };
+        let rows = match format {
+            TextFormat::Csv => read_delimited(path, b',', cols)?,
+            TextFormat::Tsv => read_delimited(path, b'\t', cols)?,
+            TextFormat::Jsonl => read_jsonl(path, cols)?,
+        };
+        if rows.is_empty() {
+            return Err(Error::format(path, "no rows"));
+        }
+        let classes: Vec<String> = match classes {
+            Some(c) => c.to_vec(),
+            None => {
+                let set: BTreeSet<&str> = rows.iter().map(|r| r.2.as_str()).collect();
+                let mut v: Vec<String> = set.into_iter().map(str::to_string).collect();
+                if v.iter().all(|s| s.parse::<i64>().is_ok()) {
+                    v.sort_by_key(|s| s.parse::<i64>().unwrap_or(0));
+                }
+                v
+            }
+        };
+        let mut texts = Vec::with_capacity(rows.len());
+        let mut labels = Vec::with_capacity(rows.len());
+        for (line, text, label) in rows {
+            let Some(l) = classes.iter().position(|c| *c == label) else {
+                return Err(Error::format(
+                    at(path, line),
+                    format!("label {label:?} is not one of the classes {classes:?}"),
+                ));
+            };
+            texts.push(text);
+            labels.push(l);
+        }
+        Self::new(texts, labels, classes, None)
+    }
+    /// The VADER lexicon at `path` as a polarity task (repeats dropped; see
+    /// [`crate::VaderLexicon::polarity`]).
+    pub fn vader(path: &Path, threshold: f64) -> Result<Self> {
+        let mut lex = crate::VaderLexicon::load(path)?;
+        lex.dedup();
+        Ok(lex.polarity(threshold))
+    }
+    pub fn len(&self) -> usize {
+        self.texts.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.texts.is_empty()
+    }
+    /// Texts per class.
+    pub fn class_counts(&self) -> Vec<usize> {
+        let mut c = vec![0; self.classes.len()];
+        for &l in &self.labels {
+            c[l] += 1;
+        }
+        c
+    }
+    /// The texts at `indices`, in that order (same classes).
+    pub fn subset(&self, indices: &[usize]) -> Result<Self> {
+        if let Some(&i) = indices.iter().find(|&&i| i >= self.len()) {
+            return Err(Error::invalid(
+                "TextDataset::subset",
+                format!("index {i} of {} texts", self.len()),
+            ));
+        }
+        Ok(Self {
+            texts: indices.iter().map(|&i| self.texts[i].clone()).collect(),
+            labels: indices.iter().map(|&i| self.labels[i]).collect(),
+            classes: self.classes.clone(),
+            targets: self
+                .targets
+                .as_ref()
+                .map(|t| indices.iter().map(|&i| t[i]).collect()),
+        })
+    }
+    /// Stratified split by `fractions` (each class split in these proportions; seeded).
+    pub fn split(&self, fractions: &[f64], seed: u64) -> Result<Vec<Self>> {
+        stratified_split(&self.labels, fractions, seed)?
+            .iter()
+            .map(|idx| self.subset(idx))
+            .collect()
+    }
+    /// `k` texts of each class (seeded; a class with fewer than `k` is an error).
+    pub fn k_shot(&self, k: usize, seed: u64) -> Result<Self> {
+        let all: Vec<usize> = (0..self.len()).collect();
+        self.subset(&k_shot(&self.labels, &all, k, seed)?)
+    }
+}
+
+type Row = (u64, String, String);
+
+fn column(path: &Path, header: &csv::StringRecord, name: &str) -> Result<usize> {
+    header.iter().position(|h| h == name).ok_or_else(|| {
+        let have: Vec<&str> = header.iter().collect();
+        Error::format(
+            at(path, 1),
+            format!("no column {name:?} in the header {have:?}"),
+        )
+    })
+}
+
+fn read_delimited(path: &Path, delimiter: u8, cols: &TextColumns) -> Result<Vec<Row>> {
+    let mut r = csv::ReaderBuilder::new()
+        .delimiter(delimiter)
+        .has_headers(true)
+        .flexible(false)
+        .quoting(delimiter == b',')
+        .from_path(path)
+        .map_err(|e| Error::format(path, e.to_string()))?;
+    let header = r
+        .headers()
+        .map_err(|e| Error::format(path, e.to_string()))?
+        .clone();
+    let (ti, li) = (
+        column(path, &header, &cols.text)?,
+        column(path, &header, &cols.label)?,
+    );
+    let mut rows = Vec::new();
+    for rec in r.records() {
+        let rec = rec.map_err(|e| {
+            let line = e.position().map(|p| p.line()).unwrap_or(0);
+            Error::format(at(path, line), e.to_string())
+        })?;
+        let line = rec.position().map(|p| p.line()).unwrap_or(0);
+        let label = rec.get(li).unwrap_or("").trim().to_string();
+        if label.is_empty() {
+            return Err(Error::format(
+                at(path, line),
+                format!("empty {:?}", cols.label),
+            ));
+        }
+        rows.push((line, rec.get(ti).unwrap_or("").to_string(), label));
+    }
+    Ok(rows)
+}
+
+fn read_jsonl(path: &Path, cols: &TextColumns) -> Result<Vec<Row>> {
+    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+    let mut rows = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        let n = i as u64 + 1;
+        if line.trim().is_empty() {
+            continue;
+        }
+        let v: serde_json::Value = serde_json::from_str(line)
+            .map_err(|e| Error::format(at(path, n), format!("column {}: {e}", e.column())))?;
+        let field = |key: &str| {
+            v.get(key)
+                .ok_or_else(|| Error::format(at(path, n), format!("no key {key:?}")))
+        };
+        let t = match field(&cols.text)? {
+            serde_json::Value::String(s) => s.clone(),
+            other => {
+                return Err(Error::format(
+                    at(path, n),
+                    format!("{:?} is {other}, not a string", cols.text),
+                ));
+            }
+        };
+        let l = match field(&cols.label)? {
+            serde_json::Value::String(s) => s.trim().to_string(),
+            serde_json::Value::Number(x) if x.is_i64() || x.is_u64() => x.to_string(),
+            serde_json::Value::Bool(b) => b.to_string(),
+            other => {
+                return Err(Error::format(
+                    at(path, n),
+                    format!(
+                        "{:?} is {other}: a label is a string, an integer or a bool",
+                        cols.label
+                    ),
+                ));
+            }
+        };
+        if l.is_empty() {
+            return Err(Error::format(
+                at(path, n),
+                format!("empty {:?}", cols.label),
+            ));
+        }
+        rows.push((n, t, l));
+    }
+    Ok(rows)
+}
