@@ -11,8 +11,10 @@
 //! from (callers pass paths).
 
 mod dataset;
+mod ngrams;
 mod vader;
 pub use dataset::{TextColumns, TextDataset, TextFormat};
+pub use ngrams::CharNgrams;
 pub use vader::{LexiconEntry, VaderLexicon};
 
 use std::path::{Path, PathBuf};
