@@ -696,7 +696,8 @@ fn main() -> Result<()> {
     // verdicts
     md.push_str("## The four claims\n\n");
     md.push_str(&verdicts(&near, &far, &knames, &curves, quick));
-    std::fs::write(&out_md, &md).with_context(|| format!("write {}", out_md.display()))?;
+    common::write_section(&out_md, "digits", &md)
+        .with_context(|| format!("write {}", out_md.display()))?;
     println!("{md}");
     println!(
         "wrote {} and the plots in {} ({:.0} s)",

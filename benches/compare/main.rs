@@ -22,7 +22,7 @@ use std::time::Instant;
 use anyhow::{Context, Result, bail};
 use graft::data::{ArrayDataset, Dataset, Loader, LoaderConfig, Subset};
 use graft::extract::{
-    ExtractOptions, FeatureSpec, HeadTraining, LogisticConfig, LogisticHead, accuracy,
+    ExtractOptions, FeatureSpec, HeadTraining, LogisticConfig, LogisticHead, TextEncoder, accuracy,
     extract_many_with,
 };
 use graft::surgery::{FreezeConfig, LrConfig, Plan};
@@ -100,6 +100,64 @@ fn graft_extract(c: &Value) -> Result<Step> {
     };
     let x = b.from_data(&x)?;
     Ok(forward_step(b, m, x))
+}
+
+/// The texts of the embedding case: sentences of 6-30 words from the VADER lexicon's tokens
+/// (a fixed, reproducible corpus of real words; the same file goes to both sides).
+fn embed_texts(n: usize) -> Result<PathBuf> {
+    let lex = graft::zoo::text::site_packages_candidates()
+        .into_iter()
+        .map(|d| d.join("vaderSentiment/vader_lexicon.txt"))
+        .find(|p| p.is_file())
+        .context("vadersentiment in the venv (run `make setup`)")?;
+    let words: Vec<String> = graft::text::VaderLexicon::load(&lex)?
+        .entries
+        .into_iter()
+        .map(|e| e.token)
+        .collect();
+    let texts: Vec<String> = (0..n)
+        .map(|i| {
+            let len = 6 + (i * 7) % 25;
+            (0..len)
+                .map(|j| words[(i * 31 + j * 17) % words.len()].as_str())
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
+        .collect();
+    let path = Path::new(REPO).join("target/bench-embed-texts.json");
+    std::fs::write(&path, serde_json::to_string(&texts)?)?;
+    Ok(path)
+}
+
+fn graft_embed(c: &Value) -> Result<Step> {
+    let path = c["texts"].as_str().context("texts")?;
+    let texts: Vec<String> = serde_json::from_str(&std::fs::read_to_string(path)?)?;
+    let batch = num(c, "batch")?;
+    let variant = c["variant"].as_str().context("variant")?;
+    let reg = graft::zoo::Registry::builtin();
+    fn step<B: Backend + 'static>(
+        b: B,
+        reg: &graft::zoo::Registry,
+        form: InferenceOptions,
+        batch: usize,
+        texts: Vec<String>,
+    ) -> Result<Step> {
+        let (enc, _) =
+            TextEncoder::pretrained(&b, reg, "minilm_l6", None, &ModelOptions::default())?;
+        let mut enc = enc.for_inference(&form)?;
+        enc.batch_size = batch;
+        Ok(timed(move || {
+            let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+            enc.embed(&refs)?;
+            Ok(())
+        }))
+    }
+    match variant {
+        "fp32" => step(Tch::cpu(), &reg, InferenceOptions::default(), batch, texts),
+        "bf16" => step(Tch::cpu(), &reg, InferenceOptions::bf16(), batch, texts),
+        "ndarray" => step(NdArray, &reg, InferenceOptions::default(), batch, texts),
+        other => bail!("unknown graft embed variant {other:?}"),
+    }
 }
 
 fn graft_finetune(c: &Value) -> Result<Step> {
@@ -205,6 +263,7 @@ fn worker(case: &str) -> Result<()> {
         "extract" => graft_extract(&c)?,
         "finetune" => graft_finetune(&c)?,
         "cached_head" => graft_cached_head(&c)?,
+        "embed" => graft_embed(&c)?,
         other => bail!("unknown kind {other:?}"),
     };
     for _ in 0..c["warmup"].as_u64().unwrap_or(1) {
@@ -357,6 +416,9 @@ fn run_case(case: &Case, rounds: usize) -> Result<Vec<Measured>> {
     for v in &case.variants {
         let mut spec = case.spec.clone();
         spec["variant"] = json!(v.name);
+        if case.spec["kind"] == "embed" {
+            spec["texts"] = json!(embed_texts(num(&case.spec, "n")?)?);
+        }
         if case.spec["kind"] == "head" {
             // each side runs its own recipe: the variant names it
             spec["kind"] = json!(v.name);
@@ -457,6 +519,21 @@ fn cases(quick: bool) -> Vec<Case> {
         items: 32,
         baseline: 0,
         rounds_mult: 3,
+    });
+    let n_texts = if quick { 128 } else { 512 };
+    out.push(Case {
+        title: format!("embed {n_texts} texts with all-MiniLM-L6-v2, batch 64"),
+        spec: json!({"kind": "embed", "batch": 64, "n": n_texts}),
+        variants: vec![
+            v("torch", "fp32", "sentence-transformers fp32"),
+            v("torch", "bf16", "sentence-transformers bf16"),
+            v("graft", "fp32", "graft-tch fp32"),
+            v("graft", "bf16", "graft-tch bf16"),
+            v("graft", "ndarray", "graft-ndarray fp32"),
+        ],
+        items: n_texts,
+        baseline: 0,
+        rounds_mult: 1,
     });
     out.push(Case {
         title: "head training on the digits (resnet18_small, 1797 8x8), 50 epochs".into(),
@@ -697,6 +774,13 @@ fn main() -> Result<()> {
                 format!("{} MiB vs {} MiB (target <=)", g / 1024, p / 1024),
                 g <= p,
             ));
+        } else if t.starts_with("embed") {
+            target(
+                &mut rep,
+                format!("{t}: graft-tch fp32 vs sentence-transformers fp32"),
+                speedup(&case, &m, "fp32", "fp32"),
+                1.0,
+            );
         } else if t.starts_with("head training") {
             let g = &m[1];
             if let (Some((tb, tm)), Some((hb, hm)), Some((lb, lm))) =
@@ -787,4 +871,5 @@ const NOTES: &str = "## What the variants are\n\n\
 - **PyTorch fp32 eager**: `model.eval()` under `torch.inference_mode()`, NCHW. **channels-last**: model and input `.to(memory_format=torch.channels_last)`. **bf16 autocast + channels-last**: the same inside `torch.autocast(\"cpu\", dtype=torch.bfloat16)`.\n\
 - **graft-tch fp32 plain**: the zoo model as built. **fp32 inference copy**: `Model::for_inference(&InferenceOptions::default())` — BatchNorm folded into the convs, channels-last activations from 112x112 up (below that the NCHW kernels measured faster here). **bf16 inference copy**: the same with every parameter and activation cast to bf16 (explicit casts: tch's CPU autocast is a no-op), always channels-last. `graft::extract` runs its trunk pass on the fp32 inference copy by default.\n\
 - **fine-tune step**: one AdamW step (lr 1e-3) on a fixed batch, stem + layer1 frozen (requires_grad off, their BatchNorms in eval mode), the rest in train mode, a new 10-class head; graft through `Plan::new(.., FreezeConfig::freeze_to(2), LrConfig::adamw(1e-3))`, its forward, `Params::gradients` and `Optimizer::step`. PyTorch decays every trainable tensor (torch.optim.AdamW over one group, weight decay 0.01); graft exempts biases and norm weights, as timm does — a few elementwise passes fewer on a handful of small tensors.\n\
+- **embed**: every text of a fixed list (sentences of 6-30 VADER lexicon words) to its normalised sentence embedding, batches of 64, tokenisation included on both sides. sentence-transformers: `SentenceTransformer(<the package's model dir>).encode(texts, batch_size=64)` (it sorts by character length; **bf16**: the model cast with `.to(torch.bfloat16)`). graft: `TextEncoder::pretrained(.., \"minilm_l6\", ..)` on its inference copy, `embed` (sorts by token count).\n\
 - **head training**: PyTorch runs the usual frozen-trunk recipe (50 epochs, each running the trunk over every batch of 256 under `no_grad`, then a Linear head step); graft extracts once (cache cleared every round, so the pass really runs) and trains `HeadTraining::linear(50)` on the cached features.\n\n";

