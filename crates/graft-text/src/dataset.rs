@@ -378,3 +378,82 @@ fn read_jsonl(path: &Path, cols: &TextColumns) -> Result<Vec<Row>> {
     }
     Ok(rows)
 }
+
+/// Labelled texts tokenised once, as a graft-data [`Dataset`](graft_data::Dataset) the loader and
+/// the Trainer take (with `Inputs::Tokens`): sample `i` is `[1, 1, T]` holding text `i`'s ids
+/// as floats (exact: ids are checked below 2^24) padded with the tokenizer's pad id to the
+/// longest text of the dataset, `T`; the Trainer cuts each batch back to its own longest text.
+#[derive(Debug, Clone)]
+pub struct TokenDataset {
+    ids: Vec<Vec<u32>>,
+    labels: Vec<usize>,
+    classes: Vec<String>,
+    pad_id: i64,
+    len: usize,
+}
+
+impl TokenDataset {
+    /// Tokenises every text of `data` with `tokenizer` (truncation at its `max_len`).
+    pub fn new(data: &TextDataset, tokenizer: &crate::Tokenizer) -> Result<Self> {
+        if data.is_empty() {
+            return Err(Error::invalid("TokenDataset", "no texts"));
+        }
+        if tokenizer.vocab_size() >= 1 << 24 {
+            return Err(Error::invalid(
+                "TokenDataset",
+                format!(
+                    "a vocabulary of {} ids does not travel exactly as f32",
+                    tokenizer.vocab_size()
+                ),
+            ));
+        }
+        let texts: Vec<&str> = data.texts.iter().map(String::as_str).collect();
+        let ids = tokenizer.ids_batch(&texts)?;
+        let len = ids.iter().map(Vec::len).max().unwrap_or(1).max(1);
+        Ok(Self {
+            ids,
+            labels: data.labels.clone(),
+            classes: data.classes.clone(),
+            pad_id: tokenizer.pad_id(),
+            len,
+        })
+    }
+    /// The id the samples are padded with (what `Inputs::Tokens` needs).
+    pub fn pad_id(&self) -> i64 {
+        self.pad_id
+    }
+    /// Tokens per sample (the longest text's).
+    pub fn seq_len(&self) -> usize {
+        self.len
+    }
+}
+
+impl graft_data::Dataset for TokenDataset {
+    fn len(&self) -> usize {
+        self.ids.len()
+    }
+    fn label(&self, i: usize) -> usize {
+        self.labels[i]
+    }
+    fn get(&self, i: usize) -> Result<graft_data::Sample> {
+        let ids = self.ids.get(i).ok_or_else(|| {
+            Error::invalid(
+                "TokenDataset",
+                format!("index {i} of {} texts", self.ids.len()),
+            )
+        })?;
+        let mut data: Vec<f32> = ids.iter().map(|&v| v as f32).collect();
+        data.resize(self.len, self.pad_id as f32);
+        Ok(graft_data::Sample {
+            shape: [1, 1, self.len],
+            data,
+            label: self.labels[i],
+        })
+    }
+    fn classes(&self) -> &[String] {
+        &self.classes
+    }
+    fn in_memory(&self) -> bool {
+        true
+    }
+}

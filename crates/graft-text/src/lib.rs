@@ -13,7 +13,7 @@
 mod dataset;
 mod ngrams;
 mod vader;
-pub use dataset::{TextColumns, TextDataset, TextFormat, read_texts};
+pub use dataset::{TextColumns, TextDataset, TextFormat, TokenDataset, read_texts};
 pub use ngrams::CharNgrams;
 pub use vader::{LexiconEntry, VaderLexicon};
 

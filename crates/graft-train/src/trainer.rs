@@ -44,6 +44,11 @@ pub enum Inputs {
     /// `[N, dim]`): only the classifier runs (`Model::forward_classifier`), so a head trains on
     /// cached features in seconds and stays in place on its trunk.
     Pooled,
+    /// Token ids for a text encoder (graft-text's `TokenDataset`: samples `[1, 1, T]` holding
+    /// the ids as exact small floats, padded with `pad_id` to the dataset's longest text). Each
+    /// batch becomes `[N, L]` int64 ids, `L` its own longest text (columns that are padding in
+    /// every row are cut), and the whole model runs.
+    Tokens { pad_id: i64 },
 }
 
 impl Inputs {
@@ -65,8 +70,45 @@ impl Inputs {
                 };
                 model.forward_classifier(&x, ctx)
             }
+            Inputs::Tokens { pad_id } => {
+                model.forward(&token_batch(model.backend(), x, pad_id)?, ctx)
+            }
         }
     }
+}
+
+/// `[N, 1, 1, T]` (or `[N, T]`) float ids → `[N, L]` int64, `L` the last column holding a
+/// non-padding id in some row (at least 1).
+fn token_batch<B: Backend>(b: &B, x: &B::Tensor, pad_id: i64) -> Result<B::Tensor> {
+    let shape = b.shape(x);
+    let (n, t) = match shape.as_slice() {
+        [n, 1, 1, t] | [n, t] => (*n, *t),
+        _ => {
+            return Err(Error::shape(
+                "Inputs::Tokens",
+                format!("token batches are [N, 1, 1, T] or [N, T], got {shape:?}"),
+            ));
+        }
+    };
+    let data = b.to_data(x)?;
+    let v = data.to_f32();
+    let flat: Vec<f32> = v.iter().copied().collect();
+    let mut used = 1;
+    let mut ids = Vec::with_capacity(n * t);
+    for row in flat.chunks(t) {
+        for (j, &f) in row.iter().enumerate() {
+            let id = f.round() as i64;
+            if id != pad_id {
+                used = used.max(j + 1);
+            }
+            ids.push(id);
+        }
+    }
+    let trimmed: Vec<i64> = ids
+        .chunks(t)
+        .flat_map(|r| r[..used].iter().copied())
+        .collect();
+    b.from_data(&TensorData::i64(&[n, used], trimmed)?)
 }
 
 /// How to train.
