@@ -148,6 +148,14 @@ fn family_split(all: &TextDataset, seed: u64) -> Result<(TextDataset, TextDatase
     Ok((all.subset(&train)?, all.subset(&val)?, all.subset(&test)?))
 }
 
+/// k-shot accuracies over the draws: prototypes, logistic head, the n-gram baseline.
+struct KShot {
+    k: usize,
+    proto: Vec<f64>,
+    logi: Vec<f64>,
+    base: Vec<f64>,
+}
+
 /// One split's numbers.
 struct Study {
     full_m: (f64, f64, f64),
@@ -155,7 +163,7 @@ struct Study {
     proto_full: f64,
     majority: f64,
     zero: Vec<(&'static str, f64)>,
-    kshot: Vec<(usize, Vec<f64>, Vec<f64>, Vec<f64>)>,
+    kshot: Vec<KShot>,
     /// (trainable top layers, head LR, validation accuracy, test accuracy, seconds).
     finetuned: Vec<(usize, f64, f64, f64, f64)>,
     embed_s: f64,
@@ -288,7 +296,12 @@ fn study(
             let nf = ngram_features(&few, &[&s.test])?;
             base.push(accuracy(&logistic(&nf[0], 1.0)?.predict(&nf[1])?, &nf[1]));
         }
-        kshot.push((k, proto, logi, base));
+        kshot.push(KShot {
+            k,
+            proto,
+            logi,
+            base,
+        });
     }
     let mut finetuned = Vec::new();
     for &(top, lr) in tops {
@@ -351,7 +364,13 @@ fn table(s: &Split, r: &Study, md: &mut String) {
             pct(r.majority)
         ));
     }
-    for (k, proto, logi, base) in &r.kshot {
+    for KShot {
+        k,
+        proto,
+        logi,
+        base,
+    } in &r.kshot
+    {
         md.push_str(&format!(
             "| {k} a class | prototypes | {} | char n-gram logistic (α = 1) | {} |\n",
             pm(proto),
@@ -377,7 +396,7 @@ fn table(s: &Split, r: &Study, md: &mut String) {
             t_n,
         );
     }
-    for (k, proto, _, base) in &r.kshot {
+    for KShot { k, proto, base, .. } in &r.kshot {
         row(format!("{k} a class"), mean_std(proto).0, mean_std(base).0);
     }
     let best_zero = r.zero.iter().map(|z| z.1).fold(0.0, f64::max);

@@ -71,10 +71,16 @@ impl Source {
             msg: msg.into(),
         }
     }
-    /// The error at the start of a top-level table (`[name]`), or line 1.
+    /// The error at the start of a top-level table (`[name]`, else its first `[name.sub]`), or
+    /// line 1.
     pub fn table_error(&self, table: &str, msg: impl Into<String>) -> ConfigError {
         let header = format!("[{table}]");
-        let at = self.text.find(&header).unwrap_or(0);
+        let sub = format!("[{table}.");
+        let at = self
+            .text
+            .find(&header)
+            .or_else(|| self.text.find(&sub))
+            .unwrap_or(0);
         self.error(at..at, msg)
     }
     pub fn parse<S: DeserializeOwned + Default>(&self) -> Result<Experiment<S>, ConfigError> {
@@ -143,6 +149,9 @@ pub struct ModelSection {
     pub models_dir: Vec<Spanned<PathBuf>>,
     /// `tch` (default when built with libtorch) or `ndarray` (inference routes only).
     pub backend: Option<Spanned<BackendName>>,
+    /// A text model's directory (weights + tokenizer.json); default: the directory its Python
+    /// package ships, found in an installed environment.
+    pub dir: Option<Spanned<PathBuf>>,
     /// Load what fits and report the rest instead of failing on a mismatch.
     #[serde(default)]
     pub lenient: bool,
@@ -161,11 +170,52 @@ pub struct DigitsSection {
     pub seed: u64,
 }
 
+/// Labelled text files (`.csv`, `.tsv`, `.jsonl`): train / val / test files, or one `file`
+/// split by `split`.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct TextSection {
+    pub train: Option<Spanned<PathBuf>>,
+    pub val: Option<Spanned<PathBuf>>,
+    pub test: Option<Spanned<PathBuf>>,
+    /// One file for every split (with `split`).
+    pub file: Option<Spanned<PathBuf>>,
+    /// The text column (CSV / TSV header) or key (JSONL).
+    pub text_column: Option<String>,
+    pub label_column: Option<String>,
+    /// Train / val / test fractions of `file` (stratified, seeded).
+    pub split: Option<Spanned<Vec<f64>>>,
+    /// Labelled training texts per class (default: all of the train split).
+    pub k_shot: Option<usize>,
+    #[serde(default)]
+    pub seed: u64,
+}
+
+/// The VADER sentiment lexicon as a polarity task (label = sign of the mean valence).
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct VaderSection {
+    /// `vader_lexicon.txt` (default: the installed `vadersentiment` package's).
+    pub path: Option<Spanned<PathBuf>>,
+    /// Entries with |mean valence| <= threshold are left out.
+    #[serde(default)]
+    pub threshold: f64,
+    /// Train / val / test fractions (default [0.7, 0.1, 0.2]).
+    pub split: Option<Spanned<Vec<f64>>>,
+    pub k_shot: Option<usize>,
+    #[serde(default)]
+    pub seed: u64,
+}
+
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct DataSection {
     /// scikit-learn's real digits, shipped with graft (instead of folders).
     pub digits: Option<DigitsSection>,
+    /// Labelled text files, for a text model.
+    pub text: Option<TextSection>,
+    /// The VADER lexicon, for a text model.
+    pub vader: Option<VaderSection>,
     /// ImageFolder roots (one sub-directory per class).
     pub train: Option<Spanned<PathBuf>>,
     pub val: Option<Spanned<PathBuf>>,
@@ -195,6 +245,8 @@ impl Default for DataSection {
     fn default() -> Self {
         Self {
             digits: None,
+            text: None,
+            vader: None,
             train: None,
             val: None,
             test: None,
@@ -291,6 +343,9 @@ pub enum ExtractHead {
     Mlp,
     Prototype,
     Knn,
+    /// A text model's zero-shot classifier: cosine to the embedded class descriptions of
+    /// `[strategy.zero_shot]` (no training labels used).
+    ZeroShot,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -316,6 +371,8 @@ pub struct ExtractStrategy {
     pub hidden: Vec<usize>,
     #[serde(default)]
     pub dropout: f64,
+    /// Class name → descriptions (`negative = ["a negative word"]`), for `head = "zero_shot"`.
+    pub zero_shot: Option<Spanned<BTreeMap<String, Vec<String>>>>,
 }
 
 fn pooled() -> Spanned<String> {
@@ -342,6 +399,7 @@ impl Default for ExtractStrategy {
             k: five(),
             hidden: Vec::new(),
             dropout: 0.0,
+            zero_shot: None,
         }
     }
 }

@@ -15,11 +15,11 @@ use graft_data::{
 };
 use graft_extract::{
     FeatureSpec, Features, HeadTraining, KnnHead, LogisticConfig, LogisticHead, ProbeConfig,
-    PrototypeHead, extract,
+    PrototypeHead, extract_many_with,
 };
 use graft_finetune::{FineTuneOptions, FreezeDepth, Gradual, LpFt, Recipe, Strategy};
 use graft_surgery::{BnPolicy, LrConfig, Plan};
-use graft_train::{ClassMetrics, History, TrainConfig};
+use graft_train::{ClassMetrics, History, Inputs, TrainConfig};
 use graft_zoo::{HeadSpec, Model, ModelOptions, Registry};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -79,6 +79,20 @@ struct Data {
     channels: usize,
     digits: bool,
     shift: Option<Shift>,
+    /// Text data: the model's tokenizer and files (the datasets are `TokenDataset`s).
+    text: Option<TextInputs>,
+}
+
+/// What a text experiment reads with.
+struct TextInputs {
+    tokenizer: graft_text::Tokenizer,
+    files: graft_zoo::TextModelFiles,
+}
+
+impl TextInputs {
+    fn pad_id(&self) -> i64 {
+        self.tokenizer.pad_id()
+    }
 }
 
 struct Job<S> {
@@ -118,24 +132,7 @@ fn digits_data(src: &Source, d: &crate::exp::DigitsSection) -> Result<Data> {
         }
         None => (0..10).collect(),
     };
-    let split = match &d.split {
-        Some(s) => {
-            let v = s.get_ref();
-            if v.len() != 3
-                || v.iter().any(|f| f.is_nan() || *f < 0.0)
-                || v.iter().sum::<f64>() > 1.0 + 1e-9
-            {
-                return Err(src
-                    .error(
-                        s.span(),
-                        "split is [train, val, test] fractions, each >= 0, summing to at most 1",
-                    )
-                    .into());
-            }
-            v.clone()
-        }
-        None => vec![0.6, 0.2, 0.2],
-    };
+    let split = fractions(src, d.split.as_ref(), [0.6, 0.2, 0.2])?;
     let parts = stratified_split(&base.labels(), &split, d.seed)?;
     let labels = base.labels();
     let pick = |idx: &[usize]| -> Vec<usize> {
@@ -166,6 +163,7 @@ fn digits_data(src: &Source, d: &crate::exp::DigitsSection) -> Result<Data> {
         channels: 1,
         digits: true,
         shift: None,
+        text: None,
     })
 }
 
@@ -178,6 +176,7 @@ fn folder_data(src: &Source, d: &crate::exp::DataSection) -> Result<Data> {
         channels: 3,
         digits: false,
         shift: None,
+        text: None,
     };
     for (key, p) in [("train", &d.train), ("val", &d.val), ("test", &d.test)] {
         let Some(p) = p else { continue };
@@ -207,6 +206,182 @@ fn folder_data(src: &Source, d: &crate::exp::DataSection) -> Result<Data> {
     Ok(out)
 }
 
+/// `[train, val, test]` fractions, checked; when they sum to less than 1 the rest is a fourth
+/// part nobody uses (`[0.1, 0.1, 0.2]` leaves 60 % of the data out).
+fn fractions(src: &Source, s: Option<&Spanned<Vec<f64>>>, default: [f64; 3]) -> Result<Vec<f64>> {
+    let Some(s) = s else {
+        return Ok(default.to_vec());
+    };
+    let v = s.get_ref();
+    if v.len() != 3
+        || v.iter().any(|f| f.is_nan() || *f < 0.0)
+        || v.iter().sum::<f64>() > 1.0 + 1e-9
+    {
+        return Err(src
+            .error(
+                s.span(),
+                "split is [train, val, test] fractions, each >= 0, summing to at most 1",
+            )
+            .into());
+    }
+    let mut v = v.clone();
+    let rest = 1.0 - v.iter().sum::<f64>();
+    if rest > 1e-9 {
+        v.push(rest);
+    }
+    Ok(v)
+}
+
+/// Text data for a text model: `[data.text]` files or `[data.vader]`, tokenised with the model's
+/// tokenizer into `TokenDataset`s.
+fn text_data(
+    src: &Source,
+    exp_model: &crate::exp::ModelSection,
+    reg: &Registry,
+    d: &crate::exp::DataSection,
+) -> Result<Data> {
+    use graft_text::{TextColumns, TextDataset, TokenDataset};
+    let entry = reg.get(exp_model.name.get_ref())?;
+    let Some(tcfg) = &entry.cfg.text else {
+        return Err(src
+            .error(
+                exp_model.name.span(),
+                format!(
+                    "{} is an image model: text data needs a text model (minilm_l6)",
+                    exp_model.name.get_ref()
+                ),
+            )
+            .into());
+    };
+    let dir = match &exp_model.dir {
+        Some(p) => Some(src.existing("model.dir", p)?),
+        None => None,
+    };
+    let files = graft_zoo::TextModelFiles::locate(tcfg, dir.as_deref())
+        .map_err(|e| src.table_error("model", e.to_string()))?;
+    let tokenizer = graft_text::Tokenizer::from_file(&files.tokenizer, tcfg.max_length)?;
+    let split3 = |all: &TextDataset, f: Vec<f64>, seed: u64| -> Result<[Option<TextDataset>; 3]> {
+        let mut parts = all.split(&f, seed)?.into_iter();
+        let mut next = || parts.next().filter(|p| !p.is_empty());
+        Ok([next(), next(), next()])
+    };
+    let (mut parts, k, seed) = match (&d.text, &d.vader) {
+        (Some(_), Some(_)) => {
+            return Err(src
+                .table_error("data", "give [data.text] or [data.vader], not both")
+                .into());
+        }
+        (Some(t), None) => {
+            let cols = TextColumns {
+                text: t.text_column.clone().unwrap_or_else(|| "text".into()),
+                label: t.label_column.clone().unwrap_or_else(|| "label".into()),
+            };
+            let files_given = t.train.is_some() || t.val.is_some() || t.test.is_some();
+            let parts = match (&t.file, files_given) {
+                (Some(f), false) => {
+                    let path = src.existing("data.text.file", f)?;
+                    let all = TextDataset::read(&path, None, &cols, None)?;
+                    split3(
+                        &all,
+                        fractions(src, t.split.as_ref(), [0.7, 0.1, 0.2])?,
+                        t.seed,
+                    )?
+                }
+                (None, true) => {
+                    if let Some(s) = &t.split {
+                        return Err(src
+                            .error(s.span(), "split divides data.text.file; the train / val / test files are the splits")
+                            .into());
+                    }
+                    let mut out: [Option<TextDataset>; 3] = [None, None, None];
+                    let mut classes: Option<Vec<String>> = None;
+                    for (i, (key, p)) in [("train", &t.train), ("val", &t.val), ("test", &t.test)]
+                        .into_iter()
+                        .enumerate()
+                    {
+                        let Some(p) = p else { continue };
+                        let path = src.existing(&format!("data.text.{key}"), p)?;
+                        let ds = TextDataset::read(&path, None, &cols, classes.as_deref())?;
+                        classes.get_or_insert_with(|| ds.classes.clone());
+                        out[i] = Some(ds);
+                    }
+                    out
+                }
+                (Some(f), true) => {
+                    return Err(src
+                        .error(
+                            f.span(),
+                            "give data.text.file or train / val / test files, not both",
+                        )
+                        .into());
+                }
+                (None, false) => {
+                    return Err(src
+                        .table_error(
+                            "data",
+                            "[data.text] needs file = ... or train / val / test files",
+                        )
+                        .into());
+                }
+            };
+            (parts, t.k_shot, t.seed)
+        }
+        (None, Some(v)) => {
+            let path = match &v.path {
+                Some(p) => src.existing("data.vader.path", p)?,
+                None => graft_zoo::text::site_packages_candidates()
+                    .into_iter()
+                    .map(|d| d.join("vaderSentiment/vader_lexicon.txt"))
+                    .find(|p| p.is_file())
+                    .ok_or_else(|| {
+                        src.table_error(
+                            "data",
+                            "the vadersentiment package is not installed in any environment found: give data.vader.path",
+                        )
+                    })?,
+            };
+            let all = TextDataset::vader(&path, v.threshold)?;
+            (
+                split3(
+                    &all,
+                    fractions(src, v.split.as_ref(), [0.7, 0.1, 0.2])?,
+                    v.seed,
+                )?,
+                v.k_shot,
+                v.seed,
+            )
+        }
+        (None, None) => unreachable!("called for text data only"),
+    };
+    if let (Some(k), Some(train)) = (k, parts[0].as_ref()) {
+        parts[0] = Some(train.k_shot(k, seed)?);
+    }
+    let classes = parts
+        .iter()
+        .flatten()
+        .next()
+        .map(|p| p.classes.clone())
+        .unwrap_or_default();
+    let mut sets: Vec<Option<Arc<dyn Dataset>>> = Vec::new();
+    for p in &parts {
+        sets.push(match p {
+            Some(ds) => Some(Arc::new(TokenDataset::new(ds, &tokenizer)?)),
+            None => None,
+        });
+    }
+    let mut it = sets.into_iter();
+    Ok(Data {
+        train: it.next().flatten(),
+        val: it.next().flatten(),
+        test: it.next().flatten(),
+        classes,
+        channels: 1,
+        digits: false,
+        shift: None,
+        text: Some(TextInputs { tokenizer, files }),
+    })
+}
+
 impl<S: DeserializeOwned + Serialize + Default> Job<S> {
     fn new(route: Route, src: Source, cli_dirs: &[PathBuf]) -> Result<Self> {
         let exp: Experiment<S> = src.parse()?;
@@ -220,7 +395,29 @@ impl<S: DeserializeOwned + Serialize + Default> Job<S> {
         }
         let d = &exp.data;
         let has_folders = d.train.is_some() || d.val.is_some() || d.test.is_some();
+        let has_text = d.text.is_some() || d.vader.is_some();
+        if has_text && (has_folders || d.digits.is_some()) {
+            return Err(src
+                .table_error(
+                    "data",
+                    "text data ([data.text] / [data.vader]) goes alone: no digits or image folders beside it",
+                )
+                .into());
+        }
+        let text_model = reg.get(name.get_ref())?.cfg.text.is_some();
+        if text_model && !has_text {
+            return Err(src
+                .error(
+                    name.span(),
+                    format!(
+                        "{} is a text model: give [data.text] or [data.vader]",
+                        name.get_ref()
+                    ),
+                )
+                .into());
+        }
         let mut data = match (&d.digits, has_folders) {
+            _ if has_text => text_data(&src, &exp.model, &reg, d)?,
             (Some(_), true) => {
                 return Err(src
                     .table_error(
@@ -305,7 +502,11 @@ impl<S: DeserializeOwned + Serialize + Default> Job<S> {
         if m.lenient {
             opts.load = graft_zoo::LoadOptions::lenient();
         }
-        let weights = m.weights.as_ref().map(|w| self.src.resolve(w.get_ref()));
+        let weights = m
+            .weights
+            .as_ref()
+            .map(|w| self.src.resolve(w.get_ref()))
+            .or_else(|| self.data.text.as_ref().map(|t| t.files.weights.clone()));
         let file_classes = match weights.as_ref().or(entry.weights.as_ref()) {
             Some(w) => crate::weights_num_classes(w, &entry.cfg.classifier)?,
             None => None,
@@ -368,7 +569,9 @@ impl<S: DeserializeOwned + Serialize + Default> Job<S> {
             .shift
             .filter(|_| which != "train" || self.exp.data.shift_train);
         let mut steps: Vec<Box<dyn Transform>> = Vec::new();
-        if !self.data.digits {
+        if self.data.text.is_some() {
+            // token ids: no image transform
+        } else if !self.data.digits {
             let tc = self.tcfg(model);
             if train_mode && self.exp.data.augment {
                 let Compose(v) = train_transform(&tc);
@@ -451,7 +654,30 @@ impl<S: DeserializeOwned + Serialize + Default> Job<S> {
         c.ema_decay = t.ema_decay;
         c.progress = t.progress;
         c.run_dir = run.map(Path::to_path_buf);
+        c.inputs = self.inputs();
         c
+    }
+
+    /// What the loaders' batches hold.
+    fn inputs(&self) -> Inputs {
+        match &self.data.text {
+            Some(t) => Inputs::Tokens { pad_id: t.pad_id() },
+            None => Inputs::Images,
+        }
+    }
+
+    /// Routes that do not take text data say so.
+    fn images_only(&self, route: &str) -> Result<()> {
+        if self.data.text.is_some() {
+            return Err(self
+                .src
+                .table_error(
+                    "data",
+                    format!("{route} works on images; text data runs with graft extract, finetune, plan and eval"),
+                )
+                .into());
+        }
+        Ok(())
     }
 
     fn num_classes(&self) -> usize {
@@ -613,11 +839,12 @@ pub trait Routes: Backend + Sized {
     ) -> Result<graft_finetune::FineTuneReport> {
         bail!("fine-tuning needs libtorch (backend = \"tch\")")
     }
-    fn evaluate(model: &Model<Self>, loader: &Loader) -> Result<ClassMetrics> {
-        Ok(graft_train::evaluate(
+    fn evaluate(model: &Model<Self>, loader: &Loader, inputs: Inputs) -> Result<ClassMetrics> {
+        Ok(graft_train::evaluate_with(
             model,
             loader,
             &graft_backend::Ctx::eval(),
+            inputs,
         )?)
     }
 }
@@ -684,6 +911,9 @@ impl Dispatch for Job<ExtractStrategy> {
         {
             return Err(self.needs_tch("head = \"linear\" / \"mlp\"").into());
         }
+        if self.exp.strategy.head == ExtractHead::ZeroShot {
+            self.zero_shot_descriptions()?;
+        }
         on_backend!(self, extract_on)
     }
 }
@@ -716,7 +946,14 @@ impl Job<ExtractStrategy> {
                 FeatureSpec::Stage(s.to_string())
             }
         };
-        self.need("train", "graft extract")?;
+        if st.head != ExtractHead::ZeroShot {
+            self.need("train", "graft extract")?;
+        }
+        let noun = if self.data.text.is_some() {
+            "texts"
+        } else {
+            "images"
+        };
         let run = self.start()?;
         let mut rep = Report::new(&format!(
             "graft extract: {} features of {}",
@@ -729,9 +966,15 @@ impl Job<ExtractStrategy> {
             let Some(l) = self.loader(&model, which, false)? else {
                 continue;
             };
-            let (f, r) = extract(&model, &l, &spec, &run.cache)?;
+            let opts = graft_extract::ExtractOptions {
+                inputs: self.inputs(),
+                ..Default::default()
+            };
+            let (mut fs, r) =
+                extract_many_with(&model, &l, std::slice::from_ref(&spec), &run.cache, &opts)?;
+            let f = fs.pop().context("features")?;
             rep.para(&format!(
-                "{which}: {} images → {}-d features, {} ({} trunk forwards)",
+                "{which}: {} {noun} → {}-d features, {} ({} trunk forwards)",
                 f.n,
                 f.dim,
                 if r.cached {
@@ -775,6 +1018,10 @@ impl Job<ExtractStrategy> {
             ExtractHead::Knn => {
                 let h = KnnHead::fit(train, n, st.k)?;
                 Box::new(move |f| Ok(h.predict(f)))
+            }
+            ExtractHead::ZeroShot => {
+                let z = self.zero_shot(&model)?;
+                Box::new(move |f| Ok(z.predict(f)?))
             }
             ExtractHead::Linear | ExtractHead::Mlp => {
                 if spec != FeatureSpec::Pooled {
@@ -854,14 +1101,82 @@ impl Job<ExtractStrategy> {
             rep.para(&format!("exported trunk + head as a user model: {} (`graft --models-dir {} infer --model model ...`)", dir.display(), run.path.display()));
             rep.set("exported", json!(dir));
         } else if self.exp.output.export {
-            rep.para("no model exported: prototype / kNN heads and stage features do not make a classifier on the trunk");
+            rep.para("no model exported: prototype / kNN / zero-shot heads and stage features do not make a classifier on the trunk");
         }
         rep.finish(&run)
     }
 }
 
+impl Job<ExtractStrategy> {
+    /// The descriptions of `[strategy.zero_shot]`, one list per class in the data's order
+    /// (checked before anything runs).
+    fn zero_shot_descriptions(&self) -> Result<Vec<Vec<String>>> {
+        let st = &self.exp.strategy;
+        if self.data.text.is_none() {
+            return Err(self
+                .src
+                .table_error(
+                    "strategy",
+                    "head = \"zero_shot\" needs a text model and text data",
+                )
+                .into());
+        }
+        let Some(z) = &st.zero_shot else {
+            return Err(self
+                .src
+                .table_error(
+                    "strategy",
+                    "head = \"zero_shot\" needs [strategy.zero_shot]: class = [\"a description\", ...]",
+                )
+                .into());
+        };
+        let map = z.get_ref();
+        if let Some(extra) = map.keys().find(|k| !self.data.classes.contains(k)) {
+            return Err(self
+                .src
+                .error(
+                    z.span(),
+                    format!(
+                        "zero_shot: {extra:?} is not a class of the data ({})",
+                        self.data.classes.join(", ")
+                    ),
+                )
+                .into());
+        }
+        let mut desc = Vec::new();
+        for c in &self.data.classes {
+            match map.get(c) {
+                Some(d) if !d.is_empty() => desc.push(d.clone()),
+                _ => {
+                    return Err(self
+                        .src
+                        .error(
+                            z.span(),
+                            format!("zero_shot: class {c:?} has no description"),
+                        )
+                        .into());
+                }
+            }
+        }
+        Ok(desc)
+    }
+
+    /// The zero-shot classifier of `[strategy.zero_shot]` on `model`.
+    fn zero_shot<B: Backend>(&self, model: &Model<B>) -> Result<graft_extract::ZeroShot> {
+        let desc = self.zero_shot_descriptions()?;
+        let t = self.data.text.as_ref().context("text data")?;
+        Ok(graft_extract::ZeroShot::with_model(
+            model,
+            &t.tokenizer,
+            &self.data.classes,
+            &desc,
+        )?)
+    }
+}
+
 impl Dispatch for Job<ProbeStrategy> {
     fn dispatch(self) -> Result<()> {
+        self.images_only("graft probe")?;
         on_backend!(self, probe_on)
     }
 }
@@ -943,6 +1258,7 @@ impl Job<ProbeStrategy> {
 
 impl Dispatch for Job<ReuseStrategy> {
     fn dispatch(self) -> Result<()> {
+        self.images_only("graft reuse")?;
         if self.exp.strategy.reestimate_bn && self.backend != BackendName::Tch {
             return Err(self.needs_tch("reestimate_bn = true").into());
         }
@@ -1219,7 +1535,7 @@ impl Job<FinetuneStrategy> {
         rep.set("seconds", json!(secs));
         rep.set("history", json!(r.history.epochs.iter().map(|e| json!({"epoch": e.epoch, "train_loss": e.train_loss, "val": e.val.as_ref().map(class_metrics_json)})).collect::<Vec<_>>()));
         if let Some(t) = &test {
-            let m = B::evaluate(&model, t)?;
+            let m = B::evaluate(&model, t, self.inputs())?;
             rep.md.push_str(&metrics_md(
                 "test",
                 &self.data.classes,
@@ -1325,7 +1641,7 @@ impl Job<NoStrategy> {
         }
         let run = self.start()?;
         let l = self.loader(&model, which, false)?.context("eval split")?;
-        let m = B::evaluate(&model, &l)?;
+        let m = B::evaluate(&model, &l, self.inputs())?;
         let mut rep = Report::new(&format!("graft eval: {} on {which}", model.name()));
         rep.md.push_str(&metrics_md(
             which,

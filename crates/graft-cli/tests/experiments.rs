@@ -271,3 +271,166 @@ fn bad_experiment_files_name_file_line_and_column() {
     assert!(!dir.join("runs").exists(), "nothing ran, no run directory");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Text experiments: MiniLM from its installed package on the VADER lexicon (`[data.vader]`) and
+/// on labelled CSV files (`[data.text]`): a logistic head on frozen embeddings (a second run reads
+/// the cache), the zero-shot head from `[strategy.zero_shot]`, fine-tuning the top layers, and
+/// the file's errors located.
+#[test]
+fn text_experiments() {
+    let dir = tmp("text");
+    write(
+        &dir,
+        "vader.toml",
+        r#"
+[model]
+name = "minilm_l6"
+
+[data]
+batch_size = 128
+
+[data.vader]
+split = [0.2, 0.1, 0.7]
+k_shot = 100
+
+[strategy]
+head = "logistic"
+"#,
+    );
+    let out = ok(&dir, &["extract", "vader.toml"]);
+    let r = report(&dir.join(run_dir(&out)));
+    let acc = r["metrics"]["test"]["accuracy"].as_f64().expect("acc");
+    assert!(
+        acc > 0.7,
+        "frozen MiniLM + logistic from 100 words a class: {acc}"
+    );
+    assert_eq!(r["extraction"]["train"]["images"], 200);
+    let again = report(&dir.join(run_dir(&ok(&dir, &["extract", "vader.toml"]))));
+    assert_eq!(again["trunk_forwards"], 0, "the second run reads the cache");
+    assert_eq!(
+        again["metrics"]["test"]["accuracy"],
+        r["metrics"]["test"]["accuracy"]
+    );
+
+    write(
+        &dir,
+        "zero.toml",
+        r#"
+[model]
+name = "minilm_l6"
+
+[data.vader]
+split = [0.0, 0.0, 0.3]
+
+[strategy]
+head = "zero_shot"
+
+[strategy.zero_shot]
+negative = ["a negative word", "something bad"]
+positive = ["a positive word", "something good"]
+"#,
+    );
+    let z = report(&dir.join(run_dir(&ok(&dir, &["extract", "zero.toml"]))));
+    let zacc = z["metrics"]["test"]["accuracy"].as_f64().expect("acc");
+    assert!(zacc > 0.65, "zero-shot: {zacc}");
+
+    let rows = |pos: &[&str], neg: &[&str]| {
+        let mut s = String::from("text,label\n");
+        for w in pos {
+            s.push_str(&format!("\"{w}\",pos\n"));
+        }
+        for w in neg {
+            s.push_str(&format!("\"{w}\",neg\n"));
+        }
+        s
+    };
+    let pos = [
+        "wonderful",
+        "great day",
+        "I love it",
+        "superb, truly",
+        "delightful",
+        "happy",
+        "excellent work",
+        "brilliant",
+    ];
+    let neg = [
+        "awful",
+        "terrible day",
+        "I hate it",
+        "dreadful, truly",
+        "disgusting",
+        "sad",
+        "horrible work",
+        "miserable",
+    ];
+    write(&dir, "train.csv", &rows(&pos, &neg));
+    write(
+        &dir,
+        "test.csv",
+        &rows(&["fantastic", "joyful"], &["horrid", "gloomy"]),
+    );
+    write(
+        &dir,
+        "ft.toml",
+        r#"
+[model]
+name = "minilm_l6"
+
+[data]
+batch_size = 4
+
+[data.text]
+train = "train.csv"
+test = "test.csv"
+
+[strategy]
+freeze = 5
+
+[train]
+epochs = 2
+lr = 1e-3
+progress = false
+"#,
+    );
+    let f = report(&dir.join(run_dir(&ok(&dir, &["finetune", "ft.toml"]))));
+    assert_eq!(f["frozen_stages"], 5);
+    assert_eq!(f["test"]["samples"], 4);
+    assert_eq!(f["history"].as_array().expect("history").len(), 2);
+
+    let bad = [
+        (
+            "no_desc.toml",
+            "[model]\nname = \"minilm_l6\"\n[data.vader]\n[strategy]\nhead = \"zero_shot\"\n[strategy.zero_shot]\npositive = [\"good\"]\n",
+            "no_desc.toml:6:1: zero_shot: class \"negative\" has no description",
+        ),
+        (
+            "image_model.toml",
+            "[model]\nname = \"resnet18\"\n[data.vader]\n",
+            "image_model.toml:2:8: resnet18 is an image model",
+        ),
+        (
+            "text_model.toml",
+            "[model]\nname = \"minilm_l6\"\n[data.digits]\n",
+            "text_model.toml:2:8: minilm_l6 is a text model",
+        ),
+        (
+            "probe.toml",
+            "[model]\nname = \"minilm_l6\"\n[data.vader]\n",
+            "probe.toml:3:1: graft probe works on images",
+        ),
+    ];
+    for (name, text, want) in bad {
+        write(&dir, name, text);
+        let cmd = if name == "probe.toml" {
+            "probe"
+        } else {
+            "extract"
+        };
+        let out = graft(&dir, &[cmd, name]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{name}: {err}");
+        assert!(err.starts_with(&format!("error: {want}")), "{name}: {err}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}

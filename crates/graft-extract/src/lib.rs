@@ -21,7 +21,7 @@ pub use heads::{
     HeadTraining, KnnHead, LogisticConfig, LogisticHead, PrototypeHead, accuracy, train_head,
 };
 pub use probe::{ProbeConfig, ProbeReport, ProbeRow, probe};
-pub use text::{TextData, TextEncoder, ZeroShot, extract_texts};
+pub use text::{TextData, TextEncoder, ZeroShot, embed_with, extract_texts};
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -31,6 +31,7 @@ use graft_backend::safetensors_io::{load, save};
 use graft_backend::{Backend, Ctx, DType, TensorData};
 use graft_core::{Error, Result};
 use graft_data::{ArrayDataset, Loader};
+use graft_train::Inputs;
 use graft_zoo::{InferenceOptions, Model};
 
 /// Which features to take.
@@ -113,6 +114,7 @@ fn key_of(
     model_name: &str,
     weights: u64,
     form: &InferenceOptions,
+    inputs: Inputs,
     loader: &Loader,
     spec: &FeatureSpec,
 ) -> Result<u64> {
@@ -120,6 +122,9 @@ fn key_of(
     b.extend(model_name.as_bytes());
     b.extend(weights.to_le_bytes());
     b.extend(form.label().as_bytes());
+    if inputs != Inputs::Images {
+        b.extend(format!("{inputs:?}").as_bytes());
+    }
     b.extend(format!("{:?}", loader.transform()).as_bytes());
     b.extend(format!("{spec:?}").as_bytes());
     b.extend(loader.dataset().fingerprint()?.to_le_bytes());
@@ -128,8 +133,15 @@ fn key_of(
 
 /// The cache key of extracting `spec` from `model` over `loader` with the default options.
 pub fn cache_key<B: Backend>(model: &Model<B>, loader: &Loader, spec: &FeatureSpec) -> Result<u64> {
-    let form = ExtractOptions::default().form(model);
-    key_of(model.name(), model_hash(model)?, &form, loader, spec)
+    let o = ExtractOptions::default();
+    key_of(
+        model.name(),
+        model_hash(model)?,
+        &o.form(model),
+        o.inputs,
+        loader,
+        spec,
+    )
 }
 
 /// How the trunk runs during an extraction.
@@ -140,6 +152,9 @@ pub struct ExtractOptions {
     /// precision for 2-6x the speed on CPUs with AMX (docs/benchmarks.md); the cache keeps the two apart. A model
     /// that already is an inference copy runs as it is.
     pub inference: InferenceOptions,
+    /// What the loader's batches hold: images (default) or a text encoder's token ids
+    /// (graft-text's `TokenDataset`, `Inputs::Tokens`).
+    pub inputs: Inputs,
 }
 
 impl ExtractOptions {
@@ -147,6 +162,14 @@ impl ExtractOptions {
     pub fn bf16() -> Self {
         Self {
             inference: InferenceOptions::bf16(),
+            ..Self::default()
+        }
+    }
+    /// Extraction over token batches padded with `pad_id`.
+    pub fn tokens(pad_id: i64) -> Self {
+        Self {
+            inputs: Inputs::Tokens { pad_id },
+            ..Self::default()
         }
     }
     fn form<B: Backend>(&self, model: &Model<B>) -> InferenceOptions {
@@ -256,12 +279,24 @@ pub fn extract_many_with<B: Backend>(
     if specs.is_empty() {
         return Err(Error::invalid("extract", "no feature spec given"));
     }
+    if model.arch().is_text() && specs.iter().any(|s| *s != FeatureSpec::Pooled) {
+        return Err(Error::invalid(
+            "extract",
+            "a text encoder gives pooled features (its sentence embedding) only",
+        ));
+    }
+    if opts.inputs == Inputs::Pooled {
+        return Err(Error::invalid(
+            "extract",
+            "the loader holds pooled features already: nothing to extract",
+        ));
+    }
     let weights = model_hash(model)?;
     let form = opts.form(model);
     let paths = specs
         .iter()
         .map(|s| {
-            key_of(model.name(), weights, &form, loader, s)
+            key_of(model.name(), weights, &form, opts.inputs, loader, s)
                 .map(|k| cache_dir.join(format!("features-{k:016x}.safetensors")))
         })
         .collect::<Result<Vec<_>>>()?;
@@ -303,7 +338,7 @@ pub fn extract_many_with<B: Backend>(
     let mut forwards = 0;
     for batch in loader.epoch(0) {
         let batch = batch?;
-        let x = b.from_data(&batch.images)?;
+        let x = opts.inputs.model_input(b, &b.from_data(&batch.images)?)?;
         let pooled = if want_pooled {
             forwards += 1;
             Some(model.forward_pooled(&x, &ctx)?)

@@ -115,29 +115,7 @@ impl<B: Backend> TextEncoder<B> {
     }
     /// [`TextEncoder::embed`] and the forwards it ran.
     fn embed_counted(&self, texts: &[&str]) -> Result<(Vec<f32>, usize)> {
-        let b = self.model.backend();
-        let dim = self.model.num_features();
-        let ids = self.tokenizer.ids_batch(texts)?;
-        let mut order: Vec<usize> = (0..ids.len()).collect();
-        order.sort_by_key(|&i| std::cmp::Reverse(ids[i].len()));
-        let mut out = vec![0f32; texts.len() * dim];
-        let ctx = Ctx::eval();
-        let bs = self.batch_size.max(1);
-        let mut forwards = 0;
-        for chunk in order.chunks(bs) {
-            let seqs: Vec<&[u32]> = chunk.iter().map(|&i| ids[i].as_slice()).collect();
-            let x = b.from_data(&pad_ids(&seqs, self.tokenizer.pad_id())?)?;
-            let y = self.model.forward_pooled(&x, &ctx)?;
-            forwards += 1;
-            let y = b.to_data(&b.cast(&y, DType::F32)?)?.to_f32();
-            for (row, &i) in y.rows().into_iter().zip(chunk) {
-                out[i * dim..(i + 1) * dim].copy_from_slice(
-                    row.as_slice()
-                        .ok_or_else(|| Error::invalid("embed", "non-contiguous output"))?,
-                );
-            }
-        }
-        Ok((out, forwards))
+        embed_with(&self.model, &self.tokenizer, texts, self.batch_size)
     }
     fn cache_key(&self, form: &InferenceOptions, data: &TextData<'_>) -> Result<u64> {
         let mut h = Vec::new();
@@ -157,6 +135,39 @@ impl<B: Backend> TextEncoder<B> {
         }
         Ok(stable_hash(&h))
     }
+}
+
+/// Sentence embeddings of `texts` by `model` (a text encoder) reading `tokenizer`'s ids,
+/// `[n, dim]` row-major in input order, and the forwards run: texts sorted by token count and
+/// batched `batch` at a time, so a batch pads little.
+pub fn embed_with<B: Backend>(
+    model: &Model<B>,
+    tokenizer: &Tokenizer,
+    texts: &[&str],
+    batch: usize,
+) -> Result<(Vec<f32>, usize)> {
+    let b = model.backend();
+    let dim = model.num_features();
+    let ids = tokenizer.ids_batch(texts)?;
+    let mut order: Vec<usize> = (0..ids.len()).collect();
+    order.sort_by_key(|&i| std::cmp::Reverse(ids[i].len()));
+    let mut out = vec![0f32; texts.len() * dim];
+    let ctx = Ctx::eval();
+    let mut forwards = 0;
+    for chunk in order.chunks(batch.max(1)) {
+        let seqs: Vec<&[u32]> = chunk.iter().map(|&i| ids[i].as_slice()).collect();
+        let x = b.from_data(&pad_ids(&seqs, tokenizer.pad_id())?)?;
+        let y = model.forward_pooled(&x, &ctx)?;
+        forwards += 1;
+        let y = b.to_data(&b.cast(&y, DType::F32)?)?.to_f32();
+        for (row, &i) in y.rows().into_iter().zip(chunk) {
+            out[i * dim..(i + 1) * dim].copy_from_slice(
+                row.as_slice()
+                    .ok_or_else(|| Error::invalid("embed", "non-contiguous output"))?,
+            );
+        }
+    }
+    Ok((out, forwards))
 }
 
 /// Labelled texts to extract features of.
@@ -270,6 +281,15 @@ impl ZeroShot {
         classes: &[String],
         descriptions: &[Vec<String>],
     ) -> Result<Self> {
+        Self::with_model(&encoder.model, &encoder.tokenizer, classes, descriptions)
+    }
+    /// [`ZeroShot::new`] with the model and its tokenizer apart.
+    pub fn with_model<B: Backend>(
+        model: &Model<B>,
+        tokenizer: &Tokenizer,
+        classes: &[String],
+        descriptions: &[Vec<String>],
+    ) -> Result<Self> {
         if classes.len() != descriptions.len() || classes.is_empty() {
             return Err(Error::invalid(
                 "ZeroShot",
@@ -287,8 +307,8 @@ impl ZeroShot {
             ));
         }
         let flat: Vec<&str> = descriptions.iter().flatten().map(String::as_str).collect();
-        let emb = encoder.embed(&flat)?;
-        let dim = encoder.model.num_features();
+        let (emb, _) = embed_with(model, tokenizer, &flat, DEFAULT_TEXT_BATCH)?;
+        let dim = model.num_features();
         let mut out = vec![0f32; classes.len() * dim];
         let mut at = 0;
         for (c, d) in descriptions.iter().enumerate() {

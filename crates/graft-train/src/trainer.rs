@@ -52,6 +52,19 @@ pub enum Inputs {
 }
 
 impl Inputs {
+    /// A loader batch as the model's input, for inputs the whole model runs on: the images as
+    /// they are, token batches as `[N, L]` int64 ids (see [`Inputs::Tokens`]). Pooled features
+    /// are no model input (an error).
+    pub fn model_input<B: Backend>(self, b: &B, x: &B::Tensor) -> Result<B::Tensor> {
+        match self {
+            Inputs::Images => Ok(x.clone()),
+            Inputs::Tokens { pad_id } => token_batch(b, x, pad_id),
+            Inputs::Pooled => Err(Error::invalid(
+                "Inputs::model_input",
+                "pooled features are the classifier's input, not the model's",
+            )),
+        }
+    }
     /// Logits of `model` on a batch of these inputs.
     pub fn logits<B: Backend>(
         self,
