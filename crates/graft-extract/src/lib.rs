@@ -9,7 +9,9 @@
 //! on host features (multinomial logistic regression through linfa, prototype / nearest class
 //! mean by cosine, kNN); a Linear / MLP head trained on cached features with graft-train's
 //! Trainer, in place on its trunk; the per-stage linear probe and the freeze depth it recommends;
-//! exporting trunk + head as one user model.
+//! exporting trunk + head as one user model; on text ([`text`]): a zoo text encoder with its
+//! tokenizer, sentence embeddings in length-sorted batches, the same cache, zero-shot
+//! classification by cosine to embedded class descriptions.
 //!
 //! Must not know: concrete backends, the loop's internals (it hands the Trainer a plan), TOML.
 

@@ -1,14 +1,16 @@
 //! graft-zoo: the model zoo. Families written once over [`graft_backend::Backend`] with the
 //! reference's `state_dict` names (torchvision ResNet / MobileNetV3 / EfficientNet / ConvNeXt,
-//! timm ViT), a registry with wildcard listing, pretrained cfgs and user models, and graft's own
+//! timm ViT, HF BERT for text encoders such as sentence-transformers' MiniLM), a registry with wildcard listing, pretrained cfgs and user models, and graft's own
 //! weight loader with a report of everything it applied, skipped, adapted or could not fit.
 //!
 //! Owns: architectures as plain data ([`Arch`]), parameter names and initialisation as the
 //! references do them, the per-family stage tables and feature info, key remap tables between
 //! layouts, position-embedding resampling, the safetensors loader and its [`LoadReport`], and
-//! inference copies ([`Model::for_inference`]: BatchNorm folded, channels-last, bf16).
+//! inference copies ([`Model::for_inference`]: BatchNorm folded, channels-last, bf16), and where
+//! a text model's files are ([`TextModelFiles`]: a given directory or an installed package's).
 //!
-//! Must not know: concrete backends (tch, ndarray), optimizers, training, TOML, the CLI. Freezing
+//! Must not know: concrete backends (tch, ndarray), optimizers, training, TOML, the CLI,
+//! tokenisation (a text model takes ids; graft-text makes them). Freezing
 //! and learning-rate policy belong to graft-surgery; the zoo only says which parameters form
 //! which stage.
 
