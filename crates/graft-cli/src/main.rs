@@ -316,7 +316,10 @@ fn models(reg: &Registry, pattern: Option<&str>) -> Result<()> {
             e.name.clone(),
             e.arch.family().to_string(),
             millions(params),
-            format!("{}x{}x{}", s[0], s[1], s[2]),
+            match &e.cfg.text {
+                Some(t) => format!("<={} tokens", t.max_length),
+                None => format!("{}x{}x{}", s[0], s[1], s[2]),
+            },
             e.cfg.num_classes.to_string(),
             e.reference.clone(),
         ]);

@@ -506,7 +506,13 @@ impl<S: DeserializeOwned + Serialize + Default> Job<S> {
             .weights
             .as_ref()
             .map(|w| self.src.resolve(w.get_ref()))
-            .or_else(|| self.data.text.as_ref().map(|t| t.files.weights.clone()));
+            .or_else(|| {
+                // a text model's pretrained weights, unless it is a user model with its own
+                match (&self.data.text, &entry.weights) {
+                    (Some(t), None) => Some(t.files.weights.clone()),
+                    _ => None,
+                }
+            });
         let file_classes = match weights.as_ref().or(entry.weights.as_ref()) {
             Some(w) => crate::weights_num_classes(w, &entry.cfg.classifier)?,
             None => None,
@@ -767,7 +773,7 @@ fn metrics_md(
     conf: &[Vec<usize>],
 ) -> String {
     let mut s = format!(
-        "## {title}\n\naccuracy **{:.2} %** on {} images\n\n",
+        "## {title}\n\naccuracy **{:.2} %** on {} samples\n\n",
         100.0 * acc,
         conf.iter().flatten().sum::<usize>()
     );
@@ -984,7 +990,7 @@ impl Job<ExtractStrategy> {
                 },
                 r.forwards
             ));
-            forwards.insert(which.into(), json!({"images": f.n, "dim": f.dim, "cached": r.cached, "trunk_forwards": r.forwards, "cache_file": r.paths}));
+            forwards.insert(which.into(), json!({(noun): f.n, "dim": f.dim, "cached": r.cached, "trunk_forwards": r.forwards, "cache_file": r.paths}));
             feats.push((which, f));
         }
         let total: usize = forwards

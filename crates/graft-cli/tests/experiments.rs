@@ -304,7 +304,7 @@ head = "logistic"
         acc > 0.7,
         "frozen MiniLM + logistic from 100 words a class: {acc}"
     );
-    assert_eq!(r["extraction"]["train"]["images"], 200);
+    assert_eq!(r["extraction"]["train"]["texts"], 200);
     let again = report(&dir.join(run_dir(&ok(&dir, &["extract", "vader.toml"]))));
     assert_eq!(again["trunk_forwards"], 0, "the second run reads the cache");
     assert_eq!(
@@ -391,12 +391,46 @@ freeze = 5
 epochs = 2
 lr = 1e-3
 progress = false
+
+[output]
+export = true
 "#,
     );
-    let f = report(&dir.join(run_dir(&ok(&dir, &["finetune", "ft.toml"]))));
+    let ft_run = dir.join(run_dir(&ok(&dir, &["finetune", "ft.toml"])));
+    let f = report(&ft_run);
     assert_eq!(f["frozen_stages"], 5);
     assert_eq!(f["test"]["samples"], 4);
     assert_eq!(f["history"].as_array().expect("history").len(), 2);
+    // The exported encoder is a user model: `graft embed` runs its own (fine-tuned) weights,
+    // not the package's, with the package's tokenizer.
+    write(&dir, "words.txt", "wonderful\nhorrid\n");
+    let embed = |models_dir: Option<&str>, model: &str, out: &str| {
+        let mut args: Vec<&str> = Vec::new();
+        if let Some(d) = models_dir {
+            args.extend(["--models-dir", d]);
+        }
+        args.extend([
+            "embed",
+            "--model",
+            model,
+            "--input",
+            "words.txt",
+            "--output",
+            out,
+        ]);
+        ok(&dir, &args);
+        let a: ndarray::Array2<f32> = ndarray_npy::read_npy(dir.join(out)).expect("npy");
+        a
+    };
+    let base = embed(None, "minilm_l6", "base.npy");
+    let tuned = embed(Some(ft_run.to_str().expect("utf-8")), "model", "tuned.npy");
+    for i in 0..2 {
+        let cos: f32 = base.row(i).dot(&tuned.row(i));
+        assert!(
+            cos < 0.9999,
+            "row {i}: the fine-tuned encoder embeds differently ({cos})"
+        );
+    }
 
     let bad = [
         (

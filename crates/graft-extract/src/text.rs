@@ -65,8 +65,9 @@ impl<B: Backend> TextEncoder<B> {
         })
     }
     /// The registered text model `name` with its pretrained weights and tokenizer from `dir`
-    /// (default: the directory its Python package ships, found in an installed environment).
-    /// The load is strict; the report says what it did.
+    /// (default: the directory its Python package ships, found in an installed environment);
+    /// `opts.weights`, or a user model's own weights, replace the directory's. The load is
+    /// strict; the report says what it did.
     pub fn pretrained(
         backend: &B,
         registry: &Registry,
@@ -83,7 +84,11 @@ impl<B: Backend> TextEncoder<B> {
         };
         let files = TextModelFiles::locate(tcfg, dir)?;
         let mut o = opts.clone();
-        o.weights = Some(files.weights.clone());
+        // A user model (a fine-tuned encoder saved by graft) carries its own weights; the
+        // tokenizer still comes from the model directory.
+        if o.weights.is_none() && entry.weights.is_none() {
+            o.weights = Some(files.weights.clone());
+        }
         let (model, report) = registry.create(backend, name, &o)?;
         let report = report.ok_or_else(|| Error::invalid("TextEncoder", "no weights loaded"))?;
         let tokenizer = Tokenizer::from_file(&files.tokenizer, tcfg.max_length)?;
