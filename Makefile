@@ -28,11 +28,16 @@ clippy: check-libtorch
 # Test processes run side by side, each with libtorch's OpenMP threads: spinning idle threads
 # (libgomp's default) then starve the other process — measured 10-25x slower training tests on 2
 # cores. PASSIVE idle threads sleep instead; numerics do not change.
+#
+# The tests' scratch files (weights, checkpoints, run directories: ~1.5 GB a run) go to a TMPDIR
+# under target/ that each run empties first, so repeated runs cannot fill the disk's /tmp.
+TEST_TMP := $(CURDIR)/target/test-tmp
 unit: check-libtorch
+	@rm -rf $(TEST_TMP) && mkdir -p $(TEST_TMP)
 	@if cargo nextest --version >/dev/null 2>&1; then \
-		OMP_WAIT_POLICY=PASSIVE $(STAGE) "tests (nextest)" cargo nextest run --workspace --no-fail-fast; \
+		TMPDIR=$(TEST_TMP) OMP_WAIT_POLICY=PASSIVE $(STAGE) "tests (nextest)" cargo nextest run --workspace --no-fail-fast; \
 	else \
-		OMP_WAIT_POLICY=PASSIVE $(STAGE) "tests (cargo test)" cargo test --workspace --no-fail-fast; \
+		TMPDIR=$(TEST_TMP) OMP_WAIT_POLICY=PASSIVE $(STAGE) "tests (cargo test)" cargo test --workspace --no-fail-fast; \
 	fi
 
 doc: check-libtorch
