@@ -143,3 +143,39 @@ fn fine_tuning_minilm_top_layers_on_vader_words() {
         m.top1
     );
 }
+
+#[test]
+fn mixup_on_token_batches_is_refused() {
+    let all = vader();
+    let few = all.k_shot(4, 0).expect("k-shot");
+    let reg = Registry::builtin();
+    let cfg = reg
+        .get("minilm_l6")
+        .expect("entry")
+        .cfg
+        .text
+        .clone()
+        .expect("text cfg");
+    let files = graft::zoo::TextModelFiles::locate(&cfg, None).expect("package");
+    let tok = graft::text::Tokenizer::from_file(&files.tokenizer, cfg.max_length).expect("tok");
+    let tr = TokenDataset::new(&few, &tok).expect("tokens");
+    let pad_id = tr.pad_id();
+    let loader = Loader::new(Arc::new(tr), LoaderConfig::train(4)).expect("loader");
+    let opts = ModelOptions::default().num_classes(2);
+    let (mut model, _) = reg.create(&Tch::cpu(), "minilm_l6", &opts).expect("model");
+    let plan = graft::surgery::Plan::new(
+        &model,
+        &graft::surgery::FreezeConfig::none(),
+        &graft::surgery::LrConfig::adamw(1e-4),
+    )
+    .expect("plan");
+    let mut cfg = graft::train::TrainConfig::new(1);
+    cfg.inputs = Inputs::Tokens { pad_id };
+    cfg.mixup = Some(graft::data::Mixup::default());
+    cfg.progress = false;
+    let err =
+        graft::train::Trainer::new(cfg, plan.apply(&model).expect("opt"), plan.modes().clone())
+            .fit(&mut model, &loader, None)
+            .expect_err("mixup on ids");
+    assert!(err.to_string().contains("mixup"), "{err}");
+}

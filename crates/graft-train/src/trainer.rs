@@ -573,6 +573,12 @@ impl<B: AutodiffBackend> Trainer<B> {
         train: &Loader,
         val: Option<&Loader>,
     ) -> Result<History> {
+        if self.cfg.mixup.is_some() && matches!(self.cfg.inputs, Inputs::Tokens { .. }) {
+            return Err(Error::invalid(
+                "Trainer::fit",
+                "mixup blends inputs: token ids cannot be blended (turn mixup off for text)",
+            ));
+        }
         let b = model.backend().clone();
         let acc = self.cfg.accumulate.max(1);
         let per_epoch = train.num_batches().div_ceil(acc);
