@@ -679,7 +679,7 @@ impl<S: DeserializeOwned + Serialize + Default> Job<S> {
                 .src
                 .table_error(
                     "data",
-                    format!("{route} works on images; text data runs with graft extract, finetune, plan and eval"),
+                    format!("{route} works on images; text data runs with graft extract, probe, finetune, plan and eval"),
                 )
                 .into());
         }
@@ -1182,7 +1182,6 @@ impl Job<ExtractStrategy> {
 
 impl Dispatch for Job<ProbeStrategy> {
     fn dispatch(self) -> Result<()> {
-        self.images_only("graft probe")?;
         on_backend!(self, probe_on)
     }
 }

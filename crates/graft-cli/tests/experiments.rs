@@ -334,6 +334,44 @@ positive = ["a positive word", "something good"]
     let zacc = z["metrics"]["test"]["accuracy"].as_f64().expect("acc");
     assert!(zacc > 0.65, "zero-shot: {zacc}");
 
+    // The per-layer probe: each stage's masked mean token state, a logistic head on each.
+    write(
+        &dir,
+        "probe.toml",
+        r#"
+[model]
+name = "minilm_l6"
+
+[data]
+batch_size = 128
+
+[data.vader]
+split = [0.2, 0.1, 0.0]
+k_shot = 100
+"#,
+    );
+    let p = report(&dir.join(run_dir(&ok(&dir, &["probe", "probe.toml"]))));
+    let rows = p["rows"].as_array().expect("rows");
+    let stages: Vec<&str> = rows
+        .iter()
+        .map(|r| r["stage"].as_str().expect("stage"))
+        .collect();
+    assert_eq!(
+        stages,
+        [
+            "embeddings",
+            "layer.0",
+            "layer.1",
+            "layer.2",
+            "layer.3",
+            "layer.4",
+            "layer.5"
+        ]
+    );
+    let top = rows[6]["val_accuracy"].as_f64().expect("acc");
+    assert!(top > 0.7, "layer.5 probe: {top}");
+    assert!(rows.iter().all(|r| r["dim"] == 384));
+
     let rows = |pos: &[&str], neg: &[&str]| {
         let mut s = String::from("text,label\n");
         for w in pos {
@@ -449,15 +487,15 @@ export = true
             "text_model.toml:2:8: minilm_l6 is a text model",
         ),
         (
-            "probe.toml",
+            "reuse.toml",
             "[model]\nname = \"minilm_l6\"\n[data.vader]\n",
-            "probe.toml:3:1: graft probe works on images",
+            "reuse.toml:3:1: graft reuse works on images",
         ),
     ];
     for (name, text, want) in bad {
         write(&dir, name, text);
-        let cmd = if name == "probe.toml" {
-            "probe"
+        let cmd = if name == "reuse.toml" {
+            "reuse"
         } else {
             "extract"
         };

@@ -140,7 +140,7 @@ pub fn cache_key<B: Backend>(model: &Model<B>, loader: &Loader, spec: &FeatureSp
         model.name(),
         model_hash(model)?,
         &o.form(model),
-        o.inputs,
+        o.inputs.resolve(model.arch()),
         loader,
         spec,
     )
@@ -281,13 +281,8 @@ pub fn extract_many_with<B: Backend>(
     if specs.is_empty() {
         return Err(Error::invalid("extract", "no feature spec given"));
     }
-    if model.arch().is_text() && specs.iter().any(|s| *s != FeatureSpec::Pooled) {
-        return Err(Error::invalid(
-            "extract",
-            "a text encoder gives pooled features (its sentence embedding) only",
-        ));
-    }
-    if opts.inputs == Inputs::Pooled {
+    let inputs = opts.inputs.resolve(model.arch());
+    if inputs == Inputs::Pooled {
         return Err(Error::invalid(
             "extract",
             "the loader holds pooled features already: nothing to extract",
@@ -298,7 +293,7 @@ pub fn extract_many_with<B: Backend>(
     let paths = specs
         .iter()
         .map(|s| {
-            key_of(model.name(), weights, &form, opts.inputs, loader, s)
+            key_of(model.name(), weights, &form, inputs, loader, s)
                 .map(|k| cache_dir.join(format!("features-{k:016x}.safetensors")))
         })
         .collect::<Result<Vec<_>>>()?;
@@ -340,7 +335,7 @@ pub fn extract_many_with<B: Backend>(
     let mut forwards = 0;
     for batch in loader.epoch(0) {
         let batch = batch?;
-        let x = opts.inputs.model_input(b, &b.from_data(&batch.images)?)?;
+        let x = inputs.model_input(b, &b.from_data(&batch.images)?)?;
         let pooled = if want_pooled {
             forwards += 1;
             Some(model.forward_pooled(&x, &ctx)?)

@@ -52,6 +52,14 @@ pub enum Inputs {
 }
 
 impl Inputs {
+    /// What batches for `arch` hold: `Images` means token ids for a text encoder (it takes
+    /// nothing else), so a text model evaluates and extracts with the defaults.
+    pub fn resolve(self, arch: &graft_zoo::Arch) -> Self {
+        match (self, arch.pad_token_id()) {
+            (Inputs::Images, Some(pad_id)) => Inputs::Tokens { pad_id },
+            (s, _) => s,
+        }
+    }
     /// A loader batch as the model's input, for inputs the whole model runs on: the images as
     /// they are, token batches as `[N, L]` int64 ids (see [`Inputs::Tokens`]). Pooled features
     /// are no model input (an error).
@@ -72,7 +80,7 @@ impl Inputs {
         x: &B::Tensor,
         ctx: &Ctx<'_>,
     ) -> Result<B::Tensor> {
-        match self {
+        match self.resolve(model.arch()) {
             Inputs::Images => model.forward(x, ctx),
             Inputs::Pooled => {
                 let b = model.backend();

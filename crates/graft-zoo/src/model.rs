@@ -109,6 +109,16 @@ pub(crate) trait Family {
     fn stage_output<B: Backend>(&self, _b: &B, _i: usize, x: &B::Tensor) -> Result<B::Tensor> {
         Ok(x.clone())
     }
+    /// [`Family::stage_output`] with the side inputs (BERT pools its tokens with the mask).
+    fn stage_output_with<B: Backend>(
+        &self,
+        b: &B,
+        i: usize,
+        x: &B::Tensor,
+        _side: &Side<B>,
+    ) -> Result<B::Tensor> {
+        self.stage_output(b, i, x)
+    }
     /// Pooling to the pre-logits features the classifier sees.
     fn pool<B: Backend>(&self, p: &Params<B>, x: &B::Tensor, ctx: &Ctx<'_>) -> Result<B::Tensor>;
     /// Turns a tensor from a checkpoint whose shape differs from the model's into the model's
@@ -227,8 +237,16 @@ impl Arch {
         b: &B,
         i: usize,
         x: &B::Tensor,
+        side: &Side<B>,
     ) -> Result<B::Tensor> {
-        dispatch!(self, stage_output(b, i, x))
+        dispatch!(self, stage_output_with(b, i, x, side))
+    }
+    /// The token id a text encoder's padding holds (None for image models).
+    pub fn pad_token_id(&self) -> Option<i64> {
+        match self {
+            Arch::Bert(b) => Some(b.pad_token_id),
+            _ => None,
+        }
     }
     pub(crate) fn pool<B: Backend>(
         &self,
@@ -719,7 +737,8 @@ impl<B: Backend> Model<B> {
         self.head_with(&f, &side, true, ctx)
     }
     /// Multi-level features: the outputs of the named trunk stages (NCHW maps), in stage order;
-    /// runs only as far as the highest stage asked for.
+    /// runs only as far as the highest stage asked for. A text encoder's stage output is the
+    /// mean of its real tokens' states as a `[N, hidden, 1, 1]` map.
     pub fn forward_stages(
         &self,
         x: &B::Tensor,
@@ -748,7 +767,7 @@ impl<B: Backend> Model<B> {
         for (i, out) in outs.iter_mut().enumerate().take(last + 1) {
             y = self.arch.forward_stage(&self.params, i, &y, &side, ctx)?;
             if want.contains(&i) {
-                *out = Some(self.arch.stage_output(self.backend(), i, &y)?);
+                *out = Some(self.arch.stage_output(self.backend(), i, &y, &side)?);
             }
         }
         want.iter()

@@ -252,6 +252,22 @@ fn mask_min(dtype: DType) -> f64 {
     }
 }
 
+/// The mean of the real tokens' states of `[N, T, D]` (sentence-transformers' mean pooling:
+/// the sum over unpadded positions over their count, clamped at 1e-9).
+fn masked_mean<B: Backend>(b: &B, x: &B::Tensor, side: &Side<B>) -> Result<B::Tensor> {
+    let s = b.shape(x);
+    let keep = side.keep.as_ref().ok_or_else(|| {
+        Error::invalid(
+            "bert",
+            "mean pooling needs the padding mask: use forward_pooled / forward on the ids",
+        )
+    })?;
+    let keep = b.reshape(keep, &[s[0], s[1], 1])?;
+    let summed = b.sum(&b.mul(x, &keep)?, &[1], false)?;
+    let count = b.clamp(&b.sum(&keep, &[1], false)?, Some(1e-9), None)?;
+    b.div(&summed, &count)
+}
+
 /// `x / max(‖x‖₂, 1e-12)` along dim 1 of `[N, D]` (`torch.nn.functional.normalize`).
 pub(crate) fn l2_normalize<B: Backend>(b: &B, x: &B::Tensor) -> Result<B::Tensor> {
     let norm = b.sqrt(&b.sum(&b.mul(x, x)?, &[1], true)?)?;
@@ -371,6 +387,17 @@ impl Family for Bert {
             .ok_or_else(|| Error::invalid("bert", "no attention mask"))?;
         self.layer(p, &format!("encoder.layer.{}", i - 1), x, bias, ctx)
     }
+    fn stage_output_with<B: Backend>(
+        &self,
+        b: &B,
+        _i: usize,
+        x: &B::Tensor,
+        side: &Side<B>,
+    ) -> Result<B::Tensor> {
+        let s = b.shape(x);
+        let y = masked_mean(b, x, side)?;
+        b.reshape(&y, &[s[0], s[2], 1, 1])
+    }
     fn pool<B: Backend>(
         &self,
         _p: &Params<B>,
@@ -391,26 +418,12 @@ impl Family for Bert {
     ) -> Result<B::Tensor> {
         let b = p.backend();
         let s = b.shape(x);
-        let (n, t, d) = (s[0], s[1], s[2]);
+        let (n, d) = (s[0], s[2]);
         let cls = || -> Result<B::Tensor> { b.reshape(&b.narrow(x, 1, 0, 1)?, &[n, d]) };
         let y = match self.pooling {
             TextPooling::Cls => cls()?,
             TextPooling::Pooler => b.tanh(&nn::linear(p, "pooler.dense", &cls()?)?)?,
-            TextPooling::Mean => {
-                let keep = side
-                    .keep
-                    .as_ref()
-                    .ok_or_else(|| {
-                        Error::invalid(
-                            "bert",
-                            "mean pooling needs the padding mask: use forward_pooled / forward on the ids",
-                        )
-                    })?;
-                let keep = b.reshape(keep, &[n, t, 1])?;
-                let summed = b.sum(&b.mul(x, &keep)?, &[1], false)?;
-                let count = b.clamp(&b.sum(&keep, &[1], false)?, Some(1e-9), None)?;
-                b.div(&summed, &count)?
-            }
+            TextPooling::Mean => masked_mean(b, x, side)?,
         };
         if self.normalize {
             l2_normalize(b, &y)
