@@ -335,7 +335,7 @@ pub fn extract_many_with<B: Backend>(
     let mut forwards = 0;
     for batch in loader.epoch(0) {
         let batch = batch?;
-        let x = inputs.model_input(b, &b.from_data(&batch.images)?)?;
+        let x = b.from_data(&inputs.host_batch(model.arch(), batch.images)?)?;
         let pooled = if want_pooled {
             forwards += 1;
             Some(model.forward_pooled(&x, &ctx)?)

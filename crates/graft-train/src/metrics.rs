@@ -81,7 +81,7 @@ pub fn evaluate_with<B: Backend>(
     let mut m = ClassMetrics::new(model.num_classes());
     for batch in loader.epoch(0) {
         let batch = batch?;
-        let x = b.from_data(&batch.images)?;
+        let x = b.from_data(&inputs.host_batch(model.arch(), batch.images)?)?;
         let logits = inputs.logits(model, &x, ctx)?;
         let loss = cross_entropy(b, &logits, &Targets::Hard(batch.labels.clone()), 0.0)?;
         let l = crate::trainer::host_scalar(b, &loss)?;

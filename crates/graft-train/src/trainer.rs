@@ -60,20 +60,16 @@ impl Inputs {
             (s, _) => s,
         }
     }
-    /// A loader batch as the model's input, for inputs the whole model runs on: the images as
-    /// they are, token batches as `[N, L]` int64 ids (see [`Inputs::Tokens`]). Pooled features
-    /// are no model input (an error).
-    pub fn model_input<B: Backend>(self, b: &B, x: &B::Tensor) -> Result<B::Tensor> {
-        match self {
-            Inputs::Images => Ok(x.clone()),
-            Inputs::Tokens { pad_id } => token_batch(b, x, pad_id),
-            Inputs::Pooled => Err(Error::invalid(
-                "Inputs::model_input",
-                "pooled features are the classifier's input, not the model's",
-            )),
+    /// A loader batch as the host data the model takes, before it is uploaded: images and
+    /// pooled features as they are, token batches as `[N, L]` int64 ids (see
+    /// [`Inputs::Tokens`]).
+    pub fn host_batch(self, arch: &graft_zoo::Arch, data: TensorData) -> Result<TensorData> {
+        match self.resolve(arch) {
+            Inputs::Tokens { pad_id } => token_ids(&data, pad_id),
+            Inputs::Images | Inputs::Pooled => Ok(data),
         }
     }
-    /// Logits of `model` on a batch of these inputs.
+    /// Logits of `model` on a batch of these inputs ([`Inputs::host_batch`], uploaded).
     pub fn logits<B: Backend>(
         self,
         model: &Model<B>,
@@ -81,7 +77,7 @@ impl Inputs {
         ctx: &Ctx<'_>,
     ) -> Result<B::Tensor> {
         match self.resolve(model.arch()) {
-            Inputs::Images => model.forward(x, ctx),
+            Inputs::Images | Inputs::Tokens { .. } => model.forward(x, ctx),
             Inputs::Pooled => {
                 let b = model.backend();
                 let x = if b.shape(x).len() == 4 {
@@ -91,45 +87,33 @@ impl Inputs {
                 };
                 model.forward_classifier(&x, ctx)
             }
-            Inputs::Tokens { pad_id } => {
-                model.forward(&token_batch(model.backend(), x, pad_id)?, ctx)
-            }
         }
     }
 }
 
 /// `[N, 1, 1, T]` (or `[N, T]`) float ids → `[N, L]` int64, `L` the last column holding a
 /// non-padding id in some row (at least 1).
-fn token_batch<B: Backend>(b: &B, x: &B::Tensor, pad_id: i64) -> Result<B::Tensor> {
-    let shape = b.shape(x);
-    let (n, t) = match shape.as_slice() {
-        [n, 1, 1, t] | [n, t] => (*n, *t),
-        _ => {
+fn token_ids(data: &TensorData, pad_id: i64) -> Result<TensorData> {
+    let (n, t) = match data.shape() {
+        [n, 1, 1, t] | [n, t] if *t > 0 => (*n, *t),
+        shape => {
             return Err(Error::shape(
                 "Inputs::Tokens",
-                format!("token batches are [N, 1, 1, T] or [N, T], got {shape:?}"),
+                format!("token batches are [N, 1, 1, T] or [N, T] with T >= 1, got {shape:?}"),
             ));
         }
     };
-    let data = b.to_data(x)?;
-    let v = data.to_f32();
-    let flat: Vec<f32> = v.iter().copied().collect();
-    let mut used = 1;
-    let mut ids = Vec::with_capacity(n * t);
-    for row in flat.chunks(t) {
-        for (j, &f) in row.iter().enumerate() {
-            let id = f.round() as i64;
-            if id != pad_id {
-                used = used.max(j + 1);
-            }
-            ids.push(id);
-        }
-    }
+    let ids: Vec<i64> = data.to_f32().iter().map(|f| f.round() as i64).collect();
+    let used = ids
+        .chunks(t)
+        .filter_map(|row| row.iter().rposition(|&id| id != pad_id))
+        .max()
+        .map_or(1, |j| j + 1);
     let trimmed: Vec<i64> = ids
         .chunks(t)
         .flat_map(|r| r[..used].iter().copied())
         .collect();
-    b.from_data(&TensorData::i64(&[n, used], trimmed)?)
+    TensorData::i64(&[n, used], trimmed)
 }
 
 /// How to train.
@@ -581,7 +565,9 @@ impl<B: AutodiffBackend> Trainer<B> {
         train: &Loader,
         val: Option<&Loader>,
     ) -> Result<History> {
-        if self.cfg.mixup.is_some() && matches!(self.cfg.inputs, Inputs::Tokens { .. }) {
+        if self.cfg.mixup.is_some()
+            && matches!(self.cfg.inputs.resolve(model.arch()), Inputs::Tokens { .. })
+        {
             return Err(Error::invalid(
                 "Trainer::fit",
                 "mixup blends inputs: token ids cannot be blended (turn mixup off for text)",
@@ -686,7 +672,7 @@ impl<B: AutodiffBackend> Trainer<B> {
                     }
                     None => (batch.images.clone(), Targets::Hard(batch.labels.clone())),
                 };
-                let x = b.from_data(&inputs)?;
+                let x = b.from_data(&self.cfg.inputs.host_batch(model.arch(), inputs)?)?;
                 let ctx = Ctx::train(&self.modes, self.cfg.seed, micro);
                 let logits = self.cfg.inputs.logits(model, &x, &ctx)?;
                 let loss = cross_entropy(&b, &logits, &targets, self.cfg.label_smoothing)?;
