@@ -195,18 +195,24 @@ impl Bert {
             b.scaled_dot_product_attention(&q, &k, &v, Some(bias), None)?
         };
         let a = b.reshape(&b.transpose(&a, 1, 2)?, &[n, t, d])?;
-        let a = nn::linear(p, &join(path, "output.dense"), &a)?;
-        let a = nn::dropout(
-            b,
-            &a,
-            self.hidden_dropout,
-            ctx,
-            &join(path, "output.dropout"),
-        )?;
+        self.output(p, &join(path, "output"), &a, x, ctx)
+    }
+    /// HF's `BertSelfOutput` / `BertOutput` at `path`: `LayerNorm(residual + dropout(dense(y)))`.
+    fn output<B: Backend>(
+        &self,
+        p: &Params<B>,
+        path: &str,
+        y: &B::Tensor,
+        residual: &B::Tensor,
+        ctx: &Ctx<'_>,
+    ) -> Result<B::Tensor> {
+        let b = p.backend();
+        let y = nn::linear(p, &join(path, "dense"), y)?;
+        let y = nn::dropout(b, &y, self.hidden_dropout, ctx, &join(path, "dropout"))?;
         nn::layer_norm(
             p,
-            &join(path, "output.LayerNorm"),
-            &b.add_consume(a, x)?,
+            &join(path, "LayerNorm"),
+            &b.add_consume(y, residual)?,
             self.ln_eps,
         )
     }
@@ -226,20 +232,7 @@ impl Bert {
             HiddenAct::GeluTanh => b.gelu(&y, GeluApprox::Tanh)?,
             HiddenAct::Relu => b.relu_consume(y)?,
         };
-        let y = nn::linear(p, &join(path, "output.dense"), &y)?;
-        let y = nn::dropout(
-            b,
-            &y,
-            self.hidden_dropout,
-            ctx,
-            &join(path, "output.dropout"),
-        )?;
-        nn::layer_norm(
-            p,
-            &join(path, "output.LayerNorm"),
-            &b.add_consume(y, &h)?,
-            self.ln_eps,
-        )
+        self.output(p, &join(path, "output"), &y, &h, ctx)
     }
 }
 
