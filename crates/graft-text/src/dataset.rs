@@ -221,31 +221,46 @@ pub fn read_texts(path: &Path, format: Option<TextFormat>, column: &str) -> Resu
         Some(f) => f,
         None => TextFormat::from_path(path)?,
     };
-    let cols = TextColumns {
-        text: column.into(),
-        label: column.into(),
-    };
-    let texts: Vec<String> = match format {
+    let mut texts = Vec::new();
+    match format {
         TextFormat::Lines => {
             let s = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
-            s.lines()
-                .map(|l| l.trim_end_matches('\r').to_string())
-                .collect()
+            texts.extend(s.lines().map(|l| l.trim_end_matches('\r').to_string()));
         }
-        TextFormat::Csv => read_column(path, b',', column)?,
-        TextFormat::Tsv => read_column(path, b'\t', column)?,
-        TextFormat::Jsonl => read_jsonl_texts(path, &cols)?,
-    };
+        TextFormat::Csv | TextFormat::Tsv => {
+            let delimiter = if format == TextFormat::Csv {
+                b','
+            } else {
+                b'\t'
+            };
+            for_each_record(path, delimiter, &[column], |_, mut v| {
+                texts.push(v.pop().unwrap_or_default());
+                Ok(())
+            })?;
+        }
+        TextFormat::Jsonl => for_each_json_line(path, |n, v| {
+            texts.push(json_text(path, n, v, column)?);
+            Ok(())
+        })?,
+    }
     if texts.is_empty() {
         return Err(Error::format(path, "no texts"));
     }
     Ok(texts)
 }
 
-fn read_column(path: &Path, delimiter: u8, column: &str) -> Result<Vec<String>> {
+/// Calls `f` with each record's line and its named columns, in file order, for a CSV / TSV file
+/// with a header row (quoting for CSV only; a ragged record is an error at its line).
+fn for_each_record(
+    path: &Path,
+    delimiter: u8,
+    names: &[&str],
+    mut f: impl FnMut(u64, Vec<String>) -> Result<()>,
+) -> Result<()> {
     let mut r = csv::ReaderBuilder::new()
         .delimiter(delimiter)
         .has_headers(true)
+        .flexible(false)
         .quoting(delimiter == b',')
         .from_path(path)
         .map_err(|e| Error::format(path, e.to_string()))?;
@@ -253,34 +268,43 @@ fn read_column(path: &Path, delimiter: u8, column: &str) -> Result<Vec<String>> 
         .headers()
         .map_err(|e| Error::format(path, e.to_string()))?
         .clone();
-    let ci = column_index(path, &header, column)?;
-    let mut out = Vec::new();
+    let idx = names
+        .iter()
+        .map(|n| column_index(path, &header, n))
+        .collect::<Result<Vec<_>>>()?;
     for rec in r.records() {
         let rec = rec.map_err(|e| {
             let line = e.position().map(|p| p.line()).unwrap_or(0);
             Error::format(at(path, line), e.to_string())
         })?;
-        out.push(rec.get(ci).unwrap_or("").to_string());
+        let line = rec.position().map(|p| p.line()).unwrap_or(0);
+        f(
+            line,
+            idx.iter()
+                .map(|&i| rec.get(i).unwrap_or("").to_string())
+                .collect(),
+        )?;
     }
-    Ok(out)
+    Ok(())
 }
 
-fn read_jsonl_texts(path: &Path, cols: &TextColumns) -> Result<Vec<String>> {
+/// Calls `f` with the line number and the parsed value of every non-blank line of a JSON Lines
+/// file, in order.
+fn for_each_json_line(
+    path: &Path,
+    mut f: impl FnMut(u64, &serde_json::Value) -> Result<()>,
+) -> Result<()> {
     let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
-    let mut out = Vec::new();
     for (i, line) in text.lines().enumerate() {
         if line.trim().is_empty() {
             continue;
         }
         let n = i as u64 + 1;
-        out.push(json_text(path, n, &json_line(path, n, line)?, &cols.text)?);
+        let v = serde_json::from_str(line)
+            .map_err(|e| Error::format(at(path, n), format!("column {}: {e}", e.column())))?;
+        f(n, &v)?;
     }
-    Ok(out)
-}
-
-fn json_line(path: &Path, n: u64, line: &str) -> Result<serde_json::Value> {
-    serde_json::from_str(line)
-        .map_err(|e| Error::format(at(path, n), format!("column {}: {e}", e.column())))
+    Ok(())
 }
 
 fn json_text(path: &Path, n: u64, v: &serde_json::Value, key: &str) -> Result<String> {
@@ -307,50 +331,31 @@ fn column_index(path: &Path, header: &csv::StringRecord, name: &str) -> Result<u
 }
 
 fn read_delimited(path: &Path, delimiter: u8, cols: &TextColumns) -> Result<Vec<Row>> {
-    let mut r = csv::ReaderBuilder::new()
-        .delimiter(delimiter)
-        .has_headers(true)
-        .flexible(false)
-        .quoting(delimiter == b',')
-        .from_path(path)
-        .map_err(|e| Error::format(path, e.to_string()))?;
-    let header = r
-        .headers()
-        .map_err(|e| Error::format(path, e.to_string()))?
-        .clone();
-    let (ti, li) = (
-        column_index(path, &header, &cols.text)?,
-        column_index(path, &header, &cols.label)?,
-    );
     let mut rows = Vec::new();
-    for rec in r.records() {
-        let rec = rec.map_err(|e| {
-            let line = e.position().map(|p| p.line()).unwrap_or(0);
-            Error::format(at(path, line), e.to_string())
-        })?;
-        let line = rec.position().map(|p| p.line()).unwrap_or(0);
-        let label = rec.get(li).unwrap_or("").trim().to_string();
-        if label.is_empty() {
-            return Err(Error::format(
-                at(path, line),
-                format!("empty {:?}", cols.label),
-            ));
-        }
-        rows.push((line, rec.get(ti).unwrap_or("").to_string(), label));
-    }
+    for_each_record(
+        path,
+        delimiter,
+        &[&cols.text, &cols.label],
+        |line, mut v| {
+            let label = v.pop().unwrap_or_default().trim().to_string();
+            let text = v.pop().unwrap_or_default();
+            if label.is_empty() {
+                return Err(Error::format(
+                    at(path, line),
+                    format!("empty {:?}", cols.label),
+                ));
+            }
+            rows.push((line, text, label));
+            Ok(())
+        },
+    )?;
     Ok(rows)
 }
 
 fn read_jsonl(path: &Path, cols: &TextColumns) -> Result<Vec<Row>> {
-    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
     let mut rows = Vec::new();
-    for (i, line) in text.lines().enumerate() {
-        let n = i as u64 + 1;
-        if line.trim().is_empty() {
-            continue;
-        }
-        let v = json_line(path, n, line)?;
-        let t = json_text(path, n, &v, &cols.text)?;
+    for_each_json_line(path, |n, v| {
+        let t = json_text(path, n, v, &cols.text)?;
         let label = v
             .get(&cols.label)
             .ok_or_else(|| Error::format(at(path, n), format!("no key {:?}", cols.label)))?;
@@ -375,7 +380,8 @@ fn read_jsonl(path: &Path, cols: &TextColumns) -> Result<Vec<Row>> {
             ));
         }
         rows.push((n, t, l));
-    }
+        Ok(())
+    })?;
     Ok(rows)
 }
 
