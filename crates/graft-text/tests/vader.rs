@@ -1,21 +1,14 @@
 //! The VADER lexicon from the `vadersentiment` wheel the setup installs: every line parsed, the
 //! file's own duplicates found, the polarity split as the file has it; bad lines name file:line.
 
+mod common;
+
 use std::path::PathBuf;
 
 use graft_text::VaderLexicon;
 
 fn lexicon_path() -> PathBuf {
-    let lib = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../.venv/lib");
-    std::fs::read_dir(&lib)
-        .expect("the venv (run `make setup`)")
-        .flatten()
-        .map(|e| {
-            e.path()
-                .join("site-packages/vaderSentiment/vader_lexicon.txt")
-        })
-        .find(|p| p.is_file())
-        .expect("vadersentiment in the venv (run `make setup`)")
+    common::site_package("vaderSentiment/vader_lexicon.txt")
 }
 
 #[test]
