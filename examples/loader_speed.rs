@@ -11,22 +11,14 @@ use std::time::Instant;
 use anyhow::{Context, Result};
 use graft::data::transform::eval_transform;
 use graft::data::{Dataset, ImageFolder, Loader, LoaderConfig};
-use graft::zoo::{Interpolation, PretrainedCfg};
 
 fn main() -> Result<()> {
     let root = std::env::args()
         .nth(1)
         .context("usage: loader_speed ROOT")?;
     let ds: Arc<dyn Dataset> = Arc::new(ImageFolder::new(root.as_ref())?);
-    // timm's ResNet eval transform: resize to 256, centre crop 224, bilinear, ImageNet mean / std
-    let cfg = graft::train::data_config(&PretrainedCfg::imagenet(
-        224,
-        0.875,
-        Interpolation::Bilinear,
-        "conv1",
-        "fc",
-        "timm",
-    ));
+    // ResNet-18's eval transform: resize to 256, centre crop 224, bilinear, ImageNet mean / std
+    let cfg = graft::train::data_config(&graft::zoo::Registry::builtin().get("resnet18")?.cfg);
     let loader = Loader::new(ds.clone(), LoaderConfig::eval(32))?
         .with_transform(Arc::new(eval_transform(&cfg, true)));
     let t0 = Instant::now();

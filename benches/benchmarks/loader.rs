@@ -8,7 +8,6 @@ use std::sync::Arc;
 use criterion::{Criterion, Throughput, criterion_group};
 use graft::data::transform::eval_transform;
 use graft::data::{ArrayDataset, Dataset, ImageFolder, Loader, LoaderConfig};
-use graft::zoo::{Interpolation, PretrainedCfg};
 
 use super::config;
 
@@ -56,15 +55,13 @@ fn loader(c: &mut Criterion) {
     let n = 64;
     let root = image_folder(n);
     let ds: Arc<dyn Dataset> = Arc::new(ImageFolder::new(&root).expect("image folder"));
-    // timm's ResNet eval transform: resize to 256, centre crop 224, bilinear, ImageNet mean / std
-    let cfg = graft::train::data_config(&PretrainedCfg::imagenet(
-        224,
-        0.875,
-        Interpolation::Bilinear,
-        "conv1",
-        "fc",
-        "timm",
-    ));
+    // ResNet-18's eval transform: resize to 256, centre crop 224, bilinear, ImageNet mean / std
+    let cfg = graft::train::data_config(
+        &graft::zoo::Registry::builtin()
+            .get("resnet18")
+            .expect("resnet18")
+            .cfg,
+    );
     let jpegs = Loader::new(ds, LoaderConfig::eval(32))
         .expect("loader")
         .with_transform(Arc::new(eval_transform(&cfg, true)));
