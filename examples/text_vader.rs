@@ -32,11 +32,9 @@ const ALPHAS: [f64; 4] = [0.01, 0.1, 1.0, 10.0];
 const NGRAMS: (usize, usize, usize) = (2, 4, 20_000);
 
 fn lexicon() -> Result<PathBuf> {
-    graft::zoo::text::site_packages_candidates()
-        .into_iter()
-        .map(|d| d.join("vaderSentiment/vader_lexicon.txt"))
-        .find(|p| p.is_file())
-        .context("vadersentiment is not installed in any environment found (run `make setup`)")
+    Ok(graft::zoo::text::find_installed(std::path::Path::new(
+        graft::text::VaderLexicon::PACKAGE_PATH,
+    ))?)
 }
 
 fn features(ds: &TextDataset, data: Vec<f32>, dim: usize) -> Features {

@@ -20,11 +20,10 @@ use graft::zoo::{ModelOptions, Registry};
 mod common;
 
 fn vader() -> TextDataset {
-    let path = graft::zoo::text::site_packages_candidates()
-        .into_iter()
-        .map(|d| d.join("vaderSentiment/vader_lexicon.txt"))
-        .find(|p| p.is_file())
-        .expect("vadersentiment in the venv (run `make setup`)");
+    let path = graft::zoo::text::find_installed(std::path::Path::new(
+        graft::text::VaderLexicon::PACKAGE_PATH,
+    ))
+    .expect("vadersentiment in the venv (run `make setup`)");
     TextDataset::vader(&path, 0.0).expect("lexicon")
 }
 

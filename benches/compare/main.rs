@@ -105,11 +105,7 @@ fn graft_extract(c: &Value) -> Result<Step> {
 /// The texts of the embedding case: sentences of 6-30 words from the VADER lexicon's tokens
 /// (a fixed, reproducible corpus of real words; the same file goes to both sides).
 fn embed_texts(n: usize) -> Result<PathBuf> {
-    let lex = graft::zoo::text::site_packages_candidates()
-        .into_iter()
-        .map(|d| d.join("vaderSentiment/vader_lexicon.txt"))
-        .find(|p| p.is_file())
-        .context("vadersentiment in the venv (run `make setup`)")?;
+    let lex = graft::zoo::text::find_installed(Path::new(graft::text::VaderLexicon::PACKAGE_PATH))?;
     let words: Vec<String> = graft::text::VaderLexicon::load(&lex)?
         .entries
         .into_iter()

@@ -329,16 +329,10 @@ fn text_data(
         (None, Some(v)) => {
             let path = match &v.path {
                 Some(p) => src.existing("data.vader.path", p)?,
-                None => graft_zoo::text::site_packages_candidates()
-                    .into_iter()
-                    .map(|d| d.join("vaderSentiment/vader_lexicon.txt"))
-                    .find(|p| p.is_file())
-                    .ok_or_else(|| {
-                        src.table_error(
-                            "data",
-                            "the vadersentiment package is not installed in any environment found: give data.vader.path",
-                        )
-                    })?,
+                None => graft_zoo::text::find_installed(Path::new(
+                    graft_text::VaderLexicon::PACKAGE_PATH,
+                ))
+                .map_err(|e| src.table_error("data", format!("{e}; or give data.vader.path")))?,
             };
             let all = TextDataset::vader(&path, v.threshold)?;
             (

@@ -68,6 +68,8 @@ fn parse_line(line: &str) -> std::result::Result<LexiconEntry, String> {
 }
 
 impl VaderLexicon {
+    /// Where the `vadersentiment` wheel installs the lexicon, inside site-packages.
+    pub const PACKAGE_PATH: &'static str = "vaderSentiment/vader_lexicon.txt";
     /// Reads the lexicon (CRLF or LF lines); a bad line is an error naming `file:line`.
     pub fn load(path: &Path) -> Result<Self> {
         let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;

@@ -6,7 +6,7 @@ mod common;
 use graft_text::{CharNgrams, VaderLexicon};
 
 fn corpus() -> Vec<String> {
-    let path = common::site_package("vaderSentiment/vader_lexicon.txt");
+    let path = common::site_package(VaderLexicon::PACKAGE_PATH);
     let lex = VaderLexicon::load(&path).expect("lexicon");
     let mut v: Vec<String> = lex
         .entries

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use graft_text::VaderLexicon;
 
 fn lexicon_path() -> PathBuf {
-    common::site_package("vaderSentiment/vader_lexicon.txt")
+    common::site_package(VaderLexicon::PACKAGE_PATH)
 }
 
 #[test]

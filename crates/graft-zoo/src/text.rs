@@ -49,27 +49,37 @@ impl TextModelFiles {
                 "no package ships this model: give its directory",
             ));
         };
-        let looked = site_packages_candidates();
-        for sp in &looked {
-            let d = sp.join(pkg).join(&cfg.package_dir);
-            if d.join(&cfg.weights).is_file() {
-                return Self::in_dir(&d, cfg);
-            }
-        }
-        let shown: Vec<String> = looked.iter().map(|p| p.display().to_string()).collect();
-        Err(Error::invalid(
-            "text model",
-            format!(
-                "the Python package {pkg} is not installed in any environment looked at ({}); \
-                 run `make setup`, activate the venv that has it, or give the model directory",
-                if shown.is_empty() {
-                    "none found".to_string()
-                } else {
-                    shown.join(", ")
-                }
-            ),
-        ))
+        let d = find_installed(&Path::new(pkg).join(&cfg.package_dir).join(&cfg.weights))?;
+        // `d` is <site-packages>/<pkg>/<package_dir>/<weights>: its directory is the model's.
+        Self::in_dir(d.parent().unwrap_or(&d), cfg)
     }
+}
+
+/// `rel` (a file or directory a Python package installs, e.g.
+/// `vaderSentiment/vader_lexicon.txt`) in the first of [`site_packages_candidates`] that has it;
+/// the error lists where it looked.
+pub fn find_installed(rel: &Path) -> Result<PathBuf> {
+    let looked = site_packages_candidates();
+    if let Some(p) = looked.iter().map(|sp| sp.join(rel)).find(|p| p.exists()) {
+        return Ok(p);
+    }
+    let shown: Vec<String> = looked.iter().map(|p| p.display().to_string()).collect();
+    let pkg = rel.components().next().map_or_else(String::new, |c| {
+        c.as_os_str().to_string_lossy().into_owned()
+    });
+    Err(Error::invalid(
+        "installed package",
+        format!(
+            "{} (from the Python package {pkg}) is not in any environment looked at ({}); \
+             run `make setup`, activate the venv that has it, or give the path",
+            rel.display(),
+            if shown.is_empty() {
+                "none found".to_string()
+            } else {
+                shown.join(", ")
+            }
+        ),
+    ))
 }
 
 /// `site-packages` directories to look in, in order: the active virtualenv / conda env,
