@@ -82,6 +82,21 @@ pub enum Error {
     /// with the file and the load report's findings.
     #[error("{}: weights do not fit the model: {msg}", .path.display())]
     Weights { path: PathBuf, msg: String },
+
+    /// A pretrained file that is not in the local cache while downloads are off
+    /// (`HF_HUB_OFFLINE`), with the cache searched and the command that fetches it.
+    #[error("{what} is not in the cache {} and downloads are off{}", .cache.display(), hint_suffix(.hint))]
+    NotCached {
+        what: String,
+        cache: PathBuf,
+        hint: String,
+    },
+
+    /// A download that failed: the server said no (status and what it named), the connection
+    /// failed past its retries, or the bytes did not match their announced digest. Nothing is
+    /// placed in the cache.
+    #[error("download {what}: {msg}")]
+    Download { what: String, msg: String },
 }
 
 fn hint_suffix(hint: &str) -> String {
