@@ -33,6 +33,7 @@ fn eval_transform_matches_timm_on_real_photos() {
             interp: Interp::Bicubic,
             mean: mean.to_vec(),
             std: std.to_vec(),
+            crop_mode: Default::default(),
         };
         for photo in &photos {
             let (shape, data) = decode_rgb(photo).expect("decode");

@@ -294,6 +294,44 @@ impl Transform for Compose {
     }
 }
 
+/// How the eval transform fits an image to the input size (timm's `crop_mode`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum CropMode {
+    /// Resize the shorter side to `size / crop_pct`, center-crop.
+    #[default]
+    Center,
+    /// Resize both sides to `size / crop_pct`, center-crop.
+    Squash,
+    /// Resize the longer side, center-crop or pad (not implemented: an error when applied).
+    Border,
+}
+
+/// Resizes to exactly `h` × `w` (timm's `Resize((h, w))`, aspect not kept).
+#[derive(Debug, Clone)]
+pub struct ResizeExact {
+    pub h: usize,
+    pub w: usize,
+    pub interp: Interp,
+}
+
+impl Transform for ResizeExact {
+    fn apply(&self, s: Sample, _rng: &mut ChaCha8Rng) -> Result<Sample> {
+        if [self.h, self.w] == [s.shape[1], s.shape[2]] {
+            return Ok(s);
+        }
+        resize(&s, self.h, self.w, self.interp, true)
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Unsupported(&'static str);
+
+impl Transform for Unsupported {
+    fn apply(&self, _s: Sample, _rng: &mut ChaCha8Rng) -> Result<Sample> {
+        Err(Error::invalid("eval transform", self.0))
+    }
+}
+
 /// What the eval / train transforms need from a model's pretrained cfg.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TransformCfg {
@@ -303,6 +341,7 @@ pub struct TransformCfg {
     pub interp: Interp,
     pub mean: Vec<f64>,
     pub std: Vec<f64>,
+    pub crop_mode: CropMode,
 }
 
 /// timm's `resolve_data_config` + `create_transform(is_training=False)` with center crop:
@@ -311,13 +350,21 @@ pub struct TransformCfg {
 pub fn eval_transform(cfg: &TransformCfg, normalize: bool) -> Compose {
     let [_, h, w] = cfg.input_size;
     let scale = (h.max(w) as f64 / cfg.crop_pct).floor() as usize;
-    let mut v: Vec<Box<dyn Transform>> = vec![
-        Box::new(ResizeShorter {
+    let fit: Box<dyn Transform> = match cfg.crop_mode {
+        CropMode::Center => Box::new(ResizeShorter {
             size: scale,
             interp: cfg.interp,
         }),
-        Box::new(CenterCrop { h, w }),
-    ];
+        CropMode::Squash => Box::new(ResizeExact {
+            h: (h as f64 / cfg.crop_pct).floor() as usize,
+            w: (w as f64 / cfg.crop_pct).floor() as usize,
+            interp: cfg.interp,
+        }),
+        CropMode::Border => Box::new(Unsupported(
+            "crop_mode = border (resize the longer side and pad) is not implemented in graft",
+        )),
+    };
+    let mut v: Vec<Box<dyn Transform>> = vec![fit, Box::new(CenterCrop { h, w })];
     if normalize {
         v.push(Box::new(Normalize {
             mean: cfg.mean.clone(),
@@ -385,6 +432,7 @@ mod tests {
             interp: Interp::Bicubic,
             mean: vec![0.0; 3],
             std: vec![1.0; 3],
+            crop_mode: CropMode::Center,
         };
         let mut rng = ChaCha8Rng::seed_from_u64(0);
         let out = eval_transform(&cfg, true)

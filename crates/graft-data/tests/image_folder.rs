@@ -55,6 +55,7 @@ fn classes_sorted_and_images_decoded() {
         interp: Interp::Bilinear,
         mean: vec![0.5; 3],
         std: vec![0.25; 3],
+        crop_mode: Default::default(),
     };
     let l = Loader::new(Arc::new(ds), LoaderConfig::eval(4))
         .expect("loader")
@@ -84,6 +85,7 @@ fn corrupt_file_error_names_it_and_skip_counts_it() {
         interp: Interp::Bicubic,
         mean: vec![0.0; 3],
         std: vec![1.0; 3],
+        crop_mode: Default::default(),
     };
     let t = Arc::new(eval_transform(&cfg, true));
     let strict = Loader::new(ds.clone(), LoaderConfig::eval(3))

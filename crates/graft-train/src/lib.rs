@@ -35,12 +35,39 @@ pub use trainer::{
 };
 
 /// timm's `resolve_data_config`: the transform settings a model's pretrained cfg implies
-/// (input size, crop_pct, interpolation, mean / std) for `graft_data::transform`.
+/// (input size, crop_pct, crop mode, interpolation, mean / std) for `graft_data::transform`.
+/// Train-time size, as timm's default (`use_test_size=False`); [`data_config_test`] takes the
+/// tag's `test_input_size` / `test_crop_pct`.
 pub fn data_config(cfg: &graft_zoo::PretrainedCfg) -> graft_data::transform::TransformCfg {
-    use graft_data::transform::Interp;
+    data_config_with(cfg, false)
+}
+
+/// [`data_config`] at the size the weights are evaluated at (timm's `use_test_size=True`, what
+/// its `validate.py` uses): `test_input_size` and `test_crop_pct` when the cfg has them.
+pub fn data_config_test(cfg: &graft_zoo::PretrainedCfg) -> graft_data::transform::TransformCfg {
+    data_config_with(cfg, true)
+}
+
+fn data_config_with(
+    cfg: &graft_zoo::PretrainedCfg,
+    test: bool,
+) -> graft_data::transform::TransformCfg {
+    use graft_data::transform::{CropMode, Interp};
+    let (input_size, crop_pct) = match (test, cfg.test_input_size) {
+        (true, Some(t)) => (
+            [cfg.input_size[0], t[1], t[2]],
+            cfg.test_crop_pct.unwrap_or(cfg.crop_pct),
+        ),
+        _ => (cfg.input_size, cfg.crop_pct),
+    };
     graft_data::transform::TransformCfg {
-        input_size: cfg.input_size,
-        crop_pct: cfg.crop_pct,
+        crop_mode: match cfg.crop_mode {
+            graft_zoo::CropMode::Center => CropMode::Center,
+            graft_zoo::CropMode::Squash => CropMode::Squash,
+            graft_zoo::CropMode::Border => CropMode::Border,
+        },
+        input_size,
+        crop_pct,
         interp: match cfg.interpolation {
             graft_zoo::Interpolation::Bicubic => Interp::Bicubic,
             // graft resamples bilinear or bicubic; nearest cfgs get bilinear

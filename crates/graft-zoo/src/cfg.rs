@@ -15,6 +15,23 @@ pub enum Interpolation {
     Nearest,
 }
 
+/// How the eval transform fits an image to the input size (timm's `crop_mode`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CropMode {
+    /// Resize the shorter side to `size / crop_pct`, then center-crop.
+    #[default]
+    Center,
+    /// Resize both sides to `size / crop_pct` (aspect not kept), then center-crop.
+    Squash,
+    /// Resize the longer side to `size / crop_pct`, then center-crop or pad with the mean.
+    Border,
+}
+
+fn is_center(m: &CropMode) -> bool {
+    *m == CropMode::Center
+}
+
 /// timm's pretrained cfg: the preprocessing a model was trained with and where its ends are.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -41,6 +58,21 @@ pub struct PretrainedCfg {
     /// A text encoder's tokenisation and where its files come from (None for image models).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub text: Option<TextCfg>,
+    /// The input size timm evaluates these weights at (`test_input_size`), when it differs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub test_input_size: Option<[usize; 3]>,
+    /// The crop fraction that goes with `test_input_size`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub test_crop_pct: Option<f64>,
+    #[serde(default, skip_serializing_if = "is_center")]
+    pub crop_mode: CropMode,
+    /// The pretrained weights the model started from (`resnet50.a1_in1k`,
+    /// `tv:resnet50.IMAGENET1K_V2`, `hf-hub:org/name@rev`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tag: Option<String>,
+    /// The weights' licence, as their publisher states it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub license: Option<String>,
 }
 
 /// What a text encoder reads and where its pretrained files live.
@@ -99,6 +131,11 @@ impl PretrainedCfg {
             source: source.into(),
             labels: Some(imagenet_labels()),
             text: None,
+            test_input_size: None,
+            test_crop_pct: None,
+            crop_mode: CropMode::Center,
+            tag: None,
+            license: None,
         }
     }
 }
@@ -134,9 +171,20 @@ fn three() -> usize {
 }
 
 impl UserModelConfig {
-    /// Reads and validates a `config.json`; errors name the file and the line / column.
+    /// Reads and validates a `config.json` — graft's own, or the one timm writes
+    /// (`timm.models.push_to_hf_hub` / `save_for_hf`: it has `num_features`); errors name the file
+    /// and the line / column or key.
     pub fn read(path: &Path) -> Result<Self> {
         let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        let probe: serde_json::Value = serde_json::from_str(&text).map_err(|e| {
+            Error::format(
+                path,
+                format!("line {} column {}: {e}", e.line(), e.column()),
+            )
+        })?;
+        if probe.get("num_features").is_some() {
+            return crate::timm_config::read(path, &text);
+        }
         let cfg: Self = serde_json::from_str(&text).map_err(|e| {
             Error::format(
                 path,

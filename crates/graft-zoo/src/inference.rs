@@ -108,7 +108,7 @@ impl Arch {
     pub(crate) fn batch_norm_eps(&self) -> Option<f64> {
         match self {
             Arch::ResNet(_) => Some(crate::families::resnet::BN_EPS),
-            Arch::MobileNetV3(_) => Some(crate::families::mobilenetv3::BN.eps),
+            Arch::MobileNetV3(m) => Some(m.bn_eps),
             Arch::EfficientNet(_) => Some(crate::families::efficientnet::BN.eps),
             Arch::ConvNeXt(_) | Arch::Vit(_) | Arch::Bert(_) => None,
         }

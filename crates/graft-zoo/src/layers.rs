@@ -180,3 +180,51 @@ pub(crate) fn squeeze_excite<B: Backend>(
     };
     b.mul(&s, x)
 }
+
+/// timm's names inside one inverted-residual / depthwise-separable block at `from`
+/// (`blocks.{s}.{i}`), mapped onto torchvision's numbered sub-blocks at `to` (`....block`):
+/// with an expansion conv, `conv_pw`/`bn1` → `.0`, `conv_dw`/`bn2` → `.1`, SE → `.2`,
+/// `conv_pwl`/`bn3` → last; without one (timm's `DepthwiseSeparableConv`), `conv_dw`/`bn1` → `.0`,
+/// SE → `.1`, `conv_pw`/`bn2` → last. SE: `se.conv_reduce` / `se.conv_expand` → `fc1` / `fc2`.
+pub(crate) fn timm_block_remaps(
+    from: &str,
+    to: &str,
+    expand: bool,
+    se: bool,
+) -> Vec<crate::load::Remap> {
+    use crate::load::Remap;
+    let mut v = Vec::new();
+    let mut j = 0;
+    let pair = |conv: &str, bn: &str, j: usize, v: &mut Vec<Remap>| {
+        v.push(Remap::prefix(
+            &format!("{from}.{conv}"),
+            &format!("{to}.{j}.0"),
+        ));
+        v.push(Remap::prefix(
+            &format!("{from}.{bn}"),
+            &format!("{to}.{j}.1"),
+        ));
+    };
+    let (dw_bn, last) = if expand {
+        pair("conv_pw", "bn1", j, &mut v);
+        j += 1;
+        ("bn2", ("conv_pwl", "bn3"))
+    } else {
+        ("bn1", ("conv_pw", "bn2"))
+    };
+    pair("conv_dw", dw_bn, j, &mut v);
+    j += 1;
+    if se {
+        v.push(Remap::prefix(
+            &format!("{from}.se.conv_reduce"),
+            &format!("{to}.{j}.fc1"),
+        ));
+        v.push(Remap::prefix(
+            &format!("{from}.se.conv_expand"),
+            &format!("{to}.{j}.fc2"),
+        ));
+        j += 1;
+    }
+    pair(last.0, last.1, j, &mut v);
+    v
+}

@@ -20,22 +20,26 @@ pub mod inference;
 mod layers;
 pub mod load;
 pub mod model;
+pub mod pretrained;
 pub mod registry;
 mod resample;
 pub mod text;
+mod timm_config;
 
-pub use cfg::{Interpolation, PretrainedCfg, TextCfg, UserModelConfig};
+pub use cfg::{CropMode, Interpolation, PretrainedCfg, TextCfg, UserModelConfig};
 pub use families::bert::{Bert, HiddenAct, TextPooling};
 pub use families::convnext::ConvNeXt;
 pub use families::efficientnet::{EfficientNet, MbStage};
 pub use families::mobilenetv3::{IrBlock, MobileNetV3};
 pub use families::resnet::{Block, ResNet};
 pub use families::vit::Vit;
+pub use graft_hub::{Hub, HubConfig};
 pub use inference::{InferenceOptions, Layout};
 pub use load::{LoadOptions, LoadReport, Remap, ShapeMismatch, WeightsFile, adapt_input_conv};
 pub use model::{
     Arch, FeatureInfo, HeadSpec, Model, ModelOptions, StageSpec, count_parameters, param_shapes,
     param_shapes_with_head,
 };
+pub use pretrained::{ModelRef, TimmTag, TvWeights, list_pretrained};
 pub use registry::{Registry, RegistryEntry, create_model, list_models, wildcard_match};
 pub use text::TextModelFiles;

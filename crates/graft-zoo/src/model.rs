@@ -408,7 +408,24 @@ pub struct ModelOptions {
     /// The classifier; `None` keeps the registered model's (the reference's Linear for
     /// built-ins, the saved head for user models).
     pub head: Option<HeadSpec>,
+    /// Load the pretrained weights the name refers to (timm's `pretrained=True`): a tag's, an
+    /// `hf-hub:` repo's, torchvision's, or an architecture's default tag. Files come from the
+    /// local caches or are downloaded ([`graft_hub`]). Ignored when `weights` is given.
+    pub pretrained: bool,
+    /// The Hub revision (branch, tag or commit) of a tag's or `hf-hub:` repo's files; default
+    /// `main` (an `@revision` in the name wins).
+    pub revision: Option<String>,
+    /// Where pretrained files come from; `None`: [`graft_hub::HubConfig::from_env`].
+    pub hub: Option<graft_hub::HubConfig>,
+    /// Reads a PyTorch pickle (`.pth`, `pytorch_model.bin`: torchvision's weights) into named
+    /// tensors; graft-tch provides one (`graft_tch::pth::read_pth`). Without it such files are
+    /// an error that says so.
+    pub pickle_reader: Option<PickleReader>,
 }
+
+/// A reader of PyTorch pickle files (see [`ModelOptions::pickle_reader`]).
+pub type PickleReader =
+    fn(&std::path::Path) -> Result<std::collections::BTreeMap<String, TensorData>>;
 
 impl Default for ModelOptions {
     fn default() -> Self {
@@ -423,6 +440,10 @@ impl Default for ModelOptions {
             drop_path_rate: None,
             drop_rate: None,
             head: None,
+            pretrained: false,
+            revision: None,
+            hub: None,
+            pickle_reader: None,
         }
     }
 }
@@ -446,6 +467,26 @@ impl ModelOptions {
     }
     pub fn seed(mut self, seed: u64) -> Self {
         self.seed = seed;
+        self
+    }
+    /// Load the pretrained weights the name refers to (see [`ModelOptions::pretrained`]).
+    pub fn pretrained(mut self, yes: bool) -> Self {
+        self.pretrained = yes;
+        self
+    }
+    /// The Hub revision of the pretrained files.
+    pub fn revision(mut self, rev: impl Into<String>) -> Self {
+        self.revision = Some(rev.into());
+        self
+    }
+    /// Where pretrained files come from.
+    pub fn hub(mut self, cfg: graft_hub::HubConfig) -> Self {
+        self.hub = Some(cfg);
+        self
+    }
+    /// How to read PyTorch pickles (see [`ModelOptions::pickle_reader`]).
+    pub fn pickle_reader(mut self, r: PickleReader) -> Self {
+        self.pickle_reader = Some(r);
         self
     }
 }
@@ -862,6 +903,12 @@ impl<B: Backend> Model<B> {
         opts: &crate::load::LoadOptions,
     ) -> Result<crate::load::LoadReport> {
         self.trainable_form("load_weights")?;
+        if crate::pretrained::is_pickle(path) {
+            return Err(Error::format(
+                path,
+                "a PyTorch pickle: graft-zoo reads safetensors; read it with graft_tch::pth::read_pth and Model::load_tensors (ModelOptions::pickle_reader does this in create)",
+            ));
+        }
         let file = crate::load::WeightsFile::open(path)?;
         crate::load::apply(self, &file, opts)
     }

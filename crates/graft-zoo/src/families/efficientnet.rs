@@ -1,7 +1,9 @@
 //! EfficientNet (Tan & Le 2019) B0 with torchvision's names: `features.0` stem, `features.1..7`
 //! stages of MBConv blocks `features.{s}.{i}.block.{j}` (expand / depthwise / squeeze-excitation
 //! `fc1`, `fc2` / project), `features.8` last 1×1 conv, `classifier.1` Linear after dropout.
-//! Stochastic depth ("row" mode, rate growing linearly with block index) in train mode.
+//! Stochastic depth ("row" mode, rate growing linearly with block index) in train mode. timm's
+//! `efficientnet_b0` is the same network; its files (`conv_stem`, `bn1`, `blocks.{s}.{i}.*`,
+//! `conv_head`, `bn2`, `classifier`) load through the remap table.
 
 use graft_backend::nn;
 use graft_backend::{Backend, Ctx, ParamPath, Params};
@@ -232,5 +234,27 @@ impl Family for EfficientNet {
     }
     fn pool<B: Backend>(&self, p: &Params<B>, x: &B::Tensor, _ctx: &Ctx<'_>) -> Result<B::Tensor> {
         avg_pool_flat(p.backend(), x)
+    }
+    fn remaps(&self) -> Vec<crate::load::Remap> {
+        use crate::load::Remap;
+        let mut v = vec![
+            Remap::prefix("conv_stem", "features.0.0"),
+            Remap::prefix("bn1", "features.0.1"),
+            Remap::prefix("classifier", "classifier.1"),
+        ];
+        let last = format!("features.{}", self.stages.len() + 1);
+        v.push(Remap::prefix("conv_head", &format!("{last}.0")));
+        v.push(Remap::prefix("bn2", &format!("{last}.1")));
+        for (si, s) in self.stages.iter().enumerate() {
+            for i in 0..s.layers {
+                v.extend(crate::layers::timm_block_remaps(
+                    &format!("blocks.{si}.{i}"),
+                    &format!("features.{}.{i}.block", si + 1),
+                    s.expand != 1,
+                    true,
+                ));
+            }
+        }
+        v
     }
 }

@@ -1,7 +1,10 @@
 //! MobileNetV3 (Howard et al. 2019) with torchvision's names: `features.0` stem,
 //! `features.{i}.block.{j}` inverted residuals (expand / depthwise / squeeze-excitation `fc1`,
 //! `fc2` / project), the last 1×1 conv, then `classifier.{0,3}` (Linear, Hardswish, Dropout,
-//! Linear). BatchNorm eps 1e-3, momentum 0.01 as torchvision.
+//! Linear). BatchNorm eps 1e-3, momentum 0.01 as torchvision; timm's `mobilenetv3_*_100` are the
+//! same network with BatchNorm eps 1e-5, momentum 0.1, and their files (timm's names:
+//! `conv_stem`, `bn1`, `blocks.{s}.{i}.*`, `conv_head`, `classifier`) load through
+//! [`MobileNetV3::timm_remaps`].
 
 use graft_backend::nn;
 use graft_backend::{Backend, Ctx, Init, ParamPath, Params};
@@ -15,10 +18,23 @@ use crate::layers::{
 };
 use crate::model::{ClassifierSpec, Family, HeadInit, StageSpec};
 
+/// torchvision's BatchNorm settings.
 pub(crate) const BN: BnCfg = BnCfg {
     eps: 1e-3,
     momentum: 0.01,
 };
+/// timm's (PyTorch's defaults).
+pub(crate) const BN_TIMM: BnCfg = BnCfg {
+    eps: 1e-5,
+    momentum: 0.1,
+};
+
+fn tv_eps() -> f64 {
+    BN.eps
+}
+fn tv_momentum() -> f64 {
+    BN.momentum
+}
 
 /// One inverted-residual block (torchvision's `InvertedResidualConfig`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -44,6 +60,12 @@ pub struct MobileNetV3 {
     /// Block indices (into `blocks`) that start a new stage, after the first.
     pub stage_starts: Vec<usize>,
     pub dropout: f64,
+    /// BatchNorm eps (torchvision 1e-3, timm 1e-5).
+    #[serde(default = "tv_eps")]
+    pub bn_eps: f64,
+    /// BatchNorm momentum in train mode (torchvision 0.01, timm 0.1).
+    #[serde(default = "tv_momentum")]
+    pub bn_momentum: f64,
 }
 
 const fn ir(
@@ -90,6 +112,8 @@ impl MobileNetV3 {
             last_channel: 1280,
             stage_starts: vec![1, 3, 6, 10, 12],
             dropout: 0.2,
+            bn_eps: BN.eps,
+            bn_momentum: BN.momentum,
         }
     }
     /// torchvision's `mobilenet_v3_small`.
@@ -111,7 +135,69 @@ impl MobileNetV3 {
             last_channel: 1024,
             stage_starts: vec![1, 3, 6, 8],
             dropout: 0.2,
+            bn_eps: BN.eps,
+            bn_momentum: BN.momentum,
         }
+    }
+    /// timm's `mobilenetv3_large_100`: torchvision's network with timm's BatchNorm settings.
+    pub fn large_timm() -> Self {
+        Self {
+            bn_eps: BN_TIMM.eps,
+            bn_momentum: BN_TIMM.momentum,
+            ..Self::large()
+        }
+    }
+    /// timm's `mobilenetv3_small_100`.
+    pub fn small_timm() -> Self {
+        Self {
+            bn_eps: BN_TIMM.eps,
+            bn_momentum: BN_TIMM.momentum,
+            ..Self::small()
+        }
+    }
+    fn bn(&self) -> BnCfg {
+        BnCfg {
+            eps: self.bn_eps,
+            momentum: self.bn_momentum,
+        }
+    }
+    /// timm's names for this network's parameters (`conv_stem`, `bn1`, `blocks.{s}.{i}.*` with
+    /// timm's stages — runs of blocks with the same output width —, `conv_head`, `classifier`),
+    /// mapped onto torchvision's. timm's `conv_head` is a 1×1 conv after pooling: torchvision's
+    /// first classifier Linear, reshaped.
+    pub(crate) fn timm_remaps(&self) -> Vec<crate::load::Remap> {
+        use crate::load::Remap;
+        let mut v = vec![
+            Remap::prefix("conv_stem", "features.0.0"),
+            Remap::prefix("bn1", "features.0.1"),
+            Remap::regex(r"^conv_head\.weight$", "classifier.0.weight", true),
+            Remap::prefix("conv_head.bias", "classifier.0.bias"),
+            Remap::prefix("classifier", "classifier.3"),
+        ];
+        let (mut stage, mut idx) = (0usize, 0usize);
+        for (k, c) in self.blocks.iter().enumerate() {
+            if k > 0 {
+                if self.blocks[k - 1].out == c.out {
+                    idx += 1;
+                } else {
+                    stage += 1;
+                    idx = 0;
+                }
+            }
+            let from = format!("blocks.{stage}.{idx}");
+            let to = format!("features.{}.block", k + 1);
+            v.extend(crate::layers::timm_block_remaps(
+                &from,
+                &to,
+                c.expanded != c.input,
+                c.se,
+            ));
+        }
+        let last = format!("blocks.{}.0", stage + 1);
+        let to = format!("features.{}", self.last_conv_index());
+        v.push(Remap::prefix(&format!("{last}.conv"), &format!("{to}.0")));
+        v.push(Remap::prefix(&format!("{last}.bn1"), &format!("{to}.1")));
+        v
     }
     fn last_conv_out(&self) -> usize {
         6 * self.blocks.last().map_or(16, |b| b.out)
@@ -143,7 +229,7 @@ impl MobileNetV3 {
         let mut j = 0;
         let mut y = x.clone();
         if c.expanded != c.input {
-            y = conv_bn_act(p, &join(path, "block.0"), &y, 1, 1, 1, BN, a, ctx)?;
+            y = conv_bn_act(p, &join(path, "block.0"), &y, 1, 1, 1, self.bn(), a, ctx)?;
             j += 1;
         }
         y = conv_bn_act(
@@ -153,7 +239,7 @@ impl MobileNetV3 {
             c.kernel,
             c.stride,
             c.expanded,
-            BN,
+            self.bn(),
             a,
             ctx,
         )?;
@@ -175,7 +261,7 @@ impl MobileNetV3 {
             1,
             1,
             1,
-            BN,
+            self.bn(),
             Act::None,
             ctx,
         )?;
@@ -287,7 +373,7 @@ impl Family for MobileNetV3 {
     ) -> Result<B::Tensor> {
         let stages = self.block_stages();
         if i == 0 {
-            return conv_bn_act(p, "features.0", x, 3, 2, 1, BN, Act::Hardswish, ctx);
+            return conv_bn_act(p, "features.0", x, 3, 2, 1, self.bn(), Act::Hardswish, ctx);
         }
         if i == stages.len() + 1 {
             return conv_bn_act(
@@ -297,7 +383,7 @@ impl Family for MobileNetV3 {
                 1,
                 1,
                 1,
-                BN,
+                self.bn(),
                 Act::Hardswish,
                 ctx,
             );
@@ -316,5 +402,8 @@ impl Family for MobileNetV3 {
         let b = p.backend();
         let y = avg_pool_flat(b, x)?;
         act(b, nn::linear(p, "classifier.0", &y)?, Act::Hardswish)
+    }
+    fn remaps(&self) -> Vec<crate::load::Remap> {
+        self.timm_remaps()
     }
 }
