@@ -22,6 +22,7 @@ pub use graft_core as core;
 pub use graft_data as data;
 pub use graft_extract as extract;
 pub use graft_finetune as finetune;
+pub use graft_hub as hub;
 pub use graft_ndarray as ndarray;
 pub use graft_optim as optim;
 pub use graft_reuse as reuse;

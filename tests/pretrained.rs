@@ -1,0 +1,239 @@
+//! Pretrained models by name, from a stand-in Hub on 127.0.0.1 serving repos that the venv's
+//! timm wrote itself (`save_for_hf`, every parameter and buffer re-randomised): graft pulls a tag
+//! into the Hugging Face cache layout and its logits equal timm's; Python's huggingface_hub and
+//! timm, offline, find graft's files; graft, with the server gone, uses a file Python pulled;
+//! `hf-hub:` names with a revision; an offline miss is one clear error that writes nothing.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use graft::backend::safetensors_io;
+use graft::hub::HubConfig;
+use graft::hub::stand_in::StandIn;
+use graft::zoo::{ModelOptions, create_model};
+use graft::{Backend, Ctx, Error, NdArray, Tch, TensorData};
+
+/// One per family graft has: every timm-named layout the remap tables cover.
+const TAGS: &[&str] = &[
+    "resnet18.a1_in1k",
+    "mobilenetv3_large_100.ra_in1k",
+    "mobilenetv3_small_100.lamb_in1k",
+    "efficientnet_b0.ra_in1k",
+    "convnext_tiny.fb_in1k",
+    "vit_tiny_patch16_224.augreg_in21k_ft_in1k",
+];
+
+/// timm's repo for `tag` (config.json, model.safetensors, io.safetensors), written once per run.
+fn timm_repo(tag: &str) -> PathBuf {
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .join("hub-repos")
+        .join(tag);
+    if !dir.join("io.safetensors").exists() {
+        let _ = std::fs::remove_dir_all(&dir);
+        common::run_python(
+            "hub_reference.py",
+            &["repo", tag, dir.to_str().expect("utf-8")],
+        );
+    }
+    dir
+}
+
+fn publish(server: &StandIn, repo: &str, dir: &Path) -> String {
+    let read = |f: &str| std::fs::read(dir.join(f)).expect(f);
+    server.publish(
+        repo,
+        "main",
+        &[
+            ("config.json", read("config.json")),
+            ("model.safetensors", read("model.safetensors")),
+        ],
+    )
+}
+
+fn hub_cfg(server_endpoint: &str, cache: &Path) -> HubConfig {
+    let mut c = HubConfig::from_vars(|_| None);
+    c.endpoint = server_endpoint.to_string();
+    c.cache_dir = cache.to_path_buf();
+    c.torch_home = cache.join("torch");
+    c.progress = false;
+    c.retries = 1;
+    c
+}
+
+fn io(dir: &Path) -> (TensorData, TensorData) {
+    let (mut t, _) = safetensors_io::load(&dir.join("io.safetensors")).expect("io");
+    (
+        t.remove("x").expect("x"),
+        t.remove("logits").expect("logits"),
+    )
+}
+
+fn rel_diff(got: &TensorData, want: &TensorData) -> f64 {
+    assert_eq!(got.shape(), want.shape(), "shape");
+    let max_ref = want.to_f64().iter().fold(0f64, |m, v| m.max(v.abs()));
+    got.max_abs_diff(want).expect("diff") / max_ref.max(1e-12)
+}
+
+fn logits<B: Backend>(b: &B, tag: &str, cfg: &HubConfig, x: &TensorData) -> TensorData {
+    let opts = ModelOptions::default().pretrained(true).hub(cfg.clone());
+    let (model, report) = create_model(b, tag, &opts).unwrap_or_else(|e| panic!("{tag}: {e}"));
+    let report = report.expect("weights were loaded");
+    assert!(
+        report.is_clean() && report.head_dropped.is_empty(),
+        "{tag}: {report}"
+    );
+    assert_eq!(model.cfg().tag.as_deref(), Some(tag));
+    let y = model
+        .forward(&b.from_data(x).expect("upload"), &Ctx::eval())
+        .expect("forward");
+    b.to_data(&y).expect("download")
+}
+
+fn python_with(env: &[(&str, &str)], args: &[&str]) -> std::process::Output {
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/python/hub_reference.py");
+    let mut cmd = Command::new(common::python());
+    cmd.arg(script).args(args);
+    for k in [
+        "HF_HUB_OFFLINE",
+        "HF_ENDPOINT",
+        "HF_HUB_CACHE",
+        "HF_HOME",
+        "HF_TOKEN",
+    ] {
+        cmd.env_remove(k);
+    }
+    cmd.env("HF_HUB_DISABLE_TELEMETRY", "1");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().expect("spawn python");
+    assert!(
+        out.status.success(),
+        "hub_reference.py {args:?} failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+#[test]
+fn tags_pulled_from_the_hub_match_timm_and_python_reads_graft_s_cache() {
+    let server = StandIn::start().expect("server");
+    let cache = common::temp_dir("pretrained-tags");
+    let cfg = hub_cfg(&server.endpoint(), &cache);
+    for tag in TAGS {
+        let dir = timm_repo(tag);
+        publish(&server, &format!("timm/{tag}"), &dir);
+        let (x, want) = io(&dir);
+        let tch = logits(&Tch::cpu(), tag, &cfg, &x);
+        let d = rel_diff(&tch, &want);
+        assert!(d <= 1e-4, "{tag} tch: {d:e}");
+        let nd = logits(&NdArray, tag, &cfg, &x);
+        let d = rel_diff(&nd, &want);
+        assert!(d <= 1e-3, "{tag} ndarray: {d:e}");
+        // Python, offline, on graft's cache: huggingface_hub finds the file, timm loads it
+        let out = cache.join(format!("{tag}-timm.safetensors"));
+        python_with(
+            &[
+                ("HF_HUB_OFFLINE", "1"),
+                ("HF_HUB_CACHE", cache.to_str().expect("utf-8")),
+            ],
+            &[
+                "offline",
+                tag,
+                dir.join("io.safetensors").to_str().expect("utf-8"),
+                out.to_str().expect("utf-8"),
+            ],
+        );
+        let (timm, _) = safetensors_io::load(&out).expect("timm logits");
+        assert_eq!(
+            timm["logits"].max_abs_diff(&want).expect("diff"),
+            0.0,
+            "{tag}: timm on graft's file"
+        );
+    }
+    // one download per file: the second backend used the cache
+    assert_eq!(server.count("GET", "/blobs/"), TAGS.len());
+}
+
+#[test]
+fn graft_uses_what_python_pulled_with_the_server_stopped() {
+    let tag = "resnet18.a1_in1k";
+    let dir = timm_repo(tag);
+    let cache = common::temp_dir("pretrained-python-pull");
+    let endpoint = {
+        let server = StandIn::start().expect("server");
+        publish(&server, &format!("timm/{tag}"), &dir);
+        let env = [
+            ("HF_ENDPOINT", server.endpoint()),
+            ("HF_HUB_CACHE", cache.to_string_lossy().into_owned()),
+        ];
+        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        for f in ["model.safetensors", "config.json"] {
+            python_with(&env, &["pull", &format!("timm/{tag}"), f]);
+        }
+        server.endpoint()
+    }; // the server stops here
+    let (x, want) = io(&dir);
+    let cfg = hub_cfg(&endpoint, &cache);
+    let got = logits(&Tch::cpu(), tag, &cfg, &x);
+    assert!(rel_diff(&got, &want) <= 1e-4);
+    // and offline too
+    let mut off = cfg.clone();
+    off.offline = true;
+    let got = logits(&NdArray, tag, &off, &x);
+    assert!(rel_diff(&got, &want) <= 1e-3);
+}
+
+#[test]
+fn hf_hub_names_take_a_revision() {
+    let tag = "resnet18.a1_in1k";
+    let dir = timm_repo(tag);
+    let server = StandIn::start().expect("server");
+    let v1 = publish(&server, "someone/my-resnet", &dir);
+    server.set_ref("someone/my-resnet", "v1", &v1);
+    // main moves on to a commit without weights: only @v1 has them
+    server.publish(
+        "someone/my-resnet",
+        "main",
+        &[(
+            "config.json",
+            std::fs::read(dir.join("config.json")).expect("config"),
+        )],
+    );
+    let cache = common::temp_dir("pretrained-hf-hub");
+    let cfg = hub_cfg(&server.endpoint(), &cache);
+    let (x, want) = io(&dir);
+    let name = "hf-hub:someone/my-resnet@v1";
+    let opts = ModelOptions::default().pretrained(true).hub(cfg.clone());
+    let (model, report) = create_model(&Tch::cpu(), name, &opts).expect("hf-hub@v1");
+    assert!(report.expect("loaded").is_clean());
+    assert_eq!(model.cfg().test_input_size, Some([3, 288, 288]));
+    let b = Tch::cpu();
+    let y = model
+        .forward(&b.from_data(&x).expect("x"), &Ctx::eval())
+        .expect("forward");
+    assert!(rel_diff(&b.to_data(&y).expect("y"), &want) <= 1e-4);
+    let e = create_model(&Tch::cpu(), "hf-hub:someone/my-resnet", &opts)
+        .expect_err("main has no weights");
+    assert!(e.to_string().contains("model.safetensors"), "{e}");
+}
+
+#[test]
+fn offline_with_nothing_cached_is_one_clear_error_and_writes_nothing() {
+    let cache = common::temp_dir("pretrained-offline");
+    let mut cfg = hub_cfg("http://127.0.0.1:9", &cache.join("hub"));
+    cfg.offline = true;
+    for name in ["resnet50.a1_in1k", "resnet50", "tv:resnet50.IMAGENET1K_V2"] {
+        let opts = ModelOptions::default().pretrained(true).hub(cfg.clone());
+        let e = create_model(&NdArray, name, &opts).expect_err(name);
+        match &e {
+            Error::NotCached { hint, .. } => assert!(hint.contains("graft pull"), "{e}"),
+            other => panic!("{name}: expected NotCached, got {other}"),
+        }
+        assert!(e.to_string().contains("resnet50"), "{e}");
+    }
+    assert!(!cache.join("hub").exists(), "nothing is written offline");
+}
