@@ -136,8 +136,18 @@ pub enum BackendName {
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ModelSection {
-    /// A registered model (built-in or a user model under `models_dir`).
+    /// A registered model (built-in or a user model under `models_dir`), a pretrained tag
+    /// (`resnet50.a1_in1k`), `hf-hub:org/name[@revision]` or `tv:resnet50.IMAGENET1K_V2`.
     pub name: Spanned<String>,
+    /// Load the name's pretrained weights (default: yes for tags, `hf-hub:`, `tv:` and user
+    /// models; an architecture gets its default tag).
+    pub pretrained: Option<Spanned<bool>>,
+    /// `"random"`: a model trained from scratch (random weights, as the reference initialises
+    /// them); `"pretrained"`: as `pretrained = true`. A bare architecture needs one of them or
+    /// `weights`.
+    pub init: Option<Spanned<crate::pretrained::Init>>,
+    /// The Hub revision (branch, tag or commit) of a tag's or `hf-hub:` repo's files.
+    pub revision: Option<String>,
     /// safetensors weights (optional for user models, which carry theirs).
     pub weights: Option<Spanned<PathBuf>>,
     /// Target classes (default: the data's).

@@ -11,6 +11,7 @@
 //! crates) — TOML lives here and only here.
 
 mod exp;
+mod pretrained;
 mod routes;
 
 use std::path::{Path, PathBuf};
@@ -55,11 +56,16 @@ enum Command {
     Eval { experiment: PathBuf },
     /// Classify image files (the model's eval transform; top-k labels and probabilities).
     Predict {
+        /// A registered name, a pretrained tag (`resnet50.a1_in1k`), `hf-hub:org/name[@rev]` or
+        /// `tv:resnet50.IMAGENET1K_V2`.
         #[arg(long)]
         model: String,
-        /// safetensors weights (optional for user models).
+        /// safetensors weights (optional for user models and pretrained names).
         #[arg(long)]
         weights: Option<PathBuf>,
+        /// `pretrained` (an architecture's default tag) or `random` (scratch weights).
+        #[arg(long, value_enum)]
+        init: Option<pretrained::Init>,
         #[arg(long, default_value_t = 5)]
         top: usize,
         #[arg(long, value_enum, default_value_t = default_backend())]
@@ -93,8 +99,23 @@ enum Command {
         #[arg(long, value_enum, default_value_t = default_backend())]
         backend: BackendKind,
     },
-    /// List registered models (wildcards: `resnet*`, `*vit*`).
-    Models { pattern: Option<String> },
+    /// List registered models (wildcards: `resnet*`, `*vit*`); with --pretrained, the
+    /// pretrained tags (timm's and torchvision's) with licence and whether they are cached.
+    Models {
+        pattern: Option<String>,
+        #[arg(long)]
+        pretrained: bool,
+    },
+    /// Fetch pretrained weights into the local caches ahead of time (Hugging Face's cache,
+    /// shared with Python; torchvision's in $TORCH_HOME): tags, `hf-hub:` repos, `tv:` names,
+    /// or architectures (their default tag).
+    Pull {
+        #[arg(required = true)]
+        names: Vec<String>,
+        /// Hub revision (branch, tag or commit) for tags and `hf-hub:` repos.
+        #[arg(long)]
+        revision: Option<String>,
+    },
     /// Show a weights file's tensors and which registered models it fits.
     Inspect {
         weights: PathBuf,
@@ -104,8 +125,12 @@ enum Command {
     },
     /// Run a model on an NCHW float32 .npy batch; write logits (or pooled features) as .npy.
     Infer {
+        /// A registered name, a pretrained tag, or `tv:arch.WEIGHTS`.
         #[arg(long)]
         model: String,
+        /// `pretrained` (an architecture's default tag) or `random` (scratch weights).
+        #[arg(long, value_enum)]
+        init: Option<pretrained::Init>,
         /// safetensors (default) or, with the tch backend, a torch.save .pth / .pt (unpickled by
         /// libtorch: only for files you trust). Optional for user models.
         #[arg(long)]
@@ -202,6 +227,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Predict {
             model,
             weights,
+            init,
             top,
             backend,
             images,
@@ -209,6 +235,7 @@ fn run(cli: Cli) -> Result<()> {
             let job = PredictJob {
                 model,
                 weights,
+                init,
                 top: top.max(1),
                 images,
             };
@@ -241,10 +268,16 @@ fn run(cli: Cli) -> Result<()> {
                 BackendKind::Tch => embed_tch(&reg, &job),
             }
         }
-        Command::Models { pattern } => models(&reg, pattern.as_deref()),
+        Command::Models {
+            pattern,
+            pretrained: true,
+        } => pretrained::list(&reg, pattern.as_deref()),
+        Command::Models { pattern, .. } => models(&reg, pattern.as_deref()),
+        Command::Pull { names, revision } => pretrained::pull(&names, revision.as_deref()),
         Command::Inspect { weights, all } => inspect(&reg, &weights, all),
         Command::Infer {
             model,
+            init,
             weights,
             input,
             output,
@@ -256,6 +289,7 @@ fn run(cli: Cli) -> Result<()> {
         } => {
             let job = InferJob {
                 model,
+                init,
                 weights,
                 input,
                 output,
@@ -416,6 +450,7 @@ fn inspect(reg: &Registry, path: &Path, all: bool) -> Result<()> {
 #[derive(Debug)]
 struct InferJob {
     model: String,
+    init: Option<pretrained::Init>,
     weights: Option<PathBuf>,
     input: PathBuf,
     output: PathBuf,
@@ -537,7 +572,7 @@ fn embed<B: Backend>(b: &B, reg: &Registry, job: &EmbedJob) -> Result<()> {
 }
 
 fn infer<B: Backend>(b: &B, reg: &Registry, job: &InferJob) -> Result<()> {
-    let entry = reg.get(&job.model)?;
+    let (entry, entry_cfg) = reg.entry_of(&job.model)?;
     let x: ndarray::ArrayD<f32> = ndarray_npy::read_npy(&job.input)
         .with_context(|| format!("{}: not a float32 .npy array", job.input.display()))?;
     if x.ndim() != 4 {
@@ -561,6 +596,7 @@ fn infer<B: Backend>(b: &B, reg: &Registry, job: &InferJob) -> Result<()> {
         );
         opts.img_size = Some([h, w]);
     }
+    let start = pretrained::start(reg, &job.model, job.weights.clone(), job.init)?;
     let weights = job.weights.clone().or_else(|| entry.weights.clone());
     let pickled = match &weights {
         Some(p) if is_pickle(p) => Some(read_pickle(p)?),
@@ -580,7 +616,7 @@ fn infer<B: Backend>(b: &B, reg: &Registry, job: &InferJob) -> Result<()> {
     };
     opts.num_classes = job
         .num_classes
-        .or_else(|| file_num_classes(&shapes, &entry.cfg.classifier));
+        .or_else(|| file_num_classes(&shapes, &entry_cfg.classifier));
     let t0 = Instant::now();
     let (model, report) = match (&weights, pickled) {
         (Some(p), Some(tensors)) => {
@@ -604,11 +640,22 @@ fn infer<B: Backend>(b: &B, reg: &Registry, job: &InferJob) -> Result<()> {
             },
         )?,
         (None, _) => {
-            eprintln!(
-                "warning: no --weights: {} runs with its random initialisation",
-                job.model
-            );
-            reg.create(b, &job.model, &opts)?
+            if start == pretrained::Start::Random {
+                eprintln!(
+                    "note: {} runs with random weights (init = random)",
+                    job.model
+                );
+            }
+            let p = pretrained::options(&start, None);
+            reg.create(
+                b,
+                &job.model,
+                &ModelOptions {
+                    pretrained: p.pretrained,
+                    pickle_reader: p.pickle_reader,
+                    ..opts.clone()
+                },
+            )?
         }
     };
     if let Some(r) = &report {
@@ -652,6 +699,7 @@ fn infer<B: Backend>(b: &B, reg: &Registry, job: &InferJob) -> Result<()> {
 struct PredictJob {
     model: String,
     weights: Option<PathBuf>,
+    init: Option<pretrained::Init>,
     top: usize,
     images: Vec<PathBuf>,
 }
@@ -670,16 +718,18 @@ fn predict_tch(_reg: &Registry, _job: &PredictJob) -> Result<()> {
 /// normalise, from the model's cfg; one-channel models see the mean of R, G, B).
 fn predict<B: Backend>(b: &B, reg: &Registry, job: &PredictJob) -> Result<()> {
     use graft_data::Transform as _;
-    let entry = reg.get(&job.model)?;
-    let in_chans = entry.cfg.input_size[0];
-    let mut opts = ModelOptions::default().in_chans(in_chans);
-    let weights = job.weights.clone().or_else(|| entry.weights.clone());
-    if let Some(w) = &weights {
-        opts.num_classes = weights_num_classes(w, &entry.cfg.classifier)?;
-        opts.weights = Some(w.clone());
-    } else {
+    let start = pretrained::start(reg, &job.model, job.weights.clone(), job.init)?;
+    let mut opts = pretrained::options(&start, None);
+    if !job.model.starts_with("hf-hub:") {
+        let (_, cfg) = reg.entry_of(&job.model)?;
+        opts.in_chans = cfg.input_size[0];
+        if let Some(w) = &job.weights {
+            opts.num_classes = weights_num_classes(w, &cfg.classifier)?;
+        }
+    }
+    if start == pretrained::Start::Random {
         eprintln!(
-            "warning: no --weights: {} runs with its random initialisation",
+            "note: {} runs with random weights (init = random)",
             job.model
         );
     }

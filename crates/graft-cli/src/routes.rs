@@ -20,7 +20,7 @@ use graft_extract::{
 use graft_finetune::{FineTuneOptions, FreezeDepth, Gradual, LpFt, Recipe, Strategy};
 use graft_surgery::{BnPolicy, LrConfig, Plan};
 use graft_train::{ClassMetrics, History, Inputs, TrainConfig};
-use graft_zoo::{HeadSpec, Model, ModelOptions, Registry};
+use graft_zoo::{HeadSpec, Model, Registry};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::json;
@@ -381,8 +381,18 @@ impl<S: DeserializeOwned + Serialize + Default> Job<S> {
         let exp: Experiment<S> = src.parse()?;
         let reg = registry(&src, cli_dirs, &exp.model.models_dir)?;
         let name = &exp.model.name;
-        if let Err(e) = reg.get(name.get_ref()) {
+        let is_hub = name.get_ref().starts_with("hf-hub:");
+        if !is_hub && let Err(e) = reg.entry_of(name.get_ref()) {
             return Err(src.error(name.span(), e.to_string()).into());
+        }
+        let m = &exp.model;
+        if let (Some(p), Some(i)) = (&m.pretrained, &m.init) {
+            let agree = *p.get_ref() == (*i.get_ref() == crate::pretrained::Init::Pretrained);
+            if !agree {
+                return Err(src
+                    .error(i.span(), "init contradicts pretrained: give one of them")
+                    .into());
+            }
         }
         if let Some(w) = &exp.model.weights {
             src.existing("model.weights", w)?;
@@ -398,7 +408,7 @@ impl<S: DeserializeOwned + Serialize + Default> Job<S> {
                 )
                 .into());
         }
-        let text_model = reg.get(name.get_ref())?.cfg.text.is_some();
+        let text_model = !is_hub && reg.entry_of(name.get_ref())?.1.text.is_some();
         if text_model && !has_text {
             return Err(src
                 .error(
@@ -491,24 +501,44 @@ impl<S: DeserializeOwned + Serialize + Default> Job<S> {
     /// otherwise the trunk is what matters and a mismatching head is dropped.
     fn model<B: Backend>(&self, b: &B, own_head: bool) -> Result<Model<B>> {
         let m = &self.exp.model;
-        let entry = self.reg.get(m.name.get_ref())?;
-        let mut opts = ModelOptions::default().in_chans(m.in_chans.unwrap_or(self.data.channels));
-        if m.lenient {
-            opts.load = graft_zoo::LoadOptions::lenient();
-        }
+        let name = m.name.get_ref();
+        let is_hub = name.starts_with("hf-hub:");
         let weights = m
             .weights
             .as_ref()
             .map(|w| self.src.resolve(w.get_ref()))
             .or_else(|| {
                 // a text model's pretrained weights, unless it is a user model with its own
-                match (&self.data.text, &entry.weights) {
-                    (Some(t), None) => Some(t.files.weights.clone()),
+                let own = !is_hub && self.reg.get(name).is_ok_and(|e| e.weights.is_some());
+                match &self.data.text {
+                    Some(t) if !own => Some(t.files.weights.clone()),
                     _ => None,
                 }
             });
-        let file_classes = match weights.as_ref().or(entry.weights.as_ref()) {
-            Some(w) => crate::weights_num_classes(w, &entry.cfg.classifier)?,
+        let init = match (&m.init, &m.pretrained) {
+            (Some(i), _) => Some(*i.get_ref()),
+            (None, Some(p)) if *p.get_ref() => Some(crate::pretrained::Init::Pretrained),
+            (None, Some(_)) => Some(crate::pretrained::Init::Random),
+            (None, None) => None,
+        };
+        let start =
+            crate::pretrained::start(&self.reg, name, weights.clone(), init).map_err(|e| {
+                let at = m.init.as_ref().map(|i| i.span()).unwrap_or(m.name.span());
+                self.src.error(at, e.to_string())
+            })?;
+        let mut opts = crate::pretrained::options(&start, m.revision.as_deref())
+            .in_chans(m.in_chans.unwrap_or(self.data.channels));
+        if m.lenient {
+            opts.load = graft_zoo::LoadOptions::lenient();
+        }
+        let (entry_weights, classifier) = if is_hub {
+            (None, String::new())
+        } else {
+            let (e, cfg) = self.reg.entry_of(name)?;
+            (e.weights.clone(), cfg.classifier)
+        };
+        let file_classes = match weights.as_ref().or(entry_weights.as_ref()) {
+            Some(w) => crate::weights_num_classes(w, &classifier)?,
             None => None,
         };
         opts.num_classes = if own_head {
@@ -516,16 +546,10 @@ impl<S: DeserializeOwned + Serialize + Default> Job<S> {
         } else {
             file_classes
         };
-        if let Some(w) = weights {
-            opts.weights = Some(w);
-        }
-        let (mut model, report) = self.reg.create(b, m.name.get_ref(), &opts)?;
+        let (mut model, report) = self.reg.create(b, name, &opts)?;
         match &report {
             Some(r) => eprint!("{r}"),
-            None => eprintln!(
-                "warning: no weights: {} runs with its random initialisation",
-                m.name.get_ref()
-            ),
+            None => eprintln!("note: {name} starts from random weights (init = \"random\")"),
         }
         if self.data.digits {
             // the digits are 8x8 values in [0, 1], not normalised: say so in the cfg the model

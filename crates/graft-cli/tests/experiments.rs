@@ -53,6 +53,7 @@ fn run_dir(stdout: &str) -> PathBuf {
 const SOURCE: &str = r#"
 [model]
 name = "resnet18_small"
+init = "random"
 
 [data]
 batch_size = 32

@@ -150,7 +150,8 @@ impl Transform for ResizeShorter {
     }
 }
 
-/// Center crop (torchvision's rounding: offsets `round((h - th) / 2)`).
+/// Center crop (torchvision's rounding: offsets `round((h - th) / 2)` with Python's `round`,
+/// which rounds halves to even: 12.5 → 12, 13.5 → 14).
 #[derive(Debug, Clone)]
 pub struct CenterCrop {
     pub h: usize,
@@ -166,8 +167,8 @@ impl Transform for CenterCrop {
                 format!("{}x{} from a {h}x{w} image", self.h, self.w),
             ));
         }
-        let top = ((h - self.h) as f64 / 2.0).round() as usize;
-        let left = ((w - self.w) as f64 / 2.0).round() as usize;
+        let top = ((h - self.h) as f64 / 2.0).round_ties_even() as usize;
+        let left = ((w - self.w) as f64 / 2.0).round_ties_even() as usize;
         crop(&s, top, left, self.h, self.w)
     }
 }
@@ -202,8 +203,8 @@ impl Transform for RandomResizedCrop {
             let target =
                 area * (self.scale.0 + rng.random::<f64>() * (self.scale.1 - self.scale.0));
             let ar = (lr0 + rng.random::<f64>() * (lr1 - lr0)).exp();
-            let cw = (target * ar).sqrt().round() as usize;
-            let ch = (target / ar).sqrt().round() as usize;
+            let cw = (target * ar).sqrt().round_ties_even() as usize;
+            let ch = (target / ar).sqrt().round_ties_even() as usize;
             if cw > 0 && ch > 0 && cw <= w && ch <= h {
                 let top = rng.random_range(0..=h - ch);
                 let left = rng.random_range(0..=w - cw);
@@ -402,6 +403,34 @@ mod tests {
             data: (0..c * h * w).map(|i| (i % 251) as f32 / 255.0).collect(),
             label: 0,
         }
+    }
+
+    /// Regression: the offset of a center crop rounds halves to even, as Python's `round` in
+    /// torchvision's `center_crop` (201 x 301 → 176: top 12, left 62 — not 13, 63; seen as a 12.7
+    /// mean pixel error against timm's `resnet50.tv2_in1k` transform).
+    #[test]
+    fn center_crop_offsets_round_halves_to_even() {
+        let (h, w) = (201, 301);
+        let s = Sample {
+            shape: [1, h, w],
+            data: (0..h * w).map(|i| i as f32).collect(),
+            label: 0,
+        };
+        let mut rng = ChaCha8Rng::seed_from_u64(0);
+        let out = CenterCrop { h: 176, w: 176 }
+            .apply(s, &mut rng)
+            .expect("crop");
+        assert_eq!(out.data[0], (12 * w + 62) as f32);
+        let s = Sample {
+            shape: [1, 203, 303],
+            data: (0..203 * 303).map(|i| i as f32).collect(),
+            label: 0,
+        };
+        let out = CenterCrop { h: 176, w: 176 }
+            .apply(s, &mut rng)
+            .expect("crop");
+        // 13.5 → 14, 63.5 → 64
+        assert_eq!(out.data[0], (14 * 303 + 64) as f32);
     }
 
     #[test]

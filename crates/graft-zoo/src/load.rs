@@ -364,6 +364,18 @@ impl WeightsFile {
             index,
         }
     }
+    /// A file described by its tensors' names, shapes and dtypes alone (no data): enough for a
+    /// dry match ([`crate::Registry::fit`]); reading a tensor from it is an error.
+    pub fn index_only(source: &Path, index: BTreeMap<String, (Vec<usize>, String)>) -> Self {
+        Self {
+            path: source.to_path_buf(),
+            source: Source::Host(BTreeMap::new()),
+            index: index
+                .into_iter()
+                .map(|(n, (shape, dtype))| (n, FileTensor { shape, dtype }))
+                .collect(),
+        }
+    }
     /// The file's path.
     pub fn path(&self) -> &Path {
         &self.path

@@ -331,6 +331,44 @@ impl Registry {
         }
     }
 
+    /// The registered entry a name builds and the cfg the model gets: a registered name's own,
+    /// a tag's or torchvision weights' on their architecture. `hf-hub:` names need their repo's
+    /// `config.json`: [`Registry::create`] reads it.
+    pub fn entry_of(&self, name: &str) -> Result<(&RegistryEntry, PretrainedCfg)> {
+        use crate::pretrained::{self as pt, ModelRef};
+        match ModelRef::parse(name)? {
+            ModelRef::Name(n) => {
+                let e = self.get(&n)?;
+                Ok((e, e.cfg.clone()))
+            }
+            ModelRef::Tag(t) => {
+                let t = pt::timm_tag(&t)?;
+                let e = self.get(&t.architecture)?;
+                Ok((e, t.apply(&e.cfg)))
+            }
+            ModelRef::Torchvision { arch, weights } => {
+                let w = pt::tv_weights(&arch, &weights)?;
+                let e = self.get(&w.architecture)?;
+                Ok((e, w.apply(&e.cfg)))
+            }
+            ModelRef::HfHub { repo, .. } => Err(Error::invalid(
+                "entry_of",
+                format!(
+                    "hf-hub:{repo} is described by its repo's config.json, read when the model is created"
+                ),
+            )),
+        }
+    }
+    /// True when a name loads pretrained weights by itself (a tag, `hf-hub:`, `tv:`) or is a
+    /// user model carrying its own; false for a bare architecture.
+    pub fn has_weights(&self, name: &str) -> Result<bool> {
+        use crate::pretrained::ModelRef;
+        Ok(match ModelRef::parse(name)? {
+            ModelRef::Name(n) => self.get(&n)?.weights.is_some(),
+            _ => true,
+        })
+    }
+
     fn hub(opts: &ModelOptions) -> graft_hub::Hub {
         graft_hub::Hub::new(
             opts.hub
@@ -478,12 +516,23 @@ impl Registry {
         file: &crate::load::WeightsFile,
     ) -> Result<LoadReport> {
         let e = self.get(name)?;
+        self.fit_with(backend, name, e.cfg.num_classes, file)
+    }
+    /// [`Registry::fit`] for a head of `num_classes` (a pretrained tag's).
+    pub fn fit_with<B: Backend>(
+        &self,
+        backend: &B,
+        name: &str,
+        num_classes: usize,
+        file: &crate::load::WeightsFile,
+    ) -> Result<LoadReport> {
+        let e = self.get(name)?;
         let entries: Vec<(String, Vec<usize>, graft_backend::DType)> =
             crate::model::param_shapes_with_head(
                 backend,
                 &e.arch,
                 &e.head,
-                e.cfg.num_classes,
+                num_classes,
                 e.cfg.input_size[0],
             )?
             .into_iter()
@@ -510,11 +559,21 @@ impl Registry {
     /// Trainable parameter count of a registered model, without allocating its weights.
     pub fn param_count<B: Backend>(&self, backend: &B, name: &str) -> Result<usize> {
         let e = self.get(name)?;
+        self.param_count_with(backend, name, e.cfg.num_classes)
+    }
+    /// [`Registry::param_count`] with a head of `num_classes` (0: none).
+    pub fn param_count_with<B: Backend>(
+        &self,
+        backend: &B,
+        name: &str,
+        num_classes: usize,
+    ) -> Result<usize> {
+        let e = self.get(name)?;
         Ok(crate::model::param_shapes_with_head(
             backend,
             &e.arch,
             &e.head,
-            e.cfg.num_classes,
+            num_classes,
             e.cfg.input_size[0],
         )?
         .iter()

@@ -1,0 +1,193 @@
+//! Pretrained models from the command line: `graft models --pretrained`, `graft pull`, and the
+//! one rule every command builds a model by — explicit weights, the name's pretrained weights,
+//! or a random initialisation only when asked for (`--init random`, `[model] init = "random"`).
+
+use std::path::PathBuf;
+
+use anyhow::{Result, bail};
+use graft_hub::Hub;
+use graft_zoo::pretrained::{self as pt, ModelRef};
+use graft_zoo::{ModelOptions, Registry};
+
+/// What a model starts from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Start {
+    /// A weights file the user named.
+    Weights(PathBuf),
+    /// The pretrained weights the name refers to (a tag, `hf-hub:`, `tv:`, an architecture's
+    /// default tag, or a user model's own file).
+    Pretrained,
+    /// A random initialisation, asked for.
+    Random,
+}
+
+/// `--init` / `[model] init`.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Deserialize, serde::Serialize,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Init {
+    /// The name's pretrained weights (an architecture's default tag).
+    Pretrained,
+    /// A scratch model: random weights, as the reference initialises them.
+    Random,
+}
+
+/// Decides what `name` starts from; a bare architecture with no weights and no `init` is an
+/// error that says what to add.
+pub fn start(
+    reg: &Registry,
+    name: &str,
+    weights: Option<PathBuf>,
+    init: Option<Init>,
+) -> Result<Start> {
+    match (weights, init) {
+        (Some(_), Some(Init::Random)) => {
+            bail!("{name}: weights and init = random contradict each other; give one")
+        }
+        (Some(w), _) => Ok(Start::Weights(w)),
+        (None, Some(Init::Random)) => Ok(Start::Random),
+        (None, Some(Init::Pretrained)) => Ok(Start::Pretrained),
+        (None, None) if reg.has_weights(name)? => Ok(Start::Pretrained),
+        (None, None) => {
+            let suggestion = match pt::default_tag(name)? {
+                Some(t) => format!(
+                    "name pretrained weights (`{}`, or `graft models --pretrained '{name}*'` for all), ",
+                    t.tag
+                ),
+                None => String::new(),
+            };
+            bail!(
+                "{name} has no weights: {suggestion}give weights, or set init = \"random\" (--init random) for a model trained from scratch"
+            )
+        }
+    }
+}
+
+/// Model options for a start (the pickle reader when this build links libtorch).
+pub fn options(start: &Start, revision: Option<&str>) -> ModelOptions {
+    let mut o = ModelOptions::default();
+    match start {
+        Start::Weights(w) => o.weights = Some(w.clone()),
+        Start::Pretrained => o.pretrained = true,
+        Start::Random => {}
+    }
+    if let Some(r) = revision {
+        o.revision = Some(r.to_string());
+    }
+    #[cfg(feature = "tch")]
+    {
+        o.pickle_reader = Some(graft_tch::read_pth);
+    }
+    o
+}
+
+/// `graft models --pretrained [PATTERN]`: every tag matching, with its architecture, size,
+/// input, classes, licence and whether it is in the local cache.
+pub fn list(reg: &Registry, pattern: Option<&str>) -> Result<()> {
+    let hub = Hub::from_env();
+    let t = pt::table()?;
+    let m = |n: &str| pattern.is_none_or(|p| p.is_empty() || graft_zoo::wildcard_match(p, n));
+    let mut rows = Vec::new();
+    for r in t.timm.iter().filter(|r| m(&r.tag)) {
+        let params =
+            reg.param_count_with(&graft_ndarray::NdArray, &r.architecture, r.num_classes)?;
+        let files: Vec<&str> = r.files.iter().map(String::as_str).collect();
+        let cached = files
+            .iter()
+            .any(|f| hub.cached(&r.hf_hub_id, "main", f).ok().flatten().is_some());
+        let size = |s: [usize; 3]| format!("{}x{}", s[1], s[2]);
+        rows.push(vec![
+            format!("{}{}", r.tag, if r.default { " *" } else { "" }),
+            r.architecture.clone(),
+            crate::millions(params),
+            match r.test_input_size {
+                Some(ts) => format!("{} (test {})", size(r.input_size), size(ts)),
+                None => size(r.input_size),
+            },
+            format!("{} {}", r.num_classes, r.label_set),
+            r.license.clone().unwrap_or_else(|| "unstated".into()),
+            if cached { "yes" } else { "-" }.into(),
+        ]);
+    }
+    for r in t.torchvision.iter().filter(|r| m(&r.tag)) {
+        rows.push(vec![
+            format!("{}{}", r.tag, if r.default { " *" } else { "" }),
+            r.architecture.clone(),
+            crate::millions(r.num_params),
+            format!("{}x{}", r.input_size[1], r.input_size[2]),
+            format!("{} {}", r.num_classes, r.label_set),
+            r.license.clone(),
+            if hub.torch_checkpoint_cached(&r.file).is_some() {
+                "yes"
+            } else {
+                "-"
+            }
+            .into(),
+        ]);
+    }
+    if rows.is_empty() {
+        bail!("no pretrained tag matches {:?}", pattern.unwrap_or("*"));
+    }
+    print!(
+        "{}",
+        crate::table(
+            &[
+                "tag (* default)",
+                "architecture",
+                "params",
+                "input",
+                "classes",
+                "licence",
+                "cached"
+            ],
+            &rows
+        )
+    );
+    println!(
+        "{} tags; cache {} (torchvision: {})",
+        rows.len(),
+        hub.config().cache_dir.display(),
+        hub.config().torch_checkpoints().display()
+    );
+    Ok(())
+}
+
+/// `graft pull NAME...`: fetches each name's files into the caches ahead of time.
+pub fn pull(names: &[String], revision: Option<&str>) -> Result<()> {
+    let hub = Hub::from_env();
+    for name in names {
+        let paths = match ModelRef::parse(name)? {
+            ModelRef::Tag(t) => vec![graft_zoo::registry::pull_tag(
+                &hub,
+                pt::timm_tag(&t)?,
+                revision,
+            )?],
+            ModelRef::Torchvision { arch, weights } => {
+                vec![graft_zoo::registry::pull_tv(
+                    &hub,
+                    pt::tv_weights(&arch, &weights)?,
+                )?]
+            }
+            ModelRef::HfHub { repo, revision: r } => {
+                let rev = r
+                    .or_else(|| revision.map(str::to_string))
+                    .unwrap_or_else(|| "main".into());
+                let config = hub.file(&repo, &rev, "config.json")?;
+                let (_, w) =
+                    hub.first_file(&repo, &rev, &["model.safetensors", "pytorch_model.bin"])?;
+                vec![config, w]
+            }
+            ModelRef::Name(n) => match pt::default_tag(&n)? {
+                Some(t) => vec![graft_zoo::registry::pull_tag(&hub, t, revision)?],
+                None => bail!(
+                    "{n}: no pretrained tag of that name (`graft models --pretrained` lists them)"
+                ),
+            },
+        };
+        for p in paths {
+            println!("{name}: {}", p.display());
+        }
+    }
+    Ok(())
+}
