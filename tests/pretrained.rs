@@ -221,6 +221,69 @@ fn hf_hub_names_take_a_revision() {
     assert!(e.to_string().contains("model.safetensors"), "{e}");
 }
 
+/// torchvision's cache both ways: weights torchvision keeps in `$TORCH_HOME` serve `tv:` names
+/// offline (logits equal torchvision's); a file graft pulled there is what torch.hub finds.
+#[test]
+fn torchvision_weights_share_torch_s_cache() {
+    let home = common::temp_dir("pretrained-torch-home");
+    let io_dir = home.join("io");
+    python_with(
+        &[("TORCH_HOME", home.to_str().expect("utf-8"))],
+        &[
+            "tv",
+            "resnet18",
+            "IMAGENET1K_V1",
+            io_dir.to_str().expect("utf-8"),
+        ],
+    );
+    let mut cfg = hub_cfg("http://127.0.0.1:9", &home.join("hf"));
+    cfg.torch_home = home.clone();
+    cfg.offline = true;
+    let (x, want) = io(&io_dir);
+    let opts = ModelOptions::default().pretrained(true).hub(cfg.clone());
+    let b = Tch::cpu();
+    let (model, report) = create_model(&b, "tv:resnet18.IMAGENET1K_V1", &opts).expect("tv:");
+    assert!(report.expect("loaded").is_clean());
+    assert_eq!(model.cfg().crop_pct, 224.0 / 256.0);
+    let y = model
+        .forward(&b.from_data(&x).expect("x"), &Ctx::eval())
+        .expect("forward");
+    assert!(rel_diff(&b.to_data(&y).expect("y"), &want) <= 1e-4);
+    // the pure-Rust backend reads the same pickle (no libtorch, no pickle code run)
+    let (model, _) = create_model(&NdArray, "tv:resnet18.IMAGENET1K_V1", &opts).expect("ndarray");
+    let y = model
+        .forward(&NdArray.from_data(&x).expect("x"), &Ctx::eval())
+        .expect("forward");
+    assert!(rel_diff(&NdArray.to_data(&y).expect("y"), &want) <= 1e-3);
+
+    // graft pulls a torchvision-named file; torch.hub finds it with no request
+    let server = StandIn::start().expect("server");
+    let bytes = std::fs::read(home.join("hub/checkpoints/resnet18-f37072fd.pth")).expect("pth");
+    let name = format!(
+        "resnet18-{}.pth",
+        &graft::hub::stand_in::sha256(&bytes)[..8]
+    );
+    server.serve_plain(&format!("models/{name}"), bytes);
+    let other = common::temp_dir("pretrained-torch-home-2");
+    let mut online = hub_cfg(&server.endpoint(), &other.join("hf"));
+    online.torch_home = other.clone();
+    online.torchvision_url = format!("{}/models", server.cdn_url());
+    graft::hub::Hub::new(online)
+        .torch_checkpoint(&name)
+        .expect("pull");
+    let url = format!("http://127.0.0.1:9/models/{name}");
+    let out = python_with(
+        &[("TORCH_HOME", other.to_str().expect("utf-8"))],
+        &["tv_cached", &url],
+    );
+    let ours = graft::zoo::torch_file::read(&home.join("hub/checkpoints/resnet18-f37072fd.pth"))
+        .expect("graft reads torchvision's file");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        ours.len().to_string()
+    );
+}
+
 #[test]
 fn offline_with_nothing_cached_is_one_clear_error_and_writes_nothing() {
     let cache = common::temp_dir("pretrained-offline");

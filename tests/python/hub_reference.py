@@ -9,6 +9,11 @@ fill the same cache graft does.
     offline TAG X OUT   HF_HUB_OFFLINE=1: hf_hub_download(..., local_files_only=True) finds the
                         tag's model.safetensors, and timm.create_model(TAG, pretrained=True) runs x;
                         OUT gets its logits
+    tv ARCH WEIGHTS OUT torchvision's ARCH with re-randomised weights saved where torchvision keeps
+                        WEIGHTS' file ($TORCH_HOME/hub/checkpoints/<name from its URL>), as if
+                        torchvision had downloaded it; OUT/io.safetensors: x and its logits
+    tv_cached URL       torch.hub.load_state_dict_from_url(URL) (TORCH_HOME from the environment)
+                        finds the file in the cache without a request; prints its tensor count
 """
 
 import os
@@ -57,6 +62,28 @@ def offline(tag, x_path, out):
     save_file({"logits": y.contiguous()}, out)
 
 
+def tv(arch, weights, out):
+    import torchvision
+    from zoo_fixtures import randomise
+
+    w = torchvision.models.get_model_weights(arch)[weights]
+    model = torchvision.models.get_model(arch).eval()
+    randomise(model, 13)
+    ckpt = os.path.join(torch.hub.get_dir(), "checkpoints")
+    os.makedirs(ckpt, exist_ok=True)
+    torch.save(model.state_dict(), os.path.join(ckpt, os.path.basename(w.url)))
+    x = torch.randn(2, 3, 224, 224, generator=torch.Generator().manual_seed(5))
+    with torch.no_grad():
+        y = model(x)
+    os.makedirs(out, exist_ok=True)
+    save_file({"x": x.contiguous(), "logits": y.contiguous()}, os.path.join(out, "io.safetensors"))
+
+
+def tv_cached(url):
+    sd = torch.hub.load_state_dict_from_url(url, map_location="cpu", check_hash=True)
+    print(len(sd))
+
+
 if __name__ == "__main__":
     cmd, args = sys.argv[1], sys.argv[2:]
-    {"repo": repo, "pull": pull, "offline": offline}[cmd](*args)
+    {"repo": repo, "pull": pull, "offline": offline, "tv": tv, "tv_cached": tv_cached}[cmd](*args)

@@ -131,8 +131,8 @@ enum Command {
         /// `pretrained` (an architecture's default tag) or `random` (scratch weights).
         #[arg(long, value_enum)]
         init: Option<pretrained::Init>,
-        /// safetensors (default) or, with the tch backend, a torch.save .pth / .pt (unpickled by
-        /// libtorch: only for files you trust). Optional for user models.
+        /// safetensors, or a torch.save .pth / .pt / .bin (read without running its pickle, on
+        /// either backend). Optional for user models and pretrained names.
         #[arg(long)]
         weights: Option<PathBuf>,
         #[arg(long)]
@@ -477,17 +477,10 @@ fn infer_tch(_reg: &Registry, _job: &InferJob) -> Result<()> {
     bail!("this graft was built without libtorch (--no-default-features); use --backend ndarray")
 }
 
-#[cfg(feature = "tch")]
+/// A `torch.save` file's tensors, read without running its pickle (graft-zoo's reader), on
+/// every build.
 fn read_pickle(p: &Path) -> Result<std::collections::BTreeMap<String, TensorData>> {
-    Ok(graft_tch::read_pth(p)?)
-}
-
-#[cfg(not(feature = "tch"))]
-fn read_pickle(p: &Path) -> Result<std::collections::BTreeMap<String, TensorData>> {
-    bail!(
-        "{}: .pth / .pt files are read through libtorch, which this build does not link; convert to safetensors",
-        p.display()
-    )
+    Ok(graft_zoo::torch_file::read(p)?)
 }
 
 /// The head size a weights file was trained with, if its classifier is there.
@@ -652,7 +645,6 @@ fn infer<B: Backend>(b: &B, reg: &Registry, job: &InferJob) -> Result<()> {
                 &job.model,
                 &ModelOptions {
                     pretrained: p.pretrained,
-                    pickle_reader: p.pickle_reader,
                     ..opts.clone()
                 },
             )?

@@ -64,7 +64,7 @@ pub fn start(
     }
 }
 
-/// Model options for a start (the pickle reader when this build links libtorch).
+/// Model options for a start.
 pub fn options(start: &Start, revision: Option<&str>) -> ModelOptions {
     let mut o = ModelOptions::default();
     match start {
@@ -74,10 +74,6 @@ pub fn options(start: &Start, revision: Option<&str>) -> ModelOptions {
     }
     if let Some(r) = revision {
         o.revision = Some(r.to_string());
-    }
-    #[cfg(feature = "tch")]
-    {
-        o.pickle_reader = Some(graft_tch::read_pth);
     }
     o
 }

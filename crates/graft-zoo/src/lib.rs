@@ -25,6 +25,7 @@ pub mod registry;
 mod resample;
 pub mod text;
 mod timm_config;
+pub mod torch_file;
 
 pub use cfg::{CropMode, Interpolation, PretrainedCfg, TextCfg, UserModelConfig};
 pub use families::bert::{Bert, HiddenAct, TextPooling};

@@ -417,15 +417,7 @@ pub struct ModelOptions {
     pub revision: Option<String>,
     /// Where pretrained files come from; `None`: [`graft_hub::HubConfig::from_env`].
     pub hub: Option<graft_hub::HubConfig>,
-    /// Reads a PyTorch pickle (`.pth`, `pytorch_model.bin`: torchvision's weights) into named
-    /// tensors; graft-tch provides one (`graft_tch::pth::read_pth`). Without it such files are
-    /// an error that says so.
-    pub pickle_reader: Option<PickleReader>,
 }
-
-/// A reader of PyTorch pickle files (see [`ModelOptions::pickle_reader`]).
-pub type PickleReader =
-    fn(&std::path::Path) -> Result<std::collections::BTreeMap<String, TensorData>>;
 
 impl Default for ModelOptions {
     fn default() -> Self {
@@ -443,7 +435,6 @@ impl Default for ModelOptions {
             pretrained: false,
             revision: None,
             hub: None,
-            pickle_reader: None,
         }
     }
 }
@@ -482,11 +473,6 @@ impl ModelOptions {
     /// Where pretrained files come from.
     pub fn hub(mut self, cfg: graft_hub::HubConfig) -> Self {
         self.hub = Some(cfg);
-        self
-    }
-    /// How to read PyTorch pickles (see [`ModelOptions::pickle_reader`]).
-    pub fn pickle_reader(mut self, r: PickleReader) -> Self {
-        self.pickle_reader = Some(r);
         self
     }
 }
@@ -904,10 +890,9 @@ impl<B: Backend> Model<B> {
     ) -> Result<crate::load::LoadReport> {
         self.trainable_form("load_weights")?;
         if crate::pretrained::is_pickle(path) {
-            return Err(Error::format(
-                path,
-                "a PyTorch pickle: graft-zoo reads safetensors; read it with graft_tch::pth::read_pth and Model::load_tensors (ModelOptions::pickle_reader does this in create)",
-            ));
+            // torch.save files (torchvision's weights): read without running their pickle
+            let tensors = crate::torch_file::read(path)?;
+            return self.load_tensors(path, &tensors, opts);
         }
         let file = crate::load::WeightsFile::open(path)?;
         crate::load::apply(self, &file, opts)

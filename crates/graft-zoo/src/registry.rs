@@ -456,8 +456,8 @@ impl Registry {
         self.build(backend, name, e, cfg, weights, &o)
     }
 
-    /// Builds entry `e` under `name` with `cfg`, then loads `weights` (a pickle through
-    /// `opts.pickle_reader`).
+    /// Builds entry `e` under `name` with `cfg`, then loads `weights` (safetensors, or a
+    /// `torch.save` file read without running it).
     fn build<B: Backend>(
         &self,
         backend: &B,
@@ -486,16 +486,6 @@ impl Registry {
         let mut model = Model::build(backend, name, arch, cfg, &build)?;
         model.set_architecture(e.base.as_deref().unwrap_or(&e.name));
         let report = match weights {
-            Some(w) if crate::pretrained::is_pickle(&w) => {
-                let read = opts.pickle_reader.ok_or_else(|| {
-                    Error::format(
-                        &w,
-                        "a PyTorch pickle (torchvision's weights are): read through graft-tch (ModelOptions::pickle_reader(graft_tch::pth::read_pth)), or convert it to safetensors",
-                    )
-                })?;
-                let tensors = read(&w)?;
-                Some(model.load_tensors(&w, &tensors, &opts.load)?)
-            }
             Some(w) => Some(model.load_weights(&w, &opts.load)?),
             None => None,
         };

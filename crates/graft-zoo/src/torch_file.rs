@@ -1,0 +1,692 @@
+//! PyTorch's `torch.save` files (`.pth`, `.pt`, `pytorch_model.bin`: torchvision's weights, the
+//! Hub's older repos) read without running them. The file is a zip archive: `data.pkl` (a pickle
+//! program that rebuilds the state dict) and `data/<key>` (each storage's raw little-endian
+//! bytes). graft interprets the pickle with a small machine that knows only the opcodes and the
+//! handful of callables a state dict uses — `collections.OrderedDict`,
+//! `torch._utils._rebuild_tensor_v2` / `_rebuild_parameter`, the `torch.*Storage` types — and
+//! refuses anything else: no code in the file ever runs. Every size, offset and stride is checked
+//! against the storage's bytes before anything is copied.
+
+use std::collections::{BTreeMap, HashMap};
+use std::io::Read;
+use std::path::Path;
+
+use graft_backend::TensorData;
+use graft_core::{Error, Result};
+use half::{bf16, f16};
+
+/// Element kinds of torch storages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    F32,
+    F64,
+    F16,
+    BF16,
+    I64,
+    I32,
+    I16,
+    I8,
+    U8,
+    Bool,
+}
+
+impl Kind {
+    fn from_storage(name: &str) -> Option<Self> {
+        Some(match name {
+            "FloatStorage" => Kind::F32,
+            "DoubleStorage" => Kind::F64,
+            "HalfStorage" => Kind::F16,
+            "BFloat16Storage" => Kind::BF16,
+            "LongStorage" => Kind::I64,
+            "IntStorage" => Kind::I32,
+            "ShortStorage" => Kind::I16,
+            "CharStorage" => Kind::I8,
+            "ByteStorage" => Kind::U8,
+            "BoolStorage" => Kind::Bool,
+            _ => return None,
+        })
+    }
+    fn size(self) -> usize {
+        match self {
+            Kind::F64 | Kind::I64 => 8,
+            Kind::F32 | Kind::I32 => 4,
+            Kind::F16 | Kind::BF16 | Kind::I16 => 2,
+            Kind::I8 | Kind::U8 | Kind::Bool => 1,
+        }
+    }
+}
+
+/// A value on the pickle machine's stack.
+#[derive(Debug, Clone)]
+enum V {
+    None,
+    Bool,
+    Int(i64),
+    Float,
+    Str(String),
+    Tuple(Vec<V>),
+    List(Vec<V>),
+    Dict(Vec<(V, V)>),
+    Global(String, String),
+    Storage { kind: Kind, key: String },
+    Tensor(TensorRef),
+    Mark,
+}
+
+#[derive(Debug, Clone)]
+struct TensorRef {
+    kind: Kind,
+    key: String,
+    offset: usize,
+    shape: Vec<usize>,
+    stride: Vec<usize>,
+}
+
+/// True when the bytes start like a zip archive (what `torch.save` writes since PyTorch 1.6).
+fn is_zip(head: &[u8]) -> bool {
+    head.starts_with(b"PK\x03\x04")
+}
+
+/// Reads a `torch.save`d state dict: every tensor, floats as f32 (bf16 kept), integers and
+/// booleans as i64. Anything but a (possibly nested) dict of tensors is an error naming the file.
+pub fn read(path: &Path) -> Result<BTreeMap<String, TensorData>> {
+    let bad = |msg: String| Error::format(path, msg);
+    let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+    let mut head = [0u8; 4];
+    let n = (&file).read(&mut head).map_err(|e| Error::io(path, e))?;
+    if !is_zip(&head[..n]) {
+        return Err(bad(
+            "not a zip-format torch.save file (PyTorch >= 1.6 writes those); re-save it with torch.save, or convert it to safetensors".into(),
+        ));
+    }
+    let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+    let mut zip =
+        zip::ZipArchive::new(file).map_err(|e| bad(format!("not a readable zip archive: {e}")))?;
+    let pkl_name = zip
+        .file_names()
+        .find(|n| n.ends_with("/data.pkl") && n.matches('/').count() == 1)
+        .map(str::to_string)
+        .ok_or_else(|| bad("no <archive>/data.pkl: not a torch.save file".into()))?;
+    let prefix = pkl_name.trim_end_matches("data.pkl").to_string();
+    if let Ok(mut bo) = zip.by_name(&format!("{prefix}byteorder")) {
+        let mut s = String::new();
+        bo.read_to_string(&mut s)
+            .map_err(|e| bad(format!("byteorder: {e}")))?;
+        if s.trim() != "little" {
+            return Err(bad(format!(
+                "byte order {:?}: graft reads little-endian files",
+                s.trim()
+            )));
+        }
+    }
+    let pkl = read_entry(&mut zip, &pkl_name, 256 << 20, path)?;
+    let root = Machine::default()
+        .run(&pkl)
+        .map_err(|m| bad(format!("data.pkl: {m}")))?;
+    let mut flat = Vec::new();
+    flatten("", root, &mut flat).map_err(|m| bad(format!("data.pkl: {m}")))?;
+    if flat.is_empty() {
+        return Err(bad("the file holds no tensors".into()));
+    }
+    let mut storages: HashMap<String, Vec<u8>> = HashMap::new();
+    let mut out = BTreeMap::new();
+    for (name, t) in flat {
+        if !storages.contains_key(&t.key) {
+            if t.key.is_empty()
+                || !t
+                    .key
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'_')
+            {
+                return Err(bad(format!(
+                    "{name}: storage key {:?} is not a plain name",
+                    t.key
+                )));
+            }
+            let bytes = read_entry(&mut zip, &format!("{prefix}data/{}", t.key), u64::MAX, path)?;
+            storages.insert(t.key.clone(), bytes);
+        }
+        let data =
+            tensor(&t, &storages[&t.key]).map_err(|m| bad(format!("tensor {name:?}: {m}")))?;
+        if out.insert(name.clone(), data).is_some() {
+            return Err(bad(format!("tensor {name:?} appears twice")));
+        }
+    }
+    Ok(out)
+}
+
+fn read_entry(
+    zip: &mut zip::ZipArchive<std::fs::File>,
+    name: &str,
+    limit: u64,
+    path: &Path,
+) -> Result<Vec<u8>> {
+    let mut e = zip
+        .by_name(name)
+        .map_err(|err| Error::format(path, format!("{name}: {err}")))?;
+    let size = e.size();
+    if size > limit {
+        return Err(Error::format(
+            path,
+            format!("{name}: {size} bytes is past the limit {limit}"),
+        ));
+    }
+    let mut buf = Vec::with_capacity(usize::try_from(size).unwrap_or(0).min(1 << 30));
+    e.read_to_end(&mut buf)
+        .map_err(|err| Error::format(path, format!("{name}: {err}")))?;
+    Ok(buf)
+}
+
+/// Walks the unpickled value down to its tensors (`a.b.c` for nested dicts).
+fn flatten(
+    prefix: &str,
+    v: V,
+    out: &mut Vec<(String, TensorRef)>,
+) -> std::result::Result<(), String> {
+    match v {
+        V::Dict(items) => {
+            for (k, val) in items {
+                let V::Str(k) = k else {
+                    return Err("a dict key that is not a string".into());
+                };
+                let name = if prefix.is_empty() {
+                    k
+                } else {
+                    format!("{prefix}.{k}")
+                };
+                match val {
+                    V::Tensor(t) => out.push((name, t)),
+                    V::Dict(_) => flatten(&name, val, out)?,
+                    // numbers, strings, None beside the tensors (a checkpoint's epoch, say)
+                    V::None | V::Bool | V::Int(_) | V::Float | V::Str(_) => {}
+                    other => {
+                        return Err(format!(
+                            "{name}: a {} where a tensor or dict was expected",
+                            kind_name(&other)
+                        ));
+                    }
+                }
+            }
+            Ok(())
+        }
+        other => Err(format!(
+            "the file holds a {}, not a state dict",
+            kind_name(&other)
+        )),
+    }
+}
+
+fn kind_name(v: &V) -> &'static str {
+    match v {
+        V::None => "None",
+        V::Bool => "bool",
+        V::Int(_) => "int",
+        V::Float => "float",
+        V::Str(_) => "string",
+        V::Tuple(_) => "tuple",
+        V::List(_) => "list",
+        V::Dict(_) => "dict",
+        V::Global(..) => "global",
+        V::Storage { .. } => "storage",
+        V::Tensor(_) => "tensor",
+        V::Mark => "mark",
+    }
+}
+
+/// Copies a strided view out of its storage, checking every index first.
+fn tensor(t: &TensorRef, storage: &[u8]) -> std::result::Result<TensorData, String> {
+    let es = t.kind.size();
+    let elems = storage.len() / es;
+    if t.shape.len() != t.stride.len() {
+        return Err(format!(
+            "shape {:?} and stride {:?} differ in rank",
+            t.shape, t.stride
+        ));
+    }
+    let numel = t
+        .shape
+        .iter()
+        .try_fold(1usize, |a, &d| a.checked_mul(d))
+        .ok_or("the shape overflows")?;
+    if numel > elems {
+        return Err(format!("{numel} elements from a storage of {elems}"));
+    }
+    if numel > 0 {
+        let last = t
+            .shape
+            .iter()
+            .zip(&t.stride)
+            .try_fold(t.offset, |a, (&d, &s)| {
+                a.checked_add((d - 1).checked_mul(s)?)
+            })
+            .ok_or("the view overflows")?;
+        if last >= elems {
+            return Err(format!(
+                "the view (offset {}, shape {:?}, stride {:?}) reaches element {last} of a storage of {elems}",
+                t.offset, t.shape, t.stride
+            ));
+        }
+    }
+    let mut idx = Vec::with_capacity(numel);
+    let mut pos = vec![0usize; t.shape.len()];
+    for _ in 0..numel {
+        idx.push(t.offset + pos.iter().zip(&t.stride).map(|(p, s)| p * s).sum::<usize>());
+        for d in (0..pos.len()).rev() {
+            pos[d] += 1;
+            if pos[d] < t.shape[d] {
+                break;
+            }
+            pos[d] = 0;
+        }
+    }
+    let at = |i: usize| &storage[i * es..(i + 1) * es];
+    let le2 = |b: &[u8]| u16::from_le_bytes([b[0], b[1]]);
+    let shape = &t.shape;
+    let r = match t.kind {
+        Kind::F32 => TensorData::f32(
+            shape,
+            idx.iter()
+                .map(|&i| f32::from_le_bytes(at(i).try_into().unwrap_or([0; 4])))
+                .collect(),
+        ),
+        Kind::F64 => TensorData::f32(
+            shape,
+            idx.iter()
+                .map(|&i| f64::from_le_bytes(at(i).try_into().unwrap_or([0; 8])) as f32)
+                .collect(),
+        ),
+        Kind::F16 => TensorData::f32(
+            shape,
+            idx.iter()
+                .map(|&i| f16::from_bits(le2(at(i))).to_f32())
+                .collect(),
+        ),
+        Kind::BF16 => {
+            let v: Vec<bf16> = idx.iter().map(|&i| bf16::from_bits(le2(at(i)))).collect();
+            ndarray::ArrayD::from_shape_vec(ndarray::IxDyn(shape), v)
+                .map(TensorData::BF16)
+                .map_err(|e| Error::shape("torch_file", e.to_string()))
+        }
+        Kind::I64 => TensorData::i64(
+            shape,
+            idx.iter()
+                .map(|&i| i64::from_le_bytes(at(i).try_into().unwrap_or([0; 8])))
+                .collect(),
+        ),
+        Kind::I32 => TensorData::i64(
+            shape,
+            idx.iter()
+                .map(|&i| i64::from(i32::from_le_bytes(at(i).try_into().unwrap_or([0; 4]))))
+                .collect(),
+        ),
+        Kind::I16 => TensorData::i64(
+            shape,
+            idx.iter().map(|&i| i64::from(le2(at(i)) as i16)).collect(),
+        ),
+        Kind::I8 => TensorData::i64(
+            shape,
+            idx.iter().map(|&i| i64::from(at(i)[0] as i8)).collect(),
+        ),
+        Kind::U8 | Kind::Bool => {
+            TensorData::i64(shape, idx.iter().map(|&i| i64::from(at(i)[0])).collect())
+        }
+    };
+    r.map_err(|e| e.to_string())
+}
+
+/// The pickle machine: a stack, a memo, and no way to call anything it does not know.
+#[derive(Debug, Default)]
+struct Machine {
+    stack: Vec<V>,
+    memo: HashMap<u32, V>,
+}
+
+/// Upper bounds that keep a hostile pickle from exhausting memory.
+const MAX_STACK: usize = 1 << 20;
+const MAX_MEMO: usize = 1 << 22;
+
+impl Machine {
+    fn pop(&mut self) -> std::result::Result<V, String> {
+        self.stack
+            .pop()
+            .ok_or_else(|| "stack underflow".to_string())
+    }
+    fn pop_mark(&mut self) -> std::result::Result<Vec<V>, String> {
+        let at = self
+            .stack
+            .iter()
+            .rposition(|v| matches!(v, V::Mark))
+            .ok_or("no mark on the stack")?;
+        let items = self.stack.split_off(at + 1);
+        self.stack.pop();
+        Ok(items)
+    }
+    fn push(&mut self, v: V) -> std::result::Result<(), String> {
+        if self.stack.len() >= MAX_STACK {
+            return Err("the stack grows past its limit".into());
+        }
+        self.stack.push(v);
+        Ok(())
+    }
+    fn put(&mut self, k: u32) -> std::result::Result<(), String> {
+        if self.memo.len() >= MAX_MEMO {
+            return Err("the memo grows past its limit".into());
+        }
+        let top = self.stack.last().ok_or("memo of an empty stack")?.clone();
+        self.memo.insert(k, top);
+        Ok(())
+    }
+    fn get(&mut self, k: u32) -> std::result::Result<(), String> {
+        let v = self
+            .memo
+            .get(&k)
+            .ok_or_else(|| format!("memo {k} was never set"))?
+            .clone();
+        self.push(v)
+    }
+
+    fn run(mut self, code: &[u8]) -> std::result::Result<V, String> {
+        let mut r = Reader { b: code, i: 0 };
+        loop {
+            let op = r.u8()?;
+            match op {
+                0x80 => {
+                    let p = r.u8()?;
+                    if p > 5 {
+                        return Err(format!("pickle protocol {p}"));
+                    }
+                }
+                0x95 => {
+                    r.take(8)?; // FRAME: a length hint
+                }
+                b'.' => return self.pop(),
+                b'c' => {
+                    let module = r.line()?;
+                    let name = r.line()?;
+                    self.push(V::Global(module, name))?;
+                }
+                b'(' => self.push(V::Mark)?,
+                b')' => self.push(V::Tuple(Vec::new()))?,
+                b']' => self.push(V::List(Vec::new()))?,
+                b'}' => self.push(V::Dict(Vec::new()))?,
+                b'N' => self.push(V::None)?,
+                0x88 | 0x89 => self.push(V::Bool)?,
+                b'K' => {
+                    let v = r.u8()?;
+                    self.push(V::Int(i64::from(v)))?;
+                }
+                b'M' => {
+                    let b = r.take(2)?;
+                    self.push(V::Int(i64::from(u16::from_le_bytes([b[0], b[1]]))))?;
+                }
+                b'J' => {
+                    let b = r.take(4)?;
+                    self.push(V::Int(i64::from(i32::from_le_bytes([
+                        b[0], b[1], b[2], b[3],
+                    ]))))?;
+                }
+                0x8a => {
+                    let n = usize::from(r.u8()?);
+                    let b = r.take(n)?;
+                    if n > 8 {
+                        return Err("an integer wider than 64 bits".into());
+                    }
+                    let mut v: i64 = 0;
+                    for (k, byte) in b.iter().enumerate() {
+                        v |= i64::from(*byte) << (8 * k);
+                    }
+                    if n > 0 && n < 8 && b[n - 1] & 0x80 != 0 {
+                        v -= 1i64 << (8 * n);
+                    }
+                    self.push(V::Int(v))?;
+                }
+                b'G' => {
+                    r.take(8)?; // a float (a checkpoint's metadata): not needed
+                    self.push(V::Float)?;
+                }
+                b'X' => {
+                    let n = r.u32()? as usize;
+                    let s = std::str::from_utf8(r.take(n)?)
+                        .map_err(|_| "a string that is not UTF-8")?;
+                    self.push(V::Str(s.to_string()))?;
+                }
+                0x8c => {
+                    let n = usize::from(r.u8()?);
+                    let s = std::str::from_utf8(r.take(n)?)
+                        .map_err(|_| "a string that is not UTF-8")?;
+                    self.push(V::Str(s.to_string()))?;
+                }
+                b'U' => {
+                    let n = usize::from(r.u8()?);
+                    self.push(V::Str(String::from_utf8_lossy(r.take(n)?).into_owned()))?;
+                }
+                b'T' => {
+                    let n = r.u32()? as usize;
+                    self.push(V::Str(String::from_utf8_lossy(r.take(n)?).into_owned()))?;
+                }
+                b'q' => {
+                    let k = u32::from(r.u8()?);
+                    self.put(k)?;
+                }
+                b'r' => {
+                    let k = r.u32()?;
+                    self.put(k)?;
+                }
+                0x94 => {
+                    let k = u32::try_from(self.memo.len()).map_err(|_| "memo overflow")?;
+                    self.put(k)?;
+                }
+                b'h' => {
+                    let k = u32::from(r.u8()?);
+                    self.get(k)?;
+                }
+                b'j' => {
+                    let k = r.u32()?;
+                    self.get(k)?;
+                }
+                b't' => {
+                    let items = self.pop_mark()?;
+                    self.push(V::Tuple(items))?;
+                }
+                0x85..=0x87 => {
+                    let n = usize::from(op - 0x84);
+                    if self.stack.len() < n {
+                        return Err("stack underflow".into());
+                    }
+                    let items = self.stack.split_off(self.stack.len() - n);
+                    self.push(V::Tuple(items))?;
+                }
+                b'l' => {
+                    let items = self.pop_mark()?;
+                    self.push(V::List(items))?;
+                }
+                b'd' => {
+                    let items = self.pop_mark()?;
+                    let d = pairs(items)?;
+                    self.push(V::Dict(d))?;
+                }
+                b'a' => {
+                    let v = self.pop()?;
+                    match self.stack.last_mut() {
+                        Some(V::List(l)) => l.push(v),
+                        _ => return Err("APPEND to a non-list".into()),
+                    }
+                }
+                b'e' => {
+                    let items = self.pop_mark()?;
+                    match self.stack.last_mut() {
+                        Some(V::List(l)) => l.extend(items),
+                        _ => return Err("APPENDS to a non-list".into()),
+                    }
+                }
+                b's' => {
+                    let v = self.pop()?;
+                    let k = self.pop()?;
+                    match self.stack.last_mut() {
+                        Some(V::Dict(d)) => d.push((k, v)),
+                        _ => return Err("SETITEM on a non-dict".into()),
+                    }
+                }
+                b'u' => {
+                    let items = self.pop_mark()?;
+                    let p = pairs(items)?;
+                    match self.stack.last_mut() {
+                        Some(V::Dict(d)) => d.extend(p),
+                        _ => return Err("SETITEMS on a non-dict".into()),
+                    }
+                }
+                b'b' => {
+                    // BUILD: object state (an OrderedDict's `_metadata`): not needed, dropped
+                    let _state = self.pop()?;
+                    if !matches!(self.stack.last(), Some(V::Dict(_))) {
+                        return Err("BUILD on something other than a dict".into());
+                    }
+                }
+                b'Q' => {
+                    let pid = self.pop()?;
+                    let v = persistent(pid)?;
+                    self.push(v)?;
+                }
+                b'R' => {
+                    let args = self.pop()?;
+                    let f = self.pop()?;
+                    let v = reduce(f, args)?;
+                    self.push(v)?;
+                }
+                other => {
+                    return Err(format!(
+                        "opcode 0x{other:02x} at byte {}: not one a state dict uses (graft runs no pickle code)",
+                        r.i - 1
+                    ));
+                }
+            }
+        }
+    }
+}
+
+fn pairs(items: Vec<V>) -> std::result::Result<Vec<(V, V)>, String> {
+    if !items.len().is_multiple_of(2) {
+        return Err("an odd number of dict items".into());
+    }
+    let mut out = Vec::with_capacity(items.len() / 2);
+    let mut it = items.into_iter();
+    while let (Some(k), Some(v)) = (it.next(), it.next()) {
+        out.push((k, v));
+    }
+    Ok(out)
+}
+
+/// `('storage', <torch.XStorage>, key, location, numel)`.
+fn persistent(pid: V) -> std::result::Result<V, String> {
+    let V::Tuple(t) = pid else {
+        return Err("a persistent id that is not a tuple".into());
+    };
+    match t.as_slice() {
+        [
+            V::Str(tag),
+            V::Global(module, name),
+            V::Str(key),
+            V::Str(_location),
+            V::Int(_),
+        ] if tag == "storage" && module == "torch" => {
+            let kind =
+                Kind::from_storage(name).ok_or_else(|| format!("storage type torch.{name}"))?;
+            Ok(V::Storage {
+                kind,
+                key: key.clone(),
+            })
+        }
+        _ => Err("a persistent id that is not a torch storage".into()),
+    }
+}
+
+fn usizes(v: &V, what: &str) -> std::result::Result<Vec<usize>, String> {
+    match v {
+        V::Tuple(t) => t
+            .iter()
+            .map(|x| match x {
+                V::Int(i) if *i >= 0 => {
+                    usize::try_from(*i).map_err(|_| format!("{what} too large"))
+                }
+                _ => Err(format!("{what} holds a non-size")),
+            })
+            .collect(),
+        _ => Err(format!("{what} is not a tuple")),
+    }
+}
+
+/// Applies one of the few callables a state dict uses; anything else is refused.
+fn reduce(f: V, args: V) -> std::result::Result<V, String> {
+    let V::Global(module, name) = f else {
+        return Err("REDUCE of something that is not a global".into());
+    };
+    let V::Tuple(a) = args else {
+        return Err("REDUCE arguments are not a tuple".into());
+    };
+    match (module.as_str(), name.as_str()) {
+        ("collections", "OrderedDict") if a.is_empty() => Ok(V::Dict(Vec::new())),
+        ("torch._utils", "_rebuild_tensor_v2") | ("torch._utils", "_rebuild_tensor") => {
+            let (V::Storage { kind, key }, V::Int(offset)) =
+                (a.first().ok_or("no storage")?, a.get(1).ok_or("no offset")?)
+            else {
+                return Err("_rebuild_tensor_v2 without a storage and an offset".into());
+            };
+            let shape = usizes(a.get(2).ok_or("no size")?, "size")?;
+            let stride = usizes(a.get(3).ok_or("no stride")?, "stride")?;
+            Ok(V::Tensor(TensorRef {
+                kind: *kind,
+                key: key.clone(),
+                offset: usize::try_from(*offset).map_err(|_| "a negative offset")?,
+                shape,
+                stride,
+            }))
+        }
+        ("torch._utils", "_rebuild_parameter" | "_rebuild_parameter_with_state") => {
+            match a.into_iter().next() {
+                Some(V::Tensor(t)) => Ok(V::Tensor(t)),
+                _ => Err("_rebuild_parameter without a tensor".into()),
+            }
+        }
+        _ => Err(format!(
+            "the pickle calls {module}.{name}: not part of a plain state dict, and graft runs no pickle code"
+        )),
+    }
+}
+
+struct Reader<'a> {
+    b: &'a [u8],
+    i: usize,
+}
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> std::result::Result<&'a [u8], String> {
+        let end = self
+            .i
+            .checked_add(n)
+            .filter(|&e| e <= self.b.len())
+            .ok_or("truncated pickle")?;
+        let s = &self.b[self.i..end];
+        self.i = end;
+        Ok(s)
+    }
+    fn u8(&mut self) -> std::result::Result<u8, String> {
+        Ok(self.take(1)?[0])
+    }
+    fn u32(&mut self) -> std::result::Result<u32, String> {
+        let b = self.take(4)?;
+        Ok(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+    }
+    fn line(&mut self) -> std::result::Result<String, String> {
+        let rest = &self.b[self.i..];
+        let n = rest
+            .iter()
+            .position(|&c| c == b'\n')
+            .ok_or("truncated pickle")?;
+        if n > 256 {
+            return Err("a global name longer than 256 bytes".into());
+        }
+        let s = String::from_utf8_lossy(&rest[..n]).into_owned();
+        self.i += n + 1;
+        Ok(s)
+    }
+}
