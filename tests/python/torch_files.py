@@ -6,7 +6,8 @@ good.pth          a state dict with every storage kind graft reads, a transposed
                   float32 / bfloat16 / int64 (what graft gives)
 evil.pth          a zip whose data.pkl would call os.system to create OUT/pwned
 overrun.pth       good.pth with one storage cut short (a view past its bytes)
-legacy.pth        the pre-1.6 (non-zip) format
+legacy.pth        good.pth's state dict in the pre-1.6 (non-zip) format
+junk.pth          neither format
 """
 import os
 import pickle
@@ -79,4 +80,6 @@ with zipfile.ZipFile(os.path.join(out, "good.pth")) as src, \
             data = data[: len(data) // 2]
         dst.writestr(info.filename, data)
 
-torch.save({"w": torch.ones(2)}, os.path.join(out, "legacy.pth"), _use_new_zipfile_serialization=False)
+torch.save(sd, os.path.join(out, "legacy.pth"), _use_new_zipfile_serialization=False)
+with open(os.path.join(out, "junk.pth"), "wb") as f:
+    f.write(b"\x80\x02}q\x00." + b"x" * 100)

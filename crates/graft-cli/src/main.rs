@@ -1,4 +1,5 @@
-//! graft-cli: the `graft` binary. Lists registered models, inspects weights files, runs
+//! graft-cli: the `graft` binary. Lists registered models and pretrained tags, fetches
+//! pretrained weights ahead of time (`pull`), inspects weights files, runs
 //! inference from `.npy` to `.npy` or on image files (`predict`), and runs the three transfer
 //! routes from one TOML experiment file (`extract | probe | reuse | finetune | plan | eval
 //! EXP.toml`), each writing a run directory. Libtorch (`--backend tch`, default feature) or pure

@@ -8,8 +8,9 @@
 //!
 //! Must not know: model families, parameter names or groups (graft-backend's store owns those —
 //! tch's `VarStore` / `nn::Optimizer` are not used), optimizers, TOML, files — except
-//! [`read_pth`]: PyTorch's pickled `.pth` can only be read through libtorch, so that one reader
-//! lives here (opt-in; graft-zoo's safetensors loader is the default).
+//! [`read_pth`], libtorch's own unpickler (it runs the file's pickle program; graft-zoo's
+//! `torch_file` reads the same files without running anything and is what graft uses — this
+//! one stays as a cross-check in the parity tests).
 
 mod pth;
 pub use pth::read_pth;

@@ -9,7 +9,12 @@
 //! inference copies ([`Model::for_inference`]: BatchNorm folded, channels-last, bf16), and where
 //! a text model's files are ([`TextModelFiles`]: a given directory or an installed package's).
 //!
-//! Must not know: concrete backends (tch, ndarray), optimizers, training, TOML, the CLI,
+//! Also which pretrained weights exist and what they were trained with
+//! ([`pretrained`]: timm's tags and torchvision's weights, generated from them), the names a
+//! user types for them, timm's `config.json`, and `torch.save` files read without running them
+//! ([`torch_file`]); fetching files is graft-hub's.
+//!
+//! Must not know: concrete backends (tch, ndarray), optimizers, training, TOML, the CLI, HTTP,
 //! tokenisation (a text model takes ids; graft-text makes them). Freezing
 //! and learning-rate policy belong to graft-surgery; the zoo only says which parameters form
 //! which stage.

@@ -1,7 +1,8 @@
 //! PyTorch's `torch.save` files (`.pth`, `.pt`, `pytorch_model.bin`: torchvision's weights, the
-//! Hub's older repos) read without running them. The file is a zip archive: `data.pkl` (a pickle
-//! program that rebuilds the state dict) and `data/<key>` (each storage's raw little-endian
-//! bytes). graft interprets the pickle with a small machine that knows only the opcodes and the
+//! Hub's older repos) read without running them. Since PyTorch 1.6 the file is a zip archive:
+//! `data.pkl` (a pickle program that rebuilds the state dict) and `data/<key>` (each storage's
+//! raw little-endian bytes); the legacy format before it is a row of pickles followed by the
+//! storages' bytes ([`read`] takes both). graft interprets the pickle with a small machine that knows only the opcodes and the
 //! handful of callables a state dict uses — `collections.OrderedDict`,
 //! `torch._utils._rebuild_tensor_v2` / `_rebuild_parameter`, the `torch.*Storage` types — and
 //! refuses anything else: no code in the file ever runs. Every size, offset and stride is checked
@@ -60,7 +61,7 @@ impl Kind {
 #[derive(Debug, Clone)]
 enum V {
     None,
-    Bool,
+    Bool(bool),
     Int(i64),
     Float,
     Str(String),
@@ -68,7 +69,14 @@ enum V {
     List(Vec<V>),
     Dict(Vec<(V, V)>),
     Global(String, String),
-    Storage { kind: Kind, key: String },
+    /// A storage (legacy views: `base` elements into the root storage `key`).
+    Storage {
+        kind: Kind,
+        key: String,
+        base: usize,
+    },
+    /// An integer wider than 64 bits (the legacy format's magic number): compared, never used.
+    BigInt(Vec<u8>),
     Tensor(TensorRef),
     Mark,
 }
@@ -95,9 +103,7 @@ pub fn read(path: &Path) -> Result<BTreeMap<String, TensorData>> {
     let mut head = [0u8; 4];
     let n = (&file).read(&mut head).map_err(|e| Error::io(path, e))?;
     if !is_zip(&head[..n]) {
-        return Err(bad(
-            "not a zip-format torch.save file (PyTorch >= 1.6 writes those); re-save it with torch.save, or convert it to safetensors".into(),
-        ));
+        return read_legacy(path);
     }
     let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
     let mut zip =
@@ -123,11 +129,7 @@ pub fn read(path: &Path) -> Result<BTreeMap<String, TensorData>> {
     let root = Machine::default()
         .run(&pkl)
         .map_err(|m| bad(format!("data.pkl: {m}")))?;
-    let mut flat = Vec::new();
-    flatten("", root, &mut flat).map_err(|m| bad(format!("data.pkl: {m}")))?;
-    if flat.is_empty() {
-        return Err(bad("the file holds no tensors".into()));
-    }
+    let flat = tensors_of(root).map_err(|m| bad(format!("data.pkl: {m}")))?;
     let mut storages: HashMap<String, Vec<u8>> = HashMap::new();
     let mut out = BTreeMap::new();
     for (name, t) in flat {
@@ -177,6 +179,93 @@ fn read_entry(
     Ok(buf)
 }
 
+fn tensors_of(root: V) -> std::result::Result<Vec<(String, TensorRef)>, String> {
+    let mut flat = Vec::new();
+    flatten("", root, &mut flat)?;
+    if flat.is_empty() {
+        return Err("the file holds no tensors".into());
+    }
+    Ok(flat)
+}
+
+/// The legacy `torch.save` format (before PyTorch 1.6, still in older Hub repos): five pickles
+/// in a row — the magic number, the protocol version (1001), system info, the object, the list
+/// of storage keys — then each storage as its element count (i64) and its bytes, in that order.
+fn read_legacy(path: &Path) -> Result<BTreeMap<String, TensorData>> {
+    let bad = |msg: String| Error::format(path, msg);
+    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    let not = || {
+        bad("neither a zip-format nor a legacy torch.save file; convert it to safetensors".into())
+    };
+    let mut r = Reader { b: &bytes, i: 0 };
+    const MAGIC: [u8; 10] = [0x6c, 0xfc, 0x9c, 0x46, 0xf9, 0x20, 0x6a, 0xa8, 0x50, 0x19];
+    match Machine::default().run_at(&mut r) {
+        Ok(V::BigInt(b)) if b == MAGIC => {}
+        _ => return Err(not()),
+    }
+    match Machine::default().run_at(&mut r) {
+        Ok(V::Int(1001)) => {}
+        Ok(_) => return Err(bad("a legacy torch.save protocol other than 1001".into())),
+        Err(m) => return Err(bad(format!("legacy header: {m}"))),
+    }
+    let info = Machine::default()
+        .run_at(&mut r)
+        .map_err(|m| bad(format!("legacy system info: {m}")))?;
+    let little = match &info {
+        V::Dict(items) => items
+            .iter()
+            .any(|(k, v)| matches!((k, v), (V::Str(k), V::Bool(true)) if k == "little_endian")),
+        _ => false,
+    };
+    if !little {
+        return Err(bad("legacy system info without little_endian".into()));
+    }
+    let root = Machine::default()
+        .run_at(&mut r)
+        .map_err(|m| bad(format!("legacy object: {m}")))?;
+    let flat = tensors_of(root).map_err(|m| bad(format!("legacy object: {m}")))?;
+    let keys = match Machine::default().run_at(&mut r) {
+        Ok(V::List(k)) => k,
+        Ok(_) | Err(_) => return Err(bad("legacy storage key list missing".into())),
+    };
+    let kinds: HashMap<&str, Kind> = flat.iter().map(|(_, t)| (t.key.as_str(), t.kind)).collect();
+    let mut storages: HashMap<String, Vec<u8>> = HashMap::new();
+    for k in keys {
+        let V::Str(k) = k else {
+            return Err(bad("a legacy storage key that is not a string".into()));
+        };
+        let kind = *kinds
+            .get(k.as_str())
+            .ok_or_else(|| bad(format!("storage {k:?} is used by no tensor")))?;
+        let n = r.take(8).map_err(|m| bad(format!("storage {k:?}: {m}")))?;
+        let numel = u64::from_le_bytes(n.try_into().unwrap_or([0; 8]));
+        let len = usize::try_from(numel)
+            .ok()
+            .and_then(|n| n.checked_mul(kind.size()))
+            .ok_or_else(|| bad(format!("storage {k:?}: {numel} elements overflow")))?;
+        let data = r.take(len).map_err(|_| {
+            bad(format!(
+                "storage {k:?}: {len} bytes past the end of the file"
+            ))
+        })?;
+        storages.insert(k, data.to_vec());
+    }
+    let mut out = BTreeMap::new();
+    for (name, t) in flat {
+        let st = storages.get(&t.key).ok_or_else(|| {
+            bad(format!(
+                "tensor {name:?}: storage {:?} is not in the file",
+                t.key
+            ))
+        })?;
+        let data = tensor(&t, st).map_err(|m| bad(format!("tensor {name:?}: {m}")))?;
+        if out.insert(name.clone(), data).is_some() {
+            return Err(bad(format!("tensor {name:?} appears twice")));
+        }
+    }
+    Ok(out)
+}
+
 /// Walks the unpickled value down to its tensors (`a.b.c` for nested dicts).
 fn flatten(
     prefix: &str,
@@ -198,7 +287,7 @@ fn flatten(
                     V::Tensor(t) => out.push((name, t)),
                     V::Dict(_) => flatten(&name, val, out)?,
                     // numbers, strings, None beside the tensors (a checkpoint's epoch, say)
-                    V::None | V::Bool | V::Int(_) | V::Float | V::Str(_) => {}
+                    V::None | V::Bool(_) | V::Int(_) | V::Float | V::Str(_) | V::BigInt(_) => {}
                     other => {
                         return Err(format!(
                             "{name}: a {} where a tensor or dict was expected",
@@ -219,7 +308,7 @@ fn flatten(
 fn kind_name(v: &V) -> &'static str {
     match v {
         V::None => "None",
-        V::Bool => "bool",
+        V::Bool(_) => "bool",
         V::Int(_) => "int",
         V::Float => "float",
         V::Str(_) => "string",
@@ -228,6 +317,7 @@ fn kind_name(v: &V) -> &'static str {
         V::Dict(_) => "dict",
         V::Global(..) => "global",
         V::Storage { .. } => "storage",
+        V::BigInt(_) => "int",
         V::Tensor(_) => "tensor",
         V::Mark => "mark",
     }
@@ -385,8 +475,12 @@ impl Machine {
         self.push(v)
     }
 
-    fn run(mut self, code: &[u8]) -> std::result::Result<V, String> {
-        let mut r = Reader { b: code, i: 0 };
+    fn run(self, code: &[u8]) -> std::result::Result<V, String> {
+        self.run_at(&mut Reader { b: code, i: 0 })
+    }
+
+    /// Runs one pickle from the reader's position to its STOP (a file may hold several).
+    fn run_at(mut self, r: &mut Reader<'_>) -> std::result::Result<V, String> {
         loop {
             let op = r.u8()?;
             match op {
@@ -410,7 +504,8 @@ impl Machine {
                 b']' => self.push(V::List(Vec::new()))?,
                 b'}' => self.push(V::Dict(Vec::new()))?,
                 b'N' => self.push(V::None)?,
-                0x88 | 0x89 => self.push(V::Bool)?,
+                0x88 => self.push(V::Bool(true))?,
+                0x89 => self.push(V::Bool(false))?,
                 b'K' => {
                     let v = r.u8()?;
                     self.push(V::Int(i64::from(v)))?;
@@ -429,7 +524,8 @@ impl Machine {
                     let n = usize::from(r.u8()?);
                     let b = r.take(n)?;
                     if n > 8 {
-                        return Err("an integer wider than 64 bits".into());
+                        self.push(V::BigInt(b.to_vec()))?;
+                        continue;
                     }
                     let mut v: i64 = 0;
                     for (k, byte) in b.iter().enumerate() {
@@ -576,28 +672,49 @@ fn pairs(items: Vec<V>) -> std::result::Result<Vec<(V, V)>, String> {
     Ok(out)
 }
 
-/// `('storage', <torch.XStorage>, key, location, numel)`.
+/// `('storage', <torch.XStorage>, key, location, numel)`, or the legacy format's
+/// `(..., numel, view)` where `view` is None or `(view key, offset, size)` into the root storage.
 fn persistent(pid: V) -> std::result::Result<V, String> {
     let V::Tuple(t) = pid else {
         return Err("a persistent id that is not a tuple".into());
     };
-    match t.as_slice() {
+    let (tag, module, name, key, view) = match t.as_slice() {
         [
             V::Str(tag),
-            V::Global(module, name),
+            V::Global(m, n),
             V::Str(key),
-            V::Str(_location),
+            V::Str(_),
             V::Int(_),
-        ] if tag == "storage" && module == "torch" => {
-            let kind =
-                Kind::from_storage(name).ok_or_else(|| format!("storage type torch.{name}"))?;
-            Ok(V::Storage {
-                kind,
-                key: key.clone(),
-            })
-        }
-        _ => Err("a persistent id that is not a torch storage".into()),
+        ] => (tag, m, n, key, None),
+        [
+            V::Str(tag),
+            V::Global(m, n),
+            V::Str(key),
+            V::Str(_),
+            V::Int(_),
+            view,
+        ] => (tag, m, n, key, Some(view)),
+        _ => return Err("a persistent id that is not a torch storage".into()),
+    };
+    if tag != "storage" || module != "torch" {
+        return Err("a persistent id that is not a torch storage".into());
     }
+    let kind = Kind::from_storage(name).ok_or_else(|| format!("storage type torch.{name}"))?;
+    let base = match view {
+        None | Some(V::None) => 0,
+        Some(V::Tuple(v)) => match v.as_slice() {
+            [V::Str(_), V::Int(off), V::Int(_)] => {
+                usize::try_from(*off).map_err(|_| "a negative view offset")?
+            }
+            _ => return Err("a storage view that is not (key, offset, size)".into()),
+        },
+        Some(_) => return Err("a storage view that is not (key, offset, size)".into()),
+    };
+    Ok(V::Storage {
+        kind,
+        key: key.clone(),
+        base,
+    })
 }
 
 fn usizes(v: &V, what: &str) -> std::result::Result<Vec<usize>, String> {
@@ -626,7 +743,7 @@ fn reduce(f: V, args: V) -> std::result::Result<V, String> {
     match (module.as_str(), name.as_str()) {
         ("collections", "OrderedDict") if a.is_empty() => Ok(V::Dict(Vec::new())),
         ("torch._utils", "_rebuild_tensor_v2") | ("torch._utils", "_rebuild_tensor") => {
-            let (V::Storage { kind, key }, V::Int(offset)) =
+            let (V::Storage { kind, key, base }, V::Int(offset)) =
                 (a.first().ok_or("no storage")?, a.get(1).ok_or("no offset")?)
             else {
                 return Err("_rebuild_tensor_v2 without a storage and an offset".into());
@@ -636,7 +753,10 @@ fn reduce(f: V, args: V) -> std::result::Result<V, String> {
             Ok(V::Tensor(TensorRef {
                 kind: *kind,
                 key: key.clone(),
-                offset: usize::try_from(*offset).map_err(|_| "a negative offset")?,
+                offset: usize::try_from(*offset)
+                    .ok()
+                    .and_then(|o| o.checked_add(*base))
+                    .ok_or("a negative or overflowing offset")?,
                 shape,
                 stride,
             }))
