@@ -56,6 +56,14 @@ fn feature_extraction_route_on_digits() {
     )
     .fit(&mut source, &source_train, None)
     .expect("fit source");
+    // "precise BN": after three short epochs the running statistics lag the weights (the frozen
+    // features then vary between CPUs); estimate them once on the source's own images
+    let source_eval = Loader::new(
+        subset(&digits, &parts[0], &[0, 1, 2, 3, 4]),
+        LoaderConfig::eval(128),
+    )
+    .expect("l");
+    graft::reuse::reestimate_batch_norm(&source, &source_eval, None).expect("precise BN");
     source.save_user_model(&dir.join("digits04")).expect("save");
     let mut reg = Registry::builtin();
     reg.register_dir(&dir.join("digits04"), None)

@@ -154,16 +154,9 @@ pub fn pull(names: &[String], revision: Option<&str>) -> Result<()> {
     let hub = Hub::from_env();
     for name in names {
         let paths = match ModelRef::parse(name)? {
-            ModelRef::Tag(t) => vec![graft_zoo::registry::pull_tag(
-                &hub,
-                pt::timm_tag(&t)?,
-                revision,
-            )?],
+            ModelRef::Tag(t) => vec![graft_zoo::pull_tag(&hub, pt::timm_tag(&t)?, revision)?],
             ModelRef::Torchvision { arch, weights } => {
-                vec![graft_zoo::registry::pull_tv(
-                    &hub,
-                    pt::tv_weights(&arch, &weights)?,
-                )?]
+                vec![graft_zoo::pull_tv(&hub, pt::tv_weights(&arch, &weights)?)?]
             }
             ModelRef::HfHub { repo, revision: r } => {
                 let rev = r
@@ -175,7 +168,7 @@ pub fn pull(names: &[String], revision: Option<&str>) -> Result<()> {
                 vec![config, w]
             }
             ModelRef::Name(n) => match pt::default_tag(&n)? {
-                Some(t) => vec![graft_zoo::registry::pull_tag(&hub, t, revision)?],
+                Some(t) => vec![graft_zoo::pull_tag(&hub, t, revision)?],
                 None => bail!(
                     "{n}: no pretrained tag of that name (`graft models --pretrained` lists them)"
                 ),

@@ -21,6 +21,7 @@
 
 pub mod cfg;
 mod families;
+mod fetch;
 pub mod inference;
 mod layers;
 pub mod load;
@@ -39,6 +40,7 @@ pub use families::efficientnet::{EfficientNet, MbStage};
 pub use families::mobilenetv3::{IrBlock, MobileNetV3};
 pub use families::resnet::{Block, ResNet};
 pub use families::vit::Vit;
+pub use fetch::{pull_tag, pull_tv};
 pub use graft_hub::{Hub, HubConfig};
 pub use inference::{InferenceOptions, Layout};
 pub use load::{LoadOptions, LoadReport, Remap, ShapeMismatch, WeightsFile, adapt_input_conv};

@@ -303,7 +303,7 @@ impl Registry {
     ) -> Result<(Model<B>, Option<LoadReport>)> {
         use crate::pretrained::{self as pt, ModelRef};
         let want = opts.pretrained && opts.weights.is_none();
-        match ModelRef::parse(name)? {
+        match self.parse_name(name)? {
             ModelRef::Name(n) => {
                 let e = self.get(&n)?;
                 if want && e.weights.is_none() {
@@ -331,12 +331,20 @@ impl Registry {
         }
     }
 
+    /// What `name` refers to: a registered name as it is (a user model's name may hold a `.`),
+    /// else a pretrained name ([`crate::pretrained::ModelRef::parse`]).
+    pub fn parse_name(&self, name: &str) -> Result<crate::pretrained::ModelRef> {
+        if self.entries.contains_key(name) {
+            return Ok(crate::pretrained::ModelRef::Name(name.to_string()));
+        }
+        crate::pretrained::ModelRef::parse(name)
+    }
     /// The registered entry a name builds and the cfg the model gets: a registered name's own,
     /// a tag's or torchvision weights' on their architecture. `hf-hub:` names need their repo's
     /// `config.json`: [`Registry::create`] reads it.
     pub fn entry_of(&self, name: &str) -> Result<(&RegistryEntry, PretrainedCfg)> {
         use crate::pretrained::{self as pt, ModelRef};
-        match ModelRef::parse(name)? {
+        match self.parse_name(name)? {
             ModelRef::Name(n) => {
                 let e = self.get(&n)?;
                 Ok((e, e.cfg.clone()))
@@ -363,102 +371,15 @@ impl Registry {
     /// user model carrying its own; false for a bare architecture.
     pub fn has_weights(&self, name: &str) -> Result<bool> {
         use crate::pretrained::ModelRef;
-        Ok(match ModelRef::parse(name)? {
+        Ok(match self.parse_name(name)? {
             ModelRef::Name(n) => self.get(&n)?.weights.is_some(),
             _ => true,
         })
     }
 
-    fn hub(opts: &ModelOptions) -> graft_hub::Hub {
-        graft_hub::Hub::new(
-            opts.hub
-                .clone()
-                .unwrap_or_else(graft_hub::HubConfig::from_env),
-        )
-    }
-
-    fn create_tag<B: Backend>(
-        &self,
-        backend: &B,
-        tag: &crate::pretrained::TimmTag,
-        opts: &ModelOptions,
-    ) -> Result<(Model<B>, Option<LoadReport>)> {
-        let e = self.get(&tag.architecture)?;
-        let cfg = tag.apply(&e.cfg);
-        let weights = match (&opts.weights, opts.pretrained) {
-            (Some(w), _) => Some(w.clone()),
-            (None, true) => Some(pull_tag(&Self::hub(opts), tag, opts.revision.as_deref())?),
-            (None, false) => None,
-        };
-        self.build(backend, &tag.tag, e, cfg, weights, opts)
-    }
-
-    fn create_tv<B: Backend>(
-        &self,
-        backend: &B,
-        w: &crate::pretrained::TvWeights,
-        opts: &ModelOptions,
-    ) -> Result<(Model<B>, Option<LoadReport>)> {
-        let e = self.get(&w.architecture)?;
-        let cfg = w.apply(&e.cfg);
-        let weights = match (&opts.weights, opts.pretrained) {
-            (Some(p), _) => Some(p.clone()),
-            (None, true) => Some(pull_tv(&Self::hub(opts), w)?),
-            (None, false) => None,
-        };
-        self.build(backend, &w.tag, e, cfg, weights, opts)
-    }
-
-    fn create_hf_hub<B: Backend>(
-        &self,
-        backend: &B,
-        name: &str,
-        repo: &str,
-        revision: Option<String>,
-        opts: &ModelOptions,
-    ) -> Result<(Model<B>, Option<LoadReport>)> {
-        let hub = Self::hub(opts);
-        let rev = revision
-            .or_else(|| opts.revision.clone())
-            .unwrap_or_else(|| "main".into());
-        let config = hub
-            .file(repo, &rev, "config.json")
-            .map_err(|e| name_pull_error(e, name))?;
-        let user = UserModelConfig::read(&config)?;
-        let e = self
-            .get(&user.architecture)
-            .map_err(|err| Error::format(&config, format!("architecture: {err}")))?;
-        let mut cfg = user.pretrained_cfg.clone();
-        cfg.first_conv = e.cfg.first_conv.clone();
-        cfg.classifier = e.cfg.classifier.clone();
-        cfg.num_classes = user.num_classes;
-        if user.label_names.is_some() {
-            cfg.labels = user.label_names.clone();
-        }
-        cfg.tag = Some(format!("hf-hub:{repo}@{rev}"));
-        let weights = match (&opts.weights, opts.pretrained) {
-            (Some(p), _) => Some(p.clone()),
-            (None, true) => Some(
-                hub.first_file(repo, &rev, &["model.safetensors", "pytorch_model.bin"])
-                    .map_err(|e| name_pull_error(e, name))?
-                    .1,
-            ),
-            (None, false) => None,
-        };
-        let mut o = opts.clone();
-        if o.num_classes.is_none() {
-            o.num_classes = Some(user.num_classes);
-        }
-        o.in_chans = user.in_chans;
-        if let Some(s) = user.img_size {
-            o.img_size = Some(s);
-        }
-        self.build(backend, name, e, cfg, weights, &o)
-    }
-
     /// Builds entry `e` under `name` with `cfg`, then loads `weights` (safetensors, or a
     /// `torch.save` file read without running it).
-    fn build<B: Backend>(
+    pub(crate) fn build<B: Backend>(
         &self,
         backend: &B,
         name: &str,
@@ -597,44 +518,6 @@ pub fn create_model<B: Backend>(
     opts: &ModelOptions,
 ) -> Result<(Model<B>, Option<LoadReport>)> {
     Registry::builtin().create(backend, name, opts)
-}
-
-/// The local path of a tag's weights: cached, else downloaded. An offline miss names the tag,
-/// the cache searched and the command that fetches it.
-pub fn pull_tag(
-    hub: &graft_hub::Hub,
-    tag: &crate::pretrained::TimmTag,
-    revision: Option<&str>,
-) -> Result<PathBuf> {
-    let files: Vec<&str> = tag.files.iter().map(String::as_str).collect();
-    hub.first_file(&tag.hf_hub_id, revision.unwrap_or("main"), &files)
-        .map(|(_, p)| p)
-        .map_err(|e| name_pull_error(e, &tag.tag))
-}
-
-/// The local path of torchvision's weights: cached in `$TORCH_HOME/hub/checkpoints`, else
-/// downloaded and checked against the hash prefix of its name.
-pub fn pull_tv(hub: &graft_hub::Hub, w: &crate::pretrained::TvWeights) -> Result<PathBuf> {
-    hub.torch_checkpoint(&w.file)
-        .map_err(|e| name_pull_error(e, &w.tag))
-}
-
-/// Says which name an offline miss was for and how to fetch it.
-fn name_pull_error(e: Error, name: &str) -> Error {
-    match e {
-        Error::NotCached { what, cache, .. } => Error::NotCached {
-            what: format!("{name} ({what})"),
-            cache,
-            hint: format!(
-                "fetch it where there is network with `graft pull {name}` (with HF_HUB_CACHE / TORCH_HOME pointing at this cache), or unset HF_HUB_OFFLINE"
-            ),
-        },
-        Error::Download { what, msg } => Error::Download {
-            what: format!("{name} ({what})"),
-            msg,
-        },
-        other => other,
-    }
 }
 
 /// Shell-style wildcard match (`*` any run, `?` one character), over the whole name.
