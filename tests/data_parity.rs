@@ -7,9 +7,7 @@ mod common;
 
 use std::path::PathBuf;
 
-use graft::data::transform::{Interp, TransformCfg, eval_transform};
-use graft::data::{Sample, decode_rgb};
-use rand::SeedableRng;
+use graft::data::transform::{Interp, TransformCfg};
 
 #[test]
 fn eval_transform_matches_timm_on_real_photos() {
@@ -36,26 +34,9 @@ fn eval_transform_matches_timm_on_real_photos() {
             crop_mode: Default::default(),
         };
         for photo in &photos {
-            let (shape, data) = decode_rgb(photo).expect("decode");
-            let s = Sample {
-                shape,
-                data,
-                label: 0,
-            };
-            let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
-            let got = graft::data::Transform::apply(&eval_transform(&cfg, false), s, &mut rng)
-                .expect("transform");
             let stem = photo.file_stem().and_then(|s| s.to_str()).expect("stem");
-            let want: ndarray::ArrayD<f32> =
-                ndarray_npy::read_npy(out.join(format!("{stem}-{name}.npy"))).expect("npy");
-            assert_eq!(got.shape.to_vec(), want.shape().to_vec());
-            let (mut sum, mut max) = (0f64, 0f64);
-            for (g, w) in got.data.iter().zip(want.iter()) {
-                let d = (f64::from(*g) * 255.0 - f64::from(*w)).abs();
-                sum += d;
-                max = max.max(d);
-            }
-            let mean_diff = sum / want.len() as f64;
+            let (mean_diff, max) =
+                common::eval_transform_diff(photo, &cfg, &out.join(format!("{stem}-{name}.npy")));
             report.push(format!("{stem} {name}: mean {mean_diff:.3}, max {max:.1}"));
             assert!(
                 mean_diff <= 0.5 && max <= 8.0,

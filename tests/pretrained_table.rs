@@ -11,10 +11,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
 use graft::NdArray;
-use graft::data::{Sample, Transform, decode_rgb, transform::eval_transform};
 use graft::zoo::pretrained::table;
 use graft::zoo::{Registry, WeightsFile};
-use rand::SeedableRng;
 use serde_json::Value;
 
 fn reference() -> (std::path::PathBuf, Value) {
@@ -48,35 +46,6 @@ fn f3(v: &Value) -> [f64; 3] {
 
 fn opt_str(v: &Value) -> Option<String> {
     v.as_str().map(str::to_string)
-}
-
-/// graft's eval transform of the photo against timm's pixels in `npy`: (mean, max) abs diff in
-/// 0-255 units.
-fn pixels(photo: &Path, cfg: &graft::data::transform::TransformCfg, npy: &Path) -> (f64, f64) {
-    let (shape, data) = decode_rgb(photo).expect("decode");
-    let s = Sample {
-        shape,
-        data,
-        label: 0,
-    };
-    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
-    let got = eval_transform(cfg, false)
-        .apply(s, &mut rng)
-        .expect("transform");
-    let want: ndarray::ArrayD<f32> = ndarray_npy::read_npy(npy).expect("npy");
-    assert_eq!(
-        got.shape.to_vec(),
-        want.shape().to_vec(),
-        "{}",
-        npy.display()
-    );
-    let (mut sum, mut max) = (0f64, 0f64);
-    for (g, w) in got.data.iter().zip(want.iter()) {
-        let d = (f64::from(*g) * 255.0 - f64::from(*w)).abs();
-        sum += d;
-        max = max.max(d);
-    }
-    (sum / want.len() as f64, max)
 }
 
 #[test]
@@ -200,7 +169,7 @@ fn the_table_is_what_timm_and_torchvision_say() {
         );
         for (tc, which) in forms {
             let npy = dir.join(tr[which].as_str().expect("file"));
-            let (mean, max) = pixels(&photo, &tc, &npy);
+            let (mean, max) = common::eval_transform_diff(&photo, &tc, &npy);
             assert!(
                 mean <= 0.5 && max <= 8.0,
                 "{ctx} {which}: mean {mean:.3}, max {max:.1}"
@@ -224,7 +193,8 @@ fn the_table_is_what_timm_and_torchvision_say() {
         let base = reg.get(&w.architecture).expect("arch").cfg.clone();
         let cfg = w.apply(&base);
         let npy = dir.join(r["transforms"][&w.tag]["train"].as_str().expect("file"));
-        let (mean, max) = pixels(&photo, &graft::train::data_config(&cfg), &npy);
+        let (mean, max) =
+            common::eval_transform_diff(&photo, &graft::train::data_config(&cfg), &npy);
         assert!(
             mean <= 0.5 && max <= 8.0,
             "{}: mean {mean:.3}, max {max:.1}",

@@ -75,3 +75,40 @@ pub fn zoo_fixture(id: &str) -> PathBuf {
     }
     dir
 }
+
+/// graft's eval transform (without normalisation) of `photo` against a reference's pixels in
+/// `npy` (`[3, H, W]` float32, 0-255 units): (mean, max) absolute difference in 0-255 units.
+pub fn eval_transform_diff(
+    photo: &std::path::Path,
+    cfg: &graft::data::transform::TransformCfg,
+    npy: &std::path::Path,
+) -> (f64, f64) {
+    use rand::SeedableRng;
+    let (shape, data) = graft::data::decode_rgb(photo).expect("decode");
+    let s = graft::data::Sample {
+        shape,
+        data,
+        label: 0,
+    };
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
+    let got = graft::data::Transform::apply(
+        &graft::data::transform::eval_transform(cfg, false),
+        s,
+        &mut rng,
+    )
+    .expect("transform");
+    let want: ndarray::ArrayD<f32> = ndarray_npy::read_npy(npy).expect("npy");
+    assert_eq!(
+        got.shape.to_vec(),
+        want.shape().to_vec(),
+        "{}",
+        npy.display()
+    );
+    let (mut sum, mut max) = (0f64, 0f64);
+    for (g, w) in got.data.iter().zip(want.iter()) {
+        let d = (f64::from(*g) * 255.0 - f64::from(*w)).abs();
+        sum += d;
+        max = max.max(d);
+    }
+    (sum / want.len() as f64, max)
+}
