@@ -189,7 +189,8 @@ parity! {
 }
 
 /// `.pth` (torch.save) through libtorch's unpickler loads the same values, with the same report,
-/// as the safetensors file.
+/// as the safetensors file; graft's own reader (no pickle code run) reads exactly what libtorch
+/// does, and `load_weights` takes the `.pth` directly.
 #[test]
 fn pth_through_libtorch_matches_safetensors() {
     let dir = fixture("resnet18_small");
@@ -203,12 +204,20 @@ fn pth_through_libtorch_matches_safetensors() {
     let tensors = graft::tch::read_pth(&pth).expect("read .pth");
     let (want, _) = safetensors_io::load(&st).expect("safetensors");
     assert_eq!(tensors, want);
+    assert_eq!(
+        graft::zoo::torch_file::read(&pth).expect("graft's reader"),
+        tensors
+    );
     let b = Tch::cpu();
     let opts = ModelOptions::default().num_classes(10);
     let (mut m, _) = create_model(&b, "resnet18_small", &opts).expect("build");
     let r = m
         .load_tensors(&pth, &tensors, &Default::default())
         .expect("load");
+    assert!(r.is_clean() && r.applied.len() == m.params().len(), "{r}");
+    let r = m
+        .load_weights(&pth, &Default::default())
+        .expect("load .pth");
     assert!(r.is_clean() && r.applied.len() == m.params().len(), "{r}");
     let err = graft::tch::read_pth(&st).expect_err("a safetensors file is not a pickle");
     assert!(err.to_string().contains("weights.safetensors"), "{err}");

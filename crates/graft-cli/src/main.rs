@@ -713,7 +713,7 @@ fn predict<B: Backend>(b: &B, reg: &Registry, job: &PredictJob) -> Result<()> {
     use graft_data::Transform as _;
     let start = pretrained::start(reg, &job.model, job.weights.clone(), job.init)?;
     let mut opts = pretrained::options(&start, None);
-    if !job.model.starts_with("hf-hub:") {
+    if !pretrained::is_hub(reg, &job.model) {
         let (_, cfg) = reg.entry_of(&job.model)?;
         opts.in_chans = cfg.input_size[0];
         if let Some(w) = &job.weights {

@@ -64,6 +64,11 @@ pub fn start(
     }
 }
 
+/// True when `name` is an `hf-hub:` repo (described by the repo's config.json, not the registry).
+pub fn is_hub(reg: &Registry, name: &str) -> bool {
+    matches!(reg.parse_name(name), Ok(ModelRef::HfHub { .. }))
+}
+
 /// Model options for a start.
 pub fn options(start: &Start, revision: Option<&str>) -> ModelOptions {
     let mut o = ModelOptions::default();

@@ -381,7 +381,7 @@ impl<S: DeserializeOwned + Serialize + Default> Job<S> {
         let exp: Experiment<S> = src.parse()?;
         let reg = registry(&src, cli_dirs, &exp.model.models_dir)?;
         let name = &exp.model.name;
-        let is_hub = name.get_ref().starts_with("hf-hub:");
+        let is_hub = crate::pretrained::is_hub(&reg, name.get_ref());
         if !is_hub && let Err(e) = reg.entry_of(name.get_ref()) {
             return Err(src.error(name.span(), e.to_string()).into());
         }
@@ -502,7 +502,7 @@ impl<S: DeserializeOwned + Serialize + Default> Job<S> {
     fn model<B: Backend>(&self, b: &B, own_head: bool) -> Result<Model<B>> {
         let m = &self.exp.model;
         let name = m.name.get_ref();
-        let is_hub = name.starts_with("hf-hub:");
+        let is_hub = crate::pretrained::is_hub(&self.reg, name);
         let weights = m
             .weights
             .as_ref()

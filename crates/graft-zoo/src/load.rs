@@ -320,9 +320,14 @@ fn safetensors_dtype(d: safetensors::Dtype) -> String {
 }
 
 impl WeightsFile {
-    /// Maps and validates a safetensors file (header, offsets, sizes); a truncated or corrupt
-    /// file is an error naming it.
+    /// Maps and validates a safetensors file (header, offsets, sizes), or decodes a `torch.save`
+    /// file (`.pth`, `.pt`, `.bin`, `.ckpt`: [`crate::torch_file`], no pickle code run); a
+    /// truncated or corrupt file is an error naming it.
     pub fn open(path: &Path) -> Result<Self> {
+        if crate::pretrained::is_pickle(path) {
+            // a torch.save file: decoded up front, without running its pickle
+            return Ok(Self::from_tensors(path, crate::torch_file::read(path)?));
+        }
         let map = map_file(path)?;
         let st = SafeTensors::deserialize(&map)
             .map_err(|e| Error::format(path, format!("not a valid safetensors file: {e}")))?;

@@ -889,11 +889,6 @@ impl<B: Backend> Model<B> {
         opts: &crate::load::LoadOptions,
     ) -> Result<crate::load::LoadReport> {
         self.trainable_form("load_weights")?;
-        if crate::pretrained::is_pickle(path) {
-            // torch.save files (torchvision's weights): read without running their pickle
-            let tensors = crate::torch_file::read(path)?;
-            return self.load_tensors(path, &tensors, opts);
-        }
         let file = crate::load::WeightsFile::open(path)?;
         crate::load::apply(self, &file, opts)
     }
