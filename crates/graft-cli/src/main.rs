@@ -274,7 +274,7 @@ fn run(cli: Cli) -> Result<()> {
             pretrained: true,
         } => pretrained::list(&reg, pattern.as_deref()),
         Command::Models { pattern, .. } => models(&reg, pattern.as_deref()),
-        Command::Pull { names, revision } => pretrained::pull(&names, revision.as_deref()),
+        Command::Pull { names, revision } => pretrained::pull(&reg, &names, revision.as_deref()),
         Command::Inspect { weights, all } => inspect(&reg, &weights, all),
         Command::Infer {
             model,
@@ -461,13 +461,6 @@ struct InferJob {
     lenient: bool,
 }
 
-fn is_pickle(p: &Path) -> bool {
-    matches!(
-        p.extension().and_then(|e| e.to_str()),
-        Some("pth" | "pt" | "bin")
-    )
-}
-
 #[cfg(feature = "tch")]
 fn infer_tch(reg: &Registry, job: &InferJob) -> Result<()> {
     infer(&graft_tch::Tch::cpu(), reg, job)
@@ -476,12 +469,6 @@ fn infer_tch(reg: &Registry, job: &InferJob) -> Result<()> {
 #[cfg(not(feature = "tch"))]
 fn infer_tch(_reg: &Registry, _job: &InferJob) -> Result<()> {
     bail!("this graft was built without libtorch (--no-default-features); use --backend ndarray")
-}
-
-/// A `torch.save` file's tensors, read without running its pickle (graft-zoo's reader), on
-/// every build.
-fn read_pickle(p: &Path) -> Result<std::collections::BTreeMap<String, TensorData>> {
-    Ok(graft_zoo::torch_file::read(p)?)
 }
 
 /// The head size a weights file was trained with, if its classifier is there.
@@ -592,8 +579,9 @@ fn infer<B: Backend>(b: &B, reg: &Registry, job: &InferJob) -> Result<()> {
     }
     let start = pretrained::start(reg, &job.model, job.weights.clone(), job.init)?;
     let weights = job.weights.clone().or_else(|| entry.weights.clone());
+    // a torch.save file is decoded once here, then loaded from memory
     let pickled = match &weights {
-        Some(p) if is_pickle(p) => Some(read_pickle(p)?),
+        Some(p) if graft_zoo::pretrained::is_pickle(p) => Some(graft_zoo::torch_file::read(p)?),
         _ => None,
     };
     let shapes: Vec<(String, Vec<usize>)> = match (&weights, &pickled) {
@@ -640,12 +628,11 @@ fn infer<B: Backend>(b: &B, reg: &Registry, job: &InferJob) -> Result<()> {
                     job.model
                 );
             }
-            let p = pretrained::options(&start, None);
             reg.create(
                 b,
                 &job.model,
                 &ModelOptions {
-                    pretrained: p.pretrained,
+                    pretrained: start == pretrained::Start::Pretrained,
                     ..opts.clone()
                 },
             )?

@@ -50,10 +50,9 @@ pub fn start(
         (None, Some(Init::Pretrained)) => Ok(Start::Pretrained),
         (None, None) if reg.has_weights(name)? => Ok(Start::Pretrained),
         (None, None) => {
-            let suggestion = match pt::default_tag(name)? {
-                Some(t) => format!(
-                    "name pretrained weights (`{}`, or `graft models --pretrained '{name}*'` for all), ",
-                    t.tag
+            let suggestion = match pt::default_name(name)? {
+                Some(d) => format!(
+                    "name pretrained weights (`{d}`, or `graft models --pretrained '{name}*'` for all), "
                 ),
                 None => String::new(),
             };
@@ -155,31 +154,10 @@ pub fn list(reg: &Registry, pattern: Option<&str>) -> Result<()> {
 }
 
 /// `graft pull NAME...`: fetches each name's files into the caches ahead of time.
-pub fn pull(names: &[String], revision: Option<&str>) -> Result<()> {
+pub fn pull(reg: &Registry, names: &[String], revision: Option<&str>) -> Result<()> {
     let hub = Hub::from_env();
     for name in names {
-        let paths = match ModelRef::parse(name)? {
-            ModelRef::Tag(t) => vec![graft_zoo::pull_tag(&hub, pt::timm_tag(&t)?, revision)?],
-            ModelRef::Torchvision { arch, weights } => {
-                vec![graft_zoo::pull_tv(&hub, pt::tv_weights(&arch, &weights)?)?]
-            }
-            ModelRef::HfHub { repo, revision: r } => {
-                let rev = r
-                    .or_else(|| revision.map(str::to_string))
-                    .unwrap_or_else(|| "main".into());
-                let config = hub.file(&repo, &rev, "config.json")?;
-                let (_, w) =
-                    hub.first_file(&repo, &rev, &["model.safetensors", "pytorch_model.bin"])?;
-                vec![config, w]
-            }
-            ModelRef::Name(n) => match pt::default_tag(&n)? {
-                Some(t) => vec![graft_zoo::pull_tag(&hub, t, revision)?],
-                None => bail!(
-                    "{n}: no pretrained tag of that name (`graft models --pretrained` lists them)"
-                ),
-            },
-        };
-        for p in paths {
+        for p in reg.pull(&hub, name, revision)? {
             println!("{name}: {}", p.display());
         }
     }

@@ -21,6 +21,42 @@ impl Registry {
         )
     }
 
+    /// The pretrained name an architecture's `pretrained` means
+    /// ([`crate::pretrained::default_name`]); none is an error naming the architecture.
+    pub(crate) fn default_name(&self, arch: &str) -> Result<String> {
+        crate::pretrained::default_name(arch)?.ok_or_else(|| Error::UnknownModel {
+            name: arch.to_string(),
+            hint: "graft knows no pretrained weights for it: give weights, or build it from scratch without `pretrained`".into(),
+        })
+    }
+
+    /// Fetches the files a pretrained name (or an architecture's default) loads into the local
+    /// caches, without building anything (`graft pull`). Returns their paths.
+    pub fn pull(
+        &self,
+        hub: &graft_hub::Hub,
+        name: &str,
+        revision: Option<&str>,
+    ) -> Result<Vec<PathBuf>> {
+        use crate::pretrained::{self as pt, ModelRef};
+        Ok(match self.parse_name(name)? {
+            ModelRef::Tag(t) => vec![pull_tag(hub, pt::timm_tag(&t)?, revision)?],
+            ModelRef::Torchvision { arch, weights } => {
+                vec![pull_tv(hub, pt::tv_weights(&arch, &weights)?)?]
+            }
+            ModelRef::HfHub { repo, revision: r } => {
+                let rev = r
+                    .or_else(|| revision.map(str::to_string))
+                    .unwrap_or_else(|| "main".into());
+                let config = hub
+                    .file(&repo, &rev, "config.json")
+                    .map_err(|e| name_pull_error(e, name))?;
+                vec![config, pull_hub_weights(hub, &repo, &rev, name)?]
+            }
+            ModelRef::Name(n) => return self.pull(hub, &self.default_name(&n)?, revision),
+        })
+    }
+
     pub(crate) fn create_tag<B: Backend>(
         &self,
         backend: &B,
@@ -29,11 +65,9 @@ impl Registry {
     ) -> Result<(Model<B>, Option<LoadReport>)> {
         let e = self.get(&tag.architecture)?;
         let cfg = tag.apply(&e.cfg);
-        let weights = match (&opts.weights, opts.pretrained) {
-            (Some(w), _) => Some(w.clone()),
-            (None, true) => Some(pull_tag(&Self::hub(opts), tag, opts.revision.as_deref())?),
-            (None, false) => None,
-        };
+        let weights = weights_for(opts, || {
+            pull_tag(&Self::hub(opts), tag, opts.revision.as_deref())
+        })?;
         self.build(backend, &tag.tag, e, cfg, weights, opts)
     }
 
@@ -45,11 +79,7 @@ impl Registry {
     ) -> Result<(Model<B>, Option<LoadReport>)> {
         let e = self.get(&w.architecture)?;
         let cfg = w.apply(&e.cfg);
-        let weights = match (&opts.weights, opts.pretrained) {
-            (Some(p), _) => Some(p.clone()),
-            (None, true) => Some(pull_tv(&Self::hub(opts), w)?),
-            (None, false) => None,
-        };
+        let weights = weights_for(opts, || pull_tv(&Self::hub(opts), w))?;
         self.build(backend, &w.tag, e, cfg, weights, opts)
     }
 
@@ -80,15 +110,7 @@ impl Registry {
             cfg.labels = user.label_names.clone();
         }
         cfg.tag = Some(format!("hf-hub:{repo}@{rev}"));
-        let weights = match (&opts.weights, opts.pretrained) {
-            (Some(p), _) => Some(p.clone()),
-            (None, true) => Some(
-                hub.first_file(repo, &rev, &["model.safetensors", "pytorch_model.bin"])
-                    .map_err(|e| name_pull_error(e, name))?
-                    .1,
-            ),
-            (None, false) => None,
-        };
+        let weights = weights_for(opts, || pull_hub_weights(&hub, repo, &rev, name))?;
         let mut o = opts.clone();
         if o.num_classes.is_none() {
             o.num_classes = Some(user.num_classes);
@@ -99,6 +121,26 @@ impl Registry {
         }
         self.build(backend, name, e, cfg, weights, &o)
     }
+}
+
+/// The weights a pretrained name builds with: the caller's file, else (with `pretrained`) the
+/// name's own, fetched by `pull`; none for a random init.
+fn weights_for(
+    opts: &ModelOptions,
+    pull: impl FnOnce() -> Result<PathBuf>,
+) -> Result<Option<PathBuf>> {
+    match (&opts.weights, opts.pretrained) {
+        (Some(w), _) => Ok(Some(w.clone())),
+        (None, true) => pull().map(Some),
+        (None, false) => Ok(None),
+    }
+}
+
+/// The weights of a timm-style Hub repo ([`crate::pretrained::HUB_WEIGHT_FILES`], in order).
+fn pull_hub_weights(hub: &graft_hub::Hub, repo: &str, rev: &str, name: &str) -> Result<PathBuf> {
+    hub.first_file(repo, rev, &crate::pretrained::HUB_WEIGHT_FILES)
+        .map(|(_, p)| p)
+        .map_err(|e| name_pull_error(e, name))
 }
 
 /// The local path of a tag's weights: cached, else downloaded. An offline miss names the tag,

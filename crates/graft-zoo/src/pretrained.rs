@@ -189,6 +189,18 @@ pub fn default_tag(arch: &str) -> Result<Option<&'static TimmTag>> {
         .find(|r| r.architecture == arch && r.default))
 }
 
+/// The pretrained name `pretrained` gives an architecture: timm's default tag, else
+/// torchvision's `DEFAULT` weights (`tv:arch.WEIGHTS`), else none.
+pub fn default_name(arch: &str) -> Result<Option<String>> {
+    if let Some(t) = default_tag(arch)? {
+        return Ok(Some(t.tag.clone()));
+    }
+    Ok(tv_weights(arch, "DEFAULT").ok().map(|w| w.tag.clone()))
+}
+
+/// The files a timm-style Hub repo may hold its weights in, in the order timm tries them.
+pub const HUB_WEIGHT_FILES: [&str; 2] = ["model.safetensors", "pytorch_model.bin"];
+
 /// torchvision's weights `weights` (or `DEFAULT`) of `arch`.
 pub fn tv_weights(arch: &str, weights: &str) -> Result<&'static TvWeights> {
     let t = table()?;
@@ -310,6 +322,16 @@ mod tests {
         );
         let e = timm_tag("resnet50.nope").expect_err("unknown");
         assert!(e.to_string().contains("resnet50.a1_in1k"), "{e}");
+        // `pretrained` on an architecture: timm's default tag, else torchvision's DEFAULT
+        assert_eq!(
+            default_name("resnet50").expect("d").as_deref(),
+            Some("resnet50.a1_in1k")
+        );
+        assert_eq!(
+            default_name("mobilenet_v3_large").expect("d").as_deref(),
+            Some("tv:mobilenet_v3_large.IMAGENET1K_V2")
+        );
+        assert_eq!(default_name("resnet18_small").expect("d"), None);
         let tv = tv_weights("resnet50", "DEFAULT").expect("default");
         assert_eq!(tv.weights, "IMAGENET1K_V2");
         assert_eq!(tv.file, "resnet50-11ad3fa6.pth");

@@ -307,16 +307,8 @@ impl Registry {
             ModelRef::Name(n) => {
                 let e = self.get(&n)?;
                 if want && e.weights.is_none() {
-                    if let Some(t) = pt::default_tag(&n)? {
-                        return self.create_tag(backend, t, opts);
-                    }
-                    if let Ok(w) = pt::tv_weights(&n, "DEFAULT") {
-                        return self.create_tv(backend, w, opts);
-                    }
-                    return Err(Error::UnknownModel {
-                        name: n.clone(),
-                        hint: "graft knows no pretrained weights for it: give weights, or build it from scratch without `pretrained`".into(),
-                    });
+                    let default = self.default_name(&n)?;
+                    return self.create(backend, &default, opts);
                 }
                 let weights = opts.weights.clone().or_else(|| e.weights.clone());
                 self.build(backend, &n, e, e.cfg.clone(), weights, opts)

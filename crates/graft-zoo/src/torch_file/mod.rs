@@ -102,25 +102,43 @@ pub fn read(path: &Path) -> Result<BTreeMap<String, TensorData>> {
         .map_err(|m| bad(format!("data.pkl: {m}")))?;
     let flat = tensors_of(root).map_err(|m| bad(format!("data.pkl: {m}")))?;
     let mut storages: HashMap<String, Vec<u8>> = HashMap::new();
+    for (name, t) in &flat {
+        if storages.contains_key(&t.key) {
+            continue;
+        }
+        if t.key.is_empty()
+            || !t
+                .key
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_')
+        {
+            return Err(bad(format!(
+                "{name}: storage key {:?} is not a plain name",
+                t.key
+            )));
+        }
+        let bytes = read_entry(&mut zip, &format!("{prefix}data/{}", t.key), u64::MAX, path)?;
+        storages.insert(t.key.clone(), bytes);
+    }
+    assemble(flat, &storages, path)
+}
+
+/// Copies every tensor out of its storage (both formats end here).
+fn assemble(
+    flat: Vec<(String, TensorRef)>,
+    storages: &HashMap<String, Vec<u8>>,
+    path: &Path,
+) -> Result<BTreeMap<String, TensorData>> {
+    let bad = |msg: String| Error::format(path, msg);
     let mut out = BTreeMap::new();
     for (name, t) in flat {
-        if !storages.contains_key(&t.key) {
-            if t.key.is_empty()
-                || !t
-                    .key
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'_')
-            {
-                return Err(bad(format!(
-                    "{name}: storage key {:?} is not a plain name",
-                    t.key
-                )));
-            }
-            let bytes = read_entry(&mut zip, &format!("{prefix}data/{}", t.key), u64::MAX, path)?;
-            storages.insert(t.key.clone(), bytes);
-        }
-        let data =
-            tensor(&t, &storages[&t.key]).map_err(|m| bad(format!("tensor {name:?}: {m}")))?;
+        let st = storages.get(&t.key).ok_or_else(|| {
+            bad(format!(
+                "tensor {name:?}: storage {:?} is not in the file",
+                t.key
+            ))
+        })?;
+        let data = tensor(&t, st).map_err(|m| bad(format!("tensor {name:?}: {m}")))?;
         if out.insert(name.clone(), data).is_some() {
             return Err(bad(format!("tensor {name:?} appears twice")));
         }
@@ -221,20 +239,7 @@ fn read_legacy(path: &Path) -> Result<BTreeMap<String, TensorData>> {
         })?;
         storages.insert(k, data.to_vec());
     }
-    let mut out = BTreeMap::new();
-    for (name, t) in flat {
-        let st = storages.get(&t.key).ok_or_else(|| {
-            bad(format!(
-                "tensor {name:?}: storage {:?} is not in the file",
-                t.key
-            ))
-        })?;
-        let data = tensor(&t, st).map_err(|m| bad(format!("tensor {name:?}: {m}")))?;
-        if out.insert(name.clone(), data).is_some() {
-            return Err(bad(format!("tensor {name:?} appears twice")));
-        }
-    }
-    Ok(out)
+    assemble(flat, &storages, path)
 }
 
 /// Walks the unpickled value down to its tensors (`a.b.c` for nested dicts).
