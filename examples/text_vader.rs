@@ -169,7 +169,7 @@ struct Study {
 
 /// Fine-tunes a fresh MiniLM on every training label: a new classifier on the pooled embedding,
 /// the top `top` encoder layers and the head trained (everything below frozen at LR 0), the
-/// seed's recipe (AdamW, head LR `lr`, sliced down to `lr / 10`, one-cycle, 3 epochs).
+/// freeze-k recipe (AdamW, head LR `lr`, sliced down to `lr / 10`, one-cycle, 3 epochs).
 fn finetune(reg: &Registry, s: &Split, top: usize, lr: f64) -> Result<(f64, f64, f64)> {
     let t = Instant::now();
     let (mut enc, _) = TextEncoder::pretrained(
@@ -477,7 +477,7 @@ fn main() -> Result<()> {
     } else {
         vec![random, fam]
     };
-    // (trainable top layers, head LR): the seed's LR on the top two layers; every layer at the
+    // (trainable top layers, head LR): the recipe's LR on the top two layers; every layer at the
     // same LR (it collapses to one class: post-LN BERT layers do not take 2e-4..2e-3); every
     // layer at BERT's usual fine-tuning LR.
     let tops: &[(usize, f64)] = if quick {

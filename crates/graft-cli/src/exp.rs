@@ -474,7 +474,7 @@ impl Default for ReuseStrategy {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
 #[serde(rename_all = "snake_case")]
 pub enum FinetuneKind {
-    /// The seed's recipe.
+    /// The freeze-k recipe (`graft_finetune::Recipe`).
     #[default]
     Recipe,
     /// fastai's fine_tune.

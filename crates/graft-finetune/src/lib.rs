@@ -4,7 +4,8 @@
 //! Three strategies, each a short sequence of surgery plans handed to graft-train's Trainer (the
 //! fastai shape: freeze, fit, unfreeze, fit with a spread of LRs):
 //!
-//! - [`Recipe`] — the seed's: freeze the bottom `k` stages (`k` given, or chosen by the linear
+//! - [`Recipe`] — freeze-k (Yosinski et al. 2014: bottom layers transfer, top ones specialise):
+//!   freeze the bottom `k` stages (`k` given, or chosen by the linear
 //!   probe of graft-extract: the stages up to the best-probing one stay frozen), AdamW at 1e-3
 //!   with a geometric spread toward the bottom (`slice(lr / lr_mult, lr)`), one-cycle, a few
 //!   epochs with early stopping on the validation loss.
@@ -37,7 +38,9 @@ pub enum FreezeDepth {
     Auto(ProbeConfig),
 }
 
-/// The seed's recipe.
+/// The freeze-k recipe: the bottom `k` stages frozen, the rest trained at a small LR with a
+/// spread toward the bottom (Yosinski et al. 2014, "How transferable are features in deep
+/// neural networks?").
 #[derive(Debug, Clone, PartialEq)]
 pub struct Recipe {
     pub freeze: FreezeDepth,
