@@ -582,6 +582,17 @@ impl<S: DeserializeOwned + Serialize + Default> Job<S> {
         let Some(ds) = self.split(which) else {
             return Ok(None);
         };
+        self.loader_over(model, ds, which, train_mode).map(Some)
+    }
+
+    /// [`Self::loader`] over a dataset made from split `which` (relabelled, for instance).
+    fn loader_over<B: Backend>(
+        &self,
+        model: &Model<B>,
+        ds: Arc<dyn Dataset>,
+        which: &str,
+        train_mode: bool,
+    ) -> Result<Loader> {
         let bs = self.exp.data.batch_size.max(1);
         let cfg = if train_mode {
             LoaderConfig::train(bs).seed(self.exp.train.seed)
@@ -627,7 +638,7 @@ impl<S: DeserializeOwned + Serialize + Default> Job<S> {
         if !steps.is_empty() {
             l = l.with_transform(Arc::new(Compose(steps)));
         }
-        Ok(Some(l))
+        Ok(l)
     }
 
     fn run_dir(&self) -> Result<RunDir> {
@@ -1647,28 +1658,59 @@ impl Job<NoStrategy> {
         } else {
             "train"
         };
-        if model.num_classes() != self.data.classes.len() {
-            return Err(self
-                .src
-                .table_error(
-                    "model",
-                    format!(
-                        "{} has {} classes, the data {} ({}): use graft reuse with a label map",
-                        model.name(),
-                        model.num_classes(),
-                        self.data.classes.len(),
-                        self.data.classes.join(", ")
-                    ),
-                )
-                .into());
-        }
+        let data = self.need(which, "graft eval")?;
+        // score by class name: the model's label names, in its order, are the data's classes
+        // (a model without names is scored by index, and the report says so)
+        let (ds, classes, by_index): (Arc<dyn Dataset>, Vec<String>, bool) =
+            match &model.cfg().labels {
+                Some(names) if names.len() == model.num_classes() => {
+                    let unknown: Vec<&str> = self
+                        .data
+                        .classes
+                        .iter()
+                        .filter(|c| !names.contains(c))
+                        .map(String::as_str)
+                        .collect();
+                    if !unknown.is_empty() {
+                        return Err(self
+                            .src
+                            .table_error(
+                                "data",
+                                format!(
+                                    "{} is not a class of {} ({}): graft eval scores a model on its own classes; graft reuse maps others",
+                                    unknown.join(", "),
+                                    model.name(),
+                                    names.join(", ")
+                                ),
+                            )
+                            .into());
+                    }
+                    if names.len() != self.data.classes.len() {
+                        return Err(self.eval_count_error(&model).into());
+                    }
+                    let ds = graft_data::Subset::in_class_order(data, names)?;
+                    (Arc::new(ds), names.clone(), false)
+                }
+                _ => {
+                    if model.num_classes() != self.data.classes.len() {
+                        return Err(self.eval_count_error(&model).into());
+                    }
+                    (data, self.data.classes.clone(), true)
+                }
+            };
         let run = self.start()?;
-        let l = self.loader(&model, which, false)?.context("eval split")?;
+        let l = self.loader_over(&model, ds, which, false)?;
         let m = B::evaluate(&model, &l, self.inputs())?;
         let mut rep = Report::new(&format!("graft eval: {} on {which}", model.name()));
+        if by_index {
+            rep.para(&format!(
+                "{} carries no class names: class i of the data is scored as its output i.\n",
+                model.name()
+            ));
+        }
         rep.md.push_str(&metrics_md(
             which,
-            &self.data.classes,
+            &classes,
             m.top1,
             &m.per_class,
             &m.confusion,
@@ -1679,6 +1721,21 @@ impl Job<NoStrategy> {
             m.loss
         ));
         rep.set(which, class_metrics_json(&m));
+        rep.set("classes", json!(classes));
+        rep.set("scored_by", json!(if by_index { "index" } else { "name" }));
         rep.finish(&run)
+    }
+
+    fn eval_count_error(&self, model: &Model<impl Backend>) -> ConfigError {
+        self.src.table_error(
+            "model",
+            format!(
+                "{} has {} classes, the data {} ({}): use graft reuse with a label map",
+                model.name(),
+                model.num_classes(),
+                self.data.classes.len(),
+                self.data.classes.join(", ")
+            ),
+        )
     }
 }

@@ -278,6 +278,48 @@ impl Subset {
             classes,
         })
     }
+    /// All of `base`, its labels renumbered so that class `i` is `order[i]` — how a model's
+    /// label names meet a dataset whose classes are the same names in another order. `order`
+    /// must hold each of `base`'s class names exactly once; the error names the classes that
+    /// are not in the data and those the order leaves out.
+    pub fn in_class_order(base: Arc<dyn Dataset>, order: &[String]) -> Result<Self> {
+        let have = base.classes();
+        let unknown: Vec<&str> = order
+            .iter()
+            .filter(|c| !have.contains(c))
+            .map(String::as_str)
+            .collect();
+        let missing: Vec<&str> = have
+            .iter()
+            .filter(|c| !order.contains(c))
+            .map(String::as_str)
+            .collect();
+        let mut seen = std::collections::HashSet::new();
+        let repeated: Vec<&str> = order
+            .iter()
+            .filter(|c| !seen.insert(c.as_str()))
+            .map(String::as_str)
+            .collect();
+        if !unknown.is_empty() || !missing.is_empty() || !repeated.is_empty() {
+            let mut why = Vec::new();
+            if !missing.is_empty() {
+                why.push(format!("data classes not in the order: {}", missing.join(", ")));
+            }
+            if !unknown.is_empty() {
+                why.push(format!("not classes of the data: {}", unknown.join(", ")));
+            }
+            if !repeated.is_empty() {
+                why.push(format!("named twice: {}", repeated.join(", ")));
+            }
+            return Err(Error::invalid("Subset::in_class_order", why.join("; ")));
+        }
+        let keep: Vec<usize> = order
+            .iter()
+            .map(|c| have.iter().position(|h| h == c).unwrap_or(usize::MAX))
+            .collect();
+        let all = (0..base.len()).collect();
+        Self::with_classes(base, all, &keep)
+    }
     /// Indices into the base dataset.
     pub fn indices(&self) -> &[usize] {
         &self.indices

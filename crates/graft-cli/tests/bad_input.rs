@@ -1,0 +1,108 @@
+//! Correctness under bad input, end to end through the `graft` binary: each test is named after
+//! the defect it pins (a careless user, a corrupted disk or a hostile file), and each failed on
+//! the main branch before its fix. docs/robustness.md lists the bad inputs and what each gets.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use graft_ndarray::NdArray;
+use graft_zoo::{ModelOptions, create_model};
+
+fn graft(dir: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_graft"))
+        .current_dir(dir)
+        .args(args)
+        .output()
+        .expect("run graft")
+}
+
+fn ok(dir: &Path, args: &[&str]) -> String {
+    let out = graft(dir, args);
+    assert!(
+        out.status.success(),
+        "graft {args:?} failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The error text of a run that must fail (not by a signal: a crash is not an error message).
+fn fails(dir: &Path, args: &[&str]) -> String {
+    let out = graft(dir, args);
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(
+        matches!(out.status.code(), Some(1 | 2)),
+        "graft {args:?} should fail with an error, got {:?}:\n{err}",
+        out.status
+    );
+    err
+}
+
+fn tmp(tag: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("graft-bad-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).expect("tmp");
+    d
+}
+
+fn write(dir: &Path, name: &str, text: &str) {
+    std::fs::write(dir.join(name), text).expect("write");
+}
+
+fn report(stdout: &str, dir: &Path) -> serde_json::Value {
+    let run = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("run directory: "))
+        .expect("the run directory is printed");
+    let text = std::fs::read_to_string(dir.join(run).join("report.json")).expect("report.json");
+    serde_json::from_str(&text).expect("json")
+}
+
+/// A small digits model (1 channel) saved as a user model with label names.
+fn digits_model(models: &Path, name: &str, labels: &[&str]) {
+    let (mut m, _) = create_model(
+        &NdArray,
+        "resnet18_small",
+        &ModelOptions::default()
+            .num_classes(labels.len())
+            .in_chans(1)
+            .seed(5),
+    )
+    .expect("build");
+    m.cfg_mut().labels = Some(labels.iter().map(|s| s.to_string()).collect());
+    m.save_user_model(&models.join(name)).expect("save");
+}
+
+/// Issue 17.1: a model for digits [0, 1, 2] was scored by index, so `[2, 1, 0]` gave another
+/// accuracy on the same images and `[3, 4, 5]` was scored at all.
+#[test]
+fn eval_scores_by_label_name_not_index() {
+    let dir = tmp("eval-names");
+    digits_model(&dir.join("models"), "net", &["0", "1", "2"]);
+    let exp = |classes: &str| {
+        format!(
+            "[model]\nname = \"net\"\nmodels_dir = [\"models\"]\nbackend = \"ndarray\"\n[data.digits]\nclasses = {classes}\n"
+        )
+    };
+    write(&dir, "a.toml", &exp("[0, 1, 2]"));
+    write(&dir, "b.toml", &exp("[2, 1, 0]"));
+    let a = report(&ok(&dir, &["eval", "a.toml"]), &dir);
+    let b = report(&ok(&dir, &["eval", "b.toml"]), &dir);
+    assert_eq!(a["scored_by"], "name");
+    assert_eq!(a["test"]["top1"], b["test"]["top1"], "same images, same score");
+    assert_eq!(a["test"]["per_class"], b["test"]["per_class"]);
+    assert_eq!(a["test"]["confusion"], b["test"]["confusion"]);
+    assert_eq!(b["classes"], serde_json::json!(["0", "1", "2"]));
+
+    write(&dir, "c.toml", &exp("[3, 4, 5]"));
+    let err = fails(&dir, &["eval", "c.toml"]);
+    assert!(
+        err.contains("c.toml:") && err.contains("3, 4, 5 is not a class of net (0, 1, 2)"),
+        "{err}"
+    );
+    write(&dir, "d.toml", &exp("[0, 1, 5]"));
+    let err = fails(&dir, &["eval", "d.toml"]);
+    assert!(err.contains("5 is not a class of net"), "{err}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
