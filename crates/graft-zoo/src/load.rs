@@ -504,6 +504,7 @@ pub(crate) fn plan(
     let mut plan: Vec<(String, String, Option<Adapt>)> = Vec::new();
     let mut pre_adapted: BTreeMap<String, TensorData> = BTreeMap::new();
     let mut conversions: BTreeMap<(String, String), usize> = BTreeMap::new();
+    let mut head_mismatch: Vec<ShapeMismatch> = Vec::new();
     for (name, want, want_dtype) in entries {
         let (name, want, want_dtype) = (name.as_str(), want.clone(), *want_dtype);
         let Some((key, reshape)) = by_model.get(name) else {
@@ -530,7 +531,11 @@ pub(crate) fn plan(
             {
                 Some(Adapt::InChans)
             } else if is_classifier(name) {
-                report.head_dropped.push(name.to_string());
+                head_mismatch.push(ShapeMismatch {
+                    name: name.to_string(),
+                    file: info.shape.clone(),
+                    model: want,
+                });
                 continue;
             } else {
                 // Family-specific (ViT position embeddings): decoded now, it is small.
@@ -571,6 +576,13 @@ pub(crate) fn plan(
                 .or_default() += 1;
         }
     }
+    settle_head(
+        entries.iter().map(|e| e.0.as_str()).filter(|n| is_classifier(n)),
+        &by_model,
+        head_mismatch,
+        &mut plan,
+        &mut report,
+    );
     report.converted = conversions
         .into_iter()
         .map(|((a, c), n)| (a, c, n))
@@ -583,6 +595,64 @@ pub(crate) fn plan(
         steps: plan,
         pre_adapted,
     })
+}
+
+/// A head is taken whole or dropped whole. Dropped: the file has none, or it is a consistent
+/// head for another number of classes (every mismatching tensor differs from the model's in its
+/// first, class dimension only, all by the same counts) — a deliberate head replacement. Anything
+/// else is not a head replacement: a mismatching head tensor is a shape mismatch (another input
+/// width, an inconsistent file head), a head tensor the file lacks while it has others is
+/// missing — never half a head applied and the other half listed as dropped.
+fn settle_head<'a>(
+    head: impl Iterator<Item = &'a str>,
+    in_file: &BTreeMap<String, (String, bool)>,
+    mismatch: Vec<ShapeMismatch>,
+    plan: &mut Vec<(String, String, Option<Adapt>)>,
+    report: &mut LoadReport,
+) {
+    let head: Vec<&str> = head.collect();
+    let absent: Vec<&str> = head
+        .iter()
+        .copied()
+        .filter(|n| !in_file.contains_key(*n))
+        .collect();
+    if absent.len() == head.len() {
+        return; // no head in the file: listed as dropped already
+    }
+    if !absent.is_empty() {
+        // part of a head: the rest is missing, not dropped
+        report.head_dropped.retain(|d| !absent.contains(&d.as_str()));
+        report.missing.extend(absent.iter().map(|n| n.to_string()));
+        report.mismatched.extend(mismatch);
+        return;
+    }
+    if mismatch.is_empty() {
+        return;
+    }
+    let class_dim = |m: &ShapeMismatch| {
+        m.file.len() == m.model.len() && !m.file.is_empty() && m.file[1..] == m.model[1..]
+    };
+    let counts: BTreeSet<(usize, usize)> = mismatch
+        .iter()
+        .filter_map(|m| Some((*m.file.first()?, *m.model.first()?)))
+        .collect();
+    // a layer of the file's head is for one count of classes: its weight and bias mismatch
+    // together (a weight that fits beside a bias that does not is a broken head, not another one)
+    let module = |n: &str| n.rsplit_once('.').map_or(String::new(), |(m, _)| m.to_string());
+    let off: BTreeSet<String> = mismatch.iter().map(|m| module(&m.name)).collect();
+    let whole_layers = head
+        .iter()
+        .filter(|n| off.contains(&module(n)))
+        .all(|n| mismatch.iter().any(|m| m.name == *n));
+    if whole_layers && mismatch.iter().all(class_dim) && counts.len() == 1 {
+        // another num_classes: the whole head goes, the tensors that happened to fit too
+        plan.retain(|(n, _, _)| !head.contains(&n.as_str()));
+        report.applied.retain(|n| !head.contains(&n.as_str()));
+        report.adapted.retain(|(n, _)| !head.contains(&n.as_str()));
+        report.head_dropped.extend(head.iter().map(|n| n.to_string()));
+    } else {
+        report.mismatched.extend(mismatch);
+    }
 }
 
 /// What a load will do.

@@ -389,3 +389,65 @@ fn user_model_with_an_mlp_head_round_trips() {
     assert_eq!(a.shape(), [2, 3]);
     assert_eq!(a, b);
 }
+
+/// Issue 17.5: a `fc.weight` of the right class count but another input width was listed as
+/// "head dropped" while `fc.bias` was applied. Only a consistent head for another number of
+/// classes is dropped, and then whole; any other head mismatch is a strict error.
+#[test]
+fn a_head_is_taken_whole_or_dropped_whole() {
+    let (p, t) = saved("half-head", 1);
+    let n = t["fc.weight"].shape()[0];
+    let with = |edit: &dyn Fn(&mut BTreeMap<String, TensorData>)| {
+        let mut t = t.clone();
+        edit(&mut t);
+        save(&p, &t, None).expect("save");
+    };
+    // another input width: not a head replacement
+    with(&|t| {
+        t.insert(
+            "fc.weight".into(),
+            TensorData::f32(&[n, 256], vec![0.0; n * 256]).expect("w"),
+        );
+    });
+    let mut m = small(2);
+    let bias = value(&m, "fc.bias");
+    let err = m
+        .load_weights(&p, &LoadOptions::default())
+        .expect_err("wrong input width");
+    assert!(err.to_string().contains("fc.weight"), "{err}");
+    assert_eq!(value(&m, "fc.bias"), bias, "no half of the head applied");
+    let r = m
+        .load_weights(&p, &LoadOptions::lenient())
+        .expect("lenient");
+    assert_eq!(r.mismatched.len(), 1, "{r}");
+    assert!(r.head_dropped.is_empty(), "{r}");
+    // an inconsistent file head: the weight for n classes, the bias for n + 2
+    with(&|t| {
+        t.insert(
+            "fc.bias".into(),
+            TensorData::f32(&[n + 2], vec![0.0; n + 2]).expect("b"),
+        );
+    });
+    let err = small(2)
+        .load_weights(&p, &LoadOptions::default())
+        .expect_err("inconsistent head");
+    assert!(err.to_string().contains("fc.bias"), "{err}");
+    // half a head in the file: the other half is missing, not dropped
+    with(&|t| {
+        t.remove("fc.bias");
+    });
+    let err = small(2)
+        .load_weights(&p, &LoadOptions::default())
+        .expect_err("half a head");
+    assert!(
+        err.to_string().contains("fc.bias") && err.to_string().contains("missing"),
+        "{err}"
+    );
+    // a consistent head for other classes: dropped whole (the deliberate replacement)
+    with(&|_| {});
+    let opts = ModelOptions::default().num_classes(n + 3).weights(&p);
+    let (_, r) = create_model(&NdArray, "resnet18_small", &opts).expect("replace");
+    let r = r.expect("report");
+    assert!(r.is_clean(), "{r}");
+    assert_eq!(r.head_dropped, vec!["fc.bias", "fc.weight"]);
+}
