@@ -193,6 +193,8 @@ pub struct TextSection {
     /// The text column (CSV / TSV header) or key (JSONL).
     pub text_column: Option<String>,
     pub label_column: Option<String>,
+    /// `csv`, `tsv`, `jsonl` or `txt` for files whose extension does not say.
+    pub format: Option<Spanned<String>>,
     /// Train / val / test fractions of `file` (stratified, seeded).
     pub split: Option<Spanned<Vec<f64>>>,
     /// Labelled training texts per class (default: all of the train split).

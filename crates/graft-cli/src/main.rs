@@ -11,6 +11,8 @@
 //! not know: how models compute or load (graft-zoo), how routes train or evaluate (the route
 //! crates) — TOML lives here and only here.
 
+#[macro_use]
+mod guard;
 mod exp;
 mod pretrained;
 mod routes;
@@ -67,7 +69,7 @@ enum Command {
         /// `pretrained` (an architecture's default tag) or `random` (scratch weights).
         #[arg(long, value_enum)]
         init: Option<pretrained::Init>,
-        #[arg(long, default_value_t = 5)]
+        #[arg(long, default_value_t = 5, value_parser = at_least_one())]
         top: usize,
         #[arg(long, value_enum, default_value_t = default_backend())]
         backend: BackendKind,
@@ -91,8 +93,11 @@ enum Command {
         /// The text column of a .csv / .tsv / .jsonl input.
         #[arg(long, default_value = "text")]
         column: String,
+        /// The input's format when its extension does not say: csv, tsv, jsonl or txt.
+        #[arg(long)]
+        format: Option<String>,
         /// Texts per forward.
-        #[arg(long, default_value_t = 64)]
+        #[arg(long, default_value_t = 64, value_parser = at_least_one())]
         batch_size: usize,
         /// Run a bf16 copy of the model (faster on CPUs with AMX; cosine >= 0.999 to fp32).
         #[arg(long)]
@@ -149,12 +154,17 @@ enum Command {
         #[arg(long)]
         num_classes: Option<usize>,
         /// Images per forward.
-        #[arg(long, default_value_t = 16)]
+        #[arg(long, default_value_t = 16, value_parser = at_least_one())]
         batch_size: usize,
         /// Apply what fits and report the rest instead of failing on a mismatch.
         #[arg(long)]
         lenient: bool,
     },
+}
+
+/// A count that must be at least 1 (`--batch-size 0` is refused, not read as 1).
+fn at_least_one() -> clap::builder::RangedU64ValueParser<usize> {
+    clap::builder::RangedU64ValueParser::<usize>::new().range(1..)
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -237,7 +247,7 @@ fn run(cli: Cli) -> Result<()> {
                 model,
                 weights,
                 init,
-                top: top.max(1),
+                top,
                 images,
             };
             match backend {
@@ -251,17 +261,26 @@ fn run(cli: Cli) -> Result<()> {
             input,
             output,
             column,
+            format,
             batch_size,
             bf16,
             backend,
         } => {
+            let format = match format {
+                Some(f) => Some(
+                    f.parse::<graft_text::TextFormat>()
+                        .map_err(|e| anyhow::anyhow!("--format: {e}"))?,
+                ),
+                None => None,
+            };
             let job = EmbedJob {
                 model,
                 model_dir,
                 input,
                 output,
                 column,
-                batch_size: batch_size.max(1),
+                format,
+                batch_size,
                 bf16,
             };
             match backend {
@@ -296,7 +315,7 @@ fn run(cli: Cli) -> Result<()> {
                 output,
                 features,
                 num_classes,
-                batch_size: batch_size.max(1),
+                batch_size,
                 lenient,
             };
             match backend {
@@ -359,7 +378,7 @@ fn models(reg: &Registry, pattern: Option<&str>) -> Result<()> {
             e.reference.clone(),
         ]);
     }
-    print!(
+    out!(
         "{}",
         table(
             &["model", "family", "params", "input", "classes", "reference"],
@@ -377,7 +396,7 @@ fn inspect(reg: &Registry, path: &Path, all: bool) -> Result<()> {
         *dtypes.entry(t.dtype.as_str()).or_default() += 1;
     }
     let dt: Vec<String> = dtypes.iter().map(|(d, n)| format!("{d} x{n}")).collect();
-    println!(
+    outln!(
         "{}: {} tensors, {} parameters ({})",
         path.display(),
         idx.len(),
@@ -390,9 +409,9 @@ fn inspect(reg: &Registry, path: &Path, all: bool) -> Result<()> {
         .take(limit)
         .map(|(n, t)| vec![n.clone(), t.dtype.clone(), format!("{:?}", t.shape)])
         .collect();
-    print!("{}", table(&["tensor", "dtype", "shape"], &rows));
+    out!("{}", table(&["tensor", "dtype", "shape"], &rows));
     if idx.len() > limit {
-        println!("... {} more (--all shows every tensor)", idx.len() - limit);
+        outln!("... {} more (--all shows every tensor)", idx.len() - limit);
     }
     let mut fits = Vec::new();
     for e in reg.list(None) {
@@ -435,12 +454,12 @@ fn inspect(reg: &Registry, path: &Path, all: bool) -> Result<()> {
     }
     fits.sort_by(|a, b| b.0.cmp(&a.0).then(b.1.total_cmp(&a.1)));
     if fits.is_empty() {
-        println!(
+        outln!(
             "fits no registered model (under half of any model's tensors match by name and shape)"
         );
     } else {
         let rows: Vec<Vec<String>> = fits.into_iter().take(8).map(|f| f.2).collect();
-        print!(
+        out!(
             "{}",
             table(&["fits model", "tensors matched", "how"], &rows)
         );
@@ -497,6 +516,7 @@ struct EmbedJob {
     input: PathBuf,
     output: PathBuf,
     column: String,
+    format: Option<graft_text::TextFormat>,
     batch_size: usize,
     bf16: bool,
 }
@@ -513,7 +533,12 @@ fn embed_tch(_reg: &Registry, _job: &EmbedJob) -> Result<()> {
 
 fn embed<B: Backend>(b: &B, reg: &Registry, job: &EmbedJob) -> Result<()> {
     let t0 = Instant::now();
-    let texts = graft_text::read_texts(&job.input, None, &job.column)?;
+    let mut reads = guard::Reads::default().file("--input", &job.input);
+    if let Some(d) = &job.model_dir {
+        reads = reads.dir("--model-dir", d);
+    }
+    reads.check_output(&job.output)?;
+    let texts = graft_text::read_texts(&job.input, job.format, &job.column)?;
     let (enc, report) = graft_extract::TextEncoder::pretrained(
         b,
         reg,
@@ -527,6 +552,12 @@ fn embed<B: Backend>(b: &B, reg: &Registry, job: &EmbedJob) -> Result<()> {
         enc.for_inference(&graft_zoo::InferenceOptions::default())?
     };
     enc.batch_size = job.batch_size;
+    if let Some(d) = report.file.parent() {
+        // the model's own directory (weights, tokenizer), wherever the registry found it
+        guard::Reads::default()
+            .dir(&format!("{}'s files", job.model), d)
+            .check_output(&job.output)?;
+    }
     let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
     let t1 = Instant::now();
     let emb = enc.embed(&refs)?;
@@ -554,6 +585,18 @@ fn embed<B: Backend>(b: &B, reg: &Registry, job: &EmbedJob) -> Result<()> {
 
 fn infer<B: Backend>(b: &B, reg: &Registry, job: &InferJob) -> Result<()> {
     let (entry, entry_cfg) = reg.entry_of(&job.model)?;
+    let mut reads = guard::Reads::default().file("--input", &job.input);
+    if let Some(w) = &job.weights {
+        reads = reads.file("--weights", w);
+    }
+    if let Some(w) = &entry.weights {
+        // a user model: its directory's files
+        reads = match w.parent() {
+            Some(d) => reads.dir(&format!("{}'s files", job.model), d),
+            None => reads.file(&format!("{}'s weights", job.model), w),
+        };
+    }
+    reads.check_output(&job.output)?;
     let x: ndarray::ArrayD<f32> = ndarray_npy::read_npy(&job.input)
         .with_context(|| format!("{}: not a float32 .npy array", job.input.display()))?;
     if x.ndim() != 4 {
@@ -763,7 +806,7 @@ fn predict<B: Backend>(b: &B, reg: &Registry, job: &PredictJob) -> Result<()> {
                 )
             })
             .collect();
-        println!("{}: {}", path.display(), top.join(", "));
+        outln!("{}: {}", path.display(), top.join(", "));
     }
     Ok(())
 }

@@ -129,7 +129,7 @@ pub fn list(reg: &Registry, pattern: Option<&str>) -> Result<()> {
     if rows.is_empty() {
         bail!("no pretrained tag matches {:?}", pattern.unwrap_or("*"));
     }
-    print!(
+    out!(
         "{}",
         crate::table(
             &[
@@ -144,7 +144,7 @@ pub fn list(reg: &Registry, pattern: Option<&str>) -> Result<()> {
             &rows
         )
     );
-    println!(
+    outln!(
         "{} tags; cache {} (torchvision: {})",
         rows.len(),
         hub.config().cache_dir.display(),
@@ -158,7 +158,7 @@ pub fn pull(reg: &Registry, names: &[String], revision: Option<&str>) -> Result<
     let hub = Hub::from_env();
     for name in names {
         for p in reg.pull(&hub, name, revision)? {
-            println!("{name}: {}", p.display());
+            outln!("{name}: {}", p.display());
         }
     }
     Ok(())

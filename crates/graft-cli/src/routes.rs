@@ -276,11 +276,19 @@ fn text_data(
                 text: t.text_column.clone().unwrap_or_else(|| "text".into()),
                 label: t.label_column.clone().unwrap_or_else(|| "label".into()),
             };
+            let format = match &t.format {
+                Some(f) => Some(
+                    f.get_ref()
+                        .parse::<graft_text::TextFormat>()
+                        .map_err(|e| src.error(f.span(), e.to_string()))?,
+                ),
+                None => None,
+            };
             let files_given = t.train.is_some() || t.val.is_some() || t.test.is_some();
             let parts = match (&t.file, files_given) {
                 (Some(f), false) => {
                     let path = src.existing("data.text.file", f)?;
-                    let all = TextDataset::read(&path, None, &cols, None)?;
+                    let all = TextDataset::read(&path, format, &cols, None)?;
                     split3(
                         &all,
                         fractions(src, t.split.as_ref(), [0.7, 0.1, 0.2])?,
@@ -301,7 +309,7 @@ fn text_data(
                     {
                         let Some(p) = p else { continue };
                         let path = src.existing(&format!("data.text.{key}"), p)?;
-                        let ds = TextDataset::read(&path, None, &cols, classes.as_deref())?;
+                        let ds = TextDataset::read(&path, format, &cols, classes.as_deref())?;
                         classes.get_or_insert_with(|| ds.classes.clone());
                         out[i] = Some(ds);
                     }
@@ -787,8 +795,8 @@ impl Report {
             "report.json",
             &serde_json::to_string_pretty(&serde_json::Value::Object(self.json))?,
         )?;
-        print!("{}", self.md);
-        println!("run directory: {}", run.path.display());
+        out!("{}", self.md);
+        outln!("run directory: {}", run.path.display());
         Ok(())
     }
 }
@@ -1606,7 +1614,7 @@ impl Job<FinetuneStrategy> {
                 .loader(&model, "val", false)?
                 .context("freeze = \"auto\" probes on the val split")?;
             let p = graft_extract::probe(&model, &train, &val, &run.cache, pc)?;
-            println!("{p}\n");
+            outln!("{p}\n");
             probed = Some(p.freeze_stages);
         }
         model.replace_head(self.num_classes(), HeadSpec::Linear, 0)?;
@@ -1621,8 +1629,8 @@ impl Job<FinetuneStrategy> {
             ));
         }
         run.write("plan.txt", &text)?;
-        print!("{text}");
-        println!("run directory: {}", run.path.display());
+        out!("{text}");
+        outln!("run directory: {}", run.path.display());
         Ok(())
     }
 }

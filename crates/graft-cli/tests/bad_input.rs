@@ -106,3 +106,91 @@ fn eval_scores_by_label_name_not_index() {
     assert!(err.contains("5 is not a class of net"), "{err}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+fn npy_f32(path: &Path, shape: &[usize], fill: f32) {
+    let n: usize = shape.iter().product();
+    let a = ndarray::ArrayD::from_shape_vec(shape.to_vec(), vec![fill; n]).expect("array");
+    ndarray_npy::write_npy(path, &a).expect("npy");
+}
+
+/// Issue 17.6: `graft infer --weights W --output W` replaced the weights with the logits; an
+/// output equal to the input likewise. Refused before any work, the file untouched.
+#[test]
+fn an_output_never_replaces_an_input() {
+    let dir = tmp("out-over-in");
+    digits_model(&dir.join("models"), "net", &["a", "b", "c"]);
+    let weights = dir.join("models/net/model.safetensors");
+    let before = std::fs::read(&weights).expect("weights");
+    let input = dir.join("x.npy");
+    npy_f32(&input, &[2, 1, 8, 8], 0.5);
+    let base = ["infer", "--model", "net", "--models-dir", "models"];
+    let cases: [(&[&str], &str); 4] = [
+        (&["--input", "x.npy", "--output", "x.npy"], "read as --input"),
+        (
+            &[
+                "--weights",
+                "models/net/model.safetensors",
+                "--input",
+                "x.npy",
+                "--output",
+                "models/net/model.safetensors",
+            ],
+            "read as --weights",
+        ),
+        // the user model's own files, even unnamed on the command line, by another path
+        (
+            &["--input", "x.npy", "--output", "models/../models/net/config.json"],
+            "net's files",
+        ),
+        (&["--input", "x.npy", "--output", "models"], "is a directory"),
+    ];
+    for (args, want) in cases {
+        let mut all: Vec<&str> = base.to_vec();
+        all.splice(1..1, ["--backend", "ndarray"]);
+        all.extend_from_slice(args);
+        let err = fails(&dir, &all);
+        assert!(err.contains(want), "{args:?}: {err}");
+    }
+    assert_eq!(std::fs::read(&weights).expect("weights"), before);
+    assert!(std::fs::read(&input).expect("x").len() > 8 * 8 * 8);
+    // a separate output works
+    let mut all: Vec<&str> = base.to_vec();
+    all.extend_from_slice(&["--backend", "ndarray", "--input", "x.npy", "--output", "y.npy"]);
+    ok(&dir, &all);
+    let y: ndarray::ArrayD<f32> = ndarray_npy::read_npy(dir.join("y.npy")).expect("y");
+    assert_eq!(y.shape(), &[2, 3]);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Issue 17.9: `graft models | head` panicked on the closed pipe. It ends quietly.
+#[test]
+fn a_closed_stdout_ends_quietly() {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_graft"))
+        .args(["models", "--pretrained"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    drop(child.stdout.take()); // the reader goes away before graft writes
+    let out = child.wait_with_output().expect("wait");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!err.contains("panicked"), "{err}");
+    assert!(out.status.success(), "{:?}: {err}", out.status);
+}
+
+/// Issue 17.11 (the CLI's part): `--batch-size 0` and `--top 0` are refused, not read as 1.
+#[test]
+fn zero_counts_on_the_command_line_are_refused() {
+    let dir = tmp("zero-counts");
+    for args in [
+        &["embed", "--model", "minilm_l6", "--input", "t.txt", "--output", "e.npy", "--batch-size", "0"][..],
+        &["infer", "--model", "resnet18", "--input", "x.npy", "--output", "y.npy", "--batch-size", "0"],
+        &["predict", "--model", "resnet18", "--top", "0", "a.png"],
+    ] {
+        let out = graft(&dir, args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert!(err.contains("0 is not in 1.."), "{args:?}: {err}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}

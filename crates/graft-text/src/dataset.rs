@@ -47,7 +47,24 @@ impl TextFormat {
             "txt" => Ok(Self::Lines),
             _ => Err(Error::format(
                 path,
-                "unknown text file kind: name it .csv, .tsv, .jsonl or .txt, or give the format",
+                "unknown text file kind: name it .csv, .tsv, .jsonl or .txt, or give its format (csv, tsv, jsonl, txt)",
+            )),
+        }
+    }
+}
+
+impl std::str::FromStr for TextFormat {
+    type Err = Error;
+    /// `csv`, `tsv`, `jsonl` or `txt` (the extensions [`TextFormat::from_path`] knows).
+    fn from_str(s: &str) -> Result<Self> {
+        match s.to_ascii_lowercase().as_str() {
+            "csv" => Ok(Self::Csv),
+            "tsv" | "tab" => Ok(Self::Tsv),
+            "jsonl" | "ndjson" => Ok(Self::Jsonl),
+            "txt" => Ok(Self::Lines),
+            _ => Err(Error::invalid(
+                "TextFormat",
+                format!("unknown text format {s:?}: csv, tsv, jsonl or txt"),
             )),
         }
     }
