@@ -151,8 +151,10 @@ pub struct ModelSection {
     /// safetensors weights (optional for user models, which carry theirs).
     pub weights: Option<Spanned<PathBuf>>,
     /// Target classes (default: the data's).
+    #[serde(default, deserialize_with = "crate::valid::opt_classes")]
     pub num_classes: Option<usize>,
     /// Input channels (default: the data's).
+    #[serde(default, deserialize_with = "crate::valid::opt_in_chans")]
     pub in_chans: Option<usize>,
     /// Directories of user models.
     #[serde(default)]
@@ -175,6 +177,7 @@ pub struct DigitsSection {
     /// Train / val / test fractions (stratified, seeded).
     pub split: Option<Spanned<Vec<f64>>>,
     /// Labelled training images per class (default: all of the train split).
+    #[serde(default, deserialize_with = "crate::valid::opt_at_least_one")]
     pub k_shot: Option<usize>,
     #[serde(default)]
     pub seed: u64,
@@ -198,6 +201,7 @@ pub struct TextSection {
     /// Train / val / test fractions of `file` (stratified, seeded).
     pub split: Option<Spanned<Vec<f64>>>,
     /// Labelled training texts per class (default: all of the train split).
+    #[serde(default, deserialize_with = "crate::valid::opt_at_least_one")]
     pub k_shot: Option<usize>,
     #[serde(default)]
     pub seed: u64,
@@ -210,10 +214,11 @@ pub struct VaderSection {
     /// `vader_lexicon.txt` (default: the installed `vadersentiment` package's).
     pub path: Option<Spanned<PathBuf>>,
     /// Entries with |mean valence| <= threshold are left out.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::valid::non_negative")]
     pub threshold: f64,
     /// Train / val / test fractions (default [0.7, 0.1, 0.2]).
     pub split: Option<Spanned<Vec<f64>>>,
+    #[serde(default, deserialize_with = "crate::valid::opt_at_least_one")]
     pub k_shot: Option<usize>,
     #[serde(default)]
     pub seed: u64,
@@ -233,9 +238,13 @@ pub struct DataSection {
     pub val: Option<Spanned<PathBuf>>,
     pub test: Option<Spanned<PathBuf>>,
     /// Images per batch.
-    #[serde(default = "default_batch")]
+    #[serde(
+        default = "default_batch",
+        deserialize_with = "crate::valid::at_least_one"
+    )]
     pub batch_size: usize,
     /// Resize / crop image folders to this size (default: the model's input size).
+    #[serde(default, deserialize_with = "crate::valid::opt_side")]
     pub img_size: Option<usize>,
     /// A documented shift of the target images, applied to val and test (`contrast:0.25`,
     /// `blur:1.0`, `noise:0.3`, `invert`).
@@ -274,17 +283,22 @@ impl Default for DataSection {
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct TrainSection {
+    #[serde(default, deserialize_with = "crate::valid::opt_at_least_one")]
     pub epochs: Option<usize>,
     /// The head's (top) learning rate.
+    #[serde(default, deserialize_with = "crate::valid::opt_positive")]
     pub lr: Option<f64>,
+    #[serde(default, deserialize_with = "crate::valid::opt_non_negative")]
     pub weight_decay: Option<f64>,
     #[serde(default)]
     pub seed: u64,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::valid::unit")]
     pub label_smoothing: f64,
+    #[serde(default, deserialize_with = "crate::valid::opt_positive")]
     pub clip_grad_norm: Option<f64>,
-    #[serde(default = "one")]
+    #[serde(default = "one", deserialize_with = "crate::valid::at_least_one")]
     pub accumulate: usize,
+    #[serde(default, deserialize_with = "crate::valid::opt_unit")]
     pub ema_decay: Option<f64>,
     /// A progress bar on stderr (hidden when stderr is not a terminal).
     #[serde(default = "yes")]
@@ -322,6 +336,7 @@ pub struct OutputSection {
     pub dir: PathBuf,
     /// Run directory name (default: the experiment file's stem); an existing one is never
     /// overwritten — `-2`, `-3`, ... are appended.
+    #[serde(default, deserialize_with = "crate::valid::opt_run_name")]
     pub name: Option<String>,
     /// Feature cache (default: `<dir>/feature-cache`, shared by runs).
     pub cache: Option<PathBuf>,
@@ -369,19 +384,19 @@ pub struct ExtractStrategy {
     #[serde(default = "pooled")]
     pub features: Spanned<String>,
     /// Logistic regression's L2 penalty (scikit-learn's 1 / C).
-    #[serde(default = "alpha")]
+    #[serde(default = "alpha", deserialize_with = "crate::valid::positive")]
     pub alpha: f64,
     #[serde(default = "iters")]
     pub max_iterations: u64,
     #[serde(default)]
     pub standardize: bool,
     /// kNN's k.
-    #[serde(default = "five")]
+    #[serde(default = "five", deserialize_with = "crate::valid::at_least_one")]
     pub k: usize,
     /// MLP hidden widths.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::valid::widths")]
     pub hidden: Vec<usize>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::valid::unit")]
     pub dropout: f64,
     /// Class name → descriptions (`negative = ["a negative word"]`), for `head = "zero_shot"`.
     pub zero_shot: Option<Spanned<BTreeMap<String, Vec<String>>>>,
@@ -419,10 +434,10 @@ impl Default for ExtractStrategy {
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ProbeStrategy {
-    #[serde(default = "tolerance")]
+    #[serde(default = "tolerance", deserialize_with = "crate::valid::non_negative")]
     pub tolerance: f64,
     pub stages: Option<Spanned<Vec<String>>>,
-    #[serde(default = "alpha")]
+    #[serde(default = "alpha", deserialize_with = "crate::valid::positive")]
     pub alpha: f64,
     #[serde(default = "iters")]
     pub max_iterations: u64,
@@ -460,6 +475,7 @@ pub struct ReuseStrategy {
     #[serde(default = "yes")]
     pub reestimate_bn: bool,
     /// At most this many batches for the re-estimation.
+    #[serde(default, deserialize_with = "crate::valid::opt_at_least_one")]
     pub bn_batches: Option<usize>,
 }
 
@@ -517,11 +533,12 @@ pub struct FinetuneStrategy {
     pub kind: FinetuneKind,
     #[serde(default)]
     pub head: HeadName,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::valid::widths")]
     pub hidden: Vec<usize>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::valid::unit")]
     pub dropout: f64,
     /// Bottom stages' LR = lr / lr_mult (default 10; fastai's fine_tune: 100).
+    #[serde(default, deserialize_with = "crate::valid::opt_positive")]
     pub lr_mult: Option<f64>,
     // recipe
     pub freeze: Option<Spanned<FreezeValue>>,

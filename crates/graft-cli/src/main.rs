@@ -16,6 +16,7 @@ mod guard;
 mod exp;
 mod pretrained;
 mod routes;
+mod valid;
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -490,23 +491,9 @@ fn infer_tch(_reg: &Registry, _job: &InferJob) -> Result<()> {
     bail!("this graft was built without libtorch (--no-default-features); use --backend ndarray")
 }
 
-/// The head size a weights file was trained with, if its classifier is there.
-fn file_num_classes(shapes: &[(String, Vec<usize>)], classifier: &str) -> Option<usize> {
-    let key = format!("{classifier}.weight");
-    shapes
-        .iter()
-        .find(|(k, _)| *k == key || k.ends_with(&format!(".{key}")))
-        .and_then(|(_, s)| s.first().copied())
-}
-
-/// The head size of a safetensors weights file (its index only, nothing decoded).
+/// The head size of a weights file (its index only, nothing decoded), checked.
 fn weights_num_classes(path: &Path, classifier: &str) -> Result<Option<usize>> {
-    let shapes: Vec<(String, Vec<usize>)> = WeightsFile::open(path)?
-        .index()
-        .iter()
-        .map(|(k, v)| (k.clone(), v.shape.clone()))
-        .collect();
-    Ok(file_num_classes(&shapes, classifier))
+    Ok(WeightsFile::open(path)?.head_classes(classifier)?)
 }
 
 #[derive(Debug)]
@@ -597,8 +584,13 @@ fn infer<B: Backend>(b: &B, reg: &Registry, job: &InferJob) -> Result<()> {
         };
     }
     reads.check_output(&job.output)?;
-    let x: ndarray::ArrayD<f32> = ndarray_npy::read_npy(&job.input)
-        .with_context(|| format!("{}: not a float32 .npy array", job.input.display()))?;
+    let x = graft_data::npy::read_f32(&job.input)?;
+    if let Some(i) = x.iter().position(|v| !v.is_finite()) {
+        bail!(
+            "{}: value {i} (flat index) is not finite: inputs must be",
+            job.input.display()
+        );
+    }
     if x.ndim() != 4 {
         bail!(
             "{}: input must be NCHW float32, got shape {:?}",
@@ -627,21 +619,23 @@ fn infer<B: Backend>(b: &B, reg: &Registry, job: &InferJob) -> Result<()> {
         Some(p) if graft_zoo::pretrained::is_pickle(p) => Some(graft_zoo::torch_file::read(p)?),
         _ => None,
     };
-    let shapes: Vec<(String, Vec<usize>)> = match (&weights, &pickled) {
-        (_, Some(t)) => t
-            .iter()
-            .map(|(k, v)| (k.clone(), v.shape().to_vec()))
-            .collect(),
-        (Some(p), None) => WeightsFile::open(p)?
-            .index()
-            .iter()
-            .map(|(k, v)| (k.clone(), v.shape.clone()))
-            .collect(),
-        (None, None) => Vec::new(),
+    let file_classes = match (&weights, &pickled) {
+        (Some(p), Some(t)) => WeightsFile::index_only(
+            p,
+            t.iter()
+                .map(|(k, v)| {
+                    (
+                        k.clone(),
+                        (v.shape().to_vec(), v.dtype().name().to_string()),
+                    )
+                })
+                .collect(),
+        )
+        .head_classes(&entry_cfg.classifier)?,
+        (Some(p), None) => weights_num_classes(p, &entry_cfg.classifier)?,
+        (None, _) => None,
     };
-    opts.num_classes = job
-        .num_classes
-        .or_else(|| file_num_classes(&shapes, &entry_cfg.classifier));
+    opts.num_classes = job.num_classes.or(file_classes);
     let t0 = Instant::now();
     let (model, report) = match (&weights, pickled) {
         (Some(p), Some(tensors)) => {

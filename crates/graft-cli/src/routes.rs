@@ -128,6 +128,16 @@ fn digits_data(src: &Source, d: &crate::exp::DigitsSection) -> Result<Data> {
             if c.get_ref().is_empty() {
                 return Err(src.error(c.span(), "no digit class kept").into());
             }
+            if let Some(d) = c
+                .get_ref()
+                .iter()
+                .enumerate()
+                .find_map(|(i, v)| c.get_ref()[..i].contains(v).then_some(v))
+            {
+                return Err(src
+                    .error(c.span(), format!("digit class {d} is listed twice"))
+                    .into());
+            }
             c.get_ref().clone()
         }
         None => (0..10).collect(),
@@ -1436,6 +1446,7 @@ impl Job<FinetuneStrategy> {
                 )
                 .into());
         }
+        self.check_strategy_values()?;
         let head = match s.head {
             HeadName::Linear => HeadSpec::Linear,
             HeadName::Mlp => HeadSpec::mlp(&s.hidden, s.dropout),
@@ -1508,6 +1519,62 @@ impl Job<FinetuneStrategy> {
                 })
             }
         })
+    }
+
+    /// The strategy's located values in range, and `freeze` within the model's stages.
+    fn check_strategy_values(&self) -> Result<()> {
+        let s = &self.exp.strategy;
+        let err = |span: std::ops::Range<usize>, msg: String| -> Result<()> {
+            Err(self.src.error(span, msg).into())
+        };
+        if let Some(t) = &s.tolerance
+            && !(t.get_ref().is_finite() && *t.get_ref() >= 0.0)
+        {
+            return err(
+                t.span(),
+                format!("tolerance {}: must be finite and >= 0", t.get_ref()),
+            );
+        }
+        if let Some(p) = &s.pct_start
+            && !(*p.get_ref() > 0.0 && *p.get_ref() < 1.0)
+        {
+            return err(
+                p.span(),
+                format!("pct_start {}: must be in (0, 1)", p.get_ref()),
+            );
+        }
+        if let Some(d) = &s.div
+            && !(d.get_ref().is_finite() && *d.get_ref() > 0.0)
+        {
+            return err(
+                d.span(),
+                format!("div {}: must be finite and > 0", d.get_ref()),
+            );
+        }
+        if let Some(p) = &s.patience
+            && *p.get_ref() == 0
+        {
+            return err(p.span(), "patience 0: must be at least 1 epoch".into());
+        }
+        if let Some(f) = &s.freeze
+            && let FreezeValue::Stages(k) = f.get_ref()
+            && let Ok((e, _)) = self.reg.entry_of(self.exp.model.name.get_ref())
+        {
+            let stages = e.arch.stage_table();
+            let names: Vec<&str> = stages.stages().iter().map(|s| s.name.as_str()).collect();
+            if *k >= names.len() {
+                return err(
+                    f.span(),
+                    format!(
+                        "freeze = {k} leaves nothing to train: {} has {} stages ({}), the head included",
+                        self.exp.model.name.get_ref(),
+                        names.len(),
+                        names.join(", ")
+                    ),
+                );
+            }
+        }
+        Ok(())
     }
 
     fn finetune_on<B: Routes>(&self, b: &B) -> Result<()> {
@@ -1669,18 +1736,20 @@ impl Job<NoStrategy> {
         let data = self.need(which, "graft eval")?;
         // score by class name: the model's label names, in its order, are the data's classes
         // (a model without names is scored by index, and the report says so)
-        let (ds, classes, by_index): (Arc<dyn Dataset>, Vec<String>, bool) =
-            match &model.cfg().labels {
-                Some(names) if names.len() == model.num_classes() => {
-                    let unknown: Vec<&str> = self
-                        .data
-                        .classes
-                        .iter()
-                        .filter(|c| !names.contains(c))
-                        .map(String::as_str)
-                        .collect();
-                    if !unknown.is_empty() {
-                        return Err(self
+        let (ds, classes, by_index): (Arc<dyn Dataset>, Vec<String>, bool) = match &model
+            .cfg()
+            .labels
+        {
+            Some(names) if names.len() == model.num_classes() => {
+                let unknown: Vec<&str> = self
+                    .data
+                    .classes
+                    .iter()
+                    .filter(|c| !names.contains(c))
+                    .map(String::as_str)
+                    .collect();
+                if !unknown.is_empty() {
+                    return Err(self
                             .src
                             .table_error(
                                 "data",
@@ -1692,20 +1761,20 @@ impl Job<NoStrategy> {
                                 ),
                             )
                             .into());
-                    }
-                    if names.len() != self.data.classes.len() {
-                        return Err(self.eval_count_error(&model).into());
-                    }
-                    let ds = graft_data::Subset::in_class_order(data, names)?;
-                    (Arc::new(ds), names.clone(), false)
                 }
-                _ => {
-                    if model.num_classes() != self.data.classes.len() {
-                        return Err(self.eval_count_error(&model).into());
-                    }
-                    (data, self.data.classes.clone(), true)
+                if names.len() != self.data.classes.len() {
+                    return Err(self.eval_count_error(&model).into());
                 }
-            };
+                let ds = graft_data::Subset::in_class_order(data, names)?;
+                (Arc::new(ds), names.clone(), false)
+            }
+            _ => {
+                if model.num_classes() != self.data.classes.len() {
+                    return Err(self.eval_count_error(&model).into());
+                }
+                (data, self.data.classes.clone(), true)
+            }
+        };
         let run = self.start()?;
         let l = self.loader_over(&model, ds, which, false)?;
         let m = B::evaluate(&model, &l, self.inputs())?;

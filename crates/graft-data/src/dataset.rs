@@ -122,8 +122,16 @@ impl ArrayDataset {
     /// From two `.npy` files: images `[N, C, H, W]` (or `[N, H, W]`) float32, labels `[N]` int64
     /// (or int32 / uint8). Class names are the label values.
     pub fn from_npy(images: &Path, labels: &Path) -> Result<Self> {
-        let x: ndarray::ArrayD<f32> = ndarray_npy::read_npy(images)
-            .map_err(|e| Error::format(images, format!("expected a float32 .npy array: {e}")))?;
+        let x = crate::npy::read_f32(images)?;
+        if let Some(i) = x.iter().position(|v| !v.is_finite()) {
+            return Err(Error::format(
+                images,
+                format!(
+                    "value {i} (flat index) is {}: images must be finite",
+                    x.iter().nth(i).copied().unwrap_or(f32::NAN)
+                ),
+            ));
+        }
         let shape = match x.shape() {
             [_, c, h, w] => [*c, *h, *w],
             [_, h, w] => [1, *h, *w],
@@ -147,6 +155,16 @@ impl ArrayDataset {
             ));
         }
         let n_classes = y.iter().copied().max().map_or(0, |m| m + 1);
+        if n_classes > graft_core::limits::MAX_CLASSES {
+            return Err(Error::format(
+                labels,
+                format!(
+                    "label {}: more than {} classes",
+                    n_classes - 1,
+                    graft_core::limits::MAX_CLASSES
+                ),
+            ));
+        }
         let data: Vec<f32> = x.iter().copied().collect();
         Self::new(
             shape,
@@ -163,6 +181,7 @@ impl ArrayDataset {
 }
 
 fn read_labels(path: &Path) -> Result<Vec<usize>> {
+    crate::npy::header(path)?;
     let bad = |what: &str| {
         Error::format(
             path,
@@ -303,7 +322,10 @@ impl Subset {
         if !unknown.is_empty() || !missing.is_empty() || !repeated.is_empty() {
             let mut why = Vec::new();
             if !missing.is_empty() {
-                why.push(format!("data classes not in the order: {}", missing.join(", ")));
+                why.push(format!(
+                    "data classes not in the order: {}",
+                    missing.join(", ")
+                ));
             }
             if !unknown.is_empty() {
                 why.push(format!("not classes of the data: {}", unknown.join(", ")));

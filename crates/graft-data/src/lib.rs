@@ -17,6 +17,7 @@ mod dataset;
 mod image_folder;
 mod loader;
 mod mixup;
+pub mod npy;
 mod shift;
 mod split;
 pub mod transform;

@@ -182,29 +182,101 @@ impl UserModelConfig {
                 format!("line {} column {}: {e}", e.line(), e.column()),
             )
         })?;
-        if probe.get("num_features").is_some() {
-            return crate::timm_config::read(path, &text);
-        }
-        let cfg: Self = serde_json::from_str(&text).map_err(|e| {
-            Error::format(
-                path,
-                format!("line {} column {}: {e}", e.line(), e.column()),
-            )
-        })?;
-        if let Some(l) = &cfg.label_names
-            && l.len() != cfg.num_classes
-        {
-            return Err(Error::format(
-                path,
-                format!(
-                    "label_names has {} names for num_classes = {}",
-                    l.len(),
-                    cfg.num_classes
-                ),
-            ));
-        }
+        let cfg: Self = if probe.get("num_features").is_some() {
+            crate::timm_config::read(path, &text)?
+        } else {
+            serde_json::from_str(&text).map_err(|e| {
+                Error::format(
+                    path,
+                    format!("line {} column {}: {e}", e.line(), e.column()),
+                )
+            })?
+        };
+        cfg.check()
+            .map_err(|(key, msg)| Error::format(path, format!("{key}: {msg}")))?;
         Ok(cfg)
     }
+    /// The sizes and values a model would be built from, each within graft's bounds
+    /// ([`graft_core::limits`]): `Err((key, what is wrong))`.
+    pub fn check(&self) -> std::result::Result<(), (String, String)> {
+        use graft_core::limits::{MAX_CLASSES, MAX_IN_CHANS, MAX_INPUT_SIDE};
+        let e = |k: &str, m: String| Err((k.to_string(), m));
+        if self.num_classes > MAX_CLASSES {
+            return e(
+                "num_classes",
+                format!("{}: at most {MAX_CLASSES}", self.num_classes),
+            );
+        }
+        if !(1..=MAX_IN_CHANS).contains(&self.in_chans) {
+            return e(
+                "in_chans",
+                format!("{}: 1 to {MAX_IN_CHANS}", self.in_chans),
+            );
+        }
+        if let Some(s) = self.img_size
+            && s.iter().any(|&v| v == 0 || v > MAX_INPUT_SIDE)
+        {
+            return e("img_size", format!("{s:?}: sides 1 to {MAX_INPUT_SIDE}"));
+        }
+        if let Some(l) = &self.label_names
+            && l.len() != self.num_classes
+        {
+            return e(
+                "label_names",
+                format!("{} names for num_classes = {}", l.len(), self.num_classes),
+            );
+        }
+        self.pretrained_cfg
+            .check()
+            .map_err(|(k, m)| (format!("pretrained_cfg.{k}"), m))
+    }
+}
+
+impl PretrainedCfg {
+    /// Input sizes, crop fractions and normalisation within bounds: every side 1 to
+    /// [`graft_core::limits::MAX_INPUT_SIDE`], crop fractions in (0, 4] (timm's range), mean
+    /// finite, std finite and > 0 (a zero std divides by zero: NaN probabilities).
+    pub fn check(&self) -> std::result::Result<(), (String, String)> {
+        use graft_core::limits::MAX_INPUT_SIDE;
+        let e = |k: &str, m: String| Err((k.to_string(), m));
+        let sides = |s: &[usize; 3]| s[1..].iter().all(|&v| v > 0 && v <= MAX_INPUT_SIDE);
+        if !sides(&self.input_size) {
+            return e(
+                "input_size",
+                format!("{:?}: sides 1 to {MAX_INPUT_SIDE}", self.input_size),
+            );
+        }
+        if let Some(t) = &self.test_input_size
+            && !sides(t)
+        {
+            return e(
+                "test_input_size",
+                format!("{t:?}: sides 1 to {MAX_INPUT_SIDE}"),
+            );
+        }
+        let frac = |f: f64| f.is_finite() && f > 0.0 && f <= 4.0;
+        if !frac(self.crop_pct) {
+            return e(
+                "crop_pct",
+                format!("{}: a fraction in (0, 4]", self.crop_pct),
+            );
+        }
+        if let Some(f) = self.test_crop_pct
+            && !frac(f)
+        {
+            return e("test_crop_pct", format!("{f}: a fraction in (0, 4]"));
+        }
+        if self.mean.iter().any(|m| !m.is_finite()) {
+            return e("mean", format!("{:?}: every value finite", self.mean));
+        }
+        if self.std.iter().any(|s| !(s.is_finite() && *s > 0.0)) {
+            return e("std", format!("{:?}: every value finite and > 0", self.std));
+        }
+        Ok(())
+    }
+}
+
+impl UserModelConfig {
     /// Writes the file atomically (pretty JSON).
     pub fn write(&self, path: &Path) -> Result<()> {
         let text = serde_json::to_string_pretty(self)

@@ -389,6 +389,31 @@ impl WeightsFile {
     pub fn index(&self) -> &BTreeMap<String, FileTensor> {
         &self.index
     }
+    /// The class count of the file's head — `{classifier}.weight`, under any wrapper prefix —
+    /// if it has one. A head that cannot be one (not 2-D, no elements, more classes than
+    /// [`graft_core::limits::MAX_CLASSES`]) is an error naming the file and the key: its first
+    /// dimension is a claim the model would otherwise allocate.
+    pub fn head_classes(&self, classifier: &str) -> Result<Option<usize>> {
+        let key = format!("{classifier}.weight");
+        let suffix = format!(".{key}");
+        let Some((k, t)) = self
+            .index
+            .iter()
+            .find(|(k, _)| **k == key || k.ends_with(&suffix))
+        else {
+            return Ok(None);
+        };
+        let max = graft_core::limits::MAX_CLASSES;
+        match t.shape.as_slice() {
+            [c, w] if *c > 0 && *w > 0 && *c <= max => Ok(Some(*c)),
+            s => Err(Error::format(
+                &self.path,
+                format!(
+                    "{k} {s:?} is not a classifier's weight ([classes, features], 1 to {max} classes)"
+                ),
+            )),
+        }
+    }
     /// Total elements of the float tensors.
     pub fn num_float_elements(&self) -> usize {
         self.index
@@ -577,7 +602,10 @@ pub(crate) fn plan(
         }
     }
     settle_head(
-        entries.iter().map(|e| e.0.as_str()).filter(|n| is_classifier(n)),
+        entries
+            .iter()
+            .map(|e| e.0.as_str())
+            .filter(|n| is_classifier(n)),
         &by_model,
         head_mismatch,
         &mut plan,
@@ -621,7 +649,9 @@ fn settle_head<'a>(
     }
     if !absent.is_empty() {
         // part of a head: the rest is missing, not dropped
-        report.head_dropped.retain(|d| !absent.contains(&d.as_str()));
+        report
+            .head_dropped
+            .retain(|d| !absent.contains(&d.as_str()));
         report.missing.extend(absent.iter().map(|n| n.to_string()));
         report.mismatched.extend(mismatch);
         return;
@@ -638,7 +668,10 @@ fn settle_head<'a>(
         .collect();
     // a layer of the file's head is for one count of classes: its weight and bias mismatch
     // together (a weight that fits beside a bias that does not is a broken head, not another one)
-    let module = |n: &str| n.rsplit_once('.').map_or(String::new(), |(m, _)| m.to_string());
+    let module = |n: &str| {
+        n.rsplit_once('.')
+            .map_or(String::new(), |(m, _)| m.to_string())
+    };
     let off: BTreeSet<String> = mismatch.iter().map(|m| module(&m.name)).collect();
     let whole_layers = head
         .iter()
@@ -649,7 +682,9 @@ fn settle_head<'a>(
         plan.retain(|(n, _, _)| !head.contains(&n.as_str()));
         report.applied.retain(|n| !head.contains(&n.as_str()));
         report.adapted.retain(|(n, _)| !head.contains(&n.as_str()));
-        report.head_dropped.extend(head.iter().map(|n| n.to_string()));
+        report
+            .head_dropped
+            .extend(head.iter().map(|n| n.to_string()));
     } else {
         report.mismatched.extend(mismatch);
     }

@@ -510,15 +510,41 @@ impl<B: Backend> Model<B> {
     ) -> Result<Self> {
         let num_classes = opts.num_classes.unwrap_or(cfg.num_classes);
         let (in_chans, seed, dtype) = (opts.in_chans, opts.seed, opts.dtype);
-        if in_chans == 0 {
+        use graft_core::limits;
+        if in_chans == 0 || in_chans > limits::MAX_IN_CHANS {
             return Err(Error::invalid(
                 "create_model",
-                format!("{name}: in_chans must be >= 1"),
+                format!(
+                    "{name}: in_chans {in_chans}: must be 1 to {}",
+                    limits::MAX_IN_CHANS
+                ),
             ));
         }
+        if num_classes > limits::MAX_CLASSES {
+            return Err(Error::invalid(
+                "create_model",
+                format!(
+                    "{name}: num_classes {num_classes}: at most {}",
+                    limits::MAX_CLASSES
+                ),
+            ));
+        }
+        let head = opts.head.clone().unwrap_or_default();
+        // the sizes first, from a dry build: a model that cannot fit in memory is an error
+        // naming it, not an allocation that aborts the process
+        let dry = ParamBuilder::dry(backend.clone());
+        arch.init_trunk(&dry.root(), in_chans)?;
+        init_classifier(&dry.root(), &arch, &head, num_classes)?;
+        let width: u128 = if dtype == DType::BF16 { 2 } else { 4 };
+        let bytes = dry.shapes().iter().try_fold(0u128, |acc, (_, s, _)| {
+            acc.checked_add(limits::numel(s)?.checked_mul(width)?)
+        });
+        limits::check_alloc(
+            &format!("{name} ({num_classes} classes, {in_chans} input channels)"),
+            bytes,
+        )?;
         let builder = ParamBuilder::new(backend.clone(), seed).with_dtype(dtype);
         arch.init_trunk(&builder.root(), in_chans)?;
-        let head = opts.head.clone().unwrap_or_default();
         init_classifier(&builder.root(), &arch, &head, num_classes)?;
         cfg.input_size[0] = in_chans;
         if cfg.num_classes != num_classes {

@@ -383,6 +383,13 @@ impl Registry {
         let mut arch = e.arch.clone();
         let in_chans = opts.in_chans;
         if let Some(s) = opts.img_size {
+            let max = graft_core::limits::MAX_INPUT_SIDE;
+            if s.iter().any(|&v| v == 0 || v > max) {
+                return Err(graft_core::Error::invalid(
+                    "create_model",
+                    format!("{name}: img_size {s:?}: sides 1 to {max}"),
+                ));
+            }
             arch.set_img_size(s)?;
         }
         arch.set_drop_rates(opts.drop_path_rate, opts.drop_rate);

@@ -32,9 +32,7 @@ struct TimmConfig {
 }
 
 /// Limits that catch a corrupt or hostile file before anything is allocated.
-const MAX_CLASSES: usize = 1 << 20;
-const MAX_CHANS: usize = 64;
-const MAX_SIDE: usize = 8192;
+use graft_core::limits::{MAX_CLASSES, MAX_IN_CHANS as MAX_CHANS, MAX_INPUT_SIDE as MAX_SIDE};
 
 pub(crate) fn read(path: &Path, text: &str) -> Result<UserModelConfig> {
     let bad = |key: &str, msg: String| Error::format(path, format!("{key}: {msg}"));
