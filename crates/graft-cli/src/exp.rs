@@ -246,6 +246,10 @@ pub struct DataSection {
     /// Resize / crop image folders to this size (default: the model's input size).
     #[serde(default, deserialize_with = "crate::valid::opt_side")]
     pub img_size: Option<usize>,
+    /// The most pixels one image file may decode to (0: no bound; default
+    /// `GRAFT_MAX_IMAGE_PIXELS`, else PIL's 89,478,485): larger files are refused as possible
+    /// decompression bombs.
+    pub max_image_pixels: Option<u64>,
     /// A documented shift of the target images, applied to val and test (`contrast:0.25`,
     /// `blur:1.0`, `noise:0.3`, `invert`).
     pub shift: Option<Spanned<String>>,
@@ -273,6 +277,7 @@ impl Default for DataSection {
             test: None,
             batch_size: default_batch(),
             img_size: None,
+            max_image_pixels: None,
             shift: None,
             shift_train: false,
             augment: false,

@@ -191,7 +191,10 @@ fn folder_data(src: &Source, d: &crate::exp::DataSection) -> Result<Data> {
     for (key, p) in [("train", &d.train), ("val", &d.val), ("test", &d.test)] {
         let Some(p) = p else { continue };
         let root = src.existing(&format!("data.{key}"), p)?;
-        let f = ImageFolder::new(&root).map_err(|e| src.error(p.span(), e.to_string()))?;
+        let mut f = ImageFolder::new(&root).map_err(|e| src.error(p.span(), e.to_string()))?;
+        if let Some(m) = d.max_image_pixels {
+            f = f.with_max_pixels((m > 0).then_some(m));
+        }
         if out.classes.is_empty() {
             out.classes = f.classes().to_vec();
         } else if f.classes() != out.classes.as_slice() {

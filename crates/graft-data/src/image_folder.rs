@@ -18,6 +18,7 @@ pub struct ImageFolder {
     root: PathBuf,
     classes: Vec<String>,
     samples: Vec<(PathBuf, usize)>,
+    max_pixels: Option<u64>,
 }
 
 fn is_image(p: &Path) -> bool {
@@ -44,9 +45,17 @@ impl ImageFolder {
             ));
         }
         let mut samples = Vec::new();
+        // the root and every class folder count as visited from the start: a link up to the
+        // root or across to another class adds nothing to the class it sits in
+        let mut seen = std::collections::HashSet::new();
+        for d in std::iter::once(root.to_path_buf()).chain(classes.iter().map(|c| root.join(c))) {
+            seen.insert(std::fs::canonicalize(&d).map_err(|e| Error::io(&d, e))?);
+        }
         for (label, c) in classes.iter().enumerate() {
             let dir = root.join(c);
-            let mut files: Vec<PathBuf> = walk(&dir)?.into_iter().filter(|p| is_image(p)).collect();
+            let mut files = Vec::new();
+            walk(&dir, &mut seen, &mut files)?;
+            let mut files: Vec<PathBuf> = files.into_iter().filter(|p| is_image(p)).collect();
             files.sort();
             if files.is_empty() {
                 return Err(Error::format(
@@ -63,7 +72,14 @@ impl ImageFolder {
             root: root.to_path_buf(),
             classes,
             samples,
+            max_pixels: graft_core::limits::max_image_pixels()?,
         })
+    }
+    /// The most pixels one image may decode to (`None`: no bound). Default:
+    /// [`graft_core::limits::max_image_pixels`].
+    pub fn with_max_pixels(mut self, max: Option<u64>) -> Self {
+        self.max_pixels = max;
+        self
     }
     /// The root directory.
     pub fn root(&self) -> &Path {
@@ -75,38 +91,110 @@ impl ImageFolder {
     }
 }
 
-fn walk(dir: &Path) -> Result<Vec<PathBuf>> {
-    let mut out = Vec::new();
+/// Every file under `dir`, following symbolic links (as torchvision does) but entering each
+/// real directory once: a link back up the tree (a loop) or a second link to a directory already
+/// scanned adds nothing, so no image is counted twice or under two classes.
+fn walk(
+    dir: &Path,
+    seen: &mut std::collections::HashSet<PathBuf>,
+    out: &mut Vec<PathBuf>,
+) -> Result<()> {
     for e in std::fs::read_dir(dir).map_err(|e| Error::io(dir, e))? {
         let p = e.map_err(|e| Error::io(dir, e))?.path();
         if p.is_dir() {
-            out.extend(walk(&p)?);
+            let real = std::fs::canonicalize(&p).map_err(|e| Error::io(&p, e))?;
+            if seen.insert(real) {
+                walk(&p, seen, out)?;
+            }
         } else {
             out.push(p);
         }
     }
-    Ok(out)
+    Ok(())
 }
 
-/// Decodes an image file to RGB CHW floats in [0, 1]; errors name the file.
+/// Decodes an image file to RGB CHW floats in [0, 1]; errors name the file. Images past the
+/// pixel bound ([`graft_core::limits::max_image_pixels`]: `GRAFT_MAX_IMAGE_PIXELS`, else PIL's
+/// default) are refused before decoding, as PIL refuses a decompression bomb.
 pub fn decode_rgb(path: &Path) -> Result<([usize; 3], Vec<f32>)> {
-    let img = image::ImageReader::open(path)
+    decode_rgb_bounded(path, graft_core::limits::max_image_pixels()?)
+}
+
+fn reader(path: &Path) -> Result<image::ImageReader<std::io::BufReader<std::fs::File>>> {
+    image::ImageReader::open(path)
         .map_err(|e| Error::io(path, e))?
         .with_guessed_format()
-        .map_err(|e| Error::io(path, e))?
+        .map_err(|e| Error::io(path, e))
+}
+
+/// [`decode_rgb`] with an explicit pixel bound (`None`: none). The size comes from the file's
+/// header, checked before any pixel is decoded; the decoder's own allocations are capped to
+/// what that size needs, so a header that lies cannot make it allocate more. Grayscale and
+/// palette images are expanded straight into the float planes (no full-size RGB copy).
+pub fn decode_rgb_bounded(path: &Path, max_pixels: Option<u64>) -> Result<([usize; 3], Vec<f32>)> {
+    let (w, h) = reader(path)?
+        .into_dimensions()
+        .map_err(|e| Error::format(path, format!("cannot read the image header: {e}")))?;
+    let pixels = u64::from(w) * u64::from(h);
+    if let Some(max) = max_pixels
+        && pixels > max
+    {
+        return Err(Error::format(
+            path,
+            format!(
+                "{w}x{h} = {pixels} pixels, more than the {max}-pixel bound for one image (a possible decompression bomb; set {} or data.max_image_pixels to allow it)",
+                graft_core::limits::MAX_IMAGE_PIXELS_ENV
+            ),
+        ));
+    }
+    // the decoded image plus the float planes must fit in memory
+    graft_core::limits::check_alloc(
+        &format!("{}: a {w}x{h} image", path.display()),
+        Some(u128::from(pixels) * (4 + 12)),
+    )?;
+    let mut r = reader(path)?;
+    let mut limits = image::Limits::default();
+    // 8 bytes a pixel: up to 16-bit RGBA, the widest decoded layout graft reads
+    limits.max_alloc = Some(pixels.saturating_mul(8).max(1 << 20));
+    r.limits(limits);
+    let img = r
         .decode()
-        .map_err(|e| Error::format(path, format!("cannot decode image: {e}")))?
-        .into_rgb8();
+        .map_err(|e| Error::format(path, format!("cannot decode image: {e}")))?;
     let (w, h) = (img.width() as usize, img.height() as usize);
-    let raw = img.into_raw();
-    let mut data = vec![0f32; 3 * h * w];
-    let (r, rest) = data.split_at_mut(h * w);
-    let (g, b) = rest.split_at_mut(h * w);
+    let n = h * w;
+    let mut data = vec![0f32; 3 * n];
     const INV: f32 = 1.0 / 255.0;
-    for (i, px) in raw.chunks_exact(3).enumerate() {
-        r[i] = f32::from(px[0]) * INV;
-        g[i] = f32::from(px[1]) * INV;
-        b[i] = f32::from(px[2]) * INV;
+    {
+        let (r, rest) = data.split_at_mut(n);
+        let (g, b) = rest.split_at_mut(n);
+        match &img {
+            image::DynamicImage::ImageLuma8(l) => {
+                for (i, &v) in l.as_raw().iter().enumerate() {
+                    let f = f32::from(v) * INV;
+                    (r[i], g[i], b[i]) = (f, f, f);
+                }
+            }
+            image::DynamicImage::ImageRgb8(c) => {
+                for (i, px) in c.as_raw().chunks_exact(3).enumerate() {
+                    r[i] = f32::from(px[0]) * INV;
+                    g[i] = f32::from(px[1]) * INV;
+                    b[i] = f32::from(px[2]) * INV;
+                }
+            }
+            other => {
+                // other layouts (alpha, 16-bit, float): PIL's convert("RGB") — row by row
+                let width = w;
+                for y in 0..h {
+                    let row = other.crop_imm(0, y as u32, w as u32, 1).into_rgb8();
+                    for (x, px) in row.as_raw().chunks_exact(3).enumerate() {
+                        let i = y * width + x;
+                        r[i] = f32::from(px[0]) * INV;
+                        g[i] = f32::from(px[1]) * INV;
+                        b[i] = f32::from(px[2]) * INV;
+                    }
+                }
+            }
+        }
     }
     Ok(([3, h, w], data))
 }
@@ -125,7 +213,7 @@ impl Dataset for ImageFolder {
                 format!("index {i} of {}", self.samples.len()),
             )
         })?;
-        let (shape, data) = decode_rgb(path)?;
+        let (shape, data) = decode_rgb_bounded(path, self.max_pixels)?;
         Ok(Sample {
             shape,
             data,

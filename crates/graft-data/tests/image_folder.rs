@@ -125,3 +125,71 @@ fn empty_class_folder_and_empty_root_are_errors() {
     let err = ImageFolder::new(&root.join("missing")).expect_err("missing root");
     assert!(err.to_string().contains("missing"), "{err}");
 }
+
+/// Issue 17.8: a directory symlink loop turned 18 images into 738 mislabelled ones. Each real
+/// directory is entered once: a loop adds nothing, a second link to a scanned directory adds
+/// nothing (its images stay under their first class).
+#[cfg(unix)]
+#[test]
+fn symlink_loops_and_shared_directories_are_visited_once() {
+    let root = tmp("loops");
+    folder(&root);
+    std::os::unix::fs::symlink(&root, root.join("ant/up")).expect("loop to the root");
+    std::os::unix::fs::symlink(root.join("ant"), root.join("moth/also-ant")).expect("link");
+    std::fs::create_dir_all(root.join("zebra/deeper")).expect("dir");
+    std::os::unix::fs::symlink(root.join("zebra"), root.join("zebra/deeper/back")).expect("loop");
+    let ds = ImageFolder::new(&root).expect("scan");
+    assert_eq!(ds.len(), 9, "three images a class, each once");
+    for (c, want) in [("ant", 0usize), ("moth", 1), ("zebra", 2)] {
+        let n = ds.samples().iter().filter(|(_, l)| *l == want).count();
+        assert_eq!(n, 3, "{c}");
+    }
+    let _ = std::fs::remove_dir_all(&root);
+}
+
+/// CRC-32 (IEEE, as PNG chunks carry), bit by bit.
+fn crc32(bytes: &[u8]) -> u32 {
+    let mut c = !0u32;
+    for &b in bytes {
+        c ^= u32::from(b);
+        for _ in 0..8 {
+            c = if c & 1 == 1 { 0xEDB8_8320 ^ (c >> 1) } else { c >> 1 };
+        }
+    }
+    !c
+}
+
+/// Issue 17.3: a small PNG declaring 20000² pixels decoded to a full-resolution float copy
+/// (6.1 GB for one `graft predict`). The size is read from the header and refused past the
+/// pixel bound (PIL's default), before any pixel is decoded; the bound is configurable.
+#[test]
+fn a_decompression_bomb_is_refused_from_its_header() {
+    let root = tmp("bomb");
+    let small = root.join("small.png");
+    image::GrayImage::from_pixel(4, 4, image::Luma([7u8])).save(&small).expect("png");
+    let mut png = std::fs::read(&small).expect("read");
+    // IHDR: 8-byte signature, 4-byte length, "IHDR", width, height, ...; CRC over type + data
+    png[16..20].copy_from_slice(&20_000u32.to_be_bytes());
+    png[20..24].copy_from_slice(&20_000u32.to_be_bytes());
+    let crc = crc32(&png[12..29]);
+    png[29..33].copy_from_slice(&crc.to_be_bytes());
+    let bomb = root.join("bomb.png");
+    std::fs::write(&bomb, &png).expect("write");
+    let err = graft_data::decode_rgb(&bomb).expect_err("refused").to_string();
+    assert!(
+        err.contains("bomb.png") && err.contains("20000x20000 = 400000000 pixels") && err.contains("89478485"),
+        "{err}"
+    );
+    // the bound is a setting: a 4x4 image past a 10-pixel bound, and within the default
+    let err = graft_data::decode_rgb_bounded(&small, Some(10)).expect_err("bound").to_string();
+    assert!(err.contains("16 pixels"), "{err}");
+    let (shape, data) = graft_data::decode_rgb_bounded(&small, None).expect("no bound");
+    assert_eq!(shape, [3, 4, 4]);
+    assert!(data.iter().all(|&v| (v - 7.0 / 255.0).abs() < 1e-7));
+    // an image folder takes the bound too
+    std::fs::create_dir_all(root.join("set/a")).expect("dir");
+    std::fs::copy(&small, root.join("set/a/x.png")).expect("copy");
+    let ds = ImageFolder::new(&root.join("set")).expect("scan").with_max_pixels(Some(10));
+    assert!(ds.get(0).expect_err("bound").to_string().contains("x.png"));
+    let _ = std::fs::remove_dir_all(&root);
+}
