@@ -695,6 +695,13 @@ fn infer<B: Backend>(b: &B, reg: &Registry, job: &InferJob) -> Result<()> {
             model.forward(&xt, &ctx)?
         };
         let y = b.to_data(&y)?.to_f32();
+        if let Some(i) = y.iter().position(|v| !v.is_finite()) {
+            bail!(
+                "{}: non-finite output for input row {} (NaN or infinite weights; the load report lists them)",
+                job.model,
+                start + i / y.shape()[1].max(1)
+            );
+        }
         width = y.shape()[1];
         outs.extend(y.iter().copied());
     }
@@ -787,6 +794,13 @@ fn predict<B: Backend>(b: &B, reg: &Registry, job: &PredictJob) -> Result<()> {
         let p = b
             .to_data(&b.softmax(&model.forward(&x, &Ctx::eval())?, 1)?)?
             .to_f32();
+        if p.iter().any(|v| !v.is_finite()) {
+            bail!(
+                "{}: {} gives non-finite probabilities (NaN or infinite weights; the load report lists them)",
+                path.display(),
+                job.model
+            );
+        }
         let mut order: Vec<usize> = (0..p.shape()[1]).collect();
         order.sort_by(|&i, &j| p[[0, j]].total_cmp(&p[[0, i]]));
         let top: Vec<String> = order

@@ -1029,6 +1029,12 @@ impl Job<ExtractStrategy> {
             let (mut fs, r) =
                 extract_many_with(&model, &l, std::slice::from_ref(&spec), &run.cache, &opts)?;
             let f = fs.pop().context("features")?;
+            for why in &r.recomputed {
+                eprintln!("warning: feature cache not used, computed again: {why}");
+                rep.para(&format!(
+                    "warning: feature cache not used, computed again: {why}"
+                ));
+            }
             rep.para(&format!(
                 "{which}: {} {noun} → {}-d features, {} ({} trunk forwards)",
                 f.n,
@@ -1040,7 +1046,7 @@ impl Job<ExtractStrategy> {
                 },
                 r.forwards
             ));
-            forwards.insert(which.into(), json!({(noun): f.n, "dim": f.dim, "cached": r.cached, "trunk_forwards": r.forwards, "cache_file": r.paths}));
+            forwards.insert(which.into(), json!({(noun): f.n, "dim": f.dim, "cached": r.cached, "trunk_forwards": r.forwards, "cache_file": r.paths, "recomputed": r.recomputed}));
             feats.push((which, f));
         }
         let total: usize = forwards

@@ -272,6 +272,20 @@ impl Transform for Normalize {
                 ),
             ));
         }
+        if let Some(bad) = self
+            .std
+            .iter()
+            .zip(&self.mean)
+            .find(|(sd, m)| !(sd.is_finite() && **sd > 0.0 && m.is_finite()))
+        {
+            return Err(Error::invalid(
+                "Normalize",
+                format!(
+                    "mean {:?} / std {:?}: each std must be finite and > 0 (std {} divides by zero or gives NaN), each mean finite",
+                    self.mean, self.std, bad.0
+                ),
+            ));
+        }
         for ch in 0..c {
             let (m, sd) = (self.mean[ch] as f32, self.std[ch] as f32);
             for v in &mut s.data[ch * h * w..(ch + 1) * h * w] {

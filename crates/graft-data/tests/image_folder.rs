@@ -153,7 +153,11 @@ fn crc32(bytes: &[u8]) -> u32 {
     for &b in bytes {
         c ^= u32::from(b);
         for _ in 0..8 {
-            c = if c & 1 == 1 { 0xEDB8_8320 ^ (c >> 1) } else { c >> 1 };
+            c = if c & 1 == 1 {
+                0xEDB8_8320 ^ (c >> 1)
+            } else {
+                c >> 1
+            };
         }
     }
     !c
@@ -166,7 +170,9 @@ fn crc32(bytes: &[u8]) -> u32 {
 fn a_decompression_bomb_is_refused_from_its_header() {
     let root = tmp("bomb");
     let small = root.join("small.png");
-    image::GrayImage::from_pixel(4, 4, image::Luma([7u8])).save(&small).expect("png");
+    image::GrayImage::from_pixel(4, 4, image::Luma([7u8]))
+        .save(&small)
+        .expect("png");
     let mut png = std::fs::read(&small).expect("read");
     // IHDR: 8-byte signature, 4-byte length, "IHDR", width, height, ...; CRC over type + data
     png[16..20].copy_from_slice(&20_000u32.to_be_bytes());
@@ -175,13 +181,19 @@ fn a_decompression_bomb_is_refused_from_its_header() {
     png[29..33].copy_from_slice(&crc.to_be_bytes());
     let bomb = root.join("bomb.png");
     std::fs::write(&bomb, &png).expect("write");
-    let err = graft_data::decode_rgb(&bomb).expect_err("refused").to_string();
+    let err = graft_data::decode_rgb(&bomb)
+        .expect_err("refused")
+        .to_string();
     assert!(
-        err.contains("bomb.png") && err.contains("20000x20000 = 400000000 pixels") && err.contains("89478485"),
+        err.contains("bomb.png")
+            && err.contains("20000x20000 = 400000000 pixels")
+            && err.contains("89478485"),
         "{err}"
     );
     // the bound is a setting: a 4x4 image past a 10-pixel bound, and within the default
-    let err = graft_data::decode_rgb_bounded(&small, Some(10)).expect_err("bound").to_string();
+    let err = graft_data::decode_rgb_bounded(&small, Some(10))
+        .expect_err("bound")
+        .to_string();
     assert!(err.contains("16 pixels"), "{err}");
     let (shape, data) = graft_data::decode_rgb_bounded(&small, None).expect("no bound");
     assert_eq!(shape, [3, 4, 4]);
@@ -189,7 +201,9 @@ fn a_decompression_bomb_is_refused_from_its_header() {
     // an image folder takes the bound too
     std::fs::create_dir_all(root.join("set/a")).expect("dir");
     std::fs::copy(&small, root.join("set/a/x.png")).expect("copy");
-    let ds = ImageFolder::new(&root.join("set")).expect("scan").with_max_pixels(Some(10));
+    let ds = ImageFolder::new(&root.join("set"))
+        .expect("scan")
+        .with_max_pixels(Some(10));
     assert!(ds.get(0).expect_err("bound").to_string().contains("x.png"));
     let _ = std::fs::remove_dir_all(&root);
 }

@@ -94,6 +94,9 @@ pub struct ExtractReport {
     pub cached: bool,
     /// Trunk forwards run (0 on a cache hit).
     pub forwards: usize,
+    /// Cache files found but not used, and why (a checksum mismatch, an unreadable file): the
+    /// features were computed again and the file replaced.
+    pub recomputed: Vec<String>,
 }
 
 fn model_hash<B: Backend>(model: &Model<B>) -> Result<u64> {
@@ -181,7 +184,42 @@ impl ExtractOptions {
 
 const CLASS_SEP: char = '\u{1f}';
 
-fn read_cache(path: &Path, spec: &FeatureSpec) -> Result<Features> {
+/// The SHA-256 of a cache's features and labels as stored (little-endian bytes).
+fn checksum(features: &[f32], labels: &[usize]) -> String {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    for v in features {
+        h.update(v.to_le_bytes());
+    }
+    for &l in labels {
+        h.update((l as i64).to_le_bytes());
+    }
+    h.finalize().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A cache file, or why it cannot be used: unreadable, or its content no longer matches the
+/// checksum written with it (a corrupted disk, a partial copy). Either way the caller computes
+/// the features again.
+pub(crate) fn try_cache(path: &Path, spec: &FeatureSpec) -> std::result::Result<Features, String> {
+    let (f, stored) = read_cache(path, spec).map_err(|e| e.to_string())?;
+    let actual = checksum(&f.data, &f.labels);
+    match stored {
+        Some(s) if s == actual => {}
+        Some(_) => return Err(format!("{}: checksum mismatch (corrupted)", path.display())),
+        None => return Err(format!("{}: no checksum (an older cache)", path.display())),
+    }
+    if let Some(i) = f.data.iter().position(|v| !v.is_finite()) {
+        return Err(format!(
+            "{}: non-finite feature at row {}",
+            path.display(),
+            i / f.dim.max(1)
+        ));
+    }
+    Ok(f)
+}
+
+/// The features of a cache file and the checksum stored with them.
+fn read_cache(path: &Path, spec: &FeatureSpec) -> Result<(Features, Option<String>)> {
     let (t, meta) = load(path)?;
     let (Some(x), Some(y)) = (t.get("features"), t.get("labels")) else {
         return Err(Error::format(
@@ -207,14 +245,18 @@ fn read_cache(path: &Path, spec: &FeatureSpec) -> Result<Features> {
         .filter(|c| !c.is_empty())
         .map(|c| c.split(CLASS_SEP).map(str::to_string).collect())
         .unwrap_or_default();
-    Ok(Features {
-        n: s[0],
-        dim: s[1],
-        data: x.to_f32().iter().copied().collect(),
-        labels,
-        classes,
-        spec: spec.clone(),
-    })
+    let stored = meta.as_ref().and_then(|m| m.get("sha256").cloned());
+    Ok((
+        Features {
+            n: s[0],
+            dim: s[1],
+            data: x.to_f32().iter().copied().collect(),
+            labels,
+            classes,
+            spec: spec.clone(),
+        },
+        stored,
+    ))
 }
 
 fn write_cache(path: &Path, model: &str, f: &Features) -> Result<()> {
@@ -230,6 +272,7 @@ fn write_cache(path: &Path, model: &str, f: &Features) -> Result<()> {
     let mut meta = HashMap::new();
     meta.insert("model".to_string(), model.to_string());
     meta.insert("spec".to_string(), f.spec.to_string());
+    meta.insert("sha256".to_string(), checksum(&f.data, &f.labels));
     meta.insert(
         "classes".to_string(),
         f.classes.join(&CLASS_SEP.to_string()),
@@ -297,20 +340,29 @@ pub fn extract_many_with<B: Backend>(
                 .map(|k| cache_dir.join(format!("features-{k:016x}.safetensors")))
         })
         .collect::<Result<Vec<_>>>()?;
+    let mut recomputed = Vec::new();
     if paths.iter().all(|p| p.exists()) {
-        let f = specs
-            .iter()
-            .zip(&paths)
-            .map(|(s, p)| read_cache(p, s))
-            .collect::<Result<Vec<_>>>()?;
-        return Ok((
-            f,
-            ExtractReport {
-                paths,
-                cached: true,
-                forwards: 0,
-            },
-        ));
+        let mut f = Vec::new();
+        for (s, p) in specs.iter().zip(&paths) {
+            match try_cache(p, s) {
+                Ok(x) => f.push(x),
+                Err(why) => {
+                    recomputed.push(why);
+                    break;
+                }
+            }
+        }
+        if recomputed.is_empty() {
+            return Ok((
+                f,
+                ExtractReport {
+                    paths,
+                    cached: true,
+                    forwards: 0,
+                    recomputed,
+                },
+            ));
+        }
     }
     let copy;
     let model = match model.inference() {
@@ -363,6 +415,13 @@ pub fn extract_many_with<B: Backend>(
             };
             let y = b.to_data(&b.cast(&y, DType::F32)?)?.to_f32();
             *dim = y.shape()[1];
+            if let Some(i) = y.iter().position(|v| !v.is_finite()) {
+                return Err(non_finite(
+                    model.name(),
+                    spec,
+                    labels.len() + i / (*dim).max(1),
+                ));
+            }
             data.extend(y.iter().copied());
         }
         labels.extend(batch.labels);
@@ -391,6 +450,18 @@ pub fn extract_many_with<B: Backend>(
             paths,
             cached: false,
             forwards,
+            recomputed,
         },
     ))
+}
+
+/// The error for a feature that is NaN or infinite: where it came from, and what usually causes
+/// it (a NaN / infinite weight — the load report lists them — or input).
+pub(crate) fn non_finite(model: &str, spec: &FeatureSpec, sample: usize) -> Error {
+    Error::invalid(
+        "extract",
+        format!(
+            "{model}: the {spec} features of sample {sample} are not finite (NaN or infinite weights or input values; the load report lists bad weights)"
+        ),
+    )
 }

@@ -13,7 +13,7 @@ use graft_core::{Error, Result};
 use graft_text::{Tokenizer, pad_ids};
 use graft_zoo::{InferenceOptions, LoadReport, Model, ModelOptions, Registry, TextModelFiles};
 
-use crate::{ExtractOptions, ExtractReport, FeatureSpec, Features, read_cache, write_cache};
+use crate::{ExtractOptions, ExtractReport, FeatureSpec, Features, try_cache, write_cache};
 
 /// Texts per forward by default (sentence-transformers' `encode` uses 32).
 pub const DEFAULT_TEXT_BATCH: usize = 64;
@@ -214,16 +214,22 @@ pub fn extract_texts<B: Backend>(
     let form = opts.form(&encoder.model);
     let key = encoder.cache_key(&form, data)?;
     let path = cache_dir.join(format!("features-{key:016x}.safetensors"));
+    let mut recomputed = Vec::new();
     if path.exists() {
-        let f = read_cache(&path, &FeatureSpec::Pooled)?;
-        return Ok((
-            f,
-            ExtractReport {
-                paths: vec![path],
-                cached: true,
-                forwards: 0,
-            },
-        ));
+        match try_cache(&path, &FeatureSpec::Pooled) {
+            Ok(f) => {
+                return Ok((
+                    f,
+                    ExtractReport {
+                        paths: vec![path],
+                        cached: true,
+                        forwards: 0,
+                        recomputed,
+                    },
+                ));
+            }
+            Err(why) => recomputed.push(why),
+        }
     }
     let copy;
     let enc = match encoder.model.inference() {
@@ -235,6 +241,14 @@ pub fn extract_texts<B: Backend>(
     };
     let texts: Vec<&str> = data.texts.iter().map(String::as_str).collect();
     let (emb, forwards) = enc.embed_counted(&texts)?;
+    let dim = enc.model.num_features().max(1);
+    if let Some(i) = emb.iter().position(|v| !v.is_finite()) {
+        return Err(crate::non_finite(
+            enc.model.name(),
+            &FeatureSpec::Pooled,
+            i / dim,
+        ));
+    }
     let f = Features {
         n: texts.len(),
         dim: enc.model.num_features(),
@@ -251,6 +265,7 @@ pub fn extract_texts<B: Backend>(
             paths: vec![path],
             cached: false,
             forwards,
+            recomputed,
         },
     ))
 }

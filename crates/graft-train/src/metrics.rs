@@ -83,13 +83,20 @@ pub fn evaluate_with<B: Backend>(
         let batch = batch?;
         let x = b.from_data(&inputs.host_batch(model.arch(), batch.images)?)?;
         let logits = inputs.logits(model, &x, ctx)?;
+        let host = b.to_data(&logits)?;
+        if let Some(i) = host.to_f32().iter().position(|v| !v.is_finite()) {
+            let row = m.samples + i / model.num_classes().max(1);
+            return Err(graft_core::Error::invalid(
+                "evaluate",
+                format!(
+                    "{}: non-finite logits for sample {row} (NaN or infinite weights or input values)",
+                    model.name()
+                ),
+            ));
+        }
         let loss = cross_entropy(b, &logits, &Targets::Hard(batch.labels.clone()), 0.0)?;
         let l = crate::trainer::host_scalar(b, &loss)?;
-        m.add(
-            &b.to_data(&logits)?,
-            &batch.labels,
-            l * batch.labels.len() as f64,
-        );
+        m.add(&host, &batch.labels, l * batch.labels.len() as f64);
     }
     Ok(m.finish())
 }

@@ -144,6 +144,10 @@ pub struct LoadReport {
     pub stripped_prefix: Option<String>,
     /// Dtype conversions: (file dtype, model dtype, count).
     pub converted: Vec<(String, String, usize)>,
+    /// Tensors whose values cannot be right, with what is wrong: NaN or infinite values (an
+    /// f64 past f32's range becomes infinite), a negative BatchNorm running variance. A strict
+    /// load refuses them; a lenient one applies them and lists them here.
+    pub bad_values: Vec<(String, String)>,
 }
 
 impl LoadReport {
@@ -188,6 +192,14 @@ impl LoadReport {
                 .collect();
             parts.push(format!("wrong shape {}: {}", m.len(), list(&m)));
         }
+        if !self.bad_values.is_empty() {
+            let m: Vec<String> = self
+                .bad_values
+                .iter()
+                .map(|(n, what)| format!("{n} ({what})"))
+                .collect();
+            parts.push(format!("bad values in {}: {}", m.len(), list(&m)));
+        }
         parts.join("; ")
     }
 }
@@ -210,7 +222,7 @@ impl fmt::Display for LoadReport {
             self.applied.len(),
             100.0 * self.coverage()
         )?;
-        let rows: [(&str, Vec<String>); 5] = [
+        let rows: [(&str, Vec<String>); 6] = [
             ("missing", self.missing.clone()),
             ("unexpected", self.unexpected.clone()),
             (
@@ -221,6 +233,13 @@ impl fmt::Display for LoadReport {
                     .collect(),
             ),
             ("head dropped", self.head_dropped.clone()),
+            (
+                "bad values",
+                self.bad_values
+                    .iter()
+                    .map(|(n, what)| format!("{n} ({what})"))
+                    .collect(),
+            ),
             (
                 "adapted",
                 self.adapted
@@ -711,7 +730,7 @@ pub(crate) fn apply<B: Backend>(
         .map(|(n, e)| (n.to_string(), b.shape(&e.tensor), b.dtype(&e.tensor)))
         .collect();
     let Plan {
-        report,
+        mut report,
         steps: plan,
         mut pre_adapted,
     } = self::plan(model.arch(), &model.cfg().first_conv, &entries, file, opts)?;
@@ -749,12 +768,51 @@ pub(crate) fn apply<B: Backend>(
         } else {
             data.cast(b.dtype(t))
         };
+        if let Some(what) = bad_values(&name, &data) {
+            report.bad_values.push((name.clone(), what));
+        }
         updates.push((name, b.from_data(&data)?));
+    }
+    if opts.strict && !report.bad_values.is_empty() {
+        return Err(Error::Weights {
+            path: file.path.clone(),
+            msg: report.problems(),
+        });
     }
     for (name, t) in updates {
         model.params_mut().replace(&name, t)?;
     }
     Ok(report)
+}
+
+/// What cannot be right in a tensor's values (as the model will hold them): NaN / infinite
+/// entries, a negative running variance.
+fn bad_values(name: &str, data: &TensorData) -> Option<String> {
+    if !data.dtype().is_float() {
+        return None;
+    }
+    let a = data.to_f32();
+    let (mut nan, mut inf, mut neg) = (0usize, 0usize, 0usize);
+    for &v in a.iter() {
+        if v.is_nan() {
+            nan += 1;
+        } else if v.is_infinite() {
+            inf += 1;
+        } else if v < 0.0 {
+            neg += 1;
+        }
+    }
+    let mut what = Vec::new();
+    if nan > 0 {
+        what.push(format!("{nan} NaN"));
+    }
+    if inf > 0 {
+        what.push(format!("{inf} infinite"));
+    }
+    if neg > 0 && name.ends_with("running_var") {
+        what.push(format!("{neg} negative variances"));
+    }
+    (!what.is_empty()).then(|| what.join(", "))
 }
 
 #[derive(Debug, Clone, Copy)]

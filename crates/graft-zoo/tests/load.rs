@@ -451,3 +451,44 @@ fn a_head_is_taken_whole_or_dropped_whole() {
     assert!(r.is_clean(), "{r}");
     assert_eq!(r.head_dropped, vec!["fc.bias", "fc.weight"]);
 }
+
+/// Issue 17.4: NaN / infinite weights and negative running variances loaded silently and gave
+/// all-NaN logits. The strict load refuses them naming each tensor, the model untouched; a
+/// lenient load applies them and lists them.
+#[test]
+fn non_finite_weights_and_negative_variances_are_named() {
+    let (p, t) = saved("bad-values", 1);
+    let mut t = t.clone();
+    let w = &t["layer1.0.conv1.weight"];
+    let mut v = w.to_f32().iter().copied().collect::<Vec<f32>>();
+    v[0] = f32::NAN;
+    v[1] = f32::INFINITY;
+    t.insert(
+        "layer1.0.conv1.weight".into(),
+        TensorData::f32(w.shape(), v).expect("w"),
+    );
+    let var = &t["bn1.running_var"];
+    let n = var.len();
+    t.insert(
+        "bn1.running_var".into(),
+        TensorData::f32(var.shape(), vec![-1.0; n]).expect("v"),
+    );
+    save(&p, &t, None).expect("save");
+    let mut m = small(2);
+    let before = value(&m, "conv1.weight");
+    let err = m
+        .load_weights(&p, &LoadOptions::default())
+        .expect_err("bad values")
+        .to_string();
+    assert!(
+        err.contains("layer1.0.conv1.weight (1 NaN, 1 infinite)")
+            && err.contains(&format!("bn1.running_var ({n} negative variances)")),
+        "{err}"
+    );
+    assert_eq!(value(&m, "conv1.weight"), before, "the model is untouched");
+    let r = m
+        .load_weights(&p, &LoadOptions::lenient())
+        .expect("lenient");
+    assert_eq!(r.bad_values.len(), 2, "{r}");
+    assert!(r.to_string().contains("bad values"), "{r}");
+}
