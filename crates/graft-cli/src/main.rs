@@ -15,6 +15,7 @@
 mod guard;
 mod exp;
 mod pretrained;
+mod resume;
 mod routes;
 mod valid;
 
@@ -53,7 +54,13 @@ enum Command {
     /// statistics re-estimated on the unlabelled target images.
     Reuse { experiment: PathBuf },
     /// Fine-tuning: the recipe (freeze k or auto), fastai's fine_tune, gradual unfreezing.
-    Finetune { experiment: PathBuf },
+    Finetune {
+        experiment: PathBuf,
+        /// Continue an interrupted run in its directory, from each phase's last checkpoint
+        /// (the experiment must resolve to the run's config.toml unchanged).
+        #[arg(long, value_name = "RUN_DIR")]
+        resume: Option<PathBuf>,
+    },
     /// The surgery plan(s) a finetune experiment would run, without training.
     Plan { experiment: PathBuf },
     /// Accuracy, per-class accuracy and confusion matrix of a model on the experiment's data.
@@ -202,28 +209,30 @@ fn registry(dirs: &[PathBuf]) -> Result<Registry> {
         all.extend(std::env::split_paths(&env));
     }
     for d in all {
-        let entries =
-            std::fs::read_dir(&d).with_context(|| format!("models dir {}", d.display()))?;
-        let mut subdirs: Vec<PathBuf> = entries
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| p.join("config.json").is_file() && p.join("model.safetensors").is_file())
-            .collect();
-        subdirs.sort();
-        for s in subdirs {
-            reg.register_dir(&s, None)
-                .with_context(|| format!("user model {}", s.display()))?;
+        let skipped = reg
+            .register_models_dir(&d)
+            .with_context(|| format!("models dir {}", d.display()))?;
+        for s in skipped {
+            eprintln!("warning: {s}");
         }
     }
     Ok(reg)
 }
 
 fn run(cli: Cli) -> Result<()> {
-    let route = |r: routes::Route, p: &Path| routes::run(r, p, &cli.models_dir);
+    let route = |r: routes::Route, p: &Path| routes::run(r, p, &cli.models_dir, None);
     match &cli.command {
         Command::Extract { experiment } => return route(routes::Route::Extract, experiment),
         Command::Probe { experiment } => return route(routes::Route::Probe, experiment),
         Command::Reuse { experiment } => return route(routes::Route::Reuse, experiment),
-        Command::Finetune { experiment } => return route(routes::Route::Finetune, experiment),
+        Command::Finetune { experiment, resume } => {
+            return routes::run(
+                routes::Route::Finetune,
+                experiment,
+                &cli.models_dir,
+                resume.as_deref(),
+            );
+        }
         Command::Plan { experiment } => return route(routes::Route::Plan, experiment),
         Command::Eval { experiment } => return route(routes::Route::Eval, experiment),
         _ => {}

@@ -57,14 +57,23 @@ impl Route {
 }
 
 /// Runs `route` on the experiment file `path`; `models_dirs` come from the command line.
-pub fn run(route: Route, path: &Path, models_dirs: &[PathBuf]) -> Result<()> {
+/// Runs `route` on the experiment file at `path`; `resume` (finetune only) continues an
+/// interrupted run in that directory.
+pub fn run(
+    route: Route,
+    path: &Path,
+    models_dirs: &[PathBuf],
+    resume: Option<&Path>,
+) -> Result<()> {
     let src = Source::read(path)?;
     match route {
         Route::Extract => Job::<ExtractStrategy>::new(route, src, models_dirs)?.dispatch(),
         Route::Probe => Job::<ProbeStrategy>::new(route, src, models_dirs)?.dispatch(),
         Route::Reuse => Job::<ReuseStrategy>::new(route, src, models_dirs)?.dispatch(),
         Route::Finetune | Route::Plan => {
-            Job::<FinetuneStrategy>::new(route, src, models_dirs)?.dispatch()
+            let mut job = Job::<FinetuneStrategy>::new(route, src, models_dirs)?;
+            job.resume = resume.map(Path::to_path_buf);
+            job.dispatch()
         }
         Route::Eval => Job::<NoStrategy>::new(route, src, models_dirs)?.dispatch(),
     }
@@ -102,6 +111,8 @@ struct Job<S> {
     reg: Registry,
     data: Data,
     backend: BackendName,
+    /// The run directory to continue (`graft finetune --resume`).
+    resume: Option<PathBuf>,
 }
 
 fn registry(
@@ -489,6 +500,7 @@ impl<S: DeserializeOwned + Serialize + Default> Job<S> {
             reg,
             data,
             backend,
+            resume: None,
         })
     }
 
@@ -671,15 +683,19 @@ impl<S: DeserializeOwned + Serialize + Default> Job<S> {
                 .file_stem()
                 .map_or("run".into(), |s| s.to_string_lossy().into_owned())
         });
-        let cache = out
-            .cache
-            .as_ref()
-            .map_or_else(|| parent.join("feature-cache"), |c| self.src.resolve(c));
-        RunDir::create(&parent, &name, cache)
+        RunDir::create(&parent, &name, self.run_dir_cache())
+    }
+
+    /// The feature cache: `output.cache`, else `<output.dir>/feature-cache`.
+    fn run_dir_cache(&self) -> PathBuf {
+        let out = &self.exp.output;
+        out.cache.as_ref().map_or_else(
+            || self.src.resolve(&out.dir).join("feature-cache"),
+            |c| self.src.resolve(c),
+        )
     }
 
     fn start(&self) -> Result<RunDir> {
-        let run = self.run_dir()?;
         let mut text = toml::to_string_pretty(&self.exp).context("resolve the config")?;
         text.push_str(&format!(
             "\n# resolved by graft {}: {} on {}\n[resolved]\ncommand = {:?}\nbackend = {:?}\nclasses = {:?}\ntrain = {}\nval = {}\ntest = {}\n",
@@ -693,6 +709,15 @@ impl<S: DeserializeOwned + Serialize + Default> Job<S> {
             self.data.val.as_ref().map_or(0, |d| d.len()),
             self.data.test.as_ref().map_or(0, |d| d.len()),
         ));
+        if let Some(dir) = &self.resume {
+            crate::resume::reopen(dir, &text)?;
+            let cache = self.run_dir_cache();
+            return Ok(RunDir {
+                path: dir.clone(),
+                cache,
+            });
+        }
+        let run = self.run_dir()?;
         graft_backend::safetensors_io::write_atomic(
             &run.path.join("config.toml"),
             text.as_bytes(),
@@ -710,6 +735,7 @@ impl<S: DeserializeOwned + Serialize + Default> Job<S> {
         c.ema_decay = t.ema_decay;
         c.progress = t.progress;
         c.run_dir = run.map(Path::to_path_buf);
+        c.resume = self.resume.is_some();
         c.inputs = self.inputs();
         c
     }

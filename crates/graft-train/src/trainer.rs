@@ -609,8 +609,12 @@ impl<B: AutodiffBackend> Trainer<B> {
                 .map_err(|e| Error::Training(e.to_string()))?;
             graft_backend::safetensors_io::write_atomic(&dir.join("config.json"), text.as_bytes())?;
         }
+        let mut resumed = false;
         let mut st = match self.checkpoint_path() {
-            Some(p) if self.cfg.resume && p.exists() => self.resume(model, &p)?,
+            Some(p) if self.cfg.resume && p.exists() => {
+                resumed = true;
+                self.resume(model, &p)?
+            }
             _ => {
                 if let Some(dir) = &self.cfg.run_dir {
                     let m = dir.join("metrics.jsonl");
@@ -622,6 +626,13 @@ impl<B: AutodiffBackend> Trainer<B> {
             }
         };
         let mut history = History::default();
+        // a run that had stopped early stays stopped: resuming it trains nothing more
+        if resumed
+            && let Some(es) = self.cfg.early_stopping
+            && st.bad_epochs >= es.patience
+        {
+            history.stopped_early = true;
+        }
         let trainable: Vec<String> = model
             .params()
             .iter()
@@ -633,7 +644,7 @@ impl<B: AutodiffBackend> Trainer<B> {
                 "no parameter requires grad: apply a surgery plan (or set_trainable) first".into(),
             ));
         }
-        while st.epoch < self.cfg.epochs {
+        while !history.stopped_early && st.epoch < self.cfg.epochs {
             let epoch = st.epoch;
             let t_epoch = Instant::now();
             let mut images = 0usize;
@@ -827,6 +838,12 @@ impl<B: AutodiffBackend> Trainer<B> {
             let full = History::from_metrics(&dir.join("metrics.jsonl"))
                 .unwrap_or_else(|_| history.clone());
             crate::plot::plot_history(&full, &dir.join("curves.png"))?;
+            if resumed {
+                // a resumed run reports the whole run, as one never interrupted would
+                let mut full = History::from_metrics(&dir.join("metrics.jsonl"))?;
+                full.stopped_early = history.stopped_early;
+                return Ok(full);
+            }
         }
         Ok(history)
     }

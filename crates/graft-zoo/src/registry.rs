@@ -239,6 +239,40 @@ impl Registry {
         )?;
         Ok(name)
     }
+    /// Registers every user model directory directly under `dir` (each with `model.safetensors`
+    /// and `config.json`), in name order. Returns what it skipped, one line each: a directory
+    /// with weights but no `config.json` (or the reverse) is a half-exported model — an export
+    /// that was interrupted — and is named, not ignored in silence.
+    pub fn register_models_dir(&mut self, dir: &Path) -> Result<Vec<String>> {
+        let mut subdirs: Vec<PathBuf> = std::fs::read_dir(dir)
+            .map_err(|e| Error::io(dir, e))?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.is_dir())
+            .collect();
+        subdirs.sort();
+        let mut skipped = Vec::new();
+        for s in subdirs {
+            let (w, c) = (
+                s.join("model.safetensors").is_file(),
+                s.join("config.json").is_file(),
+            );
+            match (w, c) {
+                (true, true) => {
+                    self.register_dir(&s, None)?;
+                }
+                (true, false) => skipped.push(format!(
+                    "{}: model.safetensors without config.json, a half-exported model (not registered; export it again)",
+                    s.display()
+                )),
+                (false, true) => skipped.push(format!(
+                    "{}: config.json without model.safetensors, a half-exported model (not registered; export it again)",
+                    s.display()
+                )),
+                (false, false) => {}
+            }
+        }
+        Ok(skipped)
+    }
     /// Registers a user model from a weights file and its `config.json`.
     pub fn register_files(&mut self, name: &str, weights: &Path, config: &Path) -> Result<()> {
         graft_core::name::validate_name(name).map_err(|_| {

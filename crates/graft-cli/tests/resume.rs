@@ -1,0 +1,166 @@
+//! `graft finetune --resume` (issue 17.10): a run killed with SIGKILL after its first checkpoint,
+//! then resumed, ends exactly as a run never interrupted (same seed, same machine): the same
+//! per-epoch losses and validation metrics, the same test metrics, the same exported weights,
+//! byte for byte. A run whose experiment changed is refused; a half-exported model is named.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+fn graft(dir: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_graft"))
+        .current_dir(dir)
+        .args(args)
+        .output()
+        .expect("run graft")
+}
+
+fn ok(dir: &Path, args: &[&str]) -> String {
+    let out = graft(dir, args);
+    assert!(
+        out.status.success(),
+        "graft {args:?} failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn tmp(tag: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("graft-resume-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).expect("tmp");
+    d
+}
+
+fn report(run: &Path) -> serde_json::Value {
+    let text = std::fs::read_to_string(run.join("report.json")).expect("report.json");
+    serde_json::from_str(&text).expect("json")
+}
+
+/// fastai's fine_tune: a frozen phase and an unfrozen one, each with its own checkpoints.
+const EXP: &str = r#"
+[model]
+name = "resnet18_small"
+init = "random"
+
+[data]
+batch_size = 32
+
+[data.digits]
+classes = [0, 1, 2, 3, 4]
+
+[strategy]
+kind = "lpft"
+freeze_epochs = 2
+
+[train]
+epochs = 2
+lr = 2e-3
+seed = 3
+progress = false
+"#;
+
+/// The parts of a finetune report that a resumed run must reproduce (not its wall time or
+/// directory).
+fn outcome(r: &serde_json::Value) -> serde_json::Value {
+    serde_json::json!({
+        "phases": r["phases"],
+        "frozen_stages": r["frozen_stages"],
+        "history": r["history"],
+        "test": r["test"],
+    })
+}
+
+#[test]
+fn a_killed_finetune_resumes_to_the_uninterrupted_result() {
+    // the run never interrupted
+    let a = tmp("whole");
+    std::fs::write(a.join("exp.toml"), EXP).expect("write");
+    ok(&a, &["finetune", "exp.toml"]);
+    let whole = a.join("runs/exp");
+
+    // the same run, killed after its first checkpoint, then resumed in its directory
+    let b = tmp("killed");
+    std::fs::write(b.join("exp.toml"), EXP).expect("write");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_graft"))
+        .current_dir(&b)
+        .args(["finetune", "exp.toml"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn");
+    let first = b.join("runs/exp/phase1-frozen/checkpoint.safetensors");
+    let t0 = Instant::now();
+    while !first.exists() {
+        assert!(
+            child.try_wait().expect("wait").is_none(),
+            "the run ended before its first checkpoint was seen"
+        );
+        assert!(t0.elapsed() < Duration::from_secs(600), "no checkpoint");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    child.kill().expect("SIGKILL");
+    child.wait().expect("reap");
+    let run = b.join("runs/exp");
+    assert!(
+        !run.join("report.json").exists(),
+        "killed before the end of the run"
+    );
+    // a half-written file of the killed process, as an atomic write leaves it
+    let orphan = run.join(".checkpoint.safetensors.tmp-999999999");
+    std::fs::write(&orphan, b"partial").expect("orphan");
+
+    // a changed experiment is refused, and so is a directory that is not a run
+    std::fs::write(
+        b.join("changed.toml"),
+        EXP.replace("lr = 2e-3", "lr = 1e-3"),
+    )
+    .expect("write");
+    let out = graft(&b, &["finetune", "changed.toml", "--resume", "runs/exp"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("the experiment changed") && err.contains("lr = 0.001"),
+        "{err}"
+    );
+    let out = graft(&b, &["finetune", "exp.toml", "--resume", "."]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not a graft run directory"));
+
+    let out = graft(&b, &["finetune", "exp.toml", "--resume", "runs/exp"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "resume failed: {err}");
+    assert!(err.contains("removed 1 unfinished temporary file"), "{err}");
+    assert!(!orphan.exists());
+    assert!(
+        !b.join("runs/exp-2").exists(),
+        "the run continues in its directory"
+    );
+
+    let (ra, rb) = (report(&whole), report(&run));
+    assert_eq!(outcome(&ra), outcome(&rb), "the resumed run's report");
+    assert_eq!(
+        ra["history"].as_array().map(Vec::len),
+        Some(4),
+        "2 frozen + 2 unfrozen epochs"
+    );
+    let wa = std::fs::read(whole.join("model/model.safetensors")).expect("weights");
+    let wb = std::fs::read(run.join("model/model.safetensors")).expect("weights");
+    assert!(wa == wb, "the exported weights are bit-identical");
+    let _ = std::fs::remove_dir_all(&a);
+    let _ = std::fs::remove_dir_all(&b);
+}
+
+#[test]
+fn a_half_exported_model_is_named_not_skipped() {
+    let d = tmp("half");
+    std::fs::create_dir_all(d.join("models/half")).expect("dir");
+    std::fs::write(d.join("models/half/model.safetensors"), b"x").expect("w");
+    let out = graft(&d, &["--models-dir", "models", "models", "half*"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("half: model.safetensors without config.json, a half-exported model"),
+        "{err}"
+    );
+    let _ = std::fs::remove_dir_all(&d);
+}
