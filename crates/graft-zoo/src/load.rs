@@ -290,6 +290,7 @@ pub struct FileTensor {
 
 enum Source {
     Mapped(memmap2::Mmap),
+    Read(Vec<u8>),
     Host(BTreeMap<String, TensorData>),
 }
 
@@ -297,12 +298,18 @@ impl fmt::Debug for Source {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Source::Mapped(m) => write!(f, "Mapped({} bytes)", m.len()),
+            Source::Read(m) => write!(f, "Read({} bytes)", m.len()),
             Source::Host(t) => write!(f, "Host({} tensors)", t.len()),
         }
     }
 }
 
-/// A weights file: safetensors, memory-mapped, validated on open.
+/// Files up to this size are read into memory; larger ones are memory-mapped. A read file cannot
+/// change under the process: a mapped one truncated by another process while graft reads it
+/// faults (SIGBUS) — graft's own writes are atomic renames, so only a foreign writer can do that.
+pub const READ_LIMIT: u64 = 1 << 30;
+
+/// A weights file: safetensors (read, or memory-mapped past [`READ_LIMIT`]), validated on open.
 #[derive(Debug)]
 pub struct WeightsFile {
     path: PathBuf,
@@ -347,8 +354,18 @@ impl WeightsFile {
             // a torch.save file: decoded up front, without running its pickle
             return Ok(Self::from_tensors(path, crate::torch_file::read(path)?));
         }
-        let map = map_file(path)?;
-        let st = SafeTensors::deserialize(&map)
+        let len = std::fs::metadata(path).map_err(|e| Error::io(path, e))?.len();
+        let source = if len <= READ_LIMIT {
+            Source::Read(std::fs::read(path).map_err(|e| Error::io(path, e))?)
+        } else {
+            Source::Mapped(map_file(path)?)
+        };
+        let bytes: &[u8] = match &source {
+            Source::Mapped(m) => m,
+            Source::Read(v) => v,
+            Source::Host(_) => &[],
+        };
+        let st = SafeTensors::deserialize(bytes)
             .map_err(|e| Error::format(path, format!("not a valid safetensors file: {e}")))?;
         let index = st
             .iter()
@@ -364,7 +381,7 @@ impl WeightsFile {
             .collect();
         Ok(Self {
             path: path.to_path_buf(),
-            source: Source::Mapped(map),
+            source,
             index,
         })
     }
@@ -448,8 +465,13 @@ impl WeightsFile {
                 .get(name)
                 .cloned()
                 .ok_or_else(|| Error::format(&self.path, format!("no tensor {name:?}"))),
-            Source::Mapped(m) => {
-                let st = SafeTensors::deserialize(m).map_err(|e| {
+            Source::Mapped(_) | Source::Read(_) => {
+                let bytes: &[u8] = match &self.source {
+                    Source::Mapped(m) => m,
+                    Source::Read(v) => v,
+                    Source::Host(_) => &[],
+                };
+                let st = SafeTensors::deserialize(bytes).map_err(|e| {
                     Error::format(&self.path, format!("not a valid safetensors file: {e}"))
                 })?;
                 let v = st

@@ -492,3 +492,20 @@ fn non_finite_weights_and_negative_variances_are_named() {
     assert_eq!(r.bad_values.len(), 2, "{r}");
     assert!(r.to_string().contains("bad values"), "{r}");
 }
+
+/// Issue 17.9: a weights file truncated while memory-mapped killed the process with SIGBUS.
+/// Files up to `READ_LIMIT` are read into memory on open: truncating one afterwards cannot
+/// reach the process.
+#[test]
+fn a_weights_file_truncated_after_open_cannot_fault() {
+    let (p, t) = saved("truncated-after-open", 1);
+    let file = graft_zoo::WeightsFile::open(&p).expect("open");
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&p)
+        .expect("open for write")
+        .set_len(16)
+        .expect("truncate");
+    let w = file.read("layer4.1.conv2.weight").expect("read");
+    assert_eq!(w, t["layer4.1.conv2.weight"]);
+}
