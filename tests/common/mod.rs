@@ -84,19 +84,18 @@ pub fn eval_transform_diff(
     npy: &std::path::Path,
 ) -> (f64, f64) {
     use rand::SeedableRng;
-    let (shape, data) = graft::data::decode_rgb(photo).expect("decode");
-    let s = graft::data::Sample {
-        shape,
-        data,
-        label: 0,
-    };
+    // the loader's path: the transform reads the decoded 8-bit pixels
+    let raw = graft::data::decode_raw(photo, None).expect("decode");
+    let t = graft::data::transform::eval_transform(cfg, false);
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
-    let got = graft::data::Transform::apply(
-        &graft::data::transform::eval_transform(cfg, false),
-        s,
-        &mut rng,
-    )
-    .expect("transform");
+    let got = graft::data::Transform::apply_raw(&t, raw.clone(), &mut rng).expect("transform");
+    // the same values as the float path, bit for bit
+    let float = graft::data::Transform::apply(&t, raw.to_sample(), &mut rng).expect("transform");
+    assert!(
+        got == float,
+        "{}: 8-bit and float paths differ",
+        photo.display()
+    );
     let want: ndarray::ArrayD<f32> = ndarray_npy::read_npy(npy).expect("npy");
     assert_eq!(
         got.shape.to_vec(),

@@ -776,26 +776,25 @@ fn predict<B: Backend>(b: &B, reg: &Registry, job: &PredictJob) -> Result<()> {
         .unwrap_or_else(|| (0..model.num_classes()).map(|i| i.to_string()).collect());
     let mut rng = <rand_chacha::ChaCha8Rng as rand::SeedableRng>::seed_from_u64(0);
     for path in &job.images {
-        let (shape, data) = graft_data::decode_rgb(path)?;
-        let mut s = graft_data::Sample {
-            shape,
-            data,
-            label: 0,
-        };
-        if model.in_chans() == 1 {
-            let hw = shape[1] * shape[2];
+        let raw = graft_data::decode_raw(path, graft_core::limits::max_image_pixels()?)?;
+        let s = if model.in_chans() == 1 {
+            let s = raw.to_sample();
+            let [_, h, w] = s.shape;
+            let hw = h * w;
             let gray: Vec<f32> = (0..hw)
                 .map(|i| (s.data[i] + s.data[hw + i] + s.data[2 * hw + i]) / 3.0)
                 .collect();
-            s = graft_data::Sample {
-                shape: [1, shape[1], shape[2]],
+            let s = graft_data::Sample {
+                shape: [1, h, w],
                 data: gray,
                 label: 0,
             };
+            tf.apply(s, &mut rng)
+        } else {
+            // the transform reads the 8-bit pixels: no full-size float copy of a large photo
+            tf.apply_raw(raw, &mut rng)
         }
-        let s = tf
-            .apply(s, &mut rng)
-            .with_context(|| format!("{}", path.display()))?;
+        .with_context(|| format!("{}", path.display()))?;
         let x = b.from_data(&TensorData::f32(
             &[1, s.shape[0], s.shape[1], s.shape[2]],
             s.data,

@@ -15,6 +15,73 @@ pub struct Sample {
     pub label: usize,
 }
 
+/// A decoded 8-bit image as its decoder left it — interleaved rows of 1 (gray) or 3 (RGB)
+/// channels — read as RGB. Image datasets hand these to the loader so that the first transform
+/// (a resize, a crop) reads the 8-bit pixels directly: a large photo is never held as a
+/// full-size float copy (12 bytes a pixel), only as what it decoded to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RawImage {
+    /// 1 or 3.
+    pub channels: usize,
+    pub height: usize,
+    pub width: usize,
+    /// `height × width × channels` bytes, row-major, channels interleaved.
+    pub data: Vec<u8>,
+    pub label: usize,
+}
+
+impl RawImage {
+    /// Row `y` of RGB channel `ch` (0–2) as floats in [0, 1] (a gray image has one channel,
+    /// read three times), written into `out` (`width` long).
+    pub fn row_into(&self, ch: usize, y: usize, out: &mut [f32]) {
+        const INV: f32 = 1.0 / 255.0;
+        let c = self.channels;
+        let k = if c == 1 { 0 } else { ch };
+        let row = &self.data[y * self.width * c..(y + 1) * self.width * c];
+        for (o, px) in out.iter_mut().zip(row.chunks_exact(c)) {
+            *o = f32::from(px[k]) * INV;
+        }
+    }
+    /// The RGB CHW float sample in [0, 1].
+    pub fn to_sample(&self) -> Sample {
+        let (h, w) = (self.height, self.width);
+        let mut data = vec![0f32; 3 * h * w];
+        for ch in 0..3 {
+            for y in 0..h {
+                let o = (ch * h + y) * w;
+                self.row_into(ch, y, &mut data[o..o + w]);
+            }
+        }
+        Sample {
+            shape: [3, h, w],
+            data,
+            label: self.label,
+        }
+    }
+    /// The `th × tw` window at (`top`, `left`).
+    pub fn crop(&self, top: usize, left: usize, th: usize, tw: usize) -> Result<Self> {
+        let (h, w, c) = (self.height, self.width, self.channels);
+        if top + th > h || left + tw > w {
+            return Err(Error::invalid(
+                "crop",
+                format!("{th}x{tw} at ({top}, {left}) of {h}x{w}"),
+            ));
+        }
+        let mut data = Vec::with_capacity(th * tw * c);
+        for y in top..top + th {
+            let o = (y * w + left) * c;
+            data.extend_from_slice(&self.data[o..o + tw * c]);
+        }
+        Ok(Self {
+            channels: c,
+            height: th,
+            width: tw,
+            data,
+            label: self.label,
+        })
+    }
+}
+
 /// Indexable labelled samples. `label` must be cheap (splits and stratification read every one
 /// without decoding images); `get` may decode.
 pub trait Dataset: Send + Sync + std::fmt::Debug {
@@ -28,6 +95,11 @@ pub trait Dataset: Send + Sync + std::fmt::Debug {
     fn get(&self, i: usize) -> Result<Sample>;
     /// Class names, index = label.
     fn classes(&self) -> &[String];
+    /// Sample `i` as the 8-bit image it decodes to, for datasets of image files (`None`: the
+    /// dataset has no such form; the loader then takes [`Dataset::get`]).
+    fn get_raw(&self, _i: usize) -> Result<Option<RawImage>> {
+        Ok(None)
+    }
     /// Every label, in order.
     fn labels(&self) -> Vec<usize> {
         (0..self.len()).map(|i| self.label(i)).collect()
@@ -379,6 +451,19 @@ impl Dataset for Subset {
             s.label = m[s.label];
         }
         Ok(s)
+    }
+    fn get_raw(&self, i: usize) -> Result<Option<RawImage>> {
+        let j = *self.indices.get(i).ok_or_else(|| {
+            Error::invalid(
+                "Subset::get_raw",
+                format!("index {i} of {}", self.indices.len()),
+            )
+        })?;
+        let mut r = self.base.get_raw(j)?;
+        if let (Some(r), Some(m)) = (&mut r, &self.relabel) {
+            r.label = m[r.label];
+        }
+        Ok(r)
     }
     fn classes(&self) -> &[String] {
         &self.classes

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use graft_core::{Error, Result};
 
-use crate::dataset::{Dataset, Sample};
+use crate::dataset::{Dataset, RawImage, Sample};
 
 /// torchvision's `IMG_EXTENSIONS` that the `image` crate decodes here.
 const EXTENSIONS: [&str; 5] = ["jpg", "jpeg", "png", "webp", "bmp"];
@@ -127,11 +127,18 @@ fn reader(path: &Path) -> Result<image::ImageReader<std::io::BufReader<std::fs::
         .map_err(|e| Error::io(path, e))
 }
 
-/// [`decode_rgb`] with an explicit pixel bound (`None`: none). The size comes from the file's
-/// header, checked before any pixel is decoded; the decoder's own allocations are capped to
-/// what that size needs, so a header that lies cannot make it allocate more. Grayscale and
-/// palette images are expanded straight into the float planes (no full-size RGB copy).
+/// [`decode_rgb`] with an explicit pixel bound (`None`: none).
 pub fn decode_rgb_bounded(path: &Path, max_pixels: Option<u64>) -> Result<([usize; 3], Vec<f32>)> {
+    let s = decode_raw(path, max_pixels)?.to_sample();
+    Ok((s.shape, s.data))
+}
+
+/// Decodes an image file to 8-bit pixels: gray stays one channel, everything else becomes RGB
+/// (PIL's `convert("RGB")`: alpha dropped, 16-bit scaled to 8). The size comes from the file's
+/// header and is checked against `max_pixels` before any pixel is decoded; the decoder's own
+/// allocations are capped to what that size needs, so a header that lies cannot make it
+/// allocate more. The result is what the file decodes to and nothing more.
+pub fn decode_raw(path: &Path, max_pixels: Option<u64>) -> Result<RawImage> {
     let (w, h) = reader(path)?
         .into_dimensions()
         .map_err(|e| Error::format(path, format!("cannot read the image header: {e}")))?;
@@ -147,10 +154,9 @@ pub fn decode_rgb_bounded(path: &Path, max_pixels: Option<u64>) -> Result<([usiz
             ),
         ));
     }
-    // the decoded image plus the float planes must fit in memory
     graft_core::limits::check_alloc(
         &format!("{}: a {w}x{h} image", path.display()),
-        Some(u128::from(pixels) * (4 + 12)),
+        Some(u128::from(pixels) * 8),
     )?;
     let mut r = reader(path)?;
     let mut limits = image::Limits::default();
@@ -161,42 +167,30 @@ pub fn decode_rgb_bounded(path: &Path, max_pixels: Option<u64>) -> Result<([usiz
         .decode()
         .map_err(|e| Error::format(path, format!("cannot decode image: {e}")))?;
     let (w, h) = (img.width() as usize, img.height() as usize);
-    let n = h * w;
-    let mut data = vec![0f32; 3 * n];
-    const INV: f32 = 1.0 / 255.0;
-    {
-        let (r, rest) = data.split_at_mut(n);
-        let (g, b) = rest.split_at_mut(n);
-        match &img {
-            image::DynamicImage::ImageLuma8(l) => {
-                for (i, &v) in l.as_raw().iter().enumerate() {
-                    let f = f32::from(v) * INV;
-                    (r[i], g[i], b[i]) = (f, f, f);
-                }
+    let (channels, data) = match img {
+        image::DynamicImage::ImageLuma8(l) => (1, l.into_raw()),
+        image::DynamicImage::ImageRgb8(c) => (3, c.into_raw()),
+        other => {
+            // alpha, 16-bit or float layouts: converted a row at a time
+            let mut data = Vec::with_capacity(3 * h * w);
+            for y in 0..h {
+                data.extend_from_slice(
+                    other
+                        .crop_imm(0, y as u32, w as u32, 1)
+                        .into_rgb8()
+                        .as_raw(),
+                );
             }
-            image::DynamicImage::ImageRgb8(c) => {
-                for (i, px) in c.as_raw().chunks_exact(3).enumerate() {
-                    r[i] = f32::from(px[0]) * INV;
-                    g[i] = f32::from(px[1]) * INV;
-                    b[i] = f32::from(px[2]) * INV;
-                }
-            }
-            other => {
-                // other layouts (alpha, 16-bit, float): PIL's convert("RGB") — row by row
-                let width = w;
-                for y in 0..h {
-                    let row = other.crop_imm(0, y as u32, w as u32, 1).into_rgb8();
-                    for (x, px) in row.as_raw().chunks_exact(3).enumerate() {
-                        let i = y * width + x;
-                        r[i] = f32::from(px[0]) * INV;
-                        g[i] = f32::from(px[1]) * INV;
-                        b[i] = f32::from(px[2]) * INV;
-                    }
-                }
-            }
+            (3, data)
         }
-    }
-    Ok(([3, h, w], data))
+    };
+    Ok(RawImage {
+        channels,
+        height: h,
+        width: w,
+        data,
+        label: 0,
+    })
 }
 
 impl Dataset for ImageFolder {
@@ -219,6 +213,17 @@ impl Dataset for ImageFolder {
             data,
             label: *label,
         })
+    }
+    fn get_raw(&self, i: usize) -> Result<Option<RawImage>> {
+        let (path, label) = self.samples.get(i).ok_or_else(|| {
+            Error::invalid(
+                "ImageFolder::get_raw",
+                format!("index {i} of {}", self.samples.len()),
+            )
+        })?;
+        let mut r = decode_raw(path, self.max_pixels)?;
+        r.label = *label;
+        Ok(Some(r))
     }
     fn classes(&self) -> &[String] {
         &self.classes

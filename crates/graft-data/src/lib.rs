@@ -22,8 +22,8 @@ mod shift;
 mod split;
 pub mod transform;
 
-pub use dataset::{ArrayDataset, Dataset, Sample, Subset};
-pub use image_folder::{ImageFolder, decode_rgb, decode_rgb_bounded};
+pub use dataset::{ArrayDataset, Dataset, RawImage, Sample, Subset};
+pub use image_folder::{ImageFolder, decode_raw, decode_rgb, decode_rgb_bounded};
 pub use loader::{BadSample, Batch, Loader, LoaderConfig, Transform};
 pub use mixup::Mixup;
 pub use shift::Shift;

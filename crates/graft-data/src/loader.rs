@@ -18,12 +18,18 @@ use rand::seq::SliceRandom;
 use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
 
-use crate::dataset::{Dataset, Sample};
+use crate::dataset::{Dataset, RawImage, Sample};
 
 /// A per-sample transform (augmentation, resizing, normalisation). `rng` is seeded from
 /// (seed, epoch, index).
 pub trait Transform: Send + Sync + std::fmt::Debug {
     fn apply(&self, sample: Sample, rng: &mut ChaCha8Rng) -> Result<Sample>;
+    /// The transform of a decoded 8-bit image (the same result as `apply` on its float
+    /// sample). Transforms that resize or crop first read the pixels directly, so a large image
+    /// never exists as a full-size float copy; the default converts it, then applies.
+    fn apply_raw(&self, img: RawImage, rng: &mut ChaCha8Rng) -> Result<Sample> {
+        self.apply(img.to_sample(), rng)
+    }
 }
 
 /// What to do with a sample that fails to load.
@@ -168,14 +174,14 @@ impl Loader {
         let results: Vec<Result<Sample>> = indices
             .par_iter()
             .map(|&i| {
-                let s = self.dataset.get(i)?;
-                match &self.transform {
-                    Some(t) => {
-                        let mut rng =
-                            ChaCha8Rng::seed_from_u64(mix_seed(&[self.cfg.seed, epoch, i as u64]));
-                        t.apply(s, &mut rng)
-                    }
-                    None => Ok(s),
+                let mut rng =
+                    ChaCha8Rng::seed_from_u64(mix_seed(&[self.cfg.seed, epoch, i as u64]));
+                // image files: the transform reads the decoded 8-bit pixels
+                match (&self.transform, self.dataset.get_raw(i)?) {
+                    (Some(t), Some(raw)) => t.apply_raw(raw, &mut rng),
+                    (None, Some(raw)) => Ok(raw.to_sample()),
+                    (Some(t), None) => t.apply(self.dataset.get(i)?, &mut rng),
+                    (None, None) => self.dataset.get(i),
                 }
             })
             .collect();

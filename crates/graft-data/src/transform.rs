@@ -11,7 +11,7 @@ use graft_core::{Error, Result};
 use rand::RngExt;
 use rand_chacha::ChaCha8Rng;
 
-use crate::dataset::Sample;
+use crate::dataset::{RawImage, Sample};
 use crate::loader::Transform;
 
 /// Resampling filter.
@@ -65,6 +65,44 @@ fn round8(v: f32, quantize: bool) -> f32 {
 /// Resamples a CHW image to `[oh, ow]` (PIL-style, 8-bit rounding per pass when `quantize`).
 pub fn resize(s: &Sample, oh: usize, ow: usize, interp: Interp, quantize: bool) -> Result<Sample> {
     let [c, h, w] = s.shape;
+    resize_rows(
+        [c, h, w],
+        oh,
+        ow,
+        interp,
+        quantize,
+        s.label,
+        |ch, y, out| {
+            out.copy_from_slice(&s.data[(ch * h + y) * w..(ch * h + y + 1) * w]);
+        },
+    )
+}
+
+/// [`resize`] straight from 8-bit pixels: the same values as converting the image to floats
+/// first and resizing (each pixel becomes `v / 255` before it is weighted), without the
+/// full-size float copy.
+pub fn resize_raw(img: &RawImage, oh: usize, ow: usize, interp: Interp) -> Result<Sample> {
+    resize_rows(
+        [3, img.height, img.width],
+        oh,
+        ow,
+        interp,
+        true,
+        img.label,
+        |ch, y, out| img.row_into(ch, y, out),
+    )
+}
+
+/// The separable resampling over rows that `row(ch, y, out)` writes (`out` is `w` long).
+fn resize_rows(
+    [c, h, w]: [usize; 3],
+    oh: usize,
+    ow: usize,
+    interp: Interp,
+    quantize: bool,
+    label: usize,
+    row: impl Fn(usize, usize, &mut [f32]),
+) -> Result<Sample> {
     if oh == 0 || ow == 0 || h == 0 || w == 0 {
         return Err(Error::invalid("resize", format!("{h}x{w} to {oh}x{ow}")));
     }
@@ -72,10 +110,12 @@ pub fn resize(s: &Sample, oh: usize, ow: usize, interp: Interp, quantize: bool) 
     let ty = taps(interp, h, oh);
     // Horizontal pass: every row, every output column.
     let mut tmp = vec![0f32; c * h * ow];
-    for (row, out) in s.data.chunks_exact(w).zip(tmp.chunks_exact_mut(ow)) {
+    let mut buf = vec![0f32; w];
+    for (r, out) in tmp.chunks_exact_mut(ow).enumerate() {
+        row(r / h, r % h, &mut buf);
         for (x, o) in out.iter_mut().enumerate() {
             let ws = &tx.w[tx.off[x]..tx.off[x + 1]];
-            let src = &row[tx.lo[x]..tx.lo[x] + ws.len()];
+            let src = &buf[tx.lo[x]..tx.lo[x] + ws.len()];
             let v: f32 = ws.iter().zip(src).map(|(a, b)| a * b).sum();
             *o = round8(v, quantize);
         }
@@ -101,7 +141,7 @@ pub fn resize(s: &Sample, oh: usize, ow: usize, interp: Interp, quantize: bool) 
     Ok(Sample {
         shape: [c, oh, ow],
         data: out,
-        label: s.label,
+        label,
     })
 }
 
@@ -135,18 +175,31 @@ pub struct ResizeShorter {
     pub interp: Interp,
 }
 
-impl Transform for ResizeShorter {
-    fn apply(&self, s: Sample, _rng: &mut ChaCha8Rng) -> Result<Sample> {
-        let [_, h, w] = s.shape;
-        let (oh, ow) = if h <= w {
+impl ResizeShorter {
+    fn target(&self, h: usize, w: usize) -> (usize, usize) {
+        if h <= w {
             (self.size, (self.size as f64 * w as f64 / h as f64) as usize)
         } else {
             ((self.size as f64 * h as f64 / w as f64) as usize, self.size)
-        };
+        }
+    }
+}
+
+impl Transform for ResizeShorter {
+    fn apply(&self, s: Sample, _rng: &mut ChaCha8Rng) -> Result<Sample> {
+        let [_, h, w] = s.shape;
+        let (oh, ow) = self.target(h, w);
         if (oh, ow) == (h, w) {
             return Ok(s);
         }
         resize(&s, oh, ow, self.interp, true)
+    }
+    fn apply_raw(&self, img: RawImage, _rng: &mut ChaCha8Rng) -> Result<Sample> {
+        let (oh, ow) = self.target(img.height, img.width);
+        if (oh, ow) == (img.height, img.width) {
+            return Ok(img.to_sample());
+        }
+        resize_raw(&img, oh, ow, self.interp)
     }
 }
 
@@ -167,9 +220,28 @@ impl Transform for CenterCrop {
                 format!("{}x{} from a {h}x{w} image", self.h, self.w),
             ));
         }
-        let top = ((h - self.h) as f64 / 2.0).round_ties_even() as usize;
-        let left = ((w - self.w) as f64 / 2.0).round_ties_even() as usize;
+        let (top, left) = self.offsets(h, w);
         crop(&s, top, left, self.h, self.w)
+    }
+    fn apply_raw(&self, img: RawImage, _rng: &mut ChaCha8Rng) -> Result<Sample> {
+        let (h, w) = (img.height, img.width);
+        if self.h > h || self.w > w {
+            return Err(Error::invalid(
+                "CenterCrop",
+                format!("{}x{} from a {h}x{w} image", self.h, self.w),
+            ));
+        }
+        let (top, left) = self.offsets(h, w);
+        Ok(img.crop(top, left, self.h, self.w)?.to_sample())
+    }
+}
+
+impl CenterCrop {
+    fn offsets(&self, h: usize, w: usize) -> (usize, usize) {
+        (
+            ((h - self.h) as f64 / 2.0).round_ties_even() as usize,
+            ((w - self.w) as f64 / 2.0).round_ties_even() as usize,
+        )
     }
 }
 
@@ -194,9 +266,9 @@ impl RandomResizedCrop {
     }
 }
 
-impl Transform for RandomResizedCrop {
-    fn apply(&self, s: Sample, rng: &mut ChaCha8Rng) -> Result<Sample> {
-        let [_, h, w] = s.shape;
+impl RandomResizedCrop {
+    /// The crop window `(top, left, height, width)` for an `h × w` image (torchvision's draws).
+    fn window(&self, h: usize, w: usize, rng: &mut ChaCha8Rng) -> (usize, usize, usize, usize) {
         let area = (h * w) as f64;
         let (lr0, lr1) = (self.ratio.0.ln(), self.ratio.1.ln());
         for _ in 0..10 {
@@ -208,13 +280,27 @@ impl Transform for RandomResizedCrop {
             if cw > 0 && ch > 0 && cw <= w && ch <= h {
                 let top = rng.random_range(0..=h - ch);
                 let left = rng.random_range(0..=w - cw);
-                let c = crop(&s, top, left, ch, cw)?;
-                return resize(&c, self.size[0], self.size[1], self.interp, true);
+                return (top, left, ch, cw);
             }
         }
         let side = h.min(w);
-        let c = CenterCrop { h: side, w: side }.apply(s, rng)?;
+        let c = CenterCrop { h: side, w: side };
+        let (top, left) = c.offsets(h, w);
+        (top, left, side, side)
+    }
+}
+
+impl Transform for RandomResizedCrop {
+    fn apply(&self, s: Sample, rng: &mut ChaCha8Rng) -> Result<Sample> {
+        let [_, h, w] = s.shape;
+        let (top, left, ch, cw) = self.window(h, w, rng);
+        let c = crop(&s, top, left, ch, cw)?;
         resize(&c, self.size[0], self.size[1], self.interp, true)
+    }
+    fn apply_raw(&self, img: RawImage, rng: &mut ChaCha8Rng) -> Result<Sample> {
+        let (top, left, ch, cw) = self.window(img.height, img.width, rng);
+        let c = img.crop(top, left, ch, cw)?;
+        resize_raw(&c, self.size[0], self.size[1], self.interp)
     }
 }
 
@@ -307,6 +393,16 @@ impl Transform for Compose {
         }
         Ok(s)
     }
+    fn apply_raw(&self, img: RawImage, rng: &mut ChaCha8Rng) -> Result<Sample> {
+        let Some((first, rest)) = self.0.split_first() else {
+            return Ok(img.to_sample());
+        };
+        let mut s = first.apply_raw(img, rng)?;
+        for t in rest {
+            s = t.apply(s, rng)?;
+        }
+        Ok(s)
+    }
 }
 
 /// How the eval transform fits an image to the input size (timm's `crop_mode`).
@@ -335,6 +431,12 @@ impl Transform for ResizeExact {
             return Ok(s);
         }
         resize(&s, self.h, self.w, self.interp, true)
+    }
+    fn apply_raw(&self, img: RawImage, _rng: &mut ChaCha8Rng) -> Result<Sample> {
+        if [self.h, self.w] == [img.height, img.width] {
+            return Ok(img.to_sample());
+        }
+        resize_raw(&img, self.h, self.w, self.interp)
     }
 }
 

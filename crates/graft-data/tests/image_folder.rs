@@ -207,3 +207,46 @@ fn a_decompression_bomb_is_refused_from_its_header() {
     assert!(ds.get(0).expect_err("bound").to_string().contains("x.png"));
     let _ = std::fs::remove_dir_all(&root);
 }
+
+/// Issue 17.3: the loader hands image files to the transform as decoded 8-bit pixels; the
+/// result is the float path's, bit for bit, for the eval and train transforms, gray and RGB.
+#[test]
+fn the_8_bit_path_equals_the_float_path() {
+    use graft_data::Transform;
+    use graft_data::transform::{CropMode, train_transform};
+    use rand::SeedableRng;
+    let root = tmp("raw-path");
+    let gray = root.join("g.png");
+    image::GrayImage::from_fn(37, 23, |x, y| image::Luma([(x * 7 + y * 3) as u8]))
+        .save(&gray)
+        .expect("png");
+    let rgb = root.join("c.png");
+    write_image(&rgb, 3);
+    for p in [&gray, &rgb] {
+        let raw = graft_data::decode_raw(p, None).expect("raw");
+        for (mode, crop_pct) in [
+            (CropMode::Center, 0.875),
+            (CropMode::Squash, 0.9),
+            (CropMode::Center, 1.0),
+        ] {
+            let cfg = TransformCfg {
+                input_size: [3, 12, 12],
+                crop_pct,
+                interp: Interp::Bicubic,
+                mean: vec![0.5; 3],
+                std: vec![0.25; 3],
+                crop_mode: mode,
+            };
+            for t in [eval_transform(&cfg, true), train_transform(&cfg)] {
+                for seed in 0..4 {
+                    let mut r1 = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+                    let mut r2 = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+                    let a = t.apply_raw(raw.clone(), &mut r1).expect("raw");
+                    let b = t.apply(raw.to_sample(), &mut r2).expect("float");
+                    assert!(a == b, "{}: {mode:?} seed {seed}", p.display());
+                }
+            }
+        }
+    }
+    let _ = std::fs::remove_dir_all(&root);
+}

@@ -354,7 +354,9 @@ impl WeightsFile {
             // a torch.save file: decoded up front, without running its pickle
             return Ok(Self::from_tensors(path, crate::torch_file::read(path)?));
         }
-        let len = std::fs::metadata(path).map_err(|e| Error::io(path, e))?.len();
+        let len = std::fs::metadata(path)
+            .map_err(|e| Error::io(path, e))?
+            .len();
         let source = if len <= READ_LIMIT {
             Source::Read(std::fs::read(path).map_err(|e| Error::io(path, e))?)
         } else {
