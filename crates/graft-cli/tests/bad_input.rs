@@ -459,3 +459,84 @@ fn sizes_from_files_are_checked_before_allocating() {
     std::fs::write(&cfg_path, serde_json::to_string(&v).expect("json")).expect("write");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Fuzzing the experiment file through the binary (`graft plan`: parse, validate, build the
+/// model and the data, plan — no training): mutated copies of the seeds in `tests/fuzz/` for a
+/// bounded time (`GRAFT_FUZZ_SECS`, default 6). Every run ends with exit 0, 1 or 2 — never a
+/// panic or a signal.
+#[test]
+fn fuzz_experiment_files() {
+    use rand::{RngExt, SeedableRng};
+    let seeds_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fuzz");
+    let mut seeds: Vec<String> = std::fs::read_dir(&seeds_dir)
+        .expect("seeds")
+        .map(|e| std::fs::read_to_string(e.expect("entry").path()).expect("seed"))
+        .collect();
+    seeds.sort();
+    const VALUES: [&str; 14] = [
+        "0", "-1", "1e308", "nan", "-inf", "18446744073709551616", "99999999999", "\"\"",
+        "\"../x\"", "[]", "[1, 1]", "{}", "true", "\"auto\"",
+    ];
+    let secs: f64 = std::env::var("GRAFT_FUZZ_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(6.0);
+    let dir = tmp("fuzz-toml");
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(17);
+    let t0 = std::time::Instant::now();
+    let mut runs = 0;
+    let mut by_code = std::collections::BTreeMap::new();
+    while t0.elapsed().as_secs_f64() < secs {
+        let seed = &seeds[rng.random_range(0..seeds.len())];
+        let mut lines: Vec<String> = seed.lines().map(str::to_string).collect();
+        for _ in 0..rng.random_range(1..=3) {
+            let i = rng.random_range(0..lines.len());
+            match rng.random_range(0..5) {
+                0 => {
+                    // a value replaced by an extreme or ill-typed one
+                    if let Some((k, _)) = lines[i].split_once(" = ") {
+                        lines[i] = format!("{k} = {}", VALUES[rng.random_range(0..VALUES.len())]);
+                    }
+                }
+                1 => {
+                    lines.remove(i);
+                    if lines.is_empty() {
+                        lines.push(String::new());
+                    }
+                }
+                2 => {
+                    let l = lines[i].clone();
+                    lines.insert(i, l);
+                }
+                3 => {
+                    let l = &mut lines[i];
+                    if !l.is_empty() {
+                        let at = rng.random_range(0..l.len());
+                        if l.is_char_boundary(at) {
+                            l.insert(at, ['[', ']', '"', '=', '.', '#', '\\', 'x'][rng.random_range(0..8)]);
+                        }
+                    }
+                }
+                _ => {
+                    let other = &seeds[rng.random_range(0..seeds.len())];
+                    let ol: Vec<&str> = other.lines().collect();
+                    lines.insert(i, ol[rng.random_range(0..ol.len())].to_string());
+                }
+            }
+        }
+        let text = lines.join("\n") + "\n";
+        write(&dir, "exp.toml", &text);
+        let out = graft(&dir, &["plan", "exp.toml"]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            matches!(out.status.code(), Some(0..=2)) && !err.contains("panicked"),
+            "graft plan on\n{text}\nended with {:?}:\n{err}",
+            out.status
+        );
+        *by_code.entry(out.status.code()).or_insert(0) += 1;
+        runs += 1;
+    }
+    eprintln!("{runs} mutated experiment files, exit codes {by_code:?}");
+    assert!(runs > 0);
+    let _ = std::fs::remove_dir_all(&dir);
+}
