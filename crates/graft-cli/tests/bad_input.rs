@@ -321,6 +321,21 @@ fn out_of_range_values_are_located_errors_before_any_work() {
             "pct_start = 1.5",
             "pct_start 1.5: must be in (0, 1)",
         ),
+        (
+            format!("{head}{digits}[train]\naccumulate = 0\n"),
+            "accumulate = 0",
+            "0: must be at least 1",
+        ),
+        (
+            format!("{head}{digits}[strategy]\npatience = 0\n"),
+            "patience = 0",
+            "patience 0: must be at least 1 epoch",
+        ),
+        (
+            format!("{head}{digits}[strategy]\nhead = \"mlp\"\ndropout = 1.0\n"),
+            "dropout = 1.0",
+            "1: must be in [0, 1)",
+        ),
     ];
     for (i, (text, at, want)) in cases.iter().enumerate() {
         let name = format!("case{i}.toml");
