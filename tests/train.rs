@@ -296,14 +296,35 @@ fn early_stopping_stops_after_patience_and_data_config_follows_the_cfg() {
         patience: 2,
         min_delta: 10.0,
     });
+    let dir = std::env::temp_dir().join(format!("graft-train-stopped-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    cfg.run_dir = Some(dir.clone());
+    cfg.resume = true;
+    cfg.progress = false;
     let mut t = Trainer::new(
-        cfg,
+        cfg.clone(),
         plan.apply(&model).expect("apply"),
         plan.modes().clone(),
     );
     let h = t.fit(&mut model, &train, Some(&val)).expect("fit");
     assert!(h.stopped_early);
     assert_eq!(h.epochs.len(), 3);
+    // resuming a run that stopped early trains nothing more and reports the whole run (issue 17)
+    let lines = std::fs::read_to_string(dir.join("metrics.jsonl")).expect("metrics");
+    let mut again = Trainer::new(
+        cfg,
+        plan.apply(&model).expect("apply"),
+        plan.modes().clone(),
+    );
+    let h2 = again.fit(&mut model, &train, Some(&val)).expect("resume");
+    assert!(h2.stopped_early);
+    assert_eq!(h2.epochs, h.epochs, "the whole run, from metrics.jsonl");
+    assert_eq!(
+        std::fs::read_to_string(dir.join("metrics.jsonl")).expect("metrics"),
+        lines,
+        "no epoch ran"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
     let (vit, _) = create_model(&b, "vit_tiny_patch16_224", &ModelOptions::default()).expect("vit");
     let dc = graft::train::data_config(vit.cfg());
     assert_eq!(

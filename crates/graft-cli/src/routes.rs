@@ -56,9 +56,8 @@ impl Route {
     }
 }
 
-/// Runs `route` on the experiment file `path`; `models_dirs` come from the command line.
-/// Runs `route` on the experiment file at `path`; `resume` (finetune only) continues an
-/// interrupted run in that directory.
+/// Runs `route` on the experiment file `path`; `models_dirs` come from the command line;
+/// `resume` (finetune only) continues an interrupted run in that directory.
 pub fn run(
     route: Route,
     path: &Path,

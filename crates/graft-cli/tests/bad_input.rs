@@ -489,8 +489,20 @@ fn fuzz_experiment_files() {
         .collect();
     seeds.sort();
     const VALUES: [&str; 14] = [
-        "0", "-1", "1e308", "nan", "-inf", "18446744073709551616", "99999999999", "\"\"",
-        "\"../x\"", "[]", "[1, 1]", "{}", "true", "\"auto\"",
+        "0",
+        "-1",
+        "1e308",
+        "nan",
+        "-inf",
+        "18446744073709551616",
+        "99999999999",
+        "\"\"",
+        "\"../x\"",
+        "[]",
+        "[1, 1]",
+        "{}",
+        "true",
+        "\"auto\"",
     ];
     let secs: f64 = std::env::var("GRAFT_FUZZ_SECS")
         .ok()
@@ -528,7 +540,10 @@ fn fuzz_experiment_files() {
                     if !l.is_empty() {
                         let at = rng.random_range(0..l.len());
                         if l.is_char_boundary(at) {
-                            l.insert(at, ['[', ']', '"', '=', '.', '#', '\\', 'x'][rng.random_range(0..8)]);
+                            l.insert(
+                                at,
+                                ['[', ']', '"', '=', '.', '#', '\\', 'x'][rng.random_range(0..8)],
+                            );
                         }
                     }
                 }

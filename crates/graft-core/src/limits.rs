@@ -109,7 +109,7 @@ mod tests {
         assert!(numel(&[usize::MAX, usize::MAX, 4]).is_none());
         assert!(
             check_alloc("y", None)
-                .unwrap_err()
+                .expect_err("overflow")
                 .to_string()
                 .contains("overflows")
         );

@@ -75,19 +75,25 @@ fn npy_sizes_labels_and_values_are_checked() {
     std::fs::write(d.join("huge.npy"), &bytes).expect("write");
     let err = graft_data::npy::read_f32(&d.join("huge.npy")).expect_err("huge");
     assert!(
-        err.to_string().contains("huge.npy") && err.to_string().contains("[9999999999999, 1, 2, 2]"),
+        err.to_string().contains("huge.npy")
+            && err.to_string().contains("[9999999999999, 1, 2, 2]"),
         "{err}"
     );
     let big = ndarray::Array1::<i64>::from(vec![0, 1 << 21]);
     ndarray_npy::write_npy(d.join("big.npy"), &big).expect("big");
     let err = ArrayDataset::from_npy(&d.join("x.npy"), &d.join("big.npy")).expect_err("label");
-    assert!(err.to_string().contains("big.npy") && err.to_string().contains("2097152"), "{err}");
+    assert!(
+        err.to_string().contains("big.npy") && err.to_string().contains("2097152"),
+        "{err}"
+    );
     let mut nan = ndarray::Array4::<f32>::zeros((2, 1, 2, 2));
     nan[[1, 0, 1, 1]] = f32::NAN;
     ndarray_npy::write_npy(d.join("nan.npy"), &nan).expect("nan");
-    ndarray_npy::write_npy(d.join("y.npy"), &ndarray::Array1::<i64>::from(vec![0, 1]))
-        .expect("y");
+    ndarray_npy::write_npy(d.join("y.npy"), &ndarray::Array1::<i64>::from(vec![0, 1])).expect("y");
     let err = ArrayDataset::from_npy(&d.join("nan.npy"), &d.join("y.npy")).expect_err("nan");
-    assert!(err.to_string().contains("nan.npy") && err.to_string().contains("value 7"), "{err}");
+    assert!(
+        err.to_string().contains("nan.npy") && err.to_string().contains("value 7"),
+        "{err}"
+    );
     let _ = std::fs::remove_dir_all(&d);
 }

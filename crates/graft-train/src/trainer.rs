@@ -835,12 +835,11 @@ impl<B: AutodiffBackend> Trainer<B> {
         }
         if let Some(dir) = &self.cfg.run_dir {
             // The whole run's curves, resumed parts included: from metrics.jsonl.
-            let full = History::from_metrics(&dir.join("metrics.jsonl"))
-                .unwrap_or_else(|_| history.clone());
-            crate::plot::plot_history(&full, &dir.join("curves.png"))?;
+            let whole = History::from_metrics(&dir.join("metrics.jsonl"));
+            crate::plot::plot_history(whole.as_ref().unwrap_or(&history), &dir.join("curves.png"))?;
             if resumed {
                 // a resumed run reports the whole run, as one never interrupted would
-                let mut full = History::from_metrics(&dir.join("metrics.jsonl"))?;
+                let mut full = whole?;
                 full.stopped_early = history.stopped_early;
                 return Ok(full);
             }
