@@ -168,6 +168,9 @@ fn fuzz_safetensors() {
             }
             let _ = f.head_classes("fc");
         }
+        if let Ok(f) = graft::zoo::WeightsFile::open_index(p) {
+            let _ = f.head_classes("fc");
+        }
     });
 }
 

@@ -399,7 +399,7 @@ fn models(reg: &Registry, pattern: Option<&str>) -> Result<()> {
 }
 
 fn inspect(reg: &Registry, path: &Path, all: bool) -> Result<()> {
-    let file = WeightsFile::open(path)?;
+    let file = WeightsFile::open_index(path)?;
     let idx = file.index();
     let mut dtypes: std::collections::BTreeMap<&str, usize> = Default::default();
     for t in idx.values() {
@@ -502,7 +502,7 @@ fn infer_tch(_reg: &Registry, _job: &InferJob) -> Result<()> {
 
 /// The head size of a weights file (its index only, nothing decoded), checked.
 fn weights_num_classes(path: &Path, classifier: &str) -> Result<Option<usize>> {
-    Ok(WeightsFile::open(path)?.head_classes(classifier)?)
+    Ok(WeightsFile::open_index(path)?.head_classes(classifier)?)
 }
 
 #[derive(Debug)]

@@ -281,6 +281,14 @@ impl fmt::Display for LoadReport {
     }
 }
 
+/// A tensor's entry in a safetensors header.
+#[derive(serde::Deserialize)]
+struct HeaderEntry {
+    dtype: String,
+    shape: Vec<usize>,
+    data_offsets: [u64; 2],
+}
+
 /// One tensor of a weights file, decoded on demand.
 #[derive(Debug, Clone)]
 pub struct FileTensor {
@@ -386,6 +394,59 @@ impl WeightsFile {
             source,
             index,
         })
+    }
+    /// The tensors' names, shapes and dtypes of a weights file without reading their data: a
+    /// safetensors file's header alone (its offsets checked against the file's length), or a
+    /// `torch.save` file decoded. Reading a tensor from the result is an error.
+    pub fn open_index(path: &Path) -> Result<Self> {
+        use std::io::Read;
+        if crate::pretrained::is_pickle(path) {
+            return Self::open(path);
+        }
+        let bad = |m: String| Error::format(path, format!("not a valid safetensors file: {m}"));
+        let mut f = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+        let len = f.metadata().map_err(|e| Error::io(path, e))?.len();
+        let mut n = [0u8; 8];
+        f.read_exact(&mut n)
+            .map_err(|_| bad("shorter than its 8-byte header length".into()))?;
+        let n = u64::from_le_bytes(n);
+        if n > 100_000_000 || 8 + n > len {
+            return Err(bad(format!("a header of {n} bytes in a file of {len}")));
+        }
+        let mut header = vec![0u8; n as usize];
+        f.read_exact(&mut header).map_err(|e| Error::io(path, e))?;
+        let meta: BTreeMap<String, serde_json::Value> =
+            serde_json::from_slice(&header).map_err(|e| bad(format!("header: {e}")))?;
+        let data_len = len - 8 - n;
+        let mut index = BTreeMap::new();
+        for (name, v) in meta {
+            if name == "__metadata__" {
+                continue;
+            }
+            let info: HeaderEntry =
+                serde_json::from_value(v).map_err(|e| bad(format!("tensor {name:?}: {e}")))?;
+            let [start, end] = info.data_offsets;
+            if start > end || end > data_len {
+                return Err(bad(format!(
+                    "tensor {name:?}: offsets {start}..{end} past the {data_len} data bytes"
+                )));
+            }
+            let dtype: safetensors::Dtype =
+                serde_json::from_value(serde_json::Value::String(info.dtype.clone()))
+                    .map_err(|_| bad(format!("tensor {name:?}: dtype {:?}", info.dtype)))?;
+            let want = graft_core::limits::numel(&info.shape)
+                .and_then(|e| e.checked_mul(dtype.bitsize() as u128 / 8));
+            if want != Some(u128::from(end - start)) {
+                return Err(bad(format!(
+                    "tensor {name:?}: shape {:?} of {} does not fill {} bytes",
+                    info.shape,
+                    info.dtype,
+                    end - start
+                )));
+            }
+            index.insert(name, (info.shape, safetensors_dtype(dtype)));
+        }
+        Ok(Self::index_only(path, index))
     }
     /// Host tensors already in memory (a `.pth` read through graft-tch), named after `source`.
     pub fn from_tensors(source: &Path, tensors: BTreeMap<String, TensorData>) -> Self {

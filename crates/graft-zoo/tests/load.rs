@@ -509,3 +509,28 @@ fn a_weights_file_truncated_after_open_cannot_fault() {
     let w = file.read("layer4.1.conv2.weight").expect("read");
     assert_eq!(w, t["layer4.1.conv2.weight"]);
 }
+
+/// The header-only index (what `graft inspect` and the head-size lookup read) agrees with a full
+/// open, and a file whose header points past its data is an error naming it.
+#[test]
+fn the_header_index_agrees_with_a_full_open() {
+    let (p, _) = saved("index-only", 1);
+    let full = graft_zoo::WeightsFile::open(&p).expect("open");
+    let idx = graft_zoo::WeightsFile::open_index(&p).expect("index");
+    let shapes = |f: &graft_zoo::WeightsFile| {
+        f.index()
+            .iter()
+            .map(|(k, v)| (k.clone(), v.shape.clone(), v.dtype.clone()))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(shapes(&full), shapes(&idx));
+    let bytes = std::fs::read(&p).expect("read");
+    std::fs::write(&p, &bytes[..bytes.len() - 4]).expect("cut");
+    let err = graft_zoo::WeightsFile::open_index(&p)
+        .expect_err("cut")
+        .to_string();
+    assert!(
+        err.contains("w.safetensors") && err.contains("past the"),
+        "{err}"
+    );
+}
