@@ -72,17 +72,15 @@ fn outcome(r: &serde_json::Value) -> serde_json::Value {
     })
 }
 
-#[test]
-fn a_killed_finetune_resumes_to_the_uninterrupted_result() {
-    // the run never interrupted
-    let a = tmp("whole");
-    std::fs::write(a.join("exp.toml"), EXP).expect("write");
+/// Runs `exp` whole in one directory, and in another kills it (SIGKILL) once `first` — a
+/// checkpoint, relative to the run directory — exists, then resumes it; returns the two run
+/// directories.
+fn whole_and_resumed(tag: &str, exp: &str, first: &str) -> (PathBuf, PathBuf) {
+    let a = tmp(&format!("{tag}-whole"));
+    std::fs::write(a.join("exp.toml"), exp).expect("write");
     ok(&a, &["finetune", "exp.toml"]);
-    let whole = a.join("runs/exp");
-
-    // the same run, killed after its first checkpoint, then resumed in its directory
-    let b = tmp("killed");
-    std::fs::write(b.join("exp.toml"), EXP).expect("write");
+    let b = tmp(&format!("{tag}-killed"));
+    std::fs::write(b.join("exp.toml"), exp).expect("write");
     let mut child = Command::new(env!("CARGO_BIN_EXE_graft"))
         .current_dir(&b)
         .args(["finetune", "exp.toml"])
@@ -90,9 +88,9 @@ fn a_killed_finetune_resumes_to_the_uninterrupted_result() {
         .stderr(Stdio::null())
         .spawn()
         .expect("spawn");
-    let first = b.join("runs/exp/phase1-frozen/checkpoint.safetensors");
+    let run = b.join("runs/exp");
     let t0 = Instant::now();
-    while !first.exists() {
+    while !run.join(first).exists() {
         assert!(
             child.try_wait().expect("wait").is_none(),
             "the run ended before its first checkpoint was seen"
@@ -102,7 +100,6 @@ fn a_killed_finetune_resumes_to_the_uninterrupted_result() {
     }
     child.kill().expect("SIGKILL");
     child.wait().expect("reap");
-    let run = b.join("runs/exp");
     assert!(
         !run.join("report.json").exists(),
         "killed before the end of the run"
@@ -110,6 +107,37 @@ fn a_killed_finetune_resumes_to_the_uninterrupted_result() {
     // a half-written file of the killed process, as an atomic write leaves it
     let orphan = run.join(".checkpoint.safetensors.tmp-999999999");
     std::fs::write(&orphan, b"partial").expect("orphan");
+    let out = graft(&b, &["finetune", "exp.toml", "--resume", "runs/exp"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "resume failed: {err}");
+    assert!(err.contains("removed 1 unfinished temporary file"), "{err}");
+    assert!(!orphan.exists());
+    assert!(
+        !b.join("runs/exp-2").exists(),
+        "the run continues in its directory"
+    );
+    (a.join("runs/exp"), run)
+}
+
+fn assert_same_outcome(whole: &Path, resumed: &Path, epochs: usize) {
+    let (ra, rb) = (report(whole), report(resumed));
+    assert_eq!(outcome(&ra), outcome(&rb), "the resumed run's report");
+    assert_eq!(ra["history"].as_array().map(Vec::len), Some(epochs));
+    let wa = std::fs::read(whole.join("model/model.safetensors")).expect("weights");
+    let wb = std::fs::read(resumed.join("model/model.safetensors")).expect("weights");
+    assert!(wa == wb, "the exported weights are bit-identical");
+}
+
+#[test]
+fn a_killed_finetune_resumes_to_the_uninterrupted_result() {
+    // fastai's fine_tune: killed in its frozen phase, resumed through both phases
+    let (whole, resumed) = whole_and_resumed("lpft", EXP, "phase1-frozen/checkpoint.safetensors");
+    assert_same_outcome(&whole, &resumed, 4);
+    let b = resumed
+        .parent()
+        .and_then(Path::parent)
+        .expect("dir")
+        .to_path_buf();
 
     // a changed experiment is refused, and so is a directory that is not a run
     std::fs::write(
@@ -126,29 +154,34 @@ fn a_killed_finetune_resumes_to_the_uninterrupted_result() {
     );
     let out = graft(&b, &["finetune", "exp.toml", "--resume", "."]);
     assert!(String::from_utf8_lossy(&out.stderr).contains("not a graft run directory"));
+    for d in [&whole, &resumed] {
+        let _ = std::fs::remove_dir_all(d.parent().and_then(Path::parent).expect("dir"));
+    }
+}
 
-    let out = graft(&b, &["finetune", "exp.toml", "--resume", "runs/exp"]);
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "resume failed: {err}");
-    assert!(err.contains("removed 1 unfinished temporary file"), "{err}");
-    assert!(!orphan.exists());
-    assert!(
-        !b.join("runs/exp-2").exists(),
-        "the run continues in its directory"
-    );
-
-    let (ra, rb) = (report(&whole), report(&run));
-    assert_eq!(outcome(&ra), outcome(&rb), "the resumed run's report");
-    assert_eq!(
-        ra["history"].as_array().map(Vec::len),
-        Some(4),
-        "2 frozen + 2 unfrozen epochs"
-    );
-    let wa = std::fs::read(whole.join("model/model.safetensors")).expect("weights");
-    let wb = std::fs::read(run.join("model/model.safetensors")).expect("weights");
-    assert!(wa == wb, "the exported weights are bit-identical");
-    let _ = std::fs::remove_dir_all(&a);
-    let _ = std::fs::remove_dir_all(&b);
+/// Gradual unfreezing (one phase an epoch, the optimizer carried across phases) and the
+/// freeze-k recipe (one phase), each killed after its first checkpoint.
+#[test]
+fn every_strategy_resumes_to_the_uninterrupted_result() {
+    let gradual = EXP
+        .replace("kind = \"lpft\"\nfreeze_epochs = 2", "kind = \"gradual\"")
+        .replace("epochs = 2\nlr", "epochs = 3\nlr");
+    let recipe = EXP
+        .replace(
+            "kind = \"lpft\"\nfreeze_epochs = 2",
+            "kind = \"recipe\"\nfreeze = 2",
+        )
+        .replace("epochs = 2\nlr", "epochs = 3\nlr");
+    for (tag, exp, first) in [
+        ("gradual", gradual, "phase1-freeze5/checkpoint.safetensors"),
+        ("recipe", recipe, "phase1-freeze2/checkpoint.safetensors"),
+    ] {
+        let (whole, resumed) = whole_and_resumed(tag, &exp, first);
+        assert_same_outcome(&whole, &resumed, 3);
+        for d in [&whole, &resumed] {
+            let _ = std::fs::remove_dir_all(d.parent().and_then(Path::parent).expect("dir"));
+        }
+    }
 }
 
 #[test]
