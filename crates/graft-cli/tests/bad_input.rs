@@ -2,61 +2,18 @@
 //! the defect it pins (a careless user, a corrupted disk or a hostile file), and each failed on
 //! the main branch before its fix. docs/robustness.md lists the bad inputs and what each gets.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+
+use common::{fails, graft, ok, run_dir, tmp, write};
 
 use graft_ndarray::NdArray;
 use graft_zoo::{ModelOptions, create_model};
 
-fn graft(dir: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_graft"))
-        .current_dir(dir)
-        .args(args)
-        .output()
-        .expect("run graft")
-}
-
-fn ok(dir: &Path, args: &[&str]) -> String {
-    let out = graft(dir, args);
-    assert!(
-        out.status.success(),
-        "graft {args:?} failed:\n{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-/// The error text of a run that must fail (not by a signal: a crash is not an error message).
-fn fails(dir: &Path, args: &[&str]) -> String {
-    let out = graft(dir, args);
-    let err = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert!(
-        matches!(out.status.code(), Some(1 | 2)),
-        "graft {args:?} should fail with an error, got {:?}:\n{err}",
-        out.status
-    );
-    err
-}
-
-fn tmp(tag: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("graft-bad-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).expect("tmp");
-    d
-}
-
-fn write(dir: &Path, name: &str, text: &str) {
-    std::fs::write(dir.join(name), text).expect("write");
-}
-
 fn report(stdout: &str, dir: &Path) -> serde_json::Value {
-    let run = stdout
-        .lines()
-        .find_map(|l| l.strip_prefix("run directory: "))
-        .expect("the run directory is printed");
-    let text = std::fs::read_to_string(dir.join(run).join("report.json")).expect("report.json");
-    serde_json::from_str(&text).expect("json")
+    common::report(&dir.join(run_dir(stdout)))
 }
 
 /// A small digits model (1 channel) saved as a user model with label names.

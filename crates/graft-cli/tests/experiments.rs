@@ -4,51 +4,9 @@
 //! `graft probe`, `graft reuse` (contrast shift, BatchNorm re-estimation) and `graft plan` run
 //! from one file each. Bad files fail with one `FILE:LINE:COL` line and exit status 2.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+mod common;
 
-fn graft(dir: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_graft"))
-        .current_dir(dir)
-        .args(args)
-        .output()
-        .expect("run graft")
-}
-
-fn ok(dir: &Path, args: &[&str]) -> String {
-    let out = graft(dir, args);
-    assert!(
-        out.status.success(),
-        "graft {args:?} failed:\n{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn tmp(tag: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("graft-exp-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).expect("tmp");
-    d
-}
-
-fn write(dir: &Path, name: &str, text: &str) {
-    std::fs::write(dir.join(name), text).expect("write toml");
-}
-
-fn report(run: &Path) -> serde_json::Value {
-    let text = std::fs::read_to_string(run.join("report.json")).expect("report.json");
-    serde_json::from_str(&text).expect("json")
-}
-
-fn run_dir(stdout: &str) -> PathBuf {
-    let line = stdout
-        .lines()
-        .find_map(|l| l.strip_prefix("run directory: "))
-        .expect("the run directory is printed");
-    PathBuf::from(line)
-}
+use common::{graft, ok, report, run_dir, tmp, write};
 
 const SOURCE: &str = r#"
 [model]

@@ -3,40 +3,13 @@
 //! per-epoch losses and validation metrics, the same test metrics, the same exported weights,
 //! byte for byte. A run whose experiment changed is refused; a half-exported model is named.
 
+mod common;
+
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-fn graft(dir: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_graft"))
-        .current_dir(dir)
-        .args(args)
-        .output()
-        .expect("run graft")
-}
-
-fn ok(dir: &Path, args: &[&str]) -> String {
-    let out = graft(dir, args);
-    assert!(
-        out.status.success(),
-        "graft {args:?} failed:\n{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn tmp(tag: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("graft-resume-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).expect("tmp");
-    d
-}
-
-fn report(run: &Path) -> serde_json::Value {
-    let text = std::fs::read_to_string(run.join("report.json")).expect("report.json");
-    serde_json::from_str(&text).expect("json")
-}
+use common::{graft, ok, report, tmp};
 
 /// fastai's fine_tune: a frozen phase and an unfrozen one, each with its own checkpoints.
 const EXP: &str = r#"

@@ -414,6 +414,13 @@ impl Subset {
         let all = (0..base.len()).collect();
         Self::with_classes(base, all, &keep)
     }
+    /// The base dataset's index of sample `i`.
+    fn base_index(&self, i: usize) -> Result<usize> {
+        self.indices
+            .get(i)
+            .copied()
+            .ok_or_else(|| Error::invalid("Subset", format!("index {i} of {}", self.indices.len())))
+    }
     /// Indices into the base dataset.
     pub fn indices(&self) -> &[usize] {
         &self.indices
@@ -440,26 +447,14 @@ impl Dataset for Subset {
         self.relabel.as_ref().map_or(l, |m| m[l])
     }
     fn get(&self, i: usize) -> Result<Sample> {
-        let j = *self.indices.get(i).ok_or_else(|| {
-            Error::invalid(
-                "Subset::get",
-                format!("index {i} of {}", self.indices.len()),
-            )
-        })?;
-        let mut s = self.base.get(j)?;
+        let mut s = self.base.get(self.base_index(i)?)?;
         if let Some(m) = &self.relabel {
             s.label = m[s.label];
         }
         Ok(s)
     }
     fn get_raw(&self, i: usize) -> Result<Option<RawImage>> {
-        let j = *self.indices.get(i).ok_or_else(|| {
-            Error::invalid(
-                "Subset::get_raw",
-                format!("index {i} of {}", self.indices.len()),
-            )
-        })?;
-        let mut r = self.base.get_raw(j)?;
+        let mut r = self.base.get_raw(self.base_index(i)?)?;
         if let (Some(r), Some(m)) = (&mut r, &self.relabel) {
             r.label = m[r.label];
         }
