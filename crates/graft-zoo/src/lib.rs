@@ -32,6 +32,7 @@ mod resample;
 pub mod text;
 mod timm_config;
 pub mod torch_file;
+mod weights_file;
 
 pub use cfg::{CropMode, Interpolation, PretrainedCfg, TextCfg, UserModelConfig};
 pub use families::bert::{Bert, HiddenAct, TextPooling};
