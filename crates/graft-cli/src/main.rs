@@ -399,7 +399,7 @@ fn models(reg: &Registry, pattern: Option<&str>) -> Result<()> {
 }
 
 fn inspect(reg: &Registry, path: &Path, all: bool) -> Result<()> {
-    let file = WeightsFile::open_index(path)?;
+    let file = WeightsFile::open(path)?;
     let idx = file.index();
     let mut dtypes: std::collections::BTreeMap<&str, usize> = Default::default();
     for t in idx.values() {

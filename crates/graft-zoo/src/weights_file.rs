@@ -255,10 +255,14 @@ impl WeightsFile {
     /// Decodes one tensor.
     pub fn read(&self, name: &str) -> Result<TensorData> {
         match &self.source {
-            Source::Host(t) => t
-                .get(name)
-                .cloned()
-                .ok_or_else(|| Error::format(&self.path, format!("no tensor {name:?}"))),
+            Source::Host(t) => t.get(name).cloned().ok_or_else(|| {
+                let why = if self.index.contains_key(name) {
+                    "its data was not read (the file was opened for its index only)"
+                } else {
+                    "no such tensor"
+                };
+                Error::format(&self.path, format!("tensor {name:?}: {why}"))
+            }),
             Source::Mapped(_) | Source::Read(_) => {
                 let bytes: &[u8] = match &self.source {
                     Source::Mapped(m) => m,

@@ -510,7 +510,7 @@ fn a_weights_file_truncated_after_open_cannot_fault() {
     assert_eq!(w, t["layer4.1.conv2.weight"]);
 }
 
-/// The header-only index (what `graft inspect` and the head-size lookup read) agrees with a full
+/// The header-only index (what the head-size lookup reads) agrees with a full
 /// open, and a file whose header points past its data is an error naming it.
 #[test]
 fn the_header_index_agrees_with_a_full_open() {
@@ -531,6 +531,47 @@ fn the_header_index_agrees_with_a_full_open() {
         .to_string();
     assert!(
         err.contains("w.safetensors") && err.contains("past the"),
+        "{err}"
+    );
+}
+
+/// Issue 17.4: f64 values past f32's range become infinite when converted; the load names them.
+#[test]
+fn f64_values_that_overflow_f32_are_named() {
+    let (p, t) = saved("f64-overflow", 1);
+    let n = t["bn1.running_mean"].len();
+    let big: Vec<u8> = (0..n).flat_map(|_| 1e300f64.to_le_bytes()).collect();
+    let mut owned: Vec<(String, safetensors::Dtype, Vec<usize>, Vec<u8>)> = Vec::new();
+    for (name, v) in &t {
+        let (dtype, bytes) = match (name.as_str(), v) {
+            ("bn1.running_mean", _) => (safetensors::Dtype::F64, big.clone()),
+            (_, TensorData::I64(a)) => (
+                safetensors::Dtype::I64,
+                a.iter().flat_map(|x| x.to_le_bytes()).collect(),
+            ),
+            _ => (
+                safetensors::Dtype::F32,
+                v.to_f32().iter().flat_map(|x| x.to_le_bytes()).collect(),
+            ),
+        };
+        owned.push((name.clone(), dtype, v.shape().to_vec(), bytes));
+    }
+    let views: Vec<(String, safetensors::tensor::TensorView<'_>)> = owned
+        .iter()
+        .map(|(n, d, s, b)| {
+            (
+                n.clone(),
+                safetensors::tensor::TensorView::new(*d, s.clone(), b).expect("view"),
+            )
+        })
+        .collect();
+    safetensors::serialize_to_file(views, None, &p).expect("write");
+    let err = small(2)
+        .load_weights(&p, &LoadOptions::default())
+        .expect_err("overflow")
+        .to_string();
+    assert!(
+        err.contains(&format!("bn1.running_mean ({n} infinite)")),
         "{err}"
     );
 }
