@@ -12,6 +12,11 @@ use common::{fails, graft, ok, run_dir, tmp, write};
 use graft_ndarray::NdArray;
 use graft_zoo::{ModelOptions, create_model};
 
+/// Command-line words (`"infer --model x"` → `["infer", "--model", "x"]`).
+fn words(s: &str) -> Vec<&str> {
+    s.split_whitespace().collect()
+}
+
 fn report(stdout: &str, dir: &Path) -> serde_json::Value {
     common::report(&dir.join(run_dir(stdout)))
 }
@@ -90,24 +95,14 @@ fn an_output_never_replaces_an_input() {
             "read as --input",
         ),
         (
-            &[
-                "--weights",
-                "models/net/model.safetensors",
-                "--input",
-                "x.npy",
-                "--output",
-                "models/net/model.safetensors",
-            ],
+            &words(
+                "--weights models/net/model.safetensors --input x.npy --output models/net/model.safetensors",
+            )[..],
             "read as --weights",
         ),
         // the user model's own files, even unnamed on the command line, by another path
         (
-            &[
-                "--input",
-                "x.npy",
-                "--output",
-                "models/../models/net/config.json",
-            ],
+            &words("--input x.npy --output models/../models/net/config.json")[..],
             "net's files",
         ),
         (
@@ -126,14 +121,7 @@ fn an_output_never_replaces_an_input() {
     assert!(std::fs::read(&input).expect("x").len() > 8 * 8 * 8);
     // a separate output works
     let mut all: Vec<&str> = base.to_vec();
-    all.extend_from_slice(&[
-        "--backend",
-        "ndarray",
-        "--input",
-        "x.npy",
-        "--output",
-        "y.npy",
-    ]);
+    all.extend_from_slice(&words("--backend ndarray --input x.npy --output y.npy")[..]);
     ok(&dir, &all);
     let y: ndarray::ArrayD<f32> = ndarray_npy::read_npy(dir.join("y.npy")).expect("y");
     assert_eq!(y.shape(), &[2, 3]);
@@ -161,28 +149,8 @@ fn a_closed_stdout_ends_quietly() {
 fn zero_counts_on_the_command_line_are_refused() {
     let dir = tmp("zero-counts");
     for args in [
-        &[
-            "embed",
-            "--model",
-            "minilm_l6",
-            "--input",
-            "t.txt",
-            "--output",
-            "e.npy",
-            "--batch-size",
-            "0",
-        ][..],
-        &[
-            "infer",
-            "--model",
-            "resnet18",
-            "--input",
-            "x.npy",
-            "--output",
-            "y.npy",
-            "--batch-size",
-            "0",
-        ],
+        &words("embed --model minilm_l6 --input t.txt --output e.npy --batch-size 0")[..],
+        &words("infer --model resnet18 --input x.npy --output y.npy --batch-size 0")[..],
         &["predict", "--model", "resnet18", "--top", "0", "a.png"],
     ] {
         let out = graft(&dir, args);
@@ -321,20 +289,9 @@ fn sizes_from_files_are_checked_before_allocating() {
     let mut st = (header.len() as u64).to_le_bytes().to_vec();
     st.extend_from_slice(header.as_bytes());
     std::fs::write(dir.join("bomb.safetensors"), &st).expect("write");
-    let args = [
-        "infer",
-        "--backend",
-        "ndarray",
-        "--model",
-        "resnet18",
-        "--input",
-        "x.npy",
-        "--output",
-        "y.npy",
-        "--lenient",
-        "--weights",
-        "bomb.safetensors",
-    ];
+    let args = words(
+        "infer --backend ndarray --model resnet18 --input x.npy --output y.npy --lenient --weights bomb.safetensors",
+    );
     let err = fails(&dir, &args);
     assert!(
         err.contains("bomb.safetensors") && err.contains("fc.weight [1099511627776, 0]"),
@@ -351,19 +308,9 @@ fn sizes_from_files_are_checked_before_allocating() {
     std::fs::write(dir.join("huge.npy"), &npy).expect("write");
     let err = fails(
         &dir,
-        &[
-            "infer",
-            "--backend",
-            "ndarray",
-            "--model",
-            "resnet18",
-            "--init",
-            "random",
-            "--input",
-            "huge.npy",
-            "--output",
-            "y.npy",
-        ],
+        &words(
+            "infer --backend ndarray --model resnet18 --init random --input huge.npy --output y.npy",
+        )[..],
     );
     assert!(
         err.contains("huge.npy")
@@ -408,19 +355,9 @@ fn sizes_from_files_are_checked_before_allocating() {
         std::fs::write(&cfg_path, serde_json::to_string(&bad).expect("json")).expect("write");
         let err = fails(
             &dir,
-            &[
-                "infer",
-                "--backend",
-                "ndarray",
-                "--models-dir",
-                "models",
-                "--model",
-                "net",
-                "--input",
-                "x.npy",
-                "--output",
-                "y.npy",
-            ],
+            &words(
+                "infer --backend ndarray --models-dir models --model net --input x.npy --output y.npy",
+            )[..],
         );
         assert!(
             err.contains("config.json") && err.contains(want),
