@@ -210,3 +210,88 @@ fn fine_tuning_strategies_on_digits() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Issue 18: `graft plan` and `graft finetune` come from one function. For every strategy and
+/// head kind, the phases `prepare` plans (names and surgery plans, on the model after its head
+/// replacement) are the phases `fine_tune` runs.
+#[test]
+fn the_plan_is_what_fine_tune_runs() {
+    let digits: Arc<dyn Dataset> = Arc::new(ArrayDataset::digits());
+    let few: Vec<usize> = (0..60).collect();
+    let ds: Arc<dyn Dataset> =
+        Arc::new(Subset::with_classes(digits, few, &[0, 1, 2]).expect("subset"));
+    let train = Loader::new(ds.clone(), LoaderConfig::train(20).seed(1)).expect("l");
+    let val = Loader::new(ds, LoaderConfig::eval(64)).expect("l");
+    let dir = std::env::temp_dir().join(format!("graft-plan-run-{}", std::process::id()));
+    let mut opts = FineTuneOptions::default();
+    opts.base.progress = false;
+    opts.cache_dir = Some(dir.join("cache"));
+    opts.seed = 4;
+    let heads = [
+        graft::zoo::HeadSpec::Linear,
+        graft::zoo::HeadSpec::mlp(&[16], 0.1),
+    ];
+    for head in heads {
+        let strategies = [
+            Strategy::Recipe(Recipe {
+                freeze: FreezeDepth::Stages(2),
+                epochs: 1,
+                head: head.clone(),
+                ..Recipe::default()
+            }),
+            Strategy::Recipe(Recipe {
+                freeze: FreezeDepth::Auto(graft::extract::ProbeConfig::default()),
+                epochs: 1,
+                head: head.clone(),
+                ..Recipe::default()
+            }),
+            Strategy::LpFt(LpFt {
+                freeze_epochs: 1,
+                epochs: 1,
+                head: head.clone(),
+                ..LpFt::default()
+            }),
+            Strategy::Gradual(Gradual {
+                epochs: 2,
+                head: head.clone(),
+                ..Gradual::default()
+            }),
+        ];
+        for s in &strategies {
+            let model = || {
+                let opts = ModelOptions::default().num_classes(5).in_chans(1).seed(0);
+                create_model(&Tch::cpu(), "resnet18_small", &opts)
+                    .expect("model")
+                    .0
+            };
+            let mut planned = model();
+            let plan = graft::finetune::prepare(&mut planned, 3, &train, Some(&val), s, &opts)
+                .expect("prepare");
+            let mut run = model();
+            let r = fine_tune(&mut run, 3, &train, Some(&val), s, &opts).expect("fine_tune");
+            let want: Vec<(String, String)> = plan
+                .phases
+                .iter()
+                .map(|p| {
+                    let text = Plan::new(&planned, &p.freeze, &p.lr)
+                        .expect("plan")
+                        .to_string();
+                    (p.name.clone(), text)
+                })
+                .collect();
+            let got: Vec<(String, String)> = r
+                .phases
+                .iter()
+                .map(|p| (p.name.clone(), p.plan.clone()))
+                .collect();
+            assert_eq!(got, want, "{s:?}");
+            assert!(
+                plan.describe(&planned)
+                    .expect("describe")
+                    .contains(&format!("phase {}", want[0].0))
+            );
+            assert_eq!(planned.head(), run.head(), "the same head: {s:?}");
+        }
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}

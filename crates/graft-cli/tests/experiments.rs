@@ -465,3 +465,34 @@ export = true
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Issue 18: `graft plan` had drifted from `graft finetune` (with `head = "mlp"` it planned a
+/// Linear head that fine-tuning did not train). Both now come from `graft_finetune::prepare`:
+/// for each strategy with an MLP head, the plan.txt of `plan` is the plan.txt of `finetune`.
+#[test]
+fn plan_prints_what_finetune_runs() {
+    let dir = tmp("plan-run");
+    for kind in ["recipe", "lpft", "gradual"] {
+        let extra = if kind == "lpft" {
+            "freeze_epochs = 1\n"
+        } else {
+            ""
+        };
+        let text = format!(
+            "[model]\nname = \"resnet18_small\"\ninit = \"random\"\n[data.digits]\nclasses = [0, 1, 2]\n[strategy]\nkind = \"{kind}\"\nhead = \"mlp\"\nhidden = [16]\n{extra}[train]\nepochs = 1\nprogress = false\n[output]\nname = \"{kind}\"\nexport = false\n"
+        );
+        write(&dir, &format!("{kind}.toml"), &text);
+        let planned = dir.join(run_dir(&ok(&dir, &["plan", &format!("{kind}.toml")])));
+        let ran = dir.join(run_dir(&ok(&dir, &["finetune", &format!("{kind}.toml")])));
+        let p = std::fs::read_to_string(planned.join("plan.txt")).expect("plan.txt");
+        let r = std::fs::read_to_string(ran.join("plan.txt")).expect("plan.txt");
+        // the MLP head's two weight tensors are in the plan's head group (a Linear head has one)
+        assert!(
+            p.lines()
+                .any(|l| l.starts_with("head ") && l.split_whitespace().nth(1) == Some("2")),
+            "{p}"
+        );
+        assert_eq!(p, r, "{kind}: graft plan and graft finetune disagree");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}

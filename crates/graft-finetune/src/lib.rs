@@ -21,7 +21,7 @@
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-use graft_backend::AutodiffBackend;
+use graft_backend::{AutodiffBackend, Backend};
 use graft_core::{Error, Result};
 use graft_data::{Loader, LoaderConfig};
 use graft_extract::{ProbeConfig, ProbeReport, probe};
@@ -141,6 +141,8 @@ pub struct Phase {
     /// The surgery plan's table.
     pub plan: String,
     pub history: History,
+    /// The phase as planned ([`PhaseSpec::describe`] heads its plan).
+    pub spec: PhaseSpec,
 }
 
 /// What fine-tuning did.
@@ -158,7 +160,7 @@ pub struct FineTuneReport {
 impl fmt::Display for FineTuneReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         for p in &self.phases {
-            writeln!(f, "phase {}:\n{}", p.name, p.plan)?;
+            writeln!(f, "{}\n{}", p.spec.describe(), p.plan)?;
         }
         Ok(())
     }
@@ -199,6 +201,16 @@ fn one_cycle(pct_start: f64, div: f64) -> Schedule {
         div,
         final_div: 1e5,
         momentum: Some((0.85, 0.95)),
+    }
+}
+
+impl PhaseSpec {
+    /// `phase NAME (EPOCHS epochs, SCHEDULE):`, the line that heads the phase's plan.
+    pub fn describe(&self) -> String {
+        format!(
+            "phase {} ({} epochs, {:?}):",
+            self.name, self.epochs, self.schedule
+        )
     }
 }
 
@@ -342,6 +354,7 @@ impl<B: AutodiffBackend> Runner<'_, B> {
         let mut t = Trainer::new(cfg, opt, plan.modes().clone());
         let history = t.fit(self.model, self.train, self.val)?;
         self.phases.push(Phase {
+            spec: spec.clone(),
             name: spec.name.clone(),
             plan: plan.to_string(),
             history,
@@ -376,7 +389,7 @@ fn merge(phases: &[Phase]) -> History {
 
 /// The probe's loaders: the training and validation datasets in order, under the validation
 /// transform (no augmentation).
-fn probe_for<B: AutodiffBackend>(
+fn probe_for<B: Backend>(
     model: &Model<B>,
     train: &Loader,
     val: &Loader,
@@ -395,18 +408,40 @@ fn probe_for<B: AutodiffBackend>(
     probe(model, &tr, &va, cache, cfg)
 }
 
-/// Fine-tunes `model` (pretrained trunk) for `num_classes` target classes with `strategy`: the
-/// head is replaced by a fresh one, then the strategy's phases run on `train` (evaluated on `val`).
-pub fn fine_tune<B: AutodiffBackend>(
+/// What [`fine_tune`] will run, decided before any training: the probe behind `freeze = auto`,
+/// the phases, and each phase's surgery plan as the model stands after the head replacement.
+/// `graft plan` prints this; `fine_tune` runs exactly it.
+#[derive(Debug, Clone)]
+pub struct FineTunePlan {
+    pub probe: Option<ProbeReport>,
+    pub phases: Vec<PhaseSpec>,
+}
+
+impl FineTunePlan {
+    /// Each phase's surgery plan (frozen tensors, groups and learning rates) on `model`, as
+    /// `phase NAME (EPOCHS epochs, SCHEDULE):` blocks.
+    pub fn describe<B: Backend>(&self, model: &Model<B>) -> Result<String> {
+        let mut text = String::new();
+        for s in &self.phases {
+            let plan = Plan::new(model, &s.freeze, &s.lr)?;
+            text.push_str(&format!("{}\n{plan}\n", s.describe()));
+        }
+        Ok(text)
+    }
+}
+
+/// The first part of [`fine_tune`], on any backend: the linear probe on the pretrained trunk
+/// (under `freeze = auto`), the head replaced by the strategy's fresh one (seeded by
+/// `opts.seed`, the training classes' names as labels), and the phases the strategy runs.
+pub fn prepare<B: Backend>(
     model: &mut Model<B>,
     num_classes: usize,
     train: &Loader,
     val: Option<&Loader>,
     strategy: &Strategy,
     opts: &FineTuneOptions,
-) -> Result<FineTuneReport> {
+) -> Result<FineTunePlan> {
     let n_stages = model.stages().stages().len();
-    let seed = opts.seed;
     let mut probe_report = None;
     let cache = opts.cache_dir.clone().unwrap_or_else(|| {
         opts.base.run_dir.as_ref().map_or_else(
@@ -433,10 +468,37 @@ pub fn fine_tune<B: AutodiffBackend>(
         Strategy::LpFt(l) => l.head.clone(),
         Strategy::Gradual(g) => g.head.clone(),
     };
-    model.replace_head(num_classes, head, seed)?;
+    model.replace_head(num_classes, head, opts.seed)?;
     if train.dataset().classes().len() == num_classes {
         model.cfg_mut().labels = Some(train.dataset().classes().to_vec());
     }
+    let phases = phases(
+        strategy,
+        n_stages,
+        probe_report.as_ref().map(|p| p.freeze_stages),
+        val.is_some(),
+    )?;
+    Ok(FineTunePlan {
+        probe: probe_report,
+        phases,
+    })
+}
+
+/// Fine-tunes `model` (pretrained trunk) for `num_classes` target classes with `strategy`: the
+/// head is replaced by a fresh one, then the strategy's phases run on `train` (evaluated on `val`)
+/// — exactly the [`FineTunePlan`] that [`prepare`] returns.
+pub fn fine_tune<B: AutodiffBackend>(
+    model: &mut Model<B>,
+    num_classes: usize,
+    train: &Loader,
+    val: Option<&Loader>,
+    strategy: &Strategy,
+    opts: &FineTuneOptions,
+) -> Result<FineTuneReport> {
+    let FineTunePlan {
+        probe: probe_report,
+        phases: specs,
+    } = prepare(model, num_classes, train, val, strategy, opts)?;
     let mut run = Runner {
         model,
         train,
@@ -444,12 +506,6 @@ pub fn fine_tune<B: AutodiffBackend>(
         opts,
         phases: Vec::new(),
     };
-    let specs = phases(
-        strategy,
-        n_stages,
-        probe_report.as_ref().map(|p| p.freeze_stages),
-        val.is_some(),
-    )?;
     let frozen_stages = specs.first().map_or(0, |s| s.frozen_stages);
     let mut opt = None;
     for spec in &specs {

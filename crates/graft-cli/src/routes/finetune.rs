@@ -157,11 +157,7 @@ impl Job<FinetuneStrategy> {
         let train = self.loader(&model, "train", true)?.context("train split")?;
         let val = self.loader(&model, "val", false)?;
         let test = self.loader(&model, "test", false)?;
-        let opts = FineTuneOptions {
-            base: self.train_cfg(Some(&run.path)),
-            cache_dir: Some(run.cache.clone()),
-            seed: self.exp.train.seed,
-        };
+        let opts = self.finetune_options(&run);
         let n = self.num_classes();
         let t0 = std::time::Instant::now();
         let r = B::fine_tune(&mut model, n, &train, val.as_ref(), &strategy, &opts)?;
@@ -236,41 +232,41 @@ impl Job<FinetuneStrategy> {
         rep.finish(&run)
     }
 
+    /// `graft plan`: what `graft finetune` would run — the same [`graft_finetune::prepare`]
+    /// (probe, head replacement, phases), described instead of trained.
     fn plan_on<B: Routes>(&self, b: &B) -> Result<()> {
         let strategy = self.strategy()?;
         let mut model = self.model(b, false)?;
-        let mut probed = None;
+        self.need("train", "graft plan")?;
         let run = self.start()?;
-        if let Strategy::Recipe(Recipe {
-            freeze: FreezeDepth::Auto(pc),
-            ..
-        }) = &strategy
-        {
-            let train = self
-                .loader(&model, "train", false)?
-                .context("freeze = \"auto\" probes on the train split")?;
-            let val = self
-                .loader(&model, "val", false)?
-                .context("freeze = \"auto\" probes on the val split")?;
-            let p = graft_extract::probe(&model, &train, &val, &run.cache, pc)?;
+        let train = self.loader(&model, "train", true)?.context("train split")?;
+        let val = self.loader(&model, "val", false)?;
+        let opts = self.finetune_options(&run);
+        let plan = graft_finetune::prepare(
+            &mut model,
+            self.num_classes(),
+            &train,
+            val.as_ref(),
+            &strategy,
+            &opts,
+        )?;
+        if let Some(p) = &plan.probe {
             outln!("{p}\n");
-            probed = Some(p.freeze_stages);
         }
-        model.replace_head(self.num_classes(), HeadSpec::Linear, 0)?;
-        let n_stages = model.stages().stages().len();
-        let specs = graft_finetune::phases(&strategy, n_stages, probed, self.data.val.is_some())?;
-        let mut text = String::new();
-        for s in &specs {
-            let plan = Plan::new(&model, &s.freeze, &s.lr)?;
-            text.push_str(&format!(
-                "phase {} ({} epochs, {:?}):\n{plan}\n",
-                s.name, s.epochs, s.schedule
-            ));
-        }
+        let text = plan.describe(&model)?;
         run.write("plan.txt", &text)?;
         out!("{text}");
         outln!("run directory: {}", run.path.display());
         Ok(())
+    }
+
+    /// The fine-tuning options of this experiment, run in `run`.
+    fn finetune_options(&self, run: &RunDir) -> FineTuneOptions {
+        FineTuneOptions {
+            base: self.train_cfg(Some(&run.path)),
+            cache_dir: Some(run.cache.clone()),
+            seed: self.exp.train.seed,
+        }
     }
 }
 

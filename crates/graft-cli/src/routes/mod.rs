@@ -18,7 +18,7 @@ use graft_extract::{
     PrototypeHead, extract_many_with,
 };
 use graft_finetune::{FineTuneOptions, FreezeDepth, Gradual, LpFt, Recipe, Strategy};
-use graft_surgery::{BnPolicy, LrConfig, Plan};
+use graft_surgery::{BnPolicy, LrConfig};
 use graft_train::{ClassMetrics, History, Inputs, TrainConfig};
 use graft_zoo::{HeadSpec, Model, Registry};
 use serde::Serialize;
