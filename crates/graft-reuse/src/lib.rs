@@ -128,7 +128,7 @@ pub fn evaluate_reuse<B: Backend>(
     }
     let b = model.backend();
     let nt = map.targets.len();
-    let mut confusion = vec![vec![0usize; nt]; nt];
+    let mut confusion = graft_core::confusion::Confusion::new(nt);
     let mut n = 0;
     for batch in loader.epoch(0) {
         let batch = batch?;
@@ -150,15 +150,15 @@ pub fn evaluate_reuse<B: Backend>(
                 .enumerate()
                 .max_by(|a, b| a.1.total_cmp(b.1))
                 .map_or(0, |(k, _)| k);
-            confusion[y][pred] += 1;
+            confusion.add(y, pred);
             n += 1;
         }
     }
     Ok(ReuseReport {
         samples: n,
-        accuracy: graft_core::confusion::accuracy(&confusion),
-        per_class: graft_core::confusion::per_class_accuracy(&confusion),
-        confusion,
+        accuracy: confusion.accuracy(),
+        per_class: confusion.per_class(),
+        confusion: confusion.into_matrix(),
     })
 }
 

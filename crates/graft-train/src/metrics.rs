@@ -20,15 +20,23 @@ pub struct ClassMetrics {
     pub confusion: Vec<Vec<usize>>,
 }
 
-impl ClassMetrics {
+/// What an evaluation accumulates over its batches.
+struct Tally {
+    samples: usize,
+    loss: f64,
+    top1: f64,
+    top5: f64,
+    counts: graft_core::confusion::Confusion,
+}
+
+impl Tally {
     fn new(c: usize) -> Self {
         Self {
             samples: 0,
             loss: 0.0,
             top1: 0.0,
             top5: 0.0,
-            per_class: vec![0.0; c],
-            confusion: vec![vec![0; c]; c],
+            counts: graft_core::confusion::Confusion::new(c),
         }
     }
     fn add(&mut self, logits: &TensorData, labels: &[usize], loss_sum: f64) {
@@ -44,20 +52,21 @@ impl ClassMetrics {
             if order.iter().take(5).any(|&k| k == y) {
                 self.top5 += 1.0;
             }
-            if y < self.confusion.len() && order[0] < self.confusion.len() {
-                self.confusion[y][order[0]] += 1;
-            }
+            self.counts.add(y, order[0]);
         }
         self.samples += labels.len();
         self.loss += loss_sum;
     }
-    fn finish(mut self) -> Self {
+    fn finish(self) -> ClassMetrics {
         let n = self.samples.max(1) as f64;
-        self.loss /= n;
-        self.top1 /= n;
-        self.top5 /= n;
-        self.per_class = graft_core::confusion::per_class_accuracy(&self.confusion);
-        self
+        ClassMetrics {
+            samples: self.samples,
+            loss: self.loss / n,
+            top1: self.top1 / n,
+            top5: self.top5 / n,
+            per_class: self.counts.per_class(),
+            confusion: self.counts.into_matrix(),
+        }
     }
 }
 
@@ -78,7 +87,7 @@ pub fn evaluate_with<B: Backend>(
     inputs: crate::Inputs,
 ) -> Result<ClassMetrics> {
     let b = model.backend();
-    let mut m = ClassMetrics::new(model.num_classes());
+    let mut m = Tally::new(model.num_classes());
     for batch in loader.epoch(0) {
         let batch = batch?;
         let x = b.from_data(&inputs.host_batch(model.arch(), batch.images)?)?;

@@ -101,17 +101,8 @@ pub(super) fn host_metrics(
     labels: &[usize],
     n: usize,
 ) -> (f64, Vec<f64>, Vec<Vec<usize>>) {
-    let mut conf = vec![vec![0usize; n]; n];
-    for (&p, &y) in pred.iter().zip(labels) {
-        if y < n && p < n {
-            conf[y][p] += 1;
-        }
-    }
-    (
-        graft_core::confusion::accuracy(&conf),
-        graft_core::confusion::per_class_accuracy(&conf),
-        conf,
-    )
+    let c = graft_core::confusion::Confusion::from_pairs(n, labels, pred);
+    (c.accuracy(), c.per_class(), c.into_matrix())
 }
 
 pub(super) fn class_metrics_json(m: &ClassMetrics) -> serde_json::Value {
