@@ -90,8 +90,14 @@ fn check<B: Backend>(b: &B, id: &str, tol: f64) -> Vec<(String, f64)> {
         assert_eq!(reshaped, 0, "{id}: {report}");
     }
 
-    let counted =
-        count_parameters(b, model.arch(), model.num_classes(), model.in_chans()).expect("count");
+    let counted = count_parameters(
+        b,
+        model.arch(),
+        model.head(),
+        model.num_classes(),
+        model.in_chans(),
+    )
+    .expect("count");
     assert_eq!(
         counted, m.num_params,
         "{id}: parameter count vs the reference"

@@ -46,7 +46,7 @@ pub use graft_hub::{Hub, HubConfig};
 pub use inference::{InferenceOptions, Layout};
 pub use load::{LoadOptions, LoadReport, Remap, ShapeMismatch, WeightsFile, adapt_input_conv};
 pub use model::{
-    Arch, FeatureInfo, HeadSpec, Model, ModelOptions, StageSpec, count_parameters, param_shapes,
+    Arch, FeatureInfo, HeadSpec, Model, ModelOptions, StageSpec, count_parameters,
     param_shapes_with_head,
 };
 pub use pretrained::{ModelRef, TimmTag, TvWeights, list_pretrained};

@@ -1009,18 +1009,8 @@ impl Arch {
     }
 }
 
-/// Every parameter and buffer an architecture creates (name, shape, kind), from a dry build:
-/// nothing is allocated or initialised.
-pub fn param_shapes<B: Backend>(
-    backend: &B,
-    arch: &Arch,
-    num_classes: usize,
-    in_chans: usize,
-) -> Result<Vec<(String, Vec<usize>, graft_backend::ParamKind)>> {
-    param_shapes_with_head(backend, arch, &HeadSpec::Linear, num_classes, in_chans)
-}
-
-/// [`param_shapes`] with a given classifier.
+/// Every parameter's and buffer's name, shape and kind for an architecture with a `head` of
+/// `num_classes`, from a dry build (nothing allocated).
 pub fn param_shapes_with_head<B: Backend>(
     backend: &B,
     arch: &Arch,
@@ -1034,16 +1024,21 @@ pub fn param_shapes_with_head<B: Backend>(
     Ok(builder.shapes())
 }
 
-/// Trainable parameter count (buffers excluded) of an architecture, from a dry build.
+/// Trainable parameter count (buffers excluded) of an architecture with a `head` of
+/// `num_classes`, from a dry build (nothing allocated). [`crate::Registry::param_count`] is this
+/// for a registered name.
 pub fn count_parameters<B: Backend>(
     backend: &B,
     arch: &Arch,
+    head: &HeadSpec,
     num_classes: usize,
     in_chans: usize,
 ) -> Result<usize> {
-    Ok(param_shapes(backend, arch, num_classes, in_chans)?
-        .iter()
-        .filter(|(_, _, k)| *k == graft_backend::ParamKind::Parameter)
-        .map(|(_, s, _)| s.iter().product::<usize>())
-        .sum())
+    Ok(
+        param_shapes_with_head(backend, arch, head, num_classes, in_chans)?
+            .iter()
+            .filter(|(_, _, k)| *k == graft_backend::ParamKind::Parameter)
+            .map(|(_, s, _)| s.iter().product::<usize>())
+            .sum(),
+    )
 }

@@ -513,17 +513,7 @@ impl Registry {
         num_classes: usize,
     ) -> Result<usize> {
         let e = self.get(name)?;
-        Ok(crate::model::param_shapes_with_head(
-            backend,
-            &e.arch,
-            &e.head,
-            num_classes,
-            e.cfg.input_size[0],
-        )?
-        .iter()
-        .filter(|(_, _, k)| *k == graft_backend::ParamKind::Parameter)
-        .map(|(_, s, _)| s.iter().product::<usize>())
-        .sum())
+        crate::model::count_parameters(backend, &e.arch, &e.head, num_classes, e.cfg.input_size[0])
     }
 }
 
