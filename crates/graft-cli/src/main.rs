@@ -203,18 +203,9 @@ fn main() {
 }
 
 fn registry(dirs: &[PathBuf]) -> Result<Registry> {
-    let mut reg = Registry::builtin();
-    let mut all: Vec<PathBuf> = dirs.to_vec();
-    if let Some(env) = std::env::var_os("GRAFT_MODELS_DIR") {
-        all.extend(std::env::split_paths(&env));
-    }
-    for d in all {
-        let skipped = reg
-            .register_models_dir(&d)
-            .with_context(|| format!("models dir {}", d.display()))?;
-        for s in skipped {
-            eprintln!("warning: {s}");
-        }
+    let (reg, skipped) = Registry::with_user_models(dirs)?;
+    for s in skipped {
+        eprintln!("warning: {s}");
     }
     Ok(reg)
 }

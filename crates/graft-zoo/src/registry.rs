@@ -20,6 +20,9 @@ use crate::families::vit::Vit;
 use crate::load::LoadReport;
 use crate::model::{Arch, Model, ModelOptions};
 
+/// The environment variable listing directories of user models (`dir1:dir2`).
+pub const MODELS_DIR_ENV: &str = "GRAFT_MODELS_DIR";
+
 /// One registered model.
 #[derive(Debug, Clone)]
 pub struct RegistryEntry {
@@ -238,6 +241,21 @@ impl Registry {
             &dir.join("config.json"),
         )?;
         Ok(name)
+    }
+    /// The built-in models plus the user models under each of `dirs` and of the directories in
+    /// `GRAFT_MODELS_DIR` (a path list, as `PATH`): what the `graft` command sees, for library
+    /// users too. Returns the registry and what was skipped (half-exported models), a line each.
+    pub fn with_user_models(dirs: &[PathBuf]) -> Result<(Self, Vec<String>)> {
+        let mut reg = Self::builtin();
+        let mut all: Vec<PathBuf> = dirs.to_vec();
+        if let Some(env) = std::env::var_os(MODELS_DIR_ENV) {
+            all.extend(std::env::split_paths(&env));
+        }
+        let mut skipped = Vec::new();
+        for d in all {
+            skipped.extend(reg.register_models_dir(&d)?);
+        }
+        Ok((reg, skipped))
     }
     /// Registers every user model directory directly under `dir` (each with `model.safetensors`
     /// and `config.json`), in name order. Returns what it skipped, one line each: a directory

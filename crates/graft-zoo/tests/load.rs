@@ -575,3 +575,24 @@ fn f64_values_that_overflow_f32_are_named() {
         "{err}"
     );
 }
+
+/// Issue 18: library users get the CLI's scan of user-model directories: complete models are
+/// registered, a half-exported one is named.
+#[test]
+fn user_model_directories_scan_like_the_cli() {
+    let d = dir("user-scan");
+    let mut m = small(3);
+    m.cfg_mut().labels = None;
+    m.save_user_model(&d.join("good")).expect("save");
+    std::fs::create_dir_all(d.join("half")).expect("dir");
+    std::fs::copy(
+        d.join("good/model.safetensors"),
+        d.join("half/model.safetensors"),
+    )
+    .expect("copy");
+    let (reg, skipped) = Registry::with_user_models(std::slice::from_ref(&d)).expect("scan");
+    assert!(reg.get("good").is_ok());
+    assert!(reg.get("half").is_err());
+    assert_eq!(skipped.len(), 1, "{skipped:?}");
+    assert!(skipped[0].contains("half") && skipped[0].contains("without config.json"));
+}
