@@ -1,6 +1,6 @@
 //! Fine-tuning from an image folder: digits 5–9 written as PNG files (20 per class to train, the
 //! held-out half to validate), a source trained on digits 0–4 adapted from one input channel to
-//! RGB, and the freeze-k recipe with the freeze depth chosen by the linear probe.
+//! RGB, and the classic recipe with the freeze depth chosen by the linear probe.
 //!
 //! cargo run --example finetune_imagefolder
 

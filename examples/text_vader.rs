@@ -169,7 +169,7 @@ struct Study {
 
 /// Fine-tunes a fresh MiniLM on every training label: a new classifier on the pooled embedding,
 /// the top `top` encoder layers and the head trained (everything below frozen at LR 0), the
-/// freeze-k recipe (AdamW, head LR `lr`, sliced down to `lr / 10`, one-cycle, 3 epochs).
+/// classic recipe (AdamW, head LR `lr`, sliced down to `lr / 10`, one-cycle, 3 epochs).
 fn finetune(reg: &Registry, s: &Split, top: usize, lr: f64) -> Result<(f64, f64, f64)> {
     let t = Instant::now();
     let (mut enc, _) = TextEncoder::pretrained(

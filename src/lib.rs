@@ -14,7 +14,7 @@
 //! - [`train`]: schedules, losses, metrics and the training loop with exact resume.
 //! - [`reuse`]: direct reuse — label maps, BatchNorm re-estimation, evaluation.
 //! - [`extract`]: feature extraction — the feature cache, heads on features, the per-stage probe.
-//! - [`finetune`]: fine-tuning — the freeze-k recipe, fastai's `fine_tune`, gradual unfreezing.
+//! - [`finetune`]: fine-tuning — the classic recipe, fastai's `fine_tune`, gradual unfreezing.
 //! - [`text`]: tokenisation for text encoders, text datasets, the VADER lexicon.
 
 pub use graft_backend as backend;

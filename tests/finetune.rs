@@ -1,5 +1,5 @@
 //! The fine-tuning route on real digits (graft-tch): a source trained on digits 0–4, fine-tuned on
-//! 20 labelled images per class of digits 5–9 by the freeze-k recipe (fixed and probe-chosen freeze
+//! 20 labelled images per class of digits 5–9 by the classic recipe (fixed and probe-chosen freeze
 //! depth), fastai's fine_tune (LP-FT) and gradual unfreezing. Frozen stages stay bit-identical,
 //! the phases run as documented, and every strategy learns the target.
 

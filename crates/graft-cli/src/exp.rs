@@ -497,7 +497,7 @@ impl Default for ReuseStrategy {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
 #[serde(rename_all = "snake_case")]
 pub enum FinetuneKind {
-    /// The freeze-k recipe (`graft_finetune::Recipe`).
+    /// The classic recipe (`graft_finetune::Recipe`).
     #[default]
     Recipe,
     /// fastai's fine_tune.

@@ -133,7 +133,7 @@ fn a_killed_finetune_resumes_to_the_uninterrupted_result() {
 }
 
 /// Gradual unfreezing (one phase an epoch, the optimizer carried across phases) and the
-/// freeze-k recipe (one phase), each killed after its first checkpoint.
+/// classic recipe (one phase), each killed after its first checkpoint.
 #[test]
 fn every_strategy_resumes_to_the_uninterrupted_result() {
     let gradual = EXP

@@ -4,8 +4,9 @@
 //! Three strategies, each a short sequence of surgery plans handed to graft-train's Trainer (the
 //! fastai shape: freeze, fit, unfreeze, fit with a spread of LRs):
 //!
-//! - [`Recipe`] — freeze-k (Yosinski et al. 2014: bottom layers transfer, top ones specialise):
-//!   freeze the bottom `k` stages (`k` given, or chosen by the linear
+//! - [`Recipe`] — the classic recipe (Stanford's *Practical Machine Learning*, 2021, lecture
+//!   11.1; Yosinski et al. 2014: bottom layers transfer, top ones specialise): freeze the bottom
+//!   `k` stages (`k` given, or chosen by the linear
 //!   probe of graft-extract: the stages up to the best-probing one stay frozen), AdamW at 1e-3
 //!   with a geometric spread toward the bottom (`slice(lr / lr_mult, lr)`), one-cycle, a few
 //!   epochs with early stopping on the validation loss.
@@ -38,7 +39,8 @@ pub enum FreezeDepth {
     Auto(ProbeConfig),
 }
 
-/// The freeze-k recipe: the bottom `k` stages frozen, the rest trained at a small LR with a
+/// The classic fine-tuning recipe (Stanford's *Practical Machine Learning*, 2021, lecture
+/// 11.1): the bottom `k` stages frozen, the rest trained at a small LR with a
 /// spread toward the bottom (Yosinski et al. 2014, "How transferable are features in deep
 /// neural networks?").
 #[derive(Debug, Clone, PartialEq)]
