@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use graft::backend::Gradients;
 use graft::backend::ParamKind;
 use graft::optim::Optimizer;
-use graft::surgery::{BnPolicy, FreezeConfig, LrConfig, Plan, replace_head};
+use graft::surgery::{BnPolicy, FreezeConfig, LrConfig, Plan};
 use graft::zoo::{HeadSpec, Model, ModelOptions, create_model};
 use graft::{AutodiffBackend, Backend, Ctx, Tch, TensorData};
 
@@ -286,8 +286,9 @@ fn replace_head_on_a_loaded_model_keeps_the_trunk_and_trains_the_new_head() {
     let feats_before = b
         .to_data(&m.forward_features(&x, &Ctx::eval()).expect("f"))
         .expect("d");
-    let (plan, removed) =
-        replace_head(&mut m, &plan, &mut opt, 7, HeadSpec::Linear, 3).expect("replace");
+    let (plan, removed) = plan
+        .replace_head(&mut m, &mut opt, 7, HeadSpec::Linear, 3)
+        .expect("replace");
     assert_eq!(
         removed,
         vec!["fc.weight".to_string(), "fc.bias".to_string()]
@@ -330,8 +331,9 @@ fn replace_head_on_a_loaded_model_keeps_the_trunk_and_trains_the_new_head() {
         feats_before
     );
     // an MLP head: hidden layers + output, all in the head's groups
-    let (plan, removed) =
-        replace_head(&mut m, &plan, &mut opt, 4, HeadSpec::mlp(&[32], 0.1), 4).expect("mlp");
+    let (plan, removed) = plan
+        .replace_head(&mut m, &mut opt, 4, HeadSpec::mlp(&[32], 0.1), 4)
+        .expect("mlp");
     assert_eq!(removed.len(), 2);
     let y = m.forward(&x, &Ctx::eval()).expect("fwd");
     assert_eq!(b.shape(&y), vec![3, 4]);

@@ -580,21 +580,24 @@ impl Plan {
     }
 }
 
-/// Replaces the head of a model that is already training: a fresh `head` for `num_classes`
-/// (reference initialisation), the old head's parameters and optimizer state gone, the new ones
-/// in the head's groups (trainable, fresh state). Returns the re-made plan and the removed names.
-pub fn replace_head<B: AutodiffBackend>(
-    model: &mut Model<B>,
-    plan: &Plan,
-    opt: &mut Optimizer<B>,
-    num_classes: usize,
-    head: HeadSpec,
-    seed: u64,
-) -> Result<(Plan, Vec<String>)> {
-    let removed = model.replace_head(num_classes, head, seed)?;
-    let plan = Plan::new(model, &plan.freeze, &plan.lr)?;
-    plan.update(model, opt)?;
-    Ok((plan, removed))
+impl Plan {
+    /// Replaces the head of a model that is already training under this plan: a fresh `head`
+    /// for `num_classes` ([`Model::replace_head`]), the old head's parameters and optimizer
+    /// state gone, the new ones in the head's groups (trainable, fresh state). Returns the
+    /// re-made plan and the removed names.
+    pub fn replace_head<B: AutodiffBackend>(
+        &self,
+        model: &mut Model<B>,
+        opt: &mut Optimizer<B>,
+        num_classes: usize,
+        head: HeadSpec,
+        seed: u64,
+    ) -> Result<(Plan, Vec<String>)> {
+        let removed = model.replace_head(num_classes, head, seed)?;
+        let plan = Plan::new(model, &self.freeze, &self.lr)?;
+        plan.update(model, opt)?;
+        Ok((plan, removed))
+    }
 }
 
 fn fmt_count(n: usize) -> String {

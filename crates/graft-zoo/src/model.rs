@@ -1,6 +1,6 @@
 //! The model: an architecture (plain data, one of the families), its parameters in a [`Params`]
 //! store named as the reference's `state_dict`, and its pretrained cfg. Every family has the same
-//! surface (timm's): `forward_features`, `forward_head(x, pre_logits)`, `reset_head`, `stages`,
+//! surface (timm's): `forward_features`, `forward_head(x, pre_logits)`, `replace_head`, `stages`,
 //! `feature_info` and multi-level features.
 
 use graft_backend::{Backend, Ctx, DType, ParamBuilder, ParamPath, Params, TensorData};
@@ -193,7 +193,7 @@ impl Arch {
     pub(crate) fn head_stage_prefixes(&self) -> Vec<String> {
         dispatch!(self, head_stage_prefixes())
     }
-    /// The classifier's prefix (`fc`, `classifier.3`, `head`, ...), which `reset_head` replaces.
+    /// The classifier's prefix (`fc`, `classifier.3`, `head`, ...), which `replace_head` replaces.
     pub fn classifier_prefix(&self) -> &'static str {
         self.classifier().prefix
     }
@@ -831,14 +831,10 @@ impl<B: Backend> Model<B> {
             })
             .collect()
     }
-    /// Replaces the classifier with a fresh one for `num_classes` (0 removes it), initialised as
-    /// the reference initialises its head. Returns the names removed.
-    pub fn reset_head(&mut self, num_classes: usize, seed: u64) -> Result<Vec<String>> {
-        let head = self.head.clone();
-        self.replace_head(num_classes, head, seed)
-    }
-    /// Replaces the classifier with a fresh `head` for `num_classes` (an MLP head, say),
-    /// initialised as [`HeadSpec`] says. Returns the names removed.
+    /// Replaces the classifier with a fresh `head` for `num_classes` (0 removes it; the same
+    /// kind: `model.head().clone()`; an MLP head, say), initialised as the reference initialises
+    /// its head / as [`HeadSpec`] says. Returns the names removed. (During training,
+    /// `graft_surgery::Plan::replace_head` also moves the optimizer over.)
     pub fn replace_head(
         &mut self,
         num_classes: usize,

@@ -323,7 +323,8 @@ fn user_model_registers_lists_and_infers_like_a_builtin() {
 #[test]
 fn reset_head_and_stage_outputs() {
     let mut m = small(3);
-    let removed = m.reset_head(7, 11).expect("reset");
+    let head = m.head().clone();
+    let removed = m.replace_head(7, head, 11).expect("reset");
     assert_eq!(
         removed,
         vec!["fc.weight".to_string(), "fc.bias".to_string()]
