@@ -83,10 +83,11 @@ impl LoaderConfig {
     }
 }
 
-/// One batch: `[N, C, H, W]` images, labels and the dataset indices they came from.
+/// One batch: the stacked samples (`[N, C, H, W]`: images, or what a dataset stores in that
+/// layout — token ids, cached features), labels and the dataset indices they came from.
 #[derive(Debug, Clone)]
 pub struct Batch {
-    pub images: TensorData,
+    pub inputs: TensorData,
     pub labels: Vec<usize>,
     pub indices: Vec<usize>,
 }
@@ -256,9 +257,9 @@ fn stack(samples: Vec<Sample>, indices: Vec<usize>) -> Result<Batch> {
         data.extend_from_slice(&s.data);
         labels.push(s.label);
     }
-    let images = TensorData::f32(&[samples.len(), shape[0], shape[1], shape[2]], data)?;
+    let inputs = TensorData::f32(&[samples.len(), shape[0], shape[1], shape[2]], data)?;
     Ok(Batch {
-        images,
+        inputs,
         labels,
         indices,
     })
@@ -350,7 +351,7 @@ mod tests {
         let again: Vec<Batch> = l.epoch_from(0, 5).collect::<Result<_>>().expect("epoch");
         assert_eq!(again.len(), 13);
         assert_eq!(again[0].indices, e0[5].indices);
-        assert_eq!(again[0].images, e0[5].images);
+        assert_eq!(again[0].inputs, e0[5].inputs);
         // another epoch: another order; a sample's augmentation depends on (seed, epoch, index)
         let e1: Vec<Batch> = l.epoch(1).collect::<Result<_>>().expect("epoch");
         assert_ne!(e1[0].indices, e0[0].indices);
@@ -370,8 +371,8 @@ mod tests {
             .expect("42");
         let per = 64;
         assert_eq!(
-            one.images.to_f32().as_slice().expect("contiguous"),
-            &pos.0.images.to_f32().as_slice().expect("c")[pos.1 * per..(pos.1 + 1) * per]
+            one.inputs.to_f32().as_slice().expect("contiguous"),
+            &pos.0.inputs.to_f32().as_slice().expect("c")[pos.1 * per..(pos.1 + 1) * per]
         );
     }
 }

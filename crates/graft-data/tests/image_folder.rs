@@ -65,7 +65,7 @@ fn classes_sorted_and_images_decoded() {
         .collect::<graft_core::Result<Vec<_>>>()
         .expect("batches");
     assert_eq!(batches.len(), 3);
-    assert_eq!(batches[0].images.shape(), [4, 3, 12, 12]);
+    assert_eq!(batches[0].inputs.shape(), [4, 3, 12, 12]);
 }
 
 #[test]

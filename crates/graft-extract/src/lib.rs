@@ -387,7 +387,7 @@ pub fn extract_many_with<B: Backend>(
     let mut forwards = 0;
     for batch in loader.epoch(0) {
         let batch = batch?;
-        let x = b.from_data(&inputs.host_batch(model.arch(), batch.images)?)?;
+        let x = b.from_data(&inputs.host_batch(model.arch(), batch.inputs)?)?;
         let pooled = if want_pooled {
             forwards += 1;
             Some(model.forward_pooled(&x, &ctx)?)

@@ -132,7 +132,7 @@ pub fn evaluate_reuse<B: Backend>(
     let mut n = 0;
     for batch in loader.epoch(0) {
         let batch = batch?;
-        let x = b.from_data(&batch.images)?;
+        let x = b.from_data(&batch.inputs)?;
         let probs = b.softmax(&model.forward(&x, &Ctx::eval_with(modes))?, 1)?;
         let p = b.to_data(&b.cast(&probs, DType::F32)?)?.to_f32();
         let c = p.shape()[1];
@@ -206,7 +206,7 @@ pub fn reestimate_batch_norm<B: AutodiffBackend>(
             break;
         }
         let batch = batch?;
-        let x = b.from_data(&batch.images)?;
+        let x = b.from_data(&batch.inputs)?;
         b.no_grad(|| model.forward(&x, &Ctx::eval_with(&modes)))?;
         used += 1;
     }

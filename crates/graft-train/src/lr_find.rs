@@ -106,7 +106,7 @@ pub fn lr_find<B: AutodiffBackend>(
                         opt.set_lr(g, lr * r)?;
                     }
                 }
-                let x = b.from_data(&batch.images)?;
+                let x = b.from_data(&batch.inputs)?;
                 let logits = model.forward(&x, &Ctx::train(modes, cfg.seed, step as u64))?;
                 let loss = cross_entropy(&b, &logits, &Targets::Hard(batch.labels.clone()), 0.0)?;
                 let l = host_scalar(&b, &loss)?;

@@ -90,7 +90,7 @@ pub fn evaluate_with<B: Backend>(
     let mut m = Tally::new(model.num_classes());
     for batch in loader.epoch(0) {
         let batch = batch?;
-        let x = b.from_data(&inputs.host_batch(model.arch(), batch.images)?)?;
+        let x = b.from_data(&inputs.host_batch(model.arch(), batch.inputs)?)?;
         let logits = inputs.logits(model, &x, ctx)?;
         let host = b.to_data(&logits)?;
         if let Some(i) = host.to_f32().iter().position(|v| !v.is_finite()) {

@@ -678,10 +678,10 @@ impl<B: AutodiffBackend> Trainer<B> {
                             mix_seed(&[self.cfg.seed, 0x6d69_7875, micro]),
                         );
                         let (x, t, _) =
-                            m.apply(&batch.images, &batch.labels, model.num_classes(), &mut rng)?;
+                            m.apply(&batch.inputs, &batch.labels, model.num_classes(), &mut rng)?;
                         (x, Targets::Soft(t))
                     }
-                    None => (batch.images.clone(), Targets::Hard(batch.labels.clone())),
+                    None => (batch.inputs.clone(), Targets::Hard(batch.labels.clone())),
                 };
                 let x = b.from_data(&self.cfg.inputs.host_batch(model.arch(), inputs)?)?;
                 let ctx = Ctx::train(&self.modes, self.cfg.seed, micro);
