@@ -19,6 +19,7 @@ mod listing;
 mod pretrained;
 mod resume;
 mod routes;
+mod strategy;
 mod valid;
 
 pub(crate) use inference::weights_num_classes;

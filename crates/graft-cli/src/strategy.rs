@@ -1,0 +1,262 @@
+//! The `[strategy]` table of each command: what `graft extract`, `probe`, `reuse` and
+//! `finetune` / `plan` take (`graft eval` takes none), checked as the file is parsed.
+
+use std::collections::BTreeMap;
+use std::ops::Range;
+
+use serde::{Deserialize, Serialize};
+use toml::Spanned;
+
+/// The head of `graft extract`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum ExtractHead {
+    #[default]
+    Logistic,
+    Linear,
+    Mlp,
+    Prototype,
+    Knn,
+    /// A text model's zero-shot classifier: cosine to the embedded class descriptions of
+    /// `[strategy.zero_shot]` (no training labels used).
+    ZeroShot,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExtractStrategy {
+    #[serde(default)]
+    pub head: ExtractHead,
+    /// `pooled` (default) or a trunk stage's name.
+    #[serde(default = "pooled")]
+    pub features: Spanned<String>,
+    /// Logistic regression's L2 penalty (scikit-learn's 1 / C).
+    #[serde(default = "alpha", deserialize_with = "crate::valid::positive")]
+    pub alpha: f64,
+    #[serde(default = "iters")]
+    pub max_iterations: u64,
+    #[serde(default)]
+    pub standardize: bool,
+    /// kNN's k.
+    #[serde(default = "five", deserialize_with = "crate::valid::at_least_one")]
+    pub k: usize,
+    /// MLP hidden widths.
+    #[serde(default, deserialize_with = "crate::valid::widths")]
+    pub hidden: Vec<usize>,
+    #[serde(default, deserialize_with = "crate::valid::unit")]
+    pub dropout: f64,
+    /// Class name → descriptions (`negative = ["a negative word"]`), for `head = "zero_shot"`.
+    pub zero_shot: Option<Spanned<BTreeMap<String, Vec<String>>>>,
+}
+
+fn pooled() -> Spanned<String> {
+    Spanned::new(0..0, "pooled".to_string())
+}
+fn alpha() -> f64 {
+    1.0
+}
+fn iters() -> u64 {
+    100
+}
+fn five() -> usize {
+    5
+}
+
+impl Default for ExtractStrategy {
+    fn default() -> Self {
+        Self {
+            head: ExtractHead::default(),
+            features: pooled(),
+            alpha: alpha(),
+            max_iterations: iters(),
+            standardize: false,
+            k: five(),
+            hidden: Vec::new(),
+            dropout: 0.0,
+            zero_shot: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProbeStrategy {
+    #[serde(default = "tolerance", deserialize_with = "crate::valid::non_negative")]
+    pub tolerance: f64,
+    pub stages: Option<Spanned<Vec<String>>>,
+    #[serde(default = "alpha", deserialize_with = "crate::valid::positive")]
+    pub alpha: f64,
+    #[serde(default = "iters")]
+    pub max_iterations: u64,
+}
+
+fn tolerance() -> f64 {
+    0.01
+}
+
+impl Default for ProbeStrategy {
+    fn default() -> Self {
+        Self {
+            tolerance: tolerance(),
+            stages: None,
+            alpha: alpha(),
+            max_iterations: iters(),
+        }
+    }
+}
+
+/// A source class, by name or index.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(untagged)]
+pub enum ClassRef {
+    Index(usize),
+    Name(String),
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReuseStrategy {
+    /// Target class → source classes (names or indices); default: identity by name.
+    pub label_map: Option<Spanned<BTreeMap<String, Vec<ClassRef>>>>,
+    /// Re-estimate BatchNorm statistics on the unlabelled target images.
+    #[serde(default = "crate::exp::yes")]
+    pub reestimate_bn: bool,
+    /// At most this many batches for the re-estimation.
+    #[serde(default, deserialize_with = "crate::valid::opt_at_least_one")]
+    pub bn_batches: Option<usize>,
+}
+
+impl Default for ReuseStrategy {
+    fn default() -> Self {
+        Self {
+            label_map: None,
+            reestimate_bn: true,
+            bn_batches: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum FinetuneKind {
+    /// The classic recipe (`graft_finetune::Recipe`).
+    #[default]
+    Recipe,
+    /// fastai's fine_tune.
+    Lpft,
+    /// Gradual unfreezing.
+    Gradual,
+}
+
+/// `freeze = 3` or `freeze = "auto"`.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(untagged)]
+pub enum FreezeValue {
+    Stages(usize),
+    Word(String),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum BnName {
+    #[default]
+    Frozen,
+    TrainAffineOnly,
+    Train,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum HeadName {
+    #[default]
+    Linear,
+    Mlp,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct FinetuneStrategy {
+    #[serde(default)]
+    pub kind: FinetuneKind,
+    #[serde(default)]
+    pub head: HeadName,
+    #[serde(default, deserialize_with = "crate::valid::widths")]
+    pub hidden: Vec<usize>,
+    #[serde(default, deserialize_with = "crate::valid::unit")]
+    pub dropout: f64,
+    /// Bottom stages' LR = lr / lr_mult (default 10; fastai's fine_tune: 100).
+    #[serde(default, deserialize_with = "crate::valid::opt_positive")]
+    pub lr_mult: Option<f64>,
+    // recipe
+    pub freeze: Option<Spanned<FreezeValue>>,
+    pub patience: Option<Spanned<usize>>,
+    pub bn: Option<Spanned<BnName>>,
+    /// The probe's tolerance under `freeze = "auto"`.
+    pub tolerance: Option<Spanned<f64>>,
+    // lpft
+    pub freeze_epochs: Option<Spanned<usize>>,
+    pub pct_start: Option<Spanned<f64>>,
+    pub div: Option<Spanned<f64>>,
+    // gradual
+    pub min_frozen: Option<Spanned<usize>>,
+}
+
+impl FinetuneStrategy {
+    /// Keys set in the file that the chosen kind does not use, with their spans.
+    pub fn misplaced(&self) -> Vec<(&'static str, Range<usize>, &'static str)> {
+        let mut v = Vec::new();
+        let mut check =
+            |set: Option<Range<usize>>, key: &'static str, kind: &'static str, ok: bool| {
+                if let (Some(span), false) = (set, ok) {
+                    v.push((key, span, kind));
+                }
+            };
+        let recipe = self.kind == FinetuneKind::Recipe;
+        let lpft = self.kind == FinetuneKind::Lpft;
+        let gradual = self.kind == FinetuneKind::Gradual;
+        check(
+            self.freeze.as_ref().map(Spanned::span),
+            "freeze",
+            "recipe",
+            recipe,
+        );
+        check(
+            self.patience.as_ref().map(Spanned::span),
+            "patience",
+            "recipe",
+            recipe,
+        );
+        check(self.bn.as_ref().map(Spanned::span), "bn", "recipe", recipe);
+        check(
+            self.tolerance.as_ref().map(Spanned::span),
+            "tolerance",
+            "recipe",
+            recipe,
+        );
+        check(
+            self.freeze_epochs.as_ref().map(Spanned::span),
+            "freeze_epochs",
+            "lpft",
+            lpft,
+        );
+        check(
+            self.pct_start.as_ref().map(Spanned::span),
+            "pct_start",
+            "lpft",
+            lpft,
+        );
+        check(self.div.as_ref().map(Spanned::span), "div", "lpft", lpft);
+        check(
+            self.min_frozen.as_ref().map(Spanned::span),
+            "min_frozen",
+            "gradual",
+            gradual,
+        );
+        v
+    }
+}
+
+/// `graft eval` takes no strategy keys.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct NoStrategy {}
