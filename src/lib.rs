@@ -6,7 +6,8 @@
 //!
 //! - [`core`]: errors, dotted names, selectors.
 //! - [`backend`]: the `Backend` / `AutodiffBackend` traits, the parameter store, the forward context.
-//! - [`tch`]: the libtorch backend; [`ndarray`]: the pure-Rust inference backend.
+//! - [`tch`] (feature `tch`, default): the libtorch backend; [`ndarray`]: the pure-Rust inference
+//!   backend (`default-features = false` builds graft with no libtorch at all).
 //! - [`optim`]: SGD and AdamW with mutable parameter groups and exportable state.
 //! - [`zoo`]: model families with timm / torchvision names, the registry, weight loading.
 //! - [`surgery`]: freezing, head replacement, parameter groups and learning-rate plans.
@@ -27,6 +28,7 @@ pub use graft_ndarray as ndarray;
 pub use graft_optim as optim;
 pub use graft_reuse as reuse;
 pub use graft_surgery as surgery;
+#[cfg(feature = "tch")]
 pub use graft_tch as tch;
 pub use graft_text as text;
 pub use graft_train as train;
@@ -35,4 +37,5 @@ pub use graft_zoo as zoo;
 pub use graft_backend::{AutodiffBackend, Backend, Ctx, DType, ModeTable, Params, TensorData};
 pub use graft_core::{Error, Result};
 pub use graft_ndarray::NdArray;
+#[cfg(feature = "tch")]
 pub use graft_tch::Tch;
