@@ -12,13 +12,7 @@ impl Dispatch for Job<NoStrategy> {
 impl Job<NoStrategy> {
     fn eval_on<B: Routes>(&self, b: &B) -> Result<()> {
         let model = self.model(b, true)?;
-        let which = if self.data.test.is_some() {
-            "test"
-        } else if self.data.val.is_some() {
-            "val"
-        } else {
-            "train"
-        };
+        let which = self.held_out();
         let data = self.need(which, "graft eval")?;
         // score by class name: the model's label names, in its order, are the data's classes
         // (a model without names is scored by index, and the report says so)

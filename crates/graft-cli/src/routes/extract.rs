@@ -26,12 +26,7 @@ impl Job<ExtractStrategy> {
         let spec = match st.features.get_ref().as_str() {
             "pooled" => FeatureSpec::Pooled,
             s => {
-                let names: Vec<String> = model
-                    .arch()
-                    .stage_specs()
-                    .into_iter()
-                    .map(|s| s.name)
-                    .collect();
+                let names = model.stage_names();
                 if !names.iter().any(|n| n == s) {
                     return Err(self
                         .src

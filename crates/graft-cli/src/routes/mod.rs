@@ -467,6 +467,17 @@ impl<S: DeserializeOwned + Serialize + Default> Job<S> {
         Ok(())
     }
 
+    /// The split a route scores on: test, else val, else train.
+    fn held_out(&self) -> &'static str {
+        if self.data.test.is_some() {
+            "test"
+        } else if self.data.val.is_some() {
+            "val"
+        } else {
+            "train"
+        }
+    }
+
     fn num_classes(&self) -> usize {
         self.exp
             .model

@@ -20,12 +20,7 @@ impl Job<ProbeStrategy> {
         };
         self.need(val_name, "graft probe (a val or test split)")?;
         if let Some(s) = &st.stages {
-            let names: Vec<String> = model
-                .arch()
-                .stage_specs()
-                .into_iter()
-                .map(|s| s.name)
-                .collect();
+            let names = model.stage_names();
             if let Some(bad) = s.get_ref().iter().find(|x| !names.contains(x)) {
                 return Err(self
                     .src

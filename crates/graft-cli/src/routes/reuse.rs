@@ -70,13 +70,7 @@ impl Job<ReuseStrategy> {
 
     fn reuse_on<B: Routes>(&self, b: &B) -> Result<()> {
         let model = self.model(b, true)?;
-        let which = if self.data.test.is_some() {
-            "test"
-        } else if self.data.val.is_some() {
-            "val"
-        } else {
-            "train"
-        };
+        let which = self.held_out();
         let map = self.label_map(&model)?;
         let run = self.start()?;
         let target = self.loader(&model, which, false)?.context("target split")?;

@@ -309,6 +309,15 @@ impl<B: Backend> Model<B> {
     pub fn stages(&self) -> StageTable {
         self.arch.stage_table()
     }
+    /// The trunk stages' names, bottom to top (`stem`, `layer1`, ...): what `forward_stages`
+    /// and a probe take.
+    pub fn stage_names(&self) -> Vec<String> {
+        self.arch
+            .stage_specs()
+            .into_iter()
+            .map(|s| s.name)
+            .collect()
+    }
     /// Channels and reduction of each trunk stage's output.
     pub fn feature_info(&self) -> Vec<FeatureInfo> {
         self.arch
