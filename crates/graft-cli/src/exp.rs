@@ -127,11 +127,56 @@ pub struct Experiment<S> {
     pub output: OutputSection,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+/// The tensor backend, on the command line (`--backend`) and in the file (`[model] backend`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, clap::ValueEnum)]
 #[serde(rename_all = "snake_case")]
 pub enum BackendName {
     Tch,
     Ndarray,
+}
+
+impl BackendName {
+    /// libtorch when this graft has it, else the pure-Rust backend.
+    pub fn default_for_build() -> Self {
+        if cfg!(feature = "tch") {
+            Self::Tch
+        } else {
+            Self::Ndarray
+        }
+    }
+}
+
+/// Runs on a [`BackendName`]'s backend: `on_backend!(name, f(args))` calls `f(&backend, args)`;
+/// `on_backend!(name, recv.method(args))` calls `recv.method(&backend, args)`. The one place a
+/// backend is chosen; a build without libtorch refuses `tch` here.
+macro_rules! on_backend {
+    ($name:expr, $recv:ident . $m:ident ( $($arg:expr),* )) => {
+        on_backend!(@pick $name, |b| $recv.$m(b $(, $arg)*))
+    };
+    ($name:expr, $f:ident ( $($arg:expr),* )) => {
+        on_backend!(@pick $name, |b| $f(b $(, $arg)*))
+    };
+    (@pick $name:expr, |$b:ident| $call:expr) => {
+        match $name {
+            $crate::exp::BackendName::Ndarray => {
+                let $b = &graft_ndarray::NdArray;
+                $call
+            }
+            $crate::exp::BackendName::Tch => {
+                #[cfg(feature = "tch")]
+                {
+                    let $b = &graft_tch::Tch::cpu();
+                    $call
+                }
+                #[cfg(not(feature = "tch"))]
+                {
+                    anyhow::bail!(
+                        "this graft was built without libtorch (--no-default-features); use --backend ndarray"
+                    )
+                }
+            }
+        }
+    };
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]

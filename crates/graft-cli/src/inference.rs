@@ -23,16 +23,6 @@ pub(crate) struct InferJob {
     pub(crate) lenient: bool,
 }
 
-#[cfg(feature = "tch")]
-pub(crate) fn infer_tch(reg: &Registry, job: &InferJob) -> Result<()> {
-    infer(&graft_tch::Tch::cpu(), reg, job)
-}
-
-#[cfg(not(feature = "tch"))]
-pub(crate) fn infer_tch(_reg: &Registry, _job: &InferJob) -> Result<()> {
-    bail!("this graft was built without libtorch (--no-default-features); use --backend ndarray")
-}
-
 /// The head size of a weights file (its index only, nothing decoded), checked.
 pub(crate) fn weights_num_classes(path: &Path, classifier: &str) -> Result<Option<usize>> {
     Ok(WeightsFile::open_index(path)?.head_classes(classifier)?)
@@ -48,16 +38,6 @@ pub(crate) struct EmbedJob {
     pub(crate) format: Option<graft_text::TextFormat>,
     pub(crate) batch_size: usize,
     pub(crate) bf16: bool,
-}
-
-#[cfg(feature = "tch")]
-pub(crate) fn embed_tch(reg: &Registry, job: &EmbedJob) -> Result<()> {
-    embed(&graft_tch::Tch::cpu(), reg, job)
-}
-
-#[cfg(not(feature = "tch"))]
-pub(crate) fn embed_tch(_reg: &Registry, _job: &EmbedJob) -> Result<()> {
-    bail!("this graft was built without libtorch (--no-default-features); use --backend ndarray")
 }
 
 pub(crate) fn embed<B: Backend>(b: &B, reg: &Registry, job: &EmbedJob) -> Result<()> {
@@ -268,16 +248,6 @@ pub(crate) struct PredictJob {
     pub(crate) init: Option<pretrained::Init>,
     pub(crate) top: usize,
     pub(crate) images: Vec<PathBuf>,
-}
-
-#[cfg(feature = "tch")]
-pub(crate) fn predict_tch(reg: &Registry, job: &PredictJob) -> Result<()> {
-    predict(&graft_tch::Tch::cpu(), reg, job)
-}
-
-#[cfg(not(feature = "tch"))]
-pub(crate) fn predict_tch(_reg: &Registry, _job: &PredictJob) -> Result<()> {
-    bail!("this graft was built without libtorch (--no-default-features); use --backend ndarray")
 }
 
 /// Classifies image files with the model's eval transform (timm's: resize, center crop,

@@ -13,6 +13,7 @@
 
 #[macro_use]
 mod guard;
+#[macro_use]
 mod exp;
 mod inference;
 mod listing;
@@ -22,18 +23,16 @@ mod routes;
 mod strategy;
 mod valid;
 
+use exp::BackendName;
 pub(crate) use inference::weights_num_classes;
-use inference::{
-    EmbedJob, InferJob, PredictJob, embed, embed_tch, infer, infer_tch, predict, predict_tch,
-};
+use inference::{EmbedJob, InferJob, PredictJob, embed, infer, predict};
 use listing::{inspect, models};
 pub(crate) use listing::{millions, table};
 
 use std::path::{Path, PathBuf};
 
 use anyhow::Result;
-use clap::{Parser, Subcommand, ValueEnum};
-use graft_ndarray::NdArray;
+use clap::{Parser, Subcommand};
 use graft_zoo::Registry;
 
 #[derive(Parser, Debug)]
@@ -88,7 +87,7 @@ enum Command {
         #[arg(long, default_value_t = 5, value_parser = at_least_one())]
         top: usize,
         #[arg(long, value_enum, default_value_t = default_backend())]
-        backend: BackendKind,
+        backend: BackendName,
         #[arg(required = true)]
         images: Vec<PathBuf>,
     },
@@ -119,7 +118,7 @@ enum Command {
         #[arg(long)]
         bf16: bool,
         #[arg(long, value_enum, default_value_t = default_backend())]
-        backend: BackendKind,
+        backend: BackendName,
     },
     /// List registered models (wildcards: `resnet*`, `*vit*`); with --pretrained, the
     /// pretrained tags (timm's and torchvision's) with licence and whether they are cached.
@@ -165,7 +164,7 @@ enum Command {
         #[arg(long)]
         features: bool,
         #[arg(long, value_enum, default_value_t = default_backend())]
-        backend: BackendKind,
+        backend: BackendName,
         /// Head size (default: the weights file's head, else the model's cfg).
         #[arg(long)]
         num_classes: Option<usize>,
@@ -183,18 +182,8 @@ fn at_least_one() -> clap::builder::RangedU64ValueParser<usize> {
     clap::builder::RangedU64ValueParser::<usize>::new().range(1..)
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-enum BackendKind {
-    Tch,
-    Ndarray,
-}
-
-fn default_backend() -> BackendKind {
-    if cfg!(feature = "tch") {
-        BackendKind::Tch
-    } else {
-        BackendKind::Ndarray
-    }
+fn default_backend() -> BackendName {
+    BackendName::default_for_build()
 }
 
 fn main() {
@@ -259,10 +248,7 @@ fn run(cli: Cli) -> Result<()> {
                 top,
                 images,
             };
-            match backend {
-                BackendKind::Ndarray => predict(&NdArray, &reg, &job),
-                BackendKind::Tch => predict_tch(&reg, &job),
-            }
+            on_backend!(backend, predict(&reg, &job))
         }
         Command::Embed {
             model,
@@ -292,10 +278,7 @@ fn run(cli: Cli) -> Result<()> {
                 batch_size,
                 bf16,
             };
-            match backend {
-                BackendKind::Ndarray => embed(&NdArray, &reg, &job),
-                BackendKind::Tch => embed_tch(&reg, &job),
-            }
+            on_backend!(backend, embed(&reg, &job))
         }
         Command::Models {
             pattern,
@@ -327,10 +310,7 @@ fn run(cli: Cli) -> Result<()> {
                 batch_size,
                 lenient,
             };
-            match backend {
-                BackendKind::Ndarray => infer(&NdArray, &reg, &job),
-                BackendKind::Tch => infer_tch(&reg, &job),
-            }
+            on_backend!(backend, infer(&reg, &job))
         }
     }
 }

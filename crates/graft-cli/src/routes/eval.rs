@@ -5,7 +5,7 @@ use super::*;
 
 impl Dispatch for Job<NoStrategy> {
     fn dispatch(self) -> Result<()> {
-        on_backend!(self, eval_on)
+        on_backend!(self.backend, self.eval_on())
     }
 }
 

@@ -15,7 +15,7 @@ impl Dispatch for Job<ExtractStrategy> {
         if self.exp.strategy.head == ExtractHead::ZeroShot {
             self.zero_shot_descriptions()?;
         }
-        on_backend!(self, extract_on)
+        on_backend!(self.backend, self.extract_on())
     }
 }
 

@@ -278,9 +278,9 @@ impl Dispatch for Job<FinetuneStrategy> {
         // the strategy's errors are the file's: report them before anything runs
         self.strategy()?;
         if self.route == Route::Plan {
-            on_backend!(self, plan_on)
+            on_backend!(self.backend, self.plan_on())
         } else {
-            on_backend!(self, finetune_on)
+            on_backend!(self.backend, self.finetune_on())
         }
     }
 }

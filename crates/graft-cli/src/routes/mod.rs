@@ -549,25 +549,6 @@ impl Routes for graft_tch::Tch {
 /// A fitted head's predictions on features.
 type Predictor<'a> = Box<dyn Fn(&Features) -> Result<Vec<usize>> + 'a>;
 
-/// Runs `f` on the job's backend.
-macro_rules! on_backend {
-    ($job:expr, $f:ident) => {
-        match $job.backend {
-            BackendName::Ndarray => $job.$f(&graft_ndarray::NdArray),
-            BackendName::Tch => {
-                #[cfg(feature = "tch")]
-                {
-                    $job.$f(&graft_tch::Tch::cpu())
-                }
-                #[cfg(not(feature = "tch"))]
-                {
-                    bail!("this graft was built without libtorch")
-                }
-            }
-        }
-    };
-}
-
 trait Dispatch {
     fn dispatch(self) -> Result<()>;
 }

@@ -4,7 +4,7 @@ use super::*;
 
 impl Dispatch for Job<ProbeStrategy> {
     fn dispatch(self) -> Result<()> {
-        on_backend!(self, probe_on)
+        on_backend!(self.backend, self.probe_on())
     }
 }
 

@@ -9,7 +9,7 @@ impl Dispatch for Job<ReuseStrategy> {
         if self.exp.strategy.reestimate_bn && self.backend != BackendName::Tch {
             return Err(self.needs_tch("reestimate_bn = true").into());
         }
-        on_backend!(self, reuse_on)
+        on_backend!(self.backend, self.reuse_on())
     }
 }
 
