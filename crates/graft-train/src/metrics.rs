@@ -39,9 +39,25 @@ impl Tally {
             counts: graft_core::confusion::Confusion::new(c),
         }
     }
-    fn add(&mut self, logits: &TensorData, labels: &[usize], loss_sum: f64) {
+    /// Counts a batch; non-finite logits are an error naming `model` and the sample.
+    fn add(
+        &mut self,
+        logits: &TensorData,
+        labels: &[usize],
+        loss_sum: f64,
+        model: &str,
+    ) -> Result<()> {
         let a = logits.to_f32();
         let c = a.shape()[1];
+        if let Some(i) = a.iter().position(|v| !v.is_finite()) {
+            let row = self.samples + i / c.max(1);
+            return Err(graft_core::Error::invalid(
+                "evaluate",
+                format!(
+                    "{model}: non-finite logits for sample {row} (NaN or infinite weights or input values)"
+                ),
+            ));
+        }
         for (i, &y) in labels.iter().enumerate() {
             let row: Vec<f32> = (0..c).map(|j| a[[i, j]]).collect();
             let mut order: Vec<usize> = (0..c).collect();
@@ -56,6 +72,7 @@ impl Tally {
         }
         self.samples += labels.len();
         self.loss += loss_sum;
+        Ok(())
     }
     fn finish(self) -> ClassMetrics {
         let n = self.samples.max(1) as f64;
@@ -93,19 +110,14 @@ pub fn evaluate_with<B: Backend>(
         let x = b.from_data(&inputs.host_batch(model.arch(), batch.inputs)?)?;
         let logits = inputs.logits(model, &x, ctx)?;
         let host = b.to_data(&logits)?;
-        if let Some(i) = host.to_f32().iter().position(|v| !v.is_finite()) {
-            let row = m.samples + i / model.num_classes().max(1);
-            return Err(graft_core::Error::invalid(
-                "evaluate",
-                format!(
-                    "{}: non-finite logits for sample {row} (NaN or infinite weights or input values)",
-                    model.name()
-                ),
-            ));
-        }
         let loss = cross_entropy(b, &logits, &Targets::Hard(batch.labels.clone()), 0.0)?;
         let l = crate::trainer::host_scalar(b, &loss)?;
-        m.add(&host, &batch.labels, l * batch.labels.len() as f64);
+        m.add(
+            &host,
+            &batch.labels,
+            l * batch.labels.len() as f64,
+            model.name(),
+        )?;
     }
     Ok(m.finish())
 }

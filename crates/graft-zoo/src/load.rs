@@ -608,10 +608,15 @@ pub(crate) fn apply<B: Backend>(
 /// What cannot be right in a tensor's values (as the model will hold them): NaN / infinite
 /// entries, a negative running variance.
 fn bad_values(name: &str, data: &TensorData) -> Option<String> {
-    if !data.dtype().is_float() {
-        return None;
-    }
-    let a = data.to_f32();
+    let converted;
+    let a = match data {
+        TensorData::F32(a) => a,
+        TensorData::BF16(_) => {
+            converted = data.to_f32();
+            &converted
+        }
+        TensorData::I64(_) => return None,
+    };
     let (mut nan, mut inf, mut neg) = (0usize, 0usize, 0usize);
     for &v in a.iter() {
         if v.is_nan() {
