@@ -4,7 +4,8 @@
 //!
 //! Owns: the feature cache (keyed by the model's name, a hash of its current weights and buffers,
 //! the loader's transform, the feature spec and the dataset's fingerprint — a second identical
-//! run does no trunk forward at all); running the trunk pass on an inference copy of the model
+//! run does no trunk forward at all; each file carries a SHA-256 of its content, and one that no
+//! longer matches is computed again); running the trunk pass on an inference copy of the model
 //! (BatchNorm folded, channels-last where it pays, opt-in bf16 — graft-zoo builds it); the heads
 //! on host features (multinomial logistic regression through linfa, prototype / nearest class
 //! mean by cosine, kNN); a Linear / MLP head trained on cached features with graft-train's
