@@ -3,7 +3,7 @@
 # closing summary is the full test count.
 STAGE := bash scripts/stage.sh
 
-.PHONY: setup demo test check-libtorch build fmt clippy unit doc ndarray-cli examples benches bench bench-compare
+.PHONY: setup demo test check-libtorch build fmt clippy unit doc ndarray-cli examples downstream package benches bench bench-compare sweep
 
 setup:
 	@$(STAGE) setup bash scripts/setup.sh
@@ -52,11 +52,20 @@ EXAMPLES := extract_features direct_reuse finetune_imagefolder
 examples: check-libtorch
 	@for e in $(EXAMPLES); do $(STAGE) "example $$e" cargo run -q --example $$e || exit 1; done
 
+# A crate outside the repository that depends on graft (examples/downstream: README's program),
+# built and run with no LD_LIBRARY_PATH on what the finetune_imagefolder example wrote.
+downstream: check-libtorch
+	@$(STAGE) "downstream crate" bash scripts/check-downstream.sh
+
+# cargo package for every crate (metadata, shipped files, size).
+package:
+	@$(STAGE) "cargo package" bash scripts/check-package.sh
+
 # The criterion benches, each run once (criterion's test mode), so they cannot rot.
 benches: check-libtorch
 	@$(STAGE) "benches (criterion, once each)" cargo test -q --bench bench_main
 
-test: setup fmt clippy doc ndarray-cli examples benches unit
+test: setup fmt clippy doc ndarray-cli examples downstream package benches unit
 	@echo "==> make test: all stages passed"
 
 # graft against PyTorch side by side in one run (alternating, best and median of N, peak RSS):
@@ -64,6 +73,12 @@ test: setup fmt clippy doc ndarray-cli examples benches unit
 # look, `-- --only TEXT` for one case).
 bench-compare: check-libtorch
 	@$(STAGE) "bench: graft vs PyTorch" cargo bench --bench compare
+
+# Every built-in architecture timm also builds, random weights, timm vs graft (both backends) at a
+# small input: writes the table into docs/zoo.md. Not in `make test` (it builds every
+# architecture); SWEEP_ARGS="--filter 'vit_*' --max-params 100000000" narrows it.
+sweep: check-libtorch
+	@$(STAGE) "zoo sweep" cargo run -q --release --example zoo_sweep -- $(SWEEP_ARGS)
 
 # criterion micro-benchmarks (ops and zoo forwards on both backends, a train step, the loader).
 bench: check-libtorch

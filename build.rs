@@ -1,9 +1,9 @@
-//! rpath to libtorch for the facade's tests, examples and benches: graft-tch's own
-//! `rustc-link-arg` reaches only graft-tch's targets, so every package with binaries that link
-//! graft-tch repeats this (graft-tch exports the directory as DEP_GRAFT_TCH_LIBTORCH_LIB).
+//! rpath to libtorch for the facade's tests, examples and benches (graft-tch's own
+//! `rustc-link-arg` reaches only graft-tch's targets), and libtorch's directory handed on to the
+//! build scripts of crates that depend on graft (`links = "graft"`: DEP_GRAFT_LIBTORCH_LIB), where
+//! `graft_build::link_libtorch()` adds the same rpath to their binaries.
 fn main() {
-    println!("cargo:rerun-if-env-changed=DEP_GRAFT_TCH_LIBTORCH_LIB");
-    if let Ok(lib) = std::env::var("DEP_GRAFT_TCH_LIBTORCH_LIB") {
-        println!("cargo:rustc-link-arg=-Wl,-rpath,{lib}");
+    if let Some(lib) = graft_build::link_libtorch() {
+        println!("cargo:libtorch_lib={}", lib.display());
     }
 }

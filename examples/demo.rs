@@ -1,7 +1,7 @@
 //! The smallest end-to-end run of the two backends: train a small MLP classifier on graft-tch with
 //! graft's AdamW, save it as safetensors, load it into the pure-Rust graft-ndarray backend and
 //! check both backends predict the same classes. (`make demo` runs the digits transfer study,
-//! `examples/digits_study.rs`.)
+//! `examples/digits_study/`.)
 //!
 //! The data is a seeded, noisy three-arm spiral (2-d points, 3 classes), generated here.
 

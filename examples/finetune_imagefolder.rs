@@ -20,7 +20,7 @@ use graft::zoo::{ModelOptions, Registry};
 /// Writes `indices` of the digits as `root/<digit>/<index>.png` (8x8 gray, 0-16 → 0-255).
 fn write_folder(digits: &dyn Dataset, indices: &[usize], root: &Path) -> Result<()> {
     for &i in indices {
-        let s = digits.get(i)?;
+        let s = digits.get(i)?.into_image("write_folder")?;
         if s.label < 5 {
             continue;
         }

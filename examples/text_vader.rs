@@ -23,7 +23,7 @@ use graft::extract::{
 };
 use graft::finetune::{FineTuneOptions, FreezeDepth, Recipe, Strategy, fine_tune};
 use graft::text::{CharNgrams, TextDataset, TokenDataset};
-use graft::train::{Inputs, evaluate_with};
+use graft::train::evaluate;
 use graft::zoo::{ModelOptions, Registry};
 use graft::{Ctx, Tch};
 
@@ -181,7 +181,6 @@ fn finetune(reg: &Registry, s: &Split, top: usize, lr: f64) -> Result<(f64, f64,
     )?;
     let tok = enc.tokenizer().clone();
     let tr = TokenDataset::new(&s.train, &tok)?;
-    let pad_id = tr.pad_id();
     let train = Loader::new(Arc::new(tr), LoaderConfig::train(32).seed(1))?;
     let eval = |ds: &TextDataset| -> Result<Loader> {
         Ok(Loader::new(
@@ -193,7 +192,6 @@ fn finetune(reg: &Registry, s: &Split, top: usize, lr: f64) -> Result<(f64, f64,
     let model = enc.model_mut();
     let stages = model.stages().stages().len(); // embeddings, layer.0-5, head
     let mut opts = FineTuneOptions::default();
-    opts.base.inputs = Inputs::Tokens { pad_id };
     opts.base.progress = false;
     let recipe = Recipe {
         freeze: FreezeDepth::Stages(stages - 1 - top),
@@ -204,9 +202,8 @@ fn finetune(reg: &Registry, s: &Split, top: usize, lr: f64) -> Result<(f64, f64,
         ..Recipe::default()
     };
     fine_tune(model, 2, &train, None, &Strategy::Recipe(recipe), &opts)?;
-    let inputs = Inputs::Tokens { pad_id };
-    let v = evaluate_with(model, &val, &Ctx::eval(), inputs)?.top1;
-    let te = evaluate_with(model, &test, &Ctx::eval(), inputs)?.top1;
+    let v = evaluate(model, &val, &Ctx::eval())?.top1;
+    let te = evaluate(model, &test, &Ctx::eval())?.top1;
     Ok((v, te, t.elapsed().as_secs_f64()))
 }
 
@@ -517,7 +514,7 @@ fn main() -> Result<()> {
          rest frozen at LR 0 (`graft_finetune::Recipe`: AdamW, the head's LR as given, sliced \
          geometrically down to a tenth of it for the lowest trained layer, one-cycle, 3 epochs, \
          batch 32; no early stopping, nothing picked on the test split), through the one \
-         Trainer with `Inputs::Tokens`.\n\n",
+         Trainer (int64 token batches, `Model::forward_batch`).\n\n",
         seeds.len(),
         all.len(),
         all.class_counts()[0],

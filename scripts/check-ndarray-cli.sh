@@ -2,13 +2,13 @@
 # The pure-Rust deployment path: build graft-cli with --no-default-features, check the binary
 # links no libtorch, and run a torchvision-written user model on --backend ndarray against
 # torchvision's own logits (≤ 1e-3 × max|ref|); check the facade builds without libtorch
-# (`graft = { default-features = false }`). Run by `make test`.
+# (`graft-tl = { default-features = false }`). Run by `make test`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build -q -p graft-cli --no-default-features
 # the facade without its default feature: the pure-Rust stack, no libtorch in its tree
-cargo check -q -p graft --no-default-features --lib
-if cargo tree -q -p graft --no-default-features -e normal | grep -q "torch-sys"; then
+cargo check -q -p graft-tl --no-default-features --lib
+if cargo tree -q -p graft-tl --no-default-features -e normal | grep -q "torch-sys"; then
     echo "error: graft with default-features = false depends on libtorch (torch-sys)" >&2
     exit 1
 fi

@@ -1,11 +1,13 @@
 """Writes crates/graft-zoo/data/pretrained.json: the pretrained weights graft can name.
 
-- "timm": every timm pretrained tag (timm.list_pretrained) whose architecture graft implements,
+- "timm": every timm pretrained tag (timm.list_pretrained) whose architecture graft implements
+  and whose weights are on the Hugging Face Hub,
   with the fields of its pretrained cfg that locate, describe and preprocess it.
 - "torchvision": torchvision's weight enums for graft's torchvision-named models.
 
 Re-run it when timm or torchvision change, or when graft gains a family (add its timm-named
-architectures to TIMM_ARCHS, its torchvision-named ones to TV_ARCHS):
+architectures to TIMM_ARCHS, its torchvision-named ones to TV_ARCHS; architectures of
+configurable builders come from data/archs.json, written by scripts/gen_archs.py first):
 
     .venv/bin/python scripts/gen_pretrained.py
 
@@ -28,24 +30,48 @@ TIMM_ARCHS = [
     "resnet34",
     "resnet50",
     "resnet101",
+    "resnet18d",
+    "resnet34d",
+    "resnet26d",
+    "resnet50d",
+    "resnet101d",
+    "resnext50_32x4d",
+    "resnext101_32x8d",
+    "wide_resnet50_2",
+    "seresnet50",
+    "seresnext26d_32x4d",
+    "seresnext50_32x4d",
     "mobilenetv3_large_100",
     "mobilenetv3_small_100",
     "efficientnet_b0",
     "convnext_tiny",
-    "vit_tiny_patch16_224",
-    "vit_small_patch16_224",
-    "vit_base_patch16_224",
+    "convnext_small",
+    "convnext_base",
+    "convnext_large",
+] + [f"regnetx_{w}" for w in ("002", "004", "006", "008", "016", "032", "040", "064", "080", "120", "160", "320")] + [
+    f"regnety_{w}" for w in ("002", "004", "006", "008", "016", "032", "040", "064", "080", "120", "160", "320", "640", "1280", "2560")
 ]
+# the architectures graft's configurable builders read off timm (scripts/gen_archs.py)
+with open(os.path.join(os.path.dirname(__file__), "..", "crates", "graft-zoo", "data", "archs.json")) as _f:
+    _ARCHS = json.load(_f)
+TIMM_ARCHS += [e["name"] for family, entries in _ARCHS.items() if family not in ("generated_by", "timm_version", "out") for e in entries]
+
 # graft architectures named as torchvision names them
 TV_ARCHS = [
     "resnet18",
     "resnet34",
     "resnet50",
     "resnet101",
+    "resnext50_32x4d",
+    "resnext101_32x8d",
+    "wide_resnet50_2",
     "mobilenet_v3_large",
     "mobilenet_v3_small",
     "efficientnet_b0",
     "convnext_tiny",
+    "convnext_small",
+    "convnext_base",
+    "convnext_large",
 ]
 
 
@@ -78,6 +104,9 @@ def timm_rows():
         default = get_pretrained_cfg(arch).tag
         for tag in timm.list_pretrained(arch + ".*"):
             c = get_pretrained_cfg(tag)
+            if not c.hf_hub_id:
+                # weights at another URL (a few research releases): graft fetches from the Hub
+                continue
             assert c.architecture == arch, (tag, c.architecture)
             rows.append({
                 "tag": tag,

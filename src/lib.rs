@@ -34,7 +34,9 @@ pub use graft_text as text;
 pub use graft_train as train;
 pub use graft_zoo as zoo;
 
-pub use graft_backend::{AutodiffBackend, Backend, Ctx, DType, ModeTable, Params, TensorData};
+pub use graft_backend::{
+    AutodiffBackend, Backend, Ctx, DType, InputBatch, InputKind, ModeTable, Params, TensorData,
+};
 pub use graft_core::{Error, Result};
 pub use graft_ndarray::NdArray;
 #[cfg(feature = "tch")]

@@ -1,5 +1,5 @@
 //! The pretrained table (`crates/graft-zoo/data/pretrained.json`) against the venv's timm and
-//! torchvision (tests/python/pretrained_reference.py): every timm tag of every graft
+//! torchvision (tests/python/pretrained_reference.py): every timm tag on the Hugging Face Hub of every graft
 //! architecture is listed and nothing else; each tag's cfg equals `get_pretrained_cfg(tag)`;
 //! timm's `state_dict` for the tag (names and shapes, its head size) loads strictly into graft's
 //! model through the remap tables; and each tag's eval transform on a real photo (scikit-learn's
@@ -54,7 +54,7 @@ fn the_table_is_what_timm_and_torchvision_say() {
     let t = table().expect("table");
     let reg = Registry::builtin();
 
-    // every tag of every architecture timm knows, and only those
+    // every Hub-hosted tag of every architecture timm knows, and only those
     let mut want: BTreeSet<String> = BTreeSet::new();
     for (arch, tags) in r["timm"].as_object().expect("timm") {
         for tag in tags.as_array().expect("tags") {

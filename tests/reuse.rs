@@ -173,9 +173,9 @@ impl Dataset for ParityLabels {
         self.0.label(i) % 2
     }
     fn get(&self, i: usize) -> graft::Result<Sample> {
-        let mut s = self.0.get(i)?;
-        s.label %= 2;
-        Ok(s)
+        let s = self.0.get(i)?;
+        let odd = s.label() % 2;
+        Ok(s.with_label(odd))
     }
     fn classes(&self) -> &[String] {
         static C: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();

@@ -1,7 +1,7 @@
 //! Fine-tuning a text encoder's top layers (graft-tch): MiniLM from its package, a fresh
 //! classifier on the mean-pooled embedding, the embeddings and layer.0–3 frozen at LR 0
 //! (surgery's stages for BERT: embeddings, layer.0 … layer.5, head), layer.4–5 and the head
-//! trained on VADER words through the one Trainer with `Inputs::Tokens`. Frozen stages stay
+//! trained on VADER words through the one Trainer (int64 token batches). Frozen stages stay
 //! bit-identical, trained ones move, and the held-out accuracy beats the frozen-feature logistic
 //! head fitted on the same words.
 
@@ -14,7 +14,7 @@ use graft::extract::{
 };
 use graft::finetune::{FineTuneOptions, FreezeDepth, Recipe, Strategy, fine_tune};
 use graft::text::{TextDataset, TokenDataset};
-use graft::train::{Inputs, evaluate_with, snapshot};
+use graft::train::{evaluate, snapshot};
 use graft::zoo::{ModelOptions, Registry};
 
 mod common;
@@ -60,7 +60,6 @@ fn fine_tuning_minilm_top_layers_on_vader_words() {
 
     let tok = enc.tokenizer().clone();
     let tr = TokenDataset::new(train, &tok).expect("tokens");
-    let pad_id = tr.pad_id();
     let train_l = Loader::new(Arc::new(tr), LoaderConfig::train(32).seed(1)).expect("loader");
     let test_l = Loader::new(
         Arc::new(TokenDataset::new(test, &tok).expect("tokens")),
@@ -89,7 +88,6 @@ fn fine_tuning_minilm_top_layers_on_vader_words() {
     );
     let before = snapshot(model).expect("snapshot");
     let mut opts = FineTuneOptions::default();
-    opts.base.inputs = Inputs::Tokens { pad_id };
     opts.base.progress = false;
     let recipe = Recipe {
         freeze: FreezeDepth::Stages(5),
@@ -120,13 +118,7 @@ fn fine_tuning_minilm_top_layers_on_vader_words() {
             assert!(moved, "{name} should have trained");
         }
     }
-    let m = evaluate_with(
-        model,
-        &test_l,
-        &graft::Ctx::eval(),
-        Inputs::Tokens { pad_id },
-    )
-    .expect("evaluate");
+    let m = evaluate(model, &test_l, &graft::Ctx::eval()).expect("evaluate");
     let losses: Vec<f64> = report.history.epochs.iter().map(|e| e.train_loss).collect();
     eprintln!(
         "frozen MiniLM + logistic {frozen_acc:.4}, fine-tuned top 2 layers {:.4}, train losses {losses:?}",
@@ -158,7 +150,6 @@ fn mixup_on_token_batches_is_refused() {
     let files = graft::zoo::TextModelFiles::locate(&cfg, None).expect("package");
     let tok = graft::text::Tokenizer::from_file(&files.tokenizer, cfg.max_length).expect("tok");
     let tr = TokenDataset::new(&few, &tok).expect("tokens");
-    let pad_id = tr.pad_id();
     let loader = Loader::new(Arc::new(tr), LoaderConfig::train(4)).expect("loader");
     let opts = ModelOptions::default().num_classes(2);
     let (mut model, _) = reg.create(&Tch::cpu(), "minilm_l6", &opts).expect("model");
@@ -169,7 +160,6 @@ fn mixup_on_token_batches_is_refused() {
     )
     .expect("plan");
     let mut cfg = graft::train::TrainConfig::new(1);
-    cfg.inputs = Inputs::Tokens { pad_id };
     cfg.mixup = Some(graft::data::Mixup::default());
     cfg.progress = false;
     let err =

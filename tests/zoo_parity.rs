@@ -21,6 +21,15 @@ struct Meta {
     num_params: usize,
     num_classes: Option<usize>,
     img_size: Option<[usize; 2]>,
+    /// The weights were saved for another input size (graft resamples them on load).
+    resampled: bool,
+    /// Tensors the load reshapes (timm ConvNeXt's `gamma`, conv-MLP weights).
+    reshaped: usize,
+    /// Every key renamed (a timm layout loaded through the remap table).
+    renamed_all: bool,
+    /// A configuration no registered architecture has: graft's `Arch`, as the fixture read it
+    /// off the reference model (scripts/gen_archs.py).
+    arch: Option<graft::zoo::Arch>,
 }
 
 fn meta(dir: &Path) -> Meta {
@@ -37,6 +46,47 @@ fn meta(dir: &Path) -> Meta {
                 a[1].as_u64().expect("w") as usize,
             ]
         }),
+        resampled: o["resampled"].as_bool().unwrap_or(false),
+        reshaped: o["reshaped"].as_u64().unwrap_or(0) as usize,
+        renamed_all: o["renamed_all"].as_bool().unwrap_or(false),
+        arch: o
+            .get("arch")
+            .map(|a| serde_json::from_value(a.clone()).expect("arch config")),
+    }
+}
+
+/// The fixture's model with its weights: a registered architecture by name, or the fixture's own
+/// configuration built and loaded strictly.
+fn fixture_model<B: Backend>(
+    b: &B,
+    dir: &Path,
+    m: &Meta,
+) -> (graft::zoo::Model<B>, graft::zoo::load::LoadReport) {
+    let weights = dir.join("weights.safetensors");
+    let mut opts = ModelOptions::default().weights(&weights);
+    opts.num_classes = m.num_classes;
+    opts.img_size = m.img_size;
+    match &m.arch {
+        None => {
+            let (model, report) = create_model(b, &m.model, &opts).expect("create + load");
+            (model, report.expect("a load report"))
+        }
+        Some(arch) => {
+            let cfg = graft::zoo::PretrainedCfg::imagenet(
+                m.img_size.expect("img_size")[0],
+                0.9,
+                graft::zoo::Interpolation::Bicubic,
+                "patch_embed.proj",
+                "head",
+                "timm",
+            );
+            let mut model =
+                graft::zoo::Model::build(b, &m.model, arch.clone(), cfg, &opts).expect("build");
+            let report = model
+                .load_weights(&weights, &graft::zoo::load::LoadOptions::default())
+                .expect("load");
+            (model, report)
+        }
     }
 }
 
@@ -50,11 +100,7 @@ fn rel_diff(got: &TensorData, want: &TensorData) -> f64 {
 fn check<B: Backend>(b: &B, id: &str, tol: f64) -> Vec<(String, f64)> {
     let dir = fixture(id);
     let m = meta(&dir);
-    let mut opts = ModelOptions::default().weights(dir.join("weights.safetensors"));
-    opts.num_classes = m.num_classes;
-    opts.img_size = m.img_size;
-    let (model, report) = create_model(b, &m.model, &opts).expect("create + load");
-    let report = report.expect("a load report");
+    let (model, report) = fixture_model(b, &dir, &m);
     assert!(report.is_clean(), "{id}: {report}");
     assert!(report.head_dropped.is_empty(), "{id}: {report}");
     assert_eq!(
@@ -75,19 +121,13 @@ fn check<B: Backend>(b: &B, id: &str, tol: f64) -> Vec<(String, f64)> {
         .iter()
         .filter(|(_, how)| how.starts_with("reshaped"))
         .count();
-    assert_eq!(
-        resampled,
-        usize::from(m.img_size.is_some()),
-        "{id}: {report}"
-    );
-    if id.ends_with("_timm") {
-        assert_eq!(reshaped, 18, "{id}: every block's gamma\n{report}");
+    assert_eq!(resampled, usize::from(m.resampled), "{id}: {report}");
+    assert_eq!(reshaped, m.reshaped, "{id}: reshaped tensors\n{report}");
+    if m.renamed_all {
         assert!(
             report.renamed > 0 && report.renamed == report.applied.len(),
             "{id}: {report}"
         );
-    } else {
-        assert_eq!(reshaped, 0, "{id}: {report}");
     }
 
     let counted = count_parameters(
@@ -181,17 +221,71 @@ parity! {
     resnet50 => "resnet50",
     resnet101 => "resnet101",
     resnet50_torchvision => "resnet50_tv",
+    resnet50d => "resnet50d",
+    resnet18d => "resnet18d",
+    resnext50_32x4d => "resnext50_32x4d",
+    seresnext26d_32x4d => "seresnext26d_32x4d",
     resnet18_small => "resnet18_small",
     mobilenet_v3_large => "mobilenet_v3_large",
     mobilenet_v3_small => "mobilenet_v3_small",
     efficientnet_b0 => "efficientnet_b0",
     convnext_tiny_torchvision => "convnext_tiny",
     convnext_tiny_timm_remapped => "convnext_tiny_timm",
+    convnext_atto_conv_mlp => "convnext_atto_timm",
+    convnextv2_atto_grn_conv_mlp => "convnextv2_atto_timm",
+    convnextv2_tiny_grn => "convnextv2_tiny_timm",
+    regnetx_002 => "regnetx_002",
+    regnety_002 => "regnety_002",
     vit_tiny => "vit_tiny_patch16_224",
     vit_small => "vit_small_patch16_224",
     vit_base => "vit_base_patch16_224",
     vit_tiny_resampled_to_96 => "vit_tiny_patch16_224_at96",
     vit_tiny_resampled_to_320 => "vit_tiny_patch16_224_at320",
+    vit_clip_quickgelu => "vit_clip_quickgelu",
+    vit_dinov2_registers => "vit_dinov2_reg4",
+    vit_registers_avg_pool_fc_norm => "vit_reg1_gap",
+    vit_siglip_avg_pool => "vit_siglip_gap",
+    deit3_small => "deit3_small",
+    vit_no_qkv_bias_avg_pool => "vit_medium_gap",
+    vit_packed_swiglu_qk_norm => "vit_custom_glu_qknorm",
+    vit_swiglu => "vit_custom_swiglu",
+}
+
+/// Every built-in architecture that timm or torchvision also builds has exactly its parameter
+/// count (a dry build: nothing allocated), head included.
+#[test]
+fn every_builtin_counts_the_references_parameters() {
+    let reg = graft::zoo::Registry::builtin();
+    let names: Vec<String> = reg.list(None).into_iter().map(|e| e.name.clone()).collect();
+    let out = common::temp_dir("param-counts").join("counts.json");
+    let mut args = vec![out.to_str().expect("utf-8 path")];
+    args.extend(names.iter().map(String::as_str));
+    common::run_python("param_counts.py", &args);
+    let text = std::fs::read_to_string(&out).expect("counts.json");
+    let want: std::collections::BTreeMap<String, usize> =
+        serde_json::from_str(&text).expect("counts json");
+    let mut wrong = Vec::new();
+    for (name, n) in &want {
+        let got = reg.param_count(&NdArray, name).expect("dry count");
+        if got != *n {
+            wrong.push(format!("{name}: graft {got}, reference {n}"));
+        }
+    }
+    let left_out: Vec<&String> = names.iter().filter(|n| !want.contains_key(*n)).collect();
+    eprintln!(
+        "{} built-ins counted against their reference; not in timm / torchvision: {left_out:?}",
+        want.len()
+    );
+    assert!(
+        wrong.is_empty(),
+        "parameter counts differ:\n{}",
+        wrong.join("\n")
+    );
+    assert_eq!(
+        left_out.len(),
+        2,
+        "only resnet18_small and minilm_l6 lack a reference"
+    );
 }
 
 /// `.pth` (torch.save) through libtorch's unpickler loads the same values, with the same report,
@@ -261,10 +355,7 @@ fn check_inference(id: &str, tol_bf16: f64) -> Vec<(String, f64)> {
         o: &InferenceOptions,
         ctx: &Ctx<'_>,
     ) -> Vec<(String, TensorData)> {
-        let mut opts = ModelOptions::default().weights(dir.join("weights.safetensors"));
-        opts.num_classes = m.num_classes;
-        opts.img_size = m.img_size;
-        let (model, _) = create_model(b, &m.model, &opts).expect("create + load");
+        let (model, _) = fixture_model(b, dir, m);
         let fast = model.for_inference(o).expect("inference copy");
         let bns = model.batch_norm_layers().len();
         if o.fold_batch_norm {
@@ -350,5 +441,7 @@ inference_parity! {
     inference_copy_mobilenet_v3_large => "mobilenet_v3_large",
     inference_copy_efficientnet_b0 => "efficientnet_b0",
     inference_copy_convnext_tiny => "convnext_tiny",
+    inference_copy_regnety_002 => "regnety_002",
+    inference_copy_resnet50d => "resnet50d",
     inference_copy_vit_tiny => "vit_tiny_patch16_224",
 }

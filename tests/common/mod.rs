@@ -21,9 +21,12 @@ pub fn python() -> PathBuf {
 
 /// Runs a script from tests/python with the venv's Python; panics with its stderr on failure.
 pub fn run_python(script: &str, args: &[&str]) {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/python")
-        .join(script);
+    run_python_script(&format!("tests/python/{script}"), args);
+}
+
+/// Runs a Python script of the repository (path relative to its root) in the venv.
+pub fn run_python_script(script: &str, args: &[&str]) {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(script);
     let out = Command::new(python())
         .arg(&path)
         .args(args)
@@ -90,7 +93,7 @@ pub fn eval_transform_diff(
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
     let got = graft::data::Transform::apply_raw(&t, raw.clone(), &mut rng).expect("transform");
     // the same values as the float path, bit for bit
-    let float = graft::data::Transform::apply(&t, raw.to_sample(), &mut rng).expect("transform");
+    let float = graft::data::Transform::apply(&t, raw.to_image(), &mut rng).expect("transform");
     assert!(
         got == float,
         "{}: 8-bit and float paths differ",

@@ -2,7 +2,8 @@
 tests/pretrained_table.rs:  pretrained_reference.py OUT_DIR ARCH...
 
 OUT_DIR/reference.json:
-  "timm": {arch: [tag, ...]} for every ARCH timm knows (timm.list_pretrained)
+  "timm": {arch: [tag, ...]} for every ARCH timm knows (timm.list_pretrained), the tags whose
+          weights are on the Hugging Face Hub
   "cfgs": {tag: timm's get_pretrained_cfg(tag), as a dict}
   "keys": {"arch/num_classes": {state_dict key: shape}} of timm.create_model(arch, num_classes)
   "transforms": {tag or tv tag: {"train": file, "test": file?}}: timm's eval transform
@@ -53,10 +54,12 @@ def timm_pixels(cfg):
 for arch in archs:
     if not timm.is_model(arch):
         continue
-    tags = timm.list_pretrained(arch + ".*")
+    # tags whose weights are on the Hugging Face Hub (a few point at other URLs graft does not fetch)
+    tags = [t for t in timm.list_pretrained(arch + ".*") if get_pretrained_cfg(t).hf_hub_id]
     ref["timm"][arch] = tags
-    if tags:
-        ref["default"][arch] = f"{arch}.{get_pretrained_cfg(arch).tag}"
+    default = f"{arch}.{get_pretrained_cfg(arch).tag}"
+    if default in tags:
+        ref["default"][arch] = default
     for tag in tags:
         c = get_pretrained_cfg(tag).to_dict()
         ref["cfgs"][tag] = {k: v for k, v in c.items() if k != "state_dict"}

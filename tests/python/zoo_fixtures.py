@@ -29,8 +29,20 @@ def tv_resnet18_small():
     return m
 
 
-def vit_stages(depth):
-    return ["pos_drop"] + [f"blocks.{i}" for i in range(depth)]
+def vit_stages(depth, pre_norm=False):
+    return ["norm_pre" if pre_norm else "pos_drop"] + [f"blocks.{i}" for i in range(depth)]
+
+
+def timm_at(name, size):
+    """timm's architecture built for a small input (its position embeddings for that grid)."""
+    return lambda: timm.create_model(name, img_size=size)
+
+
+def vit_custom(**kw):
+    """A ViT no timm tag uses in this form, from timm's own class: graft builds it from the
+    config scripts/gen_archs.py reads off it (meta "arch")."""
+    from timm.models.vision_transformer import VisionTransformer
+    return lambda: VisionTransformer(**kw)
 
 
 # fixture id -> (graft model name, builder, input hw, stage modules (graft stage order), options)
@@ -39,19 +51,45 @@ FIXTURES = {
     "resnet34": ("resnet34", lambda: timm.create_model("resnet34"), 64, ["act1", "layer1", "layer2", "layer3", "layer4"], {}),
     "resnet50": ("resnet50", lambda: timm.create_model("resnet50"), 64, ["act1", "layer1", "layer2", "layer3", "layer4"], {}),
     "resnet101": ("resnet101", lambda: timm.create_model("resnet101"), 64, ["act1", "layer1", "layer2", "layer3", "layer4"], {}),
+    "resnet50d": ("resnet50d", lambda: timm.create_model("resnet50d"), 64, ["act1", "layer1", "layer2", "layer3", "layer4"], {}),
+    "resnext50_32x4d": ("resnext50_32x4d", lambda: timm.create_model("resnext50_32x4d"), 64, ["act1", "layer1", "layer2", "layer3", "layer4"], {}),
+    "seresnext26d_32x4d": ("seresnext26d_32x4d", lambda: timm.create_model("seresnext26d_32x4d"), 64, ["act1", "layer1", "layer2", "layer3", "layer4"], {}),
+    "resnet18d": ("resnet18d", lambda: timm.create_model("resnet18d"), 64, ["act1", "layer1", "layer2", "layer3", "layer4"], {}),
     "resnet50_tv": ("resnet50", lambda: torchvision.models.resnet50(), 64, ["relu", "layer1", "layer2", "layer3", "layer4"], {}),
     "resnet18_small": ("resnet18_small", tv_resnet18_small, 16, ["relu", "layer1", "layer2", "layer3", "layer4"], {"num_classes": 10}),
     "mobilenet_v3_large": ("mobilenet_v3_large", lambda: torchvision.models.mobilenet_v3_large(), 64, MNV3_L, {}),
     "mobilenet_v3_small": ("mobilenet_v3_small", lambda: torchvision.models.mobilenet_v3_small(), 64, MNV3_S, {}),
     "efficientnet_b0": ("efficientnet_b0", lambda: torchvision.models.efficientnet_b0(), 64, [f"features.{i}" for i in range(9)], {}),
     "convnext_tiny": ("convnext_tiny", lambda: torchvision.models.convnext_tiny(), 64, ["features.0", "features.1", "features.3", "features.5", "features.7"], {}),
+    "regnetx_002": ("regnetx_002", lambda: timm.create_model("regnetx_002"), 64, ["stem", "s1", "s2", "s3", "s4"], {}),
+    "regnety_002": ("regnety_002", lambda: timm.create_model("regnety_002"), 64, ["stem", "s1", "s2", "s3", "s4"], {}),
     "convnext_tiny_timm": ("convnext_tiny", lambda: timm.create_model("convnext_tiny"), 64, ["stem", "stages.0", "stages.1", "stages.2", "stages.3"], {}),
     "vit_tiny_patch16_224": ("vit_tiny_patch16_224", lambda: timm.create_model("vit_tiny_patch16_224"), 224, vit_stages(12), {}),
     "vit_small_patch16_224": ("vit_small_patch16_224", lambda: timm.create_model("vit_small_patch16_224"), 224, vit_stages(12), {}),
     "vit_base_patch16_224": ("vit_base_patch16_224", lambda: timm.create_model("vit_base_patch16_224"), 224, vit_stages(12), {}),
     # weights saved at 224 (14x14 grid); the reference runs at 96 with timm's resampled embeddings
-    "vit_tiny_patch16_224_at96": ("vit_tiny_patch16_224", lambda: timm.create_model("vit_tiny_patch16_224"), 96, vit_stages(12), {"img_size": [96, 96]}),
-    "vit_tiny_patch16_224_at320": ("vit_tiny_patch16_224", lambda: timm.create_model("vit_tiny_patch16_224"), 320, vit_stages(12), {"img_size": [320, 320]}),
+    "vit_tiny_patch16_224_at96": ("vit_tiny_patch16_224", lambda: timm.create_model("vit_tiny_patch16_224"), 96, vit_stages(12), {"img_size": [96, 96], "resampled": True}),
+    "vit_tiny_patch16_224_at320": ("vit_tiny_patch16_224", lambda: timm.create_model("vit_tiny_patch16_224"), 320, vit_stages(12), {"img_size": [320, 320], "resampled": True}),
+    # one of each ViT configuration timm's tags use, built for a small input
+    # CLIP image tower: pre-norm, no patch bias, QuickGELU, LayerNorm eps 1e-5, projection head
+    "vit_clip_quickgelu": ("vit_base_patch32_clip_quickgelu_224", timm_at("vit_base_patch32_clip_quickgelu_224", 64), 64, vit_stages(12, pre_norm=True), {"img_size": [64, 64]}),
+    # DINOv2 with registers: 4 register tokens, position embeddings without the prefix, LayerScale, no head
+    "vit_dinov2_reg4": ("vit_small_patch14_reg4_dinov2", timm_at("vit_small_patch14_reg4_dinov2", 56), 56, vit_stages(12), {"img_size": [56, 56]}),
+    # no class token, one register, average pooling with fc_norm, MLP 5x
+    "vit_reg1_gap": ("vit_wee_patch16_reg1_gap_256", timm_at("vit_wee_patch16_reg1_gap_256", 64), 64, vit_stages(14), {"img_size": [64, 64]}),
+    # SigLIP tower with average pooling: no class token, tanh-GELU
+    "vit_siglip_gap": ("vit_base_patch32_siglip_gap_256", timm_at("vit_base_patch32_siglip_gap_256", 64), 64, vit_stages(12), {"img_size": [64, 64]}),
+    # DeiT-III: class token outside the position embeddings, LayerScale
+    "deit3_small": ("deit3_small_patch16_224", timm_at("deit3_small_patch16_224", 64), 64, vit_stages(12), {"img_size": [64, 64]}),
+    # no qkv bias, average pooling without fc_norm
+    "vit_medium_gap": ("vit_medium_patch16_gap_240", timm_at("vit_medium_patch16_gap_240", 64), 64, vit_stages(12), {"img_size": [64, 64]}),
+    # timm's ConvNeXt forms, through graft's remap table: conv-MLP (1x1 convs reshaped to Linear); V2 with GRN, conv-MLP and not
+    "convnext_atto_timm": ("convnext_atto", lambda: timm.create_model("convnext_atto"), 64, ["stem", "stages.0", "stages.1", "stages.2", "stages.3"], {}),
+    "convnextv2_atto_timm": ("convnextv2_atto", lambda: timm.create_model("convnextv2_atto"), 64, ["stem", "stages.0", "stages.1", "stages.2", "stages.3"], {}),
+    "convnextv2_tiny_timm": ("convnextv2_tiny", lambda: timm.create_model("convnextv2_tiny"), 64, ["stem", "stages.0", "stages.1", "stages.2", "stages.3"], {}),
+    # forms no tag uses as a whole: packed SwiGLU (DINOv2 giant's MLP) with qk-norm and registers; split SwiGLU with average pooling
+    "vit_custom_glu_qknorm": ("vit_custom_glu_qknorm", vit_custom(img_size=32, patch_size=8, embed_dim=64, depth=2, num_heads=4, mlp_ratio=5.0, num_classes=10, qk_norm=True, init_values=1e-5, reg_tokens=2, no_embed_class=True, mlp_layer=__import__("timm.layers", fromlist=["SwiGLUPacked"]).SwiGLUPacked, act_layer=torch.nn.SiLU), 32, vit_stages(2), {"img_size": [32, 32], "num_classes": 10, "custom": True}),
+    "vit_custom_swiglu": ("vit_custom_swiglu", vit_custom(img_size=32, patch_size=8, embed_dim=64, depth=2, num_heads=4, mlp_ratio=2.5, num_classes=10, class_token=False, global_pool="avg", mlp_layer=__import__("timm.layers", fromlist=["SwiGLU"]).SwiGLU, act_layer=torch.nn.SiLU), 32, vit_stages(2), {"img_size": [32, 32], "num_classes": 10, "custom": True}),
 }
 
 
@@ -87,9 +125,9 @@ def randomise(model, seed):
                     t.copy_(torch.rand(shape, generator=g) + 0.5)
                 else:
                     t.copy_(torch.randn(shape, generator=g) * 0.1)
-            elif leaf in ("gamma", "layer_scale"):
+            elif leaf in ("gamma", "layer_scale") or "grn" in name:
                 t.copy_(torch.rand(shape, generator=g) + 0.5)
-            elif leaf in ("cls_token", "pos_embed"):
+            elif leaf in ("cls_token", "reg_token", "pos_embed"):
                 t.copy_(torch.randn(shape, generator=g) * 0.2)
             elif leaf == "bias":
                 t.copy_(torch.randn(shape, generator=g) * 0.1)
@@ -108,7 +146,7 @@ def main():
     randomise(model, seed=1234)
     model.eval()
     weights = {k: v.detach().clone().contiguous() for k, v in model.state_dict().items()}
-    if "img_size" in opts:
+    if opts.get("resampled"):
         from timm.layers import resample_abs_pos_embed
         model = timm.create_model("vit_tiny_patch16_224", img_size=opts["img_size"][0])
         sd = dict(weights)
@@ -139,10 +177,11 @@ def main():
     io = {"input": x, "logits": logits, "features": pooled["f"]}
     for i in range(len(stage_modules)):
         y = captured[i]
-        if graft_name.startswith("vit"):
+        if hasattr(model, "num_prefix_tokens"):
             n, t, d = y.shape
-            g = int(math.isqrt(t - 1))
-            y = y[:, 1:].reshape(n, g, g, d).permute(0, 3, 1, 2)
+            k = model.num_prefix_tokens
+            g = int(math.isqrt(t - k))
+            y = y[:, k:].reshape(n, g, g, d).permute(0, 3, 1, 2)
         io[f"stage.{i}"] = y.contiguous()
     if fid in TRAIN_MODE:
         # One training-mode forward with stochastic depth / dropout switched off: BatchNorm uses
@@ -162,6 +201,15 @@ def main():
     save_file(weights, os.path.join(tmp, "weights.safetensors"))
     save_file({k: v.contiguous() for k, v in io.items()}, os.path.join(tmp, "io.safetensors"))
     num_params = sum(p.numel() for p in model.parameters())
+    if graft_name.startswith("convnext") and hasattr(model, "stages"):
+        # timm's layout: every key renamed into graft's (torchvision's) names; gamma [C] and the
+        # conv-MLP's 1x1 conv weights reshaped
+        reshaped = sum(1 for k, v in weights.items() if k.endswith(".gamma") or (".mlp.fc" in k and v.dim() == 4))
+        opts = dict(opts, renamed_all=True, reshaped=reshaped)
+    if opts.get("custom"):
+        sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "..", "scripts"))
+        from gen_archs import vit_config
+        opts = dict(opts, arch=dict(vit_config(graft_name, model), family="vit"))
     meta = {"model": graft_name, "options": opts, "num_params": num_params, "torch": torch.__version__, "timm": timm.__version__, "torchvision": torchvision.__version__}
     with open(os.path.join(tmp, "meta.json"), "w") as f:
         json.dump(meta, f)

@@ -16,6 +16,7 @@ pub mod conformance;
 pub mod ctx;
 pub mod data;
 pub mod init;
+pub mod input;
 pub mod nn;
 pub mod opts;
 pub mod params;
@@ -26,6 +27,7 @@ pub use backend::{AutodiffBackend, Backend};
 pub use ctx::{Ctx, ModeRule, ModeTable, NormMode};
 pub use data::{DType, TensorData, broadcast_shape};
 pub use init::Init;
+pub use input::{InputBatch, InputKind};
 pub use opts::{
     AdamWStep, BatchNormMode, BatchNormTensors, Conv2dOpts, GeluApprox, MemoryFormat, Pool2dOpts,
 };

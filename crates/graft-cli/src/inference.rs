@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
-use graft_backend::{Backend, Ctx, TensorData};
+use graft_backend::{Backend, Ctx, InputBatch, TensorData};
 use graft_zoo::{LoadOptions, ModelOptions, Registry, WeightsFile};
 
 use crate::{guard, pretrained};
@@ -210,7 +210,7 @@ pub(crate) fn infer<B: Backend>(b: &B, reg: &Registry, job: &InferJob) -> Result
     for start in (0..n).step_by(job.batch_size) {
         let m = job.batch_size.min(n - start);
         let chunk = TensorData::f32(&[m, c, h, w], flat[start * per..(start + m) * per].to_vec())?;
-        let xt = b.from_data(&chunk)?;
+        let xt = model.input(&InputBatch::images(chunk)?)?;
         let y = if job.features {
             model.forward_pooled(&xt, &ctx)?
         } else {
@@ -281,13 +281,13 @@ pub(crate) fn predict<B: Backend>(b: &B, reg: &Registry, job: &PredictJob) -> Re
     for path in &job.images {
         let raw = graft_data::decode_raw(path, graft_core::limits::max_image_pixels()?)?;
         let s = if model.in_chans() == 1 {
-            let s = raw.to_sample();
+            let s = raw.to_image();
             let [_, h, w] = s.shape;
             let hw = h * w;
             let gray: Vec<f32> = (0..hw)
                 .map(|i| (s.data[i] + s.data[hw + i] + s.data[2 * hw + i]) / 3.0)
                 .collect();
-            let s = graft_data::Sample {
+            let s = graft_data::Image {
                 shape: [1, h, w],
                 data: gray,
                 label: 0,
@@ -298,12 +298,12 @@ pub(crate) fn predict<B: Backend>(b: &B, reg: &Registry, job: &PredictJob) -> Re
             tf.apply_raw(raw, &mut rng)
         }
         .with_context(|| format!("{}", path.display()))?;
-        let x = b.from_data(&TensorData::f32(
+        let x = InputBatch::images(TensorData::f32(
             &[1, s.shape[0], s.shape[1], s.shape[2]],
             s.data,
         )?)?;
         let p = b
-            .to_data(&b.softmax(&model.forward(&x, &Ctx::eval())?, 1)?)?
+            .to_data(&b.softmax(&model.forward_batch(&x, &Ctx::eval())?, 1)?)?
             .to_f32();
         if p.iter().any(|v| !v.is_finite()) {
             bail!(

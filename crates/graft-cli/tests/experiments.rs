@@ -119,7 +119,10 @@ classes = [5, 6, 7, 8, 9]
             .rev()
             .find(|&i| graft_data::Dataset::label(&digits, i) == want)
             .expect("a digit");
-        let s = graft_data::Dataset::get(&digits, i).expect("sample");
+        let s = graft_data::Dataset::get(&digits, i)
+            .expect("sample")
+            .into_image("test")
+            .expect("image");
         let px: Vec<u8> = s.data.iter().map(|v| (v * 255.0).round() as u8).collect();
         let img = image::GrayImage::from_raw(8, 8, px).expect("8x8");
         let p = dir.join(format!("digit{want}.png"));

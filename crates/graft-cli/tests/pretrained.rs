@@ -71,7 +71,7 @@ fn models_pretrained_lists_every_tag_with_licence_and_cache_state() {
     );
     let (out, _) = text(&o);
     assert!(
-        out.contains("7 tags") && out.contains("resnet18.tv_in1k"),
+        out.contains("9 tags") && out.contains("resnet18.tv_in1k") && out.contains("resnet18d."),
         "{out}"
     );
     assert!(!out.contains("resnet34"), "{out}");

@@ -8,7 +8,7 @@ use graft_core::Result;
 use rand::RngExt;
 use rand_chacha::ChaCha8Rng;
 
-use crate::dataset::Sample;
+use crate::dataset::Image;
 use crate::loader::Transform;
 
 const BINS: usize = 31;
@@ -58,7 +58,7 @@ fn lin(lo: f64, hi: f64, bin: usize) -> f64 {
 pub struct TrivialAugment;
 
 impl Transform for TrivialAugment {
-    fn apply(&self, s: Sample, rng: &mut ChaCha8Rng) -> Result<Sample> {
+    fn apply(&self, s: Image, rng: &mut ChaCha8Rng) -> Result<Image> {
         let op = OPS[rng.random_range(0..OPS.len())];
         let bin = rng.random_range(0..BINS);
         let sign = if rng.random::<bool>() { -1.0 } else { 1.0 };
@@ -67,7 +67,7 @@ impl Transform for TrivialAugment {
 }
 
 /// Applies `op` at magnitude bin `bin` (0–30) with `sign` (±1, for signed ops).
-pub fn apply_op(s: Sample, op: AugOp, bin: usize, sign: f64) -> Sample {
+pub fn apply_op(s: Image, op: AugOp, bin: usize, sign: f64) -> Image {
     let bin = bin.min(BINS - 1);
     match op {
         AugOp::Identity => s,
@@ -152,12 +152,12 @@ fn to_u8(v: f32) -> u32 {
     (v * 255.0).round().clamp(0.0, 255.0) as u32
 }
 
-fn map(mut s: Sample, f: impl Fn(f32) -> f32) -> Sample {
+fn map(mut s: Image, f: impl Fn(f32) -> f32) -> Image {
     s.data.iter_mut().for_each(|v| *v = f(*v));
     s
 }
 
-fn per_channel(mut s: Sample, f: impl Fn(&mut [f32])) -> Sample {
+fn per_channel(mut s: Image, f: impl Fn(&mut [f32])) -> Image {
     let hw = s.shape[1] * s.shape[2];
     for plane in s.data.chunks_exact_mut(hw.max(1)) {
         f(plane);
@@ -166,7 +166,7 @@ fn per_channel(mut s: Sample, f: impl Fn(&mut [f32])) -> Sample {
 }
 
 /// ITU-R 601-2 luma of an RGB image (the image itself when it has one channel).
-fn gray(s: &Sample) -> Vec<f32> {
+fn gray(s: &Image) -> Vec<f32> {
     let hw = s.shape[1] * s.shape[2];
     if s.shape[0] < 3 {
         return s.data[..hw].to_vec();
@@ -177,7 +177,7 @@ fn gray(s: &Sample) -> Vec<f32> {
 }
 
 /// `clamp(factor·x + (1 - factor)·other)`, with `other(channel, flat index)`.
-fn blend_with(s: &Sample, factor: f64, other: impl Fn(usize, usize) -> f32) -> Sample {
+fn blend_with(s: &Image, factor: f64, other: impl Fn(usize, usize) -> f32) -> Image {
     let f = factor as f32;
     let hw = s.shape[1] * s.shape[2];
     let data = s
@@ -186,7 +186,7 @@ fn blend_with(s: &Sample, factor: f64, other: impl Fn(usize, usize) -> f32) -> S
         .enumerate()
         .map(|(i, &v)| (f * v + (1.0 - f) * other(i / hw.max(1), i)).clamp(0.0, 1.0))
         .collect();
-    Sample {
+    Image {
         shape: s.shape,
         data,
         label: s.label,
@@ -194,7 +194,7 @@ fn blend_with(s: &Sample, factor: f64, other: impl Fn(usize, usize) -> f32) -> S
 }
 
 /// torchvision's sharpness blur: 3×3 kernel [[1,1,1],[1,5,1],[1,1,1]] / 13 inside, border kept.
-fn smooth(s: &Sample) -> Vec<f32> {
+fn smooth(s: &Image) -> Vec<f32> {
     let [c, h, w] = s.shape;
     let mut out = s.data.clone();
     if h < 3 || w < 3 {
@@ -221,7 +221,7 @@ fn smooth(s: &Sample) -> Vec<f32> {
 /// Nearest-neighbour affine warp. `m` maps output pixel (x, y) to input coordinates:
 /// `x' = m0·x + m1·y + m2`, `y' = m3·x + m4·y + m5`, about the centre when `centered`
 /// (torchvision's rotate), about the top-left corner otherwise (its shear / translate ops).
-fn affine(s: &Sample, m: [f64; 6], centered: bool) -> Sample {
+fn affine(s: &Image, m: [f64; 6], centered: bool) -> Image {
     let [c, h, w] = s.shape;
     let (cx, cy) = if centered {
         ((w as f64 - 1.0) * 0.5, (h as f64 - 1.0) * 0.5)
@@ -242,7 +242,7 @@ fn affine(s: &Sample, m: [f64; 6], centered: bool) -> Sample {
             }
         }
     }
-    Sample {
+    Image {
         shape: s.shape,
         data: out,
         label: s.label,
@@ -276,8 +276,8 @@ mod tests {
     use super::*;
     use rand::SeedableRng;
 
-    fn img() -> Sample {
-        Sample {
+    fn img() -> Image {
+        Image {
             shape: [3, 12, 10],
             data: (0..360).map(|i| ((i * 37) % 256) as f32 / 255.0).collect(),
             label: 4,
@@ -330,7 +330,7 @@ mod tests {
                 assert_eq!(t.data[y * 10 + x], s.data[y * 10 + x - 1]);
             }
         }
-        let dim = Sample {
+        let dim = Image {
             shape: [1, 2, 2],
             data: vec![0.2, 0.3, 0.4, 0.5],
             label: 0,

@@ -5,14 +5,78 @@ use std::sync::Arc;
 
 use graft_core::{Error, Result};
 
-/// One sample: a CHW float image and its class.
+/// A CHW float image and its class: what image datasets hold and transforms take.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Sample {
+pub struct Image {
     /// `[channels, height, width]`.
     pub shape: [usize; 3],
     /// Row-major CHW values.
     pub data: Vec<f32>,
     pub label: usize,
+}
+
+/// One sample as a dataset hands it to the loader: its input, typed, and its class. The loader
+/// stacks a batch's samples into the matching `graft_backend::InputBatch`.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Sample {
+    /// An image (transforms apply to these only).
+    Image(Image),
+    /// A text's token ids, unpadded; the loader pads a batch with `pad_id` to its longest text.
+    TokenIds {
+        ids: Vec<i64>,
+        pad_id: i64,
+        label: usize,
+    },
+    /// A pooled feature vector (a feature cache's row).
+    Features { values: Vec<f32>, label: usize },
+}
+
+impl Sample {
+    /// The class.
+    pub fn label(&self) -> usize {
+        match self {
+            Sample::Image(img) => img.label,
+            Sample::TokenIds { label, .. } | Sample::Features { label, .. } => *label,
+        }
+    }
+    /// The same input with class `label`.
+    pub fn with_label(mut self, l: usize) -> Self {
+        match &mut self {
+            Sample::Image(img) => img.label = l,
+            Sample::TokenIds { label, .. } | Sample::Features { label, .. } => *label = l,
+        }
+        self
+    }
+    /// The image, or an error naming what the sample holds instead (`op` says who asked).
+    pub fn into_image(self, op: &'static str) -> Result<Image> {
+        match self {
+            Sample::Image(img) => Ok(img),
+            other => Err(Error::invalid(
+                op,
+                format!("needs an image, the dataset holds {}", other.kind_name()),
+            )),
+        }
+    }
+    /// What the sample holds, in words.
+    pub fn kind_name(&self) -> &'static str {
+        match self {
+            Sample::Image(_) => "images",
+            Sample::TokenIds { .. } => "token ids",
+            Sample::Features { .. } => "pooled features",
+        }
+    }
+    /// The input's values as little-endian bytes (what content fingerprints hash).
+    fn bytes(&self) -> Vec<u8> {
+        match self {
+            Sample::Image(img) => f32_bytes(&img.data),
+            Sample::TokenIds { ids, pad_id, .. } => ids
+                .iter()
+                .chain(std::iter::once(pad_id))
+                .flat_map(|v| v.to_le_bytes())
+                .collect(),
+            Sample::Features { values, .. } => f32_bytes(values),
+        }
+    }
 }
 
 /// A decoded 8-bit image as its decoder left it — interleaved rows of 1 (gray) or 3 (RGB)
@@ -42,8 +106,8 @@ impl RawImage {
             *o = f32::from(px[k]) * INV;
         }
     }
-    /// The RGB CHW float sample in [0, 1].
-    pub fn to_sample(&self) -> Sample {
+    /// The RGB CHW float image in [0, 1].
+    pub fn to_image(&self) -> Image {
         let (h, w) = (self.height, self.width);
         let mut data = vec![0f32; 3 * h * w];
         for ch in 0..3 {
@@ -52,7 +116,7 @@ impl RawImage {
                 self.row_into(ch, y, &mut data[o..o + w]);
             }
         }
-        Sample {
+        Image {
             shape: [3, h, w],
             data,
             label: self.label,
@@ -116,10 +180,8 @@ pub trait Dataset: Send + Sync + std::fmt::Debug {
         let mut h = Vec::with_capacity(self.len() * 16);
         for i in 0..self.len() {
             let s = self.get(i)?;
-            h.extend_from_slice(
-                &graft_backend::init::stable_hash(&f32_bytes(&s.data)).to_le_bytes(),
-            );
-            h.extend_from_slice(&(s.label as u64).to_le_bytes());
+            h.extend_from_slice(&graft_backend::init::stable_hash(&s.bytes()).to_le_bytes());
+            h.extend_from_slice(&(s.label() as u64).to_le_bytes());
         }
         Ok(graft_backend::init::stable_hash(&h))
     }
@@ -299,11 +361,11 @@ impl Dataset for ArrayDataset {
             ));
         }
         let per: usize = self.shape.iter().product();
-        Ok(Sample {
+        Ok(Sample::Image(Image {
             shape: self.shape,
             data: self.data[i * per..(i + 1) * per].to_vec(),
             label: self.labels[i],
-        })
+        }))
     }
     fn classes(&self) -> &[String] {
         &self.classes
@@ -447,11 +509,14 @@ impl Dataset for Subset {
         self.relabel.as_ref().map_or(l, |m| m[l])
     }
     fn get(&self, i: usize) -> Result<Sample> {
-        let mut s = self.base.get(self.base_index(i)?)?;
-        if let Some(m) = &self.relabel {
-            s.label = m[s.label];
-        }
-        Ok(s)
+        let s = self.base.get(self.base_index(i)?)?;
+        Ok(match &self.relabel {
+            Some(m) => {
+                let l = m[s.label()];
+                s.with_label(l)
+            }
+            None => s,
+        })
     }
     fn get_raw(&self, i: usize) -> Result<Option<RawImage>> {
         let mut r = self.base.get_raw(self.base_index(i)?)?;

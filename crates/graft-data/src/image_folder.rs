@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use graft_core::{Error, Result};
 
-use crate::dataset::{Dataset, RawImage, Sample};
+use crate::dataset::{Dataset, Image, RawImage, Sample};
 
 /// torchvision's `IMG_EXTENSIONS` that the `image` crate decodes here.
 const EXTENSIONS: [&str; 5] = ["jpg", "jpeg", "png", "webp", "bmp"];
@@ -129,7 +129,7 @@ fn reader(path: &Path) -> Result<image::ImageReader<std::io::BufReader<std::fs::
 
 /// [`decode_rgb`] with an explicit pixel bound (`None`: none).
 pub fn decode_rgb_bounded(path: &Path, max_pixels: Option<u64>) -> Result<([usize; 3], Vec<f32>)> {
-    let s = decode_raw(path, max_pixels)?.to_sample();
+    let s = decode_raw(path, max_pixels)?.to_image();
     Ok((s.shape, s.data))
 }
 
@@ -208,11 +208,11 @@ impl Dataset for ImageFolder {
             )
         })?;
         let (shape, data) = decode_rgb_bounded(path, self.max_pixels)?;
-        Ok(Sample {
+        Ok(Sample::Image(Image {
             shape,
             data,
             label: *label,
-        })
+        }))
     }
     fn get_raw(&self, i: usize) -> Result<Option<RawImage>> {
         let (path, label) = self.samples.get(i).ok_or_else(|| {

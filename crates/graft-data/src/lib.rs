@@ -11,11 +11,13 @@
 //! prefetch, each sample's randomness keyed on (seed, epoch, index) so neither order nor thread
 //! count changes it, and a bad-sample policy.
 //!
-//! Must not know: models, backends' tensors (batches leave as host `TensorData`), training,
+//! Must not know: models, backends' tensors (batches leave as a host `InputBatch`: images,
+//! token ids or features, each in its own dtype and rank), training,
 //! optimizers, TOML.
 
 pub mod augment;
 mod dataset;
+mod features;
 mod image_folder;
 mod loader;
 mod mixup;
@@ -24,7 +26,8 @@ mod shift;
 mod split;
 pub mod transform;
 
-pub use dataset::{ArrayDataset, Dataset, RawImage, Sample, Subset};
+pub use dataset::{ArrayDataset, Dataset, Image, RawImage, Sample, Subset};
+pub use features::FeatureDataset;
 pub use image_folder::{ImageFolder, decode_raw, decode_rgb, decode_rgb_bounded};
 pub use loader::{BadSample, Batch, Loader, LoaderConfig, Transform};
 pub use mixup::Mixup;

@@ -10,25 +10,25 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, sync_channel};
 
-use graft_backend::TensorData;
 use graft_backend::init::mix_seed;
+use graft_backend::{InputBatch, TensorData};
 use graft_core::{Error, Result};
 use rand::SeedableRng;
 use rand::seq::SliceRandom;
 use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
 
-use crate::dataset::{Dataset, RawImage, Sample};
+use crate::dataset::{Dataset, Image, RawImage, Sample};
 
-/// A per-sample transform (augmentation, resizing, normalisation). `rng` is seeded from
+/// A per-image transform (augmentation, resizing, normalisation). `rng` is seeded from
 /// (seed, epoch, index).
 pub trait Transform: Send + Sync + std::fmt::Debug {
-    fn apply(&self, sample: Sample, rng: &mut ChaCha8Rng) -> Result<Sample>;
+    fn apply(&self, img: Image, rng: &mut ChaCha8Rng) -> Result<Image>;
     /// The transform of a decoded 8-bit image (the same result as `apply` on its float
-    /// sample). Transforms that resize or crop first read the pixels directly, so a large image
+    /// image). Transforms that resize or crop first read the pixels directly, so a large image
     /// never exists as a full-size float copy; the default converts it, then applies.
-    fn apply_raw(&self, img: RawImage, rng: &mut ChaCha8Rng) -> Result<Sample> {
-        self.apply(img.to_sample(), rng)
+    fn apply_raw(&self, img: RawImage, rng: &mut ChaCha8Rng) -> Result<Image> {
+        self.apply(img.to_image(), rng)
     }
 }
 
@@ -83,11 +83,12 @@ impl LoaderConfig {
     }
 }
 
-/// One batch: the stacked samples (`[N, C, H, W]`: images, or what a dataset stores in that
-/// layout — token ids, cached features), labels and the dataset indices they came from.
+/// One batch: the stacked samples, typed (images `[N, C, H, W]`, token ids `[N, T]` padded to
+/// the batch's longest text, or pooled features `[N, D]`), labels and the dataset indices they
+/// came from.
 #[derive(Debug, Clone)]
 pub struct Batch {
-    pub inputs: TensorData,
+    pub inputs: InputBatch,
     pub labels: Vec<usize>,
     pub indices: Vec<usize>,
 }
@@ -179,9 +180,12 @@ impl Loader {
                     ChaCha8Rng::seed_from_u64(mix_seed(&[self.cfg.seed, epoch, i as u64]));
                 // image files: the transform reads the decoded 8-bit pixels
                 match (&self.transform, self.dataset.get_raw(i)?) {
-                    (Some(t), Some(raw)) => t.apply_raw(raw, &mut rng),
-                    (None, Some(raw)) => Ok(raw.to_sample()),
-                    (Some(t), None) => t.apply(self.dataset.get(i)?, &mut rng),
+                    (Some(t), Some(raw)) => t.apply_raw(raw, &mut rng).map(Sample::Image),
+                    (None, Some(raw)) => Ok(Sample::Image(raw.to_image())),
+                    (Some(t), None) => {
+                        let img = self.dataset.get(i)?.into_image("a transform")?;
+                        t.apply(img, &mut rng).map(Sample::Image)
+                    }
                     (None, None) => self.dataset.get(i),
                 }
             })
@@ -240,24 +244,66 @@ fn stack(samples: Vec<Sample>, indices: Vec<usize>) -> Result<Batch> {
             "every sample of a batch failed to load",
         ));
     };
-    let shape = first.shape;
-    let per: usize = shape.iter().product();
-    let mut data = Vec::with_capacity(per * samples.len());
-    let mut labels = Vec::with_capacity(samples.len());
-    for (s, i) in samples.iter().zip(&indices) {
-        if s.shape != shape {
-            return Err(Error::shape(
-                "Loader",
-                format!(
-                    "sample {i} has shape {:?}, the batch {shape:?} (add a resize transform)",
-                    s.shape
-                ),
-            ));
+    let n = samples.len();
+    let labels = samples.iter().map(Sample::label).collect();
+    let mismatch = |i: usize, what: String| Error::shape("Loader", format!("sample {i} {what}"));
+    let inputs = match first {
+        Sample::Image(img) => {
+            let shape = img.shape;
+            let mut data = Vec::with_capacity(shape.iter().product::<usize>() * n);
+            for (s, i) in samples.iter().zip(&indices) {
+                match s {
+                    Sample::Image(img) if img.shape == shape => data.extend_from_slice(&img.data),
+                    Sample::Image(img) => {
+                        return Err(mismatch(
+                            *i,
+                            format!(
+                                "has shape {:?}, the batch {shape:?} (add a resize transform)",
+                                img.shape
+                            ),
+                        ));
+                    }
+                    other => return Err(mismatch(*i, format!("holds {}", other.kind_name()))),
+                }
+            }
+            InputBatch::images(TensorData::f32(&[n, shape[0], shape[1], shape[2]], data)?)?
         }
-        data.extend_from_slice(&s.data);
-        labels.push(s.label);
-    }
-    let inputs = TensorData::f32(&[samples.len(), shape[0], shape[1], shape[2]], data)?;
+        Sample::TokenIds { pad_id, .. } => {
+            let pad = *pad_id;
+            let mut rows = Vec::with_capacity(n);
+            for (s, i) in samples.iter().zip(&indices) {
+                match s {
+                    Sample::TokenIds { ids, pad_id, .. } if *pad_id == pad => rows.push(ids),
+                    Sample::TokenIds { pad_id, .. } => {
+                        return Err(mismatch(
+                            *i,
+                            format!("is padded with {pad_id}, the batch with {pad}"),
+                        ));
+                    }
+                    other => return Err(mismatch(*i, format!("holds {}", other.kind_name()))),
+                }
+            }
+            InputBatch::pad_token_ids(&rows, pad)?
+        }
+        Sample::Features { values, .. } => {
+            let d = values.len();
+            let mut data = Vec::with_capacity(d * n);
+            for (s, i) in samples.iter().zip(&indices) {
+                match s {
+                    Sample::Features { values, .. } if values.len() == d => {
+                        data.extend_from_slice(values)
+                    }
+                    other => {
+                        return Err(mismatch(
+                            *i,
+                            format!("holds {}, the batch {d} features", other.kind_name()),
+                        ));
+                    }
+                }
+            }
+            InputBatch::features(TensorData::f32(&[n, d], data)?)?
+        }
+    };
     Ok(Batch {
         inputs,
         labels,
@@ -305,7 +351,7 @@ mod tests {
     #[derive(Debug)]
     struct Jitter;
     impl Transform for Jitter {
-        fn apply(&self, mut s: Sample, rng: &mut ChaCha8Rng) -> Result<Sample> {
+        fn apply(&self, mut s: Image, rng: &mut ChaCha8Rng) -> Result<Image> {
             use rand::RngExt;
             let d: f32 = rng.random();
             s.data.iter_mut().for_each(|v| *v += d);
@@ -371,8 +417,72 @@ mod tests {
             .expect("42");
         let per = 64;
         assert_eq!(
-            one.inputs.to_f32().as_slice().expect("contiguous"),
-            &pos.0.inputs.to_f32().as_slice().expect("c")[pos.1 * per..(pos.1 + 1) * per]
+            one.inputs.data().to_f32().as_slice().expect("contiguous"),
+            &pos.0.inputs.data().to_f32().as_slice().expect("c")[pos.1 * per..(pos.1 + 1) * per]
         );
+    }
+
+    /// Token ids (a tiny in-memory text set) and features stack in their own dtype and rank.
+    #[derive(Debug)]
+    struct Texts(Vec<Sample>);
+    impl Dataset for Texts {
+        fn len(&self) -> usize {
+            self.0.len()
+        }
+        fn label(&self, i: usize) -> usize {
+            self.0[i].label()
+        }
+        fn get(&self, i: usize) -> Result<Sample> {
+            Ok(self.0[i].clone())
+        }
+        fn classes(&self) -> &[String] {
+            const C: &[String] = &[];
+            C
+        }
+        fn in_memory(&self) -> bool {
+            true
+        }
+    }
+
+    #[test]
+    fn token_ids_and_features_keep_their_type() {
+        let ids = |v: &[i64], pad_id| Sample::TokenIds {
+            ids: v.to_vec(),
+            pad_id,
+            label: 0,
+        };
+        let texts = Texts(vec![ids(&[7, 8, 9], 0), ids(&[5], 0), ids(&[4, 3], 1)]);
+        let l = Loader::new(Arc::new(texts), LoaderConfig::eval(3)).expect("loader");
+        // a batch pads to its own longest text, as int64
+        let b = l.batch(0, &[0, 1]).expect("batch");
+        assert_eq!(
+            b.inputs,
+            InputBatch::TokenIds {
+                ids: TensorData::i64(&[2, 3], vec![7, 8, 9, 5, 0, 0]).expect("ids"),
+                pad_id: 0
+            }
+        );
+        let short = l.batch(0, &[1]).expect("batch");
+        assert_eq!(short.inputs.data().shape(), [1, 1]);
+        // samples padded differently cannot share a batch; a transform is for images only
+        let e = l.batch(0, &[0, 2]).expect_err("two pads");
+        assert!(e.to_string().contains("padded with 1"), "{e}");
+        let with_t = l.clone().with_transform(Arc::new(Jitter));
+        let e = with_t.batch(0, &[0]).expect_err("transform on ids");
+        assert!(e.to_string().contains("token ids"), "{e}");
+        let f = crate::FeatureDataset::new(
+            2,
+            vec![1.0, 2.0, 3.0, 4.0],
+            vec![0, 1],
+            vec!["a".into(), "b".into()],
+        )
+        .expect("features");
+        let l = Loader::new(Arc::new(f), LoaderConfig::eval(2)).expect("loader");
+        let b = l.batch(0, &[1, 0]).expect("batch");
+        assert_eq!(
+            b.inputs,
+            InputBatch::Features(TensorData::f32(&[2, 2], vec![3.0, 4.0, 1.0, 2.0]).expect("f"))
+        );
+        assert_eq!(b.labels, [1, 0]);
     }
 }

@@ -4,7 +4,7 @@
 //! with the same λ. The loss's label smoothing then applies to the mixed targets, which equals
 //! timm's smoothing of each one-hot target before mixing.
 
-use graft_backend::TensorData;
+use graft_backend::{InputBatch, TensorData};
 use graft_core::{Error, Result};
 use rand::RngExt;
 use rand_chacha::ChaCha8Rng;
@@ -48,11 +48,16 @@ impl Mixup {
         rng: &mut ChaCha8Rng,
     ) -> Result<(TensorData, TensorData, f64)> {
         let s = images.shape().to_vec();
-        let [n, c, h, w] = s[..] else {
-            return Err(Error::shape(
-                "Mixup",
-                format!("images must be [N, C, H, W], got {s:?}"),
-            ));
+        // pooled features [N, D] blend as [N, D, 1, 1] images (CutMix's box is then all or none)
+        let [n, c, h, w] = match s[..] {
+            [n, c, h, w] => [n, c, h, w],
+            [n, d] => [n, d, 1, 1],
+            _ => {
+                return Err(Error::shape(
+                    "Mixup",
+                    format!("inputs must be images [N, C, H, W] or features [N, D], got {s:?}"),
+                ));
+            }
         };
         if labels.len() != n || labels.iter().any(|&l| l >= classes) {
             return Err(Error::invalid(
@@ -113,6 +118,32 @@ impl Mixup {
             TensorData::f32(&[n, classes], q)?,
             lam,
         ))
+    }
+    /// [`Mixup::apply`] on a loader batch: images and pooled features blend; token ids cannot
+    /// (an error saying so).
+    pub fn apply_batch(
+        &self,
+        batch: &InputBatch,
+        labels: &[usize],
+        classes: usize,
+        rng: &mut ChaCha8Rng,
+    ) -> Result<(InputBatch, TensorData, f64)> {
+        let (x, t, lam) = match batch {
+            InputBatch::TokenIds { .. } => {
+                return Err(Error::invalid(
+                    "Mixup",
+                    "mixup blends inputs: token ids cannot be blended (turn mixup off for text)",
+                ));
+            }
+            InputBatch::Images(d) | InputBatch::Features(d) => {
+                self.apply(d, labels, classes, rng)?
+            }
+        };
+        let x = match batch {
+            InputBatch::Images(_) => InputBatch::images(x)?,
+            _ => InputBatch::features(x)?,
+        };
+        Ok((x, t, lam))
     }
 }
 

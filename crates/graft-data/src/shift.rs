@@ -8,7 +8,7 @@ use graft_core::{Error, Result};
 use rand::RngExt;
 use rand_chacha::ChaCha8Rng;
 
-use crate::{Sample, Transform};
+use crate::{Image, Transform};
 
 /// A shift of the pixel values.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -91,7 +91,7 @@ fn kernel(sigma: f32) -> Vec<f32> {
     k
 }
 
-fn blur(s: &mut Sample, sigma: f32) {
+fn blur(s: &mut Image, sigma: f32) {
     if sigma <= 0.0 {
         return;
     }
@@ -129,7 +129,7 @@ fn blur(s: &mut Sample, sigma: f32) {
 }
 
 impl Transform for Shift {
-    fn apply(&self, mut s: Sample, rng: &mut ChaCha8Rng) -> Result<Sample> {
+    fn apply(&self, mut s: Image, rng: &mut ChaCha8Rng) -> Result<Image> {
         match *self {
             Shift::Contrast(f) => s.data.iter_mut().for_each(|v| *v *= f),
             Shift::Blur(sigma) => blur(&mut s, sigma),
@@ -149,8 +149,8 @@ mod tests {
     use super::*;
     use rand::SeedableRng;
 
-    fn sample() -> Sample {
-        Sample {
+    fn sample() -> Image {
+        Image {
             shape: [1, 3, 3],
             data: vec![0., 0., 0., 0., 9., 0., 0., 0., 0.],
             label: 0,
@@ -161,7 +161,7 @@ mod tests {
     fn shifts_do_what_they_say() {
         let mut rng = ChaCha8Rng::seed_from_u64(0);
         let b = Shift::Blur(1.0).apply(sample(), &mut rng).expect("blur");
-        let flat = Sample {
+        let flat = Image {
             data: vec![0.7; 9],
             ..sample()
         };

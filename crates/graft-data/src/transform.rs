@@ -11,7 +11,7 @@ use graft_core::{Error, Result};
 use rand::RngExt;
 use rand_chacha::ChaCha8Rng;
 
-use crate::dataset::{RawImage, Sample};
+use crate::dataset::{Image, RawImage};
 use crate::loader::Transform;
 
 /// Resampling filter.
@@ -63,7 +63,7 @@ fn round8(v: f32, quantize: bool) -> f32 {
 }
 
 /// Resamples a CHW image to `[oh, ow]` (PIL-style, 8-bit rounding per pass when `quantize`).
-pub fn resize(s: &Sample, oh: usize, ow: usize, interp: Interp, quantize: bool) -> Result<Sample> {
+pub fn resize(s: &Image, oh: usize, ow: usize, interp: Interp, quantize: bool) -> Result<Image> {
     let [c, h, w] = s.shape;
     resize_rows(
         [c, h, w],
@@ -81,7 +81,7 @@ pub fn resize(s: &Sample, oh: usize, ow: usize, interp: Interp, quantize: bool) 
 /// [`resize`] straight from 8-bit pixels: the same values as converting the image to floats
 /// first and resizing (each pixel becomes `v / 255` before it is weighted), without the
 /// full-size float copy.
-pub fn resize_raw(img: &RawImage, oh: usize, ow: usize, interp: Interp) -> Result<Sample> {
+pub fn resize_raw(img: &RawImage, oh: usize, ow: usize, interp: Interp) -> Result<Image> {
     resize_rows(
         [3, img.height, img.width],
         oh,
@@ -102,7 +102,7 @@ fn resize_rows(
     quantize: bool,
     label: usize,
     row: impl Fn(usize, usize, &mut [f32]),
-) -> Result<Sample> {
+) -> Result<Image> {
     if oh == 0 || ow == 0 || h == 0 || w == 0 {
         return Err(Error::invalid("resize", format!("{h}x{w} to {oh}x{ow}")));
     }
@@ -138,14 +138,14 @@ fn resize_rows(
             }
         }
     }
-    Ok(Sample {
+    Ok(Image {
         shape: [c, oh, ow],
         data: out,
         label,
     })
 }
 
-fn crop(s: &Sample, top: usize, left: usize, th: usize, tw: usize) -> Result<Sample> {
+fn crop(s: &Image, top: usize, left: usize, th: usize, tw: usize) -> Result<Image> {
     let [c, h, w] = s.shape;
     if top + th > h || left + tw > w {
         return Err(Error::invalid(
@@ -160,7 +160,7 @@ fn crop(s: &Sample, top: usize, left: usize, th: usize, tw: usize) -> Result<Sam
             out.extend_from_slice(&s.data[o..o + tw]);
         }
     }
-    Ok(Sample {
+    Ok(Image {
         shape: [c, th, tw],
         data: out,
         label: s.label,
@@ -186,7 +186,7 @@ impl ResizeShorter {
 }
 
 impl Transform for ResizeShorter {
-    fn apply(&self, s: Sample, _rng: &mut ChaCha8Rng) -> Result<Sample> {
+    fn apply(&self, s: Image, _rng: &mut ChaCha8Rng) -> Result<Image> {
         let [_, h, w] = s.shape;
         let (oh, ow) = self.target(h, w);
         if (oh, ow) == (h, w) {
@@ -194,10 +194,10 @@ impl Transform for ResizeShorter {
         }
         resize(&s, oh, ow, self.interp, true)
     }
-    fn apply_raw(&self, img: RawImage, _rng: &mut ChaCha8Rng) -> Result<Sample> {
+    fn apply_raw(&self, img: RawImage, _rng: &mut ChaCha8Rng) -> Result<Image> {
         let (oh, ow) = self.target(img.height, img.width);
         if (oh, ow) == (img.height, img.width) {
-            return Ok(img.to_sample());
+            return Ok(img.to_image());
         }
         resize_raw(&img, oh, ow, self.interp)
     }
@@ -212,7 +212,7 @@ pub struct CenterCrop {
 }
 
 impl Transform for CenterCrop {
-    fn apply(&self, s: Sample, _rng: &mut ChaCha8Rng) -> Result<Sample> {
+    fn apply(&self, s: Image, _rng: &mut ChaCha8Rng) -> Result<Image> {
         let [_, h, w] = s.shape;
         if self.h > h || self.w > w {
             return Err(Error::invalid(
@@ -223,7 +223,7 @@ impl Transform for CenterCrop {
         let (top, left) = self.offsets(h, w);
         crop(&s, top, left, self.h, self.w)
     }
-    fn apply_raw(&self, img: RawImage, _rng: &mut ChaCha8Rng) -> Result<Sample> {
+    fn apply_raw(&self, img: RawImage, _rng: &mut ChaCha8Rng) -> Result<Image> {
         let (h, w) = (img.height, img.width);
         if self.h > h || self.w > w {
             return Err(Error::invalid(
@@ -232,7 +232,7 @@ impl Transform for CenterCrop {
             ));
         }
         let (top, left) = self.offsets(h, w);
-        Ok(img.crop(top, left, self.h, self.w)?.to_sample())
+        Ok(img.crop(top, left, self.h, self.w)?.to_image())
     }
 }
 
@@ -291,13 +291,13 @@ impl RandomResizedCrop {
 }
 
 impl Transform for RandomResizedCrop {
-    fn apply(&self, s: Sample, rng: &mut ChaCha8Rng) -> Result<Sample> {
+    fn apply(&self, s: Image, rng: &mut ChaCha8Rng) -> Result<Image> {
         let [_, h, w] = s.shape;
         let (top, left, ch, cw) = self.window(h, w, rng);
         let c = crop(&s, top, left, ch, cw)?;
         resize(&c, self.size[0], self.size[1], self.interp, true)
     }
-    fn apply_raw(&self, img: RawImage, rng: &mut ChaCha8Rng) -> Result<Sample> {
+    fn apply_raw(&self, img: RawImage, rng: &mut ChaCha8Rng) -> Result<Image> {
         let (top, left, ch, cw) = self.window(img.height, img.width, rng);
         let c = img.crop(top, left, ch, cw)?;
         resize_raw(&c, self.size[0], self.size[1], self.interp)
@@ -311,7 +311,7 @@ pub struct HorizontalFlip {
 }
 
 impl Transform for HorizontalFlip {
-    fn apply(&self, mut s: Sample, rng: &mut ChaCha8Rng) -> Result<Sample> {
+    fn apply(&self, mut s: Image, rng: &mut ChaCha8Rng) -> Result<Image> {
         if rng.random::<f64>() < self.p {
             let w = s.shape[2];
             for row in s.data.chunks_exact_mut(w) {
@@ -327,7 +327,7 @@ impl Transform for HorizontalFlip {
 pub struct GrayToRgb;
 
 impl Transform for GrayToRgb {
-    fn apply(&self, mut s: Sample, _rng: &mut ChaCha8Rng) -> Result<Sample> {
+    fn apply(&self, mut s: Image, _rng: &mut ChaCha8Rng) -> Result<Image> {
         if s.shape[0] == 1 {
             let plane = s.data.clone();
             s.data.extend_from_slice(&plane);
@@ -346,7 +346,7 @@ pub struct Normalize {
 }
 
 impl Transform for Normalize {
-    fn apply(&self, mut s: Sample, _rng: &mut ChaCha8Rng) -> Result<Sample> {
+    fn apply(&self, mut s: Image, _rng: &mut ChaCha8Rng) -> Result<Image> {
         let [c, h, w] = s.shape;
         if self.mean.len() != c || self.std.len() != c {
             return Err(Error::shape(
@@ -387,15 +387,15 @@ impl Transform for Normalize {
 pub struct Compose(pub Vec<Box<dyn Transform>>);
 
 impl Transform for Compose {
-    fn apply(&self, mut s: Sample, rng: &mut ChaCha8Rng) -> Result<Sample> {
+    fn apply(&self, mut s: Image, rng: &mut ChaCha8Rng) -> Result<Image> {
         for t in &self.0 {
             s = t.apply(s, rng)?;
         }
         Ok(s)
     }
-    fn apply_raw(&self, img: RawImage, rng: &mut ChaCha8Rng) -> Result<Sample> {
+    fn apply_raw(&self, img: RawImage, rng: &mut ChaCha8Rng) -> Result<Image> {
         let Some((first, rest)) = self.0.split_first() else {
-            return Ok(img.to_sample());
+            return Ok(img.to_image());
         };
         let mut s = first.apply_raw(img, rng)?;
         for t in rest {
@@ -426,15 +426,15 @@ pub struct ResizeExact {
 }
 
 impl Transform for ResizeExact {
-    fn apply(&self, s: Sample, _rng: &mut ChaCha8Rng) -> Result<Sample> {
+    fn apply(&self, s: Image, _rng: &mut ChaCha8Rng) -> Result<Image> {
         if [self.h, self.w] == [s.shape[1], s.shape[2]] {
             return Ok(s);
         }
         resize(&s, self.h, self.w, self.interp, true)
     }
-    fn apply_raw(&self, img: RawImage, _rng: &mut ChaCha8Rng) -> Result<Sample> {
+    fn apply_raw(&self, img: RawImage, _rng: &mut ChaCha8Rng) -> Result<Image> {
         if [self.h, self.w] == [img.height, img.width] {
-            return Ok(img.to_sample());
+            return Ok(img.to_image());
         }
         resize_raw(&img, self.h, self.w, self.interp)
     }
@@ -444,7 +444,7 @@ impl Transform for ResizeExact {
 struct Unsupported(&'static str);
 
 impl Transform for Unsupported {
-    fn apply(&self, _s: Sample, _rng: &mut ChaCha8Rng) -> Result<Sample> {
+    fn apply(&self, _s: Image, _rng: &mut ChaCha8Rng) -> Result<Image> {
         Err(Error::invalid("eval transform", self.0))
     }
 }
@@ -513,8 +513,8 @@ mod tests {
     use super::*;
     use rand::SeedableRng;
 
-    fn ramp(c: usize, h: usize, w: usize) -> Sample {
-        Sample {
+    fn ramp(c: usize, h: usize, w: usize) -> Image {
+        Image {
             shape: [c, h, w],
             data: (0..c * h * w).map(|i| (i % 251) as f32 / 255.0).collect(),
             label: 0,
@@ -527,7 +527,7 @@ mod tests {
     #[test]
     fn center_crop_offsets_round_halves_to_even() {
         let (h, w) = (201, 301);
-        let s = Sample {
+        let s = Image {
             shape: [1, h, w],
             data: (0..h * w).map(|i| i as f32).collect(),
             label: 0,
@@ -537,7 +537,7 @@ mod tests {
             .apply(s, &mut rng)
             .expect("crop");
         assert_eq!(out.data[0], (12 * w + 62) as f32);
-        let s = Sample {
+        let s = Image {
             shape: [1, 203, 303],
             data: (0..203 * 303).map(|i| i as f32).collect(),
             label: 0,
@@ -551,7 +551,7 @@ mod tests {
 
     #[test]
     fn resize_keeps_constants_and_identity() {
-        let s = Sample {
+        let s = Image {
             shape: [3, 9, 13],
             data: vec![0.4; 3 * 9 * 13],
             label: 1,

@@ -43,7 +43,7 @@ fn classes_sorted_and_images_decoded() {
     assert_eq!(ds.classes(), ["ant", "moth", "zebra"]);
     assert_eq!(ds.len(), 9);
     assert_eq!(ds.labels(), vec![0, 0, 0, 1, 1, 1, 2, 2, 2]);
-    let s = ds.get(0).expect("png");
+    let s = ds.get(0).expect("png").into_image("test").expect("image");
     assert_eq!(s.shape, [3, 16, 20]);
     assert!(
         (s.data[1] - 12.0 / 255.0).abs() < 1e-6,
@@ -65,7 +65,7 @@ fn classes_sorted_and_images_decoded() {
         .collect::<graft_core::Result<Vec<_>>>()
         .expect("batches");
     assert_eq!(batches.len(), 3);
-    assert_eq!(batches[0].inputs.shape(), [4, 3, 12, 12]);
+    assert_eq!(batches[0].inputs.data().shape(), [4, 3, 12, 12]);
 }
 
 #[test]
@@ -242,7 +242,7 @@ fn the_8_bit_path_equals_the_float_path() {
                     let mut r1 = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
                     let mut r2 = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
                     let a = t.apply_raw(raw.clone(), &mut r1).expect("raw");
-                    let b = t.apply(raw.to_sample(), &mut r2).expect("float");
+                    let b = t.apply(raw.to_image(), &mut r2).expect("float");
                     assert!(a == b, "{}: {mode:?} seed {seed}", p.display());
                 }
             }

@@ -17,7 +17,11 @@ fn npy_pairs_load_and_mismatches_are_named() {
     let ds = ArrayDataset::from_npy(&d.join("x.npy"), &d.join("y.npy")).expect("load");
     assert_eq!(ds.len(), 5);
     assert_eq!(ds.classes(), ["0", "1", "2"]);
-    let s = ds.get(3).expect("sample");
+    let s = ds
+        .get(3)
+        .expect("sample")
+        .into_image("test")
+        .expect("image");
     assert_eq!(s.shape, [2, 3, 4]);
     assert_eq!(s.label, 2);
     assert_eq!(s.data[0], 300.0);

@@ -7,7 +7,7 @@ use graft_backend::{AutodiffBackend, Backend, TensorData};
 use graft_core::{Error, Result};
 use graft_data::{Loader, LoaderConfig};
 use graft_surgery::{FreezeConfig, LrConfig, Plan};
-use graft_train::{History, Inputs, TrainConfig, Trainer};
+use graft_train::{History, TrainConfig, Trainer};
 use graft_zoo::{HeadSpec, Model};
 use linfa::traits::Fit;
 
@@ -373,8 +373,8 @@ impl HeadTraining {
 }
 
 /// Trains a fresh head for `train`'s classes on `model`'s cached pooled features with the
-/// Trainer (`Inputs::Pooled`: the trunk never runs; everything but the head is frozen by a
-/// surgery plan). The head stays in place, so the model then saves as one user model.
+/// Trainer (its batches are `[N, D]` features, so only the classifier runs; everything but the
+/// head is frozen by a surgery plan). The head stays in place, so the model then saves as one user model.
 pub fn train_head<B: AutodiffBackend>(
     model: &mut Model<B>,
     train: &Features,
@@ -406,8 +406,7 @@ pub fn train_head<B: AutodiffBackend>(
     }
     let plan = Plan::new(model, &FreezeConfig::all_but_head(), &how.lr)?;
     let opt = plan.apply(model)?;
-    let mut cfg = how.train.clone();
-    cfg.inputs = Inputs::Pooled;
+    let cfg = how.train.clone();
     let train_loader = Loader::new(
         Arc::new(train.to_dataset()?),
         LoaderConfig::train(how.batch_size.max(1)).seed(how.seed),

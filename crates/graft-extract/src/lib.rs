@@ -33,8 +33,7 @@ use graft_backend::init::stable_hash;
 use graft_backend::safetensors_io::{load, save};
 use graft_backend::{Backend, Ctx, DType, TensorData};
 use graft_core::{Error, Result};
-use graft_data::{ArrayDataset, Loader};
-use graft_train::Inputs;
+use graft_data::{FeatureDataset, Loader};
 use graft_zoo::{InferenceOptions, Model};
 
 /// Which features to take.
@@ -74,11 +73,11 @@ impl Features {
     pub fn row(&self, i: usize) -> &[f32] {
         &self.data[i * self.dim..(i + 1) * self.dim]
     }
-    /// The features as an in-memory dataset of `[dim, 1, 1]` samples (for a [`Loader`] feeding
-    /// the Trainer with `Inputs::Pooled`).
-    pub fn to_dataset(&self) -> Result<ArrayDataset> {
-        ArrayDataset::new(
-            [self.dim, 1, 1],
+    /// The features as an in-memory dataset of feature rows (a [`Loader`] over it yields
+    /// `[N, dim]` feature batches, on which the Trainer runs only the classifier).
+    pub fn to_dataset(&self) -> Result<FeatureDataset> {
+        FeatureDataset::new(
+            self.dim,
             self.data.clone(),
             self.labels.clone(),
             self.classes.clone(),
@@ -120,7 +119,6 @@ fn key_of(
     model_name: &str,
     weights: u64,
     form: &InferenceOptions,
-    inputs: Inputs,
     loader: &Loader,
     spec: &FeatureSpec,
 ) -> Result<u64> {
@@ -128,9 +126,6 @@ fn key_of(
     b.extend(model_name.as_bytes());
     b.extend(weights.to_le_bytes());
     b.extend(form.label().as_bytes());
-    if inputs != Inputs::Images {
-        b.extend(format!("{inputs:?}").as_bytes());
-    }
     b.extend(format!("{:?}", loader.transform()).as_bytes());
     b.extend(format!("{spec:?}").as_bytes());
     b.extend(loader.dataset().fingerprint()?.to_le_bytes());
@@ -144,7 +139,6 @@ pub fn cache_key<B: Backend>(model: &Model<B>, loader: &Loader, spec: &FeatureSp
         model.name(),
         model_hash(model)?,
         &o.form(model),
-        o.inputs.resolve(model.arch()),
         loader,
         spec,
     )
@@ -158,9 +152,6 @@ pub struct ExtractOptions {
     /// precision for 2-6x the speed on CPUs with AMX (docs/benchmarks.md); the cache keeps the two apart. A model
     /// that already is an inference copy runs as it is.
     pub inference: InferenceOptions,
-    /// What the loader's batches hold: images (default) or a text encoder's token ids
-    /// (graft-text's `TokenDataset`, `Inputs::Tokens`).
-    pub inputs: Inputs,
 }
 
 impl ExtractOptions {
@@ -168,14 +159,6 @@ impl ExtractOptions {
     pub fn bf16() -> Self {
         Self {
             inference: InferenceOptions::bf16(),
-            ..Self::default()
-        }
-    }
-    /// Extraction over token batches padded with `pad_id`.
-    pub fn tokens(pad_id: i64) -> Self {
-        Self {
-            inputs: Inputs::Tokens { pad_id },
-            ..Self::default()
         }
     }
     fn form<B: Backend>(&self, model: &Model<B>) -> InferenceOptions {
@@ -325,19 +308,12 @@ pub fn extract_many_with<B: Backend>(
     if specs.is_empty() {
         return Err(Error::invalid("extract", "no feature spec given"));
     }
-    let inputs = opts.inputs.resolve(model.arch());
-    if inputs == Inputs::Pooled {
-        return Err(Error::invalid(
-            "extract",
-            "the loader holds pooled features already: nothing to extract",
-        ));
-    }
     let weights = model_hash(model)?;
     let form = opts.form(model);
     let paths = specs
         .iter()
         .map(|s| {
-            key_of(model.name(), weights, &form, inputs, loader, s)
+            key_of(model.name(), weights, &form, loader, s)
                 .map(|k| cache_dir.join(format!("features-{k:016x}.safetensors")))
         })
         .collect::<Result<Vec<_>>>()?;
@@ -388,7 +364,7 @@ pub fn extract_many_with<B: Backend>(
     let mut forwards = 0;
     for batch in loader.epoch(0) {
         let batch = batch?;
-        let x = b.from_data(&inputs.host_batch(model.arch(), batch.inputs)?)?;
+        let x = model.input(&batch.inputs)?;
         let pooled = if want_pooled {
             forwards += 1;
             Some(model.forward_pooled(&x, &ctx)?)

@@ -10,7 +10,7 @@ use std::path::Path;
 use graft_backend::init::stable_hash;
 use graft_backend::{Backend, Ctx, DType};
 use graft_core::{Error, Result};
-use graft_text::{Tokenizer, pad_ids};
+use graft_text::{Tokenizer, token_batch};
 use graft_zoo::{InferenceOptions, LoadReport, Model, ModelOptions, Registry, TextModelFiles};
 
 use crate::{ExtractOptions, ExtractReport, FeatureSpec, Features, try_cache, write_cache};
@@ -161,7 +161,7 @@ pub fn embed_with<B: Backend>(
     let mut forwards = 0;
     for chunk in order.chunks(batch.max(1)) {
         let seqs: Vec<&[u32]> = chunk.iter().map(|&i| ids[i].as_slice()).collect();
-        let x = b.from_data(&pad_ids(&seqs, tokenizer.pad_id())?)?;
+        let x = model.input(&token_batch(&seqs, tokenizer.pad_id())?)?;
         let y = model.forward_pooled(&x, &ctx)?;
         forwards += 1;
         let y = b.to_data(&b.cast(&y, DType::F32)?)?.to_f32();

@@ -132,8 +132,10 @@ pub fn evaluate_reuse<B: Backend>(
     let mut n = 0;
     for batch in loader.epoch(0) {
         let batch = batch?;
-        let x = b.from_data(&batch.inputs)?;
-        let probs = b.softmax(&model.forward(&x, &Ctx::eval_with(modes))?, 1)?;
+        let probs = b.softmax(
+            &model.forward_batch(&batch.inputs, &Ctx::eval_with(modes))?,
+            1,
+        )?;
         let p = b.to_data(&b.cast(&probs, DType::F32)?)?.to_f32();
         let c = p.shape()[1];
         let flat: Vec<f32> = p.iter().copied().collect();
@@ -206,8 +208,7 @@ pub fn reestimate_batch_norm<B: AutodiffBackend>(
             break;
         }
         let batch = batch?;
-        let x = b.from_data(&batch.inputs)?;
-        b.no_grad(|| model.forward(&x, &Ctx::eval_with(&modes)))?;
+        b.no_grad(|| model.forward_batch(&batch.inputs, &Ctx::eval_with(&modes)))?;
         used += 1;
     }
     if used == 0 {

@@ -403,9 +403,8 @@ fn read_jsonl(path: &Path, cols: &TextColumns) -> Result<Vec<Row>> {
 }
 
 /// Labelled texts tokenised once, as a graft-data [`Dataset`](graft_data::Dataset) the loader and
-/// the Trainer take (with `Inputs::Tokens`): sample `i` is `[1, 1, T]` holding text `i`'s ids
-/// as floats (exact: ids are checked below 2^24) padded with the tokenizer's pad id to the
-/// longest text of the dataset, `T`; the Trainer cuts each batch back to its own longest text.
+/// the Trainer take: sample `i` is text `i`'s int64 ids ([`graft_data::Sample::TokenIds`], with
+/// the tokenizer's pad id); the loader pads each batch to its own longest text.
 #[derive(Debug, Clone)]
 pub struct TokenDataset {
     ids: Vec<Vec<u32>>,
@@ -421,15 +420,6 @@ impl TokenDataset {
         if data.is_empty() {
             return Err(Error::invalid("TokenDataset", "no texts"));
         }
-        if tokenizer.vocab_size() >= 1 << 24 {
-            return Err(Error::invalid(
-                "TokenDataset",
-                format!(
-                    "a vocabulary of {} ids does not travel exactly as f32",
-                    tokenizer.vocab_size()
-                ),
-            ));
-        }
         let texts: Vec<&str> = data.texts.iter().map(String::as_str).collect();
         let ids = tokenizer.ids_batch(&texts)?;
         let len = ids.iter().map(Vec::len).max().unwrap_or(1).max(1);
@@ -441,7 +431,7 @@ impl TokenDataset {
             len,
         })
     }
-    /// The id the samples are padded with (what `Inputs::Tokens` needs).
+    /// The id batches are padded with (the model's padding id must be the same).
     pub fn pad_id(&self) -> i64 {
         self.pad_id
     }
@@ -465,11 +455,9 @@ impl graft_data::Dataset for TokenDataset {
                 format!("index {i} of {} texts", self.ids.len()),
             )
         })?;
-        let mut data: Vec<f32> = ids.iter().map(|&v| v as f32).collect();
-        data.resize(self.len, self.pad_id as f32);
-        Ok(graft_data::Sample {
-            shape: [1, 1, self.len],
-            data,
+        Ok(graft_data::Sample::TokenIds {
+            ids: ids.iter().map(|&v| i64::from(v)).collect(),
+            pad_id: self.pad_id,
             label: self.labels[i],
         })
     }

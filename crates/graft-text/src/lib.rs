@@ -19,7 +19,7 @@ pub use vader::{LexiconEntry, VaderLexicon};
 
 use std::path::{Path, PathBuf};
 
-use graft_backend::TensorData;
+use graft_backend::{InputBatch, TensorData};
 use graft_core::{Error, Result};
 use tokenizers::{PaddingDirection, PaddingParams, PaddingStrategy, TruncationParams};
 
@@ -32,15 +32,14 @@ pub struct Encoded {
     pub token_type_ids: TensorData,
 }
 
-/// `[n, len]` i64 ids of `seqs` padded on the right with `pad_id` to the longest (`len` >= 1).
-pub fn pad_ids(seqs: &[&[u32]], pad_id: i64) -> Result<TensorData> {
-    let len = seqs.iter().map(|s| s.len()).max().unwrap_or(0).max(1);
-    let mut ids = Vec::with_capacity(seqs.len() * len);
-    for s in seqs {
-        ids.extend(s.iter().map(|&v| i64::from(v)));
-        ids.extend(std::iter::repeat_n(pad_id, len - s.len()));
-    }
-    TensorData::i64(&[seqs.len(), len], ids)
+/// Texts' ids as one typed batch: `[n, len]` int64 padded on the right with `pad_id` to the
+/// longest (`len` >= 1) — what a text encoder's `Model::forward_batch` / `Model::input` takes.
+pub fn token_batch(seqs: &[&[u32]], pad_id: i64) -> Result<InputBatch> {
+    let rows: Vec<Vec<i64>> = seqs
+        .iter()
+        .map(|s| s.iter().map(|&v| i64::from(v)).collect())
+        .collect();
+    InputBatch::pad_token_ids(&rows, pad_id)
 }
 
 /// A tokenizer from a `tokenizer.json`, padding each batch to its longest sequence and

@@ -4,7 +4,9 @@
 //! with label smoothing and soft targets) and metrics (loss, top-1, top-5, per-class accuracy,
 //! confusion matrix), the loop ([`Trainer::fit`]: epochs, evaluation, early stopping, gradient
 //! accumulation, gradient clipping, weight EMA, callbacks), `metrics.jsonl`, atomic checkpoints
-//! and exact resume, the non-finite-loss guard, fastai's LR finder, PNG learning curves.
+//! and exact resume, the non-finite-loss guard, fastai's LR finder (a callback on the same loop),
+//! PNG learning curves. Every batch reaches the model through `Model::forward_batch`, whatever it
+//! holds (images, token ids, cached features).
 //!
 //! Must not know: concrete backends, which parameters are frozen (a surgery plan's optimizer and
 //! mode table come in), datasets beyond the loader's batches, TOML, the CLI.
@@ -26,12 +28,12 @@ mod trainer;
 pub use checkpoint::Checkpoint;
 pub use loss::{Targets, cross_entropy};
 pub use lr_find::{LrFinder, LrFinderResult, lr_find};
-pub use metrics::{ClassMetrics, evaluate, evaluate_with};
+pub use metrics::{ClassMetrics, evaluate};
 pub use plot::{Series, plot_history, plot_lr_find, plot_series};
 pub use schedule::Schedule;
 pub use trainer::{
-    Callback, Control, EarlyStopping, EpochRecord, History, Inputs, Monitor, StepRecord,
-    TrainConfig, Trainer, snapshot,
+    Callback, Control, EarlyStopping, EpochRecord, History, Monitor, StepRecord, TrainConfig,
+    Trainer, snapshot,
 };
 
 /// timm's `resolve_data_config`: the transform settings a model's pretrained cfg implies

@@ -1,14 +1,18 @@
-//! fastai's learning-rate finder: an exponential sweep of the LR over mini-batches, the loss
-//! smoothed, stopped when it diverges; the model and optimizer are left as they were.
+//! fastai's learning-rate finder (`LRFinder`): an exponential sweep of the LR over mini-batches,
+//! the loss smoothed, stopped when it diverges; the model and optimizer are left as they were.
+//! The sweep is a [`Callback`] on the one training loop — it sets each step's LR and stops the
+//! run — not a loop of its own.
 
-use graft_backend::{AutodiffBackend, Ctx, ModeTable};
+use std::cell::RefCell;
+use std::rc::Rc;
+
+use graft_backend::{AutodiffBackend, ModeTable};
 use graft_core::{Error, Result};
 use graft_data::Loader;
 use graft_optim::Optimizer;
 use graft_zoo::Model;
 
-use crate::loss::{Targets, cross_entropy};
-use crate::trainer::{assign_from_host, host_scalar};
+use crate::trainer::{Callback, Control, StepRecord, TrainConfig, Trainer, assign_from_host};
 
 /// Sweep settings (fastai's defaults: 1e-7 → 10 over 100 steps).
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -51,6 +55,60 @@ pub struct LrFinderResult {
     pub min_div_10: Option<f64>,
 }
 
+/// The sweep as a callback: the LR of step `i` is `start · (end / start)^(i / (steps − 1))`
+/// for the top group (the others keep their ratio to it, through the loop's factor on each
+/// group's base LR); each loss is smoothed and bias-corrected, and the run stops after `steps`
+/// steps or when the smoothed loss diverges (before that batch changes anything).
+#[derive(Debug)]
+struct Sweep {
+    cfg: LrFinder,
+    /// The top group's base LR (the factor's denominator).
+    top: f64,
+    avg: f64,
+    best: f64,
+    out: LrFinderResult,
+}
+
+impl Sweep {
+    fn lr(&self, step: usize) -> f64 {
+        let c = &self.cfg;
+        c.start_lr * (c.end_lr / c.start_lr).powf(step as f64 / (c.steps - 1) as f64)
+    }
+}
+
+/// The shared sweep (the Trainer owns its callbacks; `lr_find` reads the result back).
+#[derive(Debug)]
+struct SweepCallback(Rc<RefCell<Sweep>>);
+
+impl Callback for SweepCallback {
+    fn on_loss(&mut self, step: usize, loss: f64) -> Control {
+        let mut s = self.0.borrow_mut();
+        let beta = s.cfg.beta;
+        s.avg = beta * s.avg + (1.0 - beta) * loss;
+        let smooth = s.avg / (1.0 - beta.powi(step as i32 + 1));
+        if !smooth.is_finite() || smooth > s.cfg.diverge * s.best {
+            s.out.diverged = true;
+            return Control::Stop;
+        }
+        s.best = s.best.min(smooth);
+        let lr = s.lr(step);
+        s.out.lrs.push(lr);
+        s.out.losses.push(smooth);
+        Control::Continue
+    }
+    fn lr_factor(&mut self, step: usize) -> Option<f64> {
+        let s = self.0.borrow();
+        Some(s.lr(step) / s.top)
+    }
+    fn on_step(&mut self, r: &StepRecord) -> Control {
+        if r.step >= self.0.borrow().cfg.steps {
+            Control::Stop
+        } else {
+            Control::Continue
+        }
+    }
+}
+
 /// Runs the sweep on `model` with a fresh copy of `opt` (its groups and ratios, no moments), then
 /// restores the model's parameters and buffers.
 pub fn lr_find<B: AutodiffBackend>(
@@ -66,10 +124,8 @@ pub fn lr_find<B: AutodiffBackend>(
             format!("need 0 < start_lr < end_lr and steps >= 2, got {cfg:?}"),
         ));
     }
-    let b = model.backend().clone();
-    let saved = model.params().to_data()?;
     // fresh moments: the sweep must not write into the caller's optimizer state
-    let mut opt = opt.fresh_copy();
+    let opt = opt.fresh_copy();
     let top = opt.groups().iter().map(|g| g.hyper.lr).fold(0.0, f64::max);
     if top <= 0.0 {
         return Err(Error::invalid(
@@ -77,60 +133,32 @@ pub fn lr_find<B: AutodiffBackend>(
             "every group has LR 0: nothing trains",
         ));
     }
-    let ratios: Vec<(String, f64)> = opt
-        .groups()
-        .iter()
-        .map(|g| (g.name.clone(), g.hyper.lr / top))
-        .collect();
-    let (mut avg, mut best) = (0.0, f64::INFINITY);
-    let mut out = LrFinderResult {
-        lrs: Vec::new(),
-        losses: Vec::new(),
-        diverged: false,
-        steepest: None,
-        min_div_10: None,
-    };
-    let mut step = 0usize;
-    let mut epoch = 0u64;
-    let result = (|| -> Result<()> {
-        'sweep: loop {
-            for batch in loader.epoch(epoch) {
-                if step == cfg.steps {
-                    break 'sweep;
-                }
-                let batch = batch?;
-                let lr = cfg.start_lr
-                    * (cfg.end_lr / cfg.start_lr).powf(step as f64 / (cfg.steps - 1) as f64);
-                for (g, r) in &ratios {
-                    if *r > 0.0 {
-                        opt.set_lr(g, lr * r)?;
-                    }
-                }
-                let x = b.from_data(&batch.inputs)?;
-                let logits = model.forward(&x, &Ctx::train(modes, cfg.seed, step as u64))?;
-                let loss = cross_entropy(&b, &logits, &Targets::Hard(batch.labels.clone()), 0.0)?;
-                let l = host_scalar(&b, &loss)?;
-                avg = cfg.beta * avg + (1.0 - cfg.beta) * l;
-                let smooth = avg / (1.0 - cfg.beta.powi(step as i32 + 1));
-                if !smooth.is_finite() || smooth > cfg.diverge * best {
-                    out.diverged = true;
-                    break 'sweep;
-                }
-                best = best.min(smooth);
-                out.lrs.push(lr);
-                out.losses.push(smooth);
-                let g = model.params().gradients(&loss)?;
-                opt.step(model.params(), &g)?;
-                step += 1;
-            }
-            epoch += 1;
-        }
-        Ok(())
-    })();
+    let sweep = Rc::new(RefCell::new(Sweep {
+        cfg: *cfg,
+        top,
+        avg: 0.0,
+        best: f64::INFINITY,
+        out: LrFinderResult {
+            lrs: Vec::new(),
+            losses: Vec::new(),
+            diverged: false,
+            steepest: None,
+            min_div_10: None,
+        },
+    }));
+    // as many passes over the loader as the steps need; the sweep stops the run after them
+    let mut train = TrainConfig::new(cfg.steps.div_ceil(loader.num_batches().max(1)));
+    train.seed = cfg.seed;
+    train.progress = false;
+    let saved = model.params().to_data()?;
+    let result = Trainer::new(train, opt, modes.clone())
+        .with_callback(Box::new(SweepCallback(sweep.clone())))
+        .fit(model, loader, None);
     assign_from_host(model, &saved, |name| {
         Error::invalid("lr_find", format!("{name} vanished during the sweep"))
     })?;
     result?;
+    let mut out = sweep.borrow().out.clone();
     if let Some((i, _)) = out
         .losses
         .iter()

@@ -87,28 +87,19 @@ impl Tally {
     }
 }
 
-/// Evaluates `model` on every batch of `loader` (epoch 0 order) under `ctx` (eval mode).
+/// Evaluates `model` on every batch of `loader` (epoch 0 order) under `ctx` (eval mode): images
+/// and token ids through the whole model, cached pooled features through its classifier
+/// (`Model::forward_batch`).
 pub fn evaluate<B: Backend>(
     model: &Model<B>,
     loader: &Loader,
     ctx: &Ctx<'_>,
 ) -> Result<ClassMetrics> {
-    evaluate_with(model, loader, ctx, crate::Inputs::Images)
-}
-
-/// [`evaluate`] on batches of `inputs` (images, or cached pooled features).
-pub fn evaluate_with<B: Backend>(
-    model: &Model<B>,
-    loader: &Loader,
-    ctx: &Ctx<'_>,
-    inputs: crate::Inputs,
-) -> Result<ClassMetrics> {
     let b = model.backend();
     let mut m = Tally::new(model.num_classes());
     for batch in loader.epoch(0) {
         let batch = batch?;
-        let x = b.from_data(&inputs.host_batch(model.arch(), batch.inputs)?)?;
-        let logits = inputs.logits(model, &x, ctx)?;
+        let logits = model.forward_batch(&batch.inputs, ctx)?;
         let host = b.to_data(&logits)?;
         let loss = cross_entropy(b, &logits, &Targets::Hard(batch.labels.clone()), 0.0)?;
         let l = crate::trainer::host_scalar(b, &loss)?;

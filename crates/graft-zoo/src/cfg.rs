@@ -110,6 +110,23 @@ pub fn imagenet_labels() -> Vec<String> {
 }
 
 impl PretrainedCfg {
+    /// A torchvision ImageNet-1k cfg (`source` "torchvision").
+    pub(crate) fn torchvision(
+        size: usize,
+        crop_pct: f64,
+        interp: Interpolation,
+        first_conv: &str,
+        classifier: &str,
+    ) -> Self {
+        Self::imagenet(
+            size,
+            crop_pct,
+            interp,
+            first_conv,
+            classifier,
+            "torchvision",
+        )
+    }
     /// An ImageNet-1k cfg at `size`² with the given ends and the ImageNet class names.
     pub fn imagenet(
         size: usize,

@@ -17,7 +17,7 @@ use graft_backend::{Backend, DType, MemoryFormat, ParamKind, Params, TensorData}
 use graft_core::name::{join, split_last};
 use graft_core::{Error, Result};
 
-use crate::model::{Arch, Model};
+use crate::model::Model;
 
 /// Memory layout of the activations of an inference copy.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -103,38 +103,32 @@ impl InferenceOptions {
     }
 }
 
-impl Arch {
-    /// The BatchNorm eps the family uses everywhere (None: the family has no BatchNorm).
-    pub(crate) fn batch_norm_eps(&self) -> Option<f64> {
-        match self {
-            Arch::ResNet(_) => Some(crate::families::resnet::BN_EPS),
-            Arch::MobileNetV3(m) => Some(m.bn_eps),
-            Arch::EfficientNet(_) => Some(crate::families::efficientnet::BN.eps),
-            Arch::ConvNeXt(_) | Arch::Vit(_) | Arch::Bert(_) => None,
-        }
-    }
-    /// Convolutional families (channels-last pays there).
-    pub(crate) fn is_convnet(&self) -> bool {
-        !matches!(self, Arch::Vit(_) | Arch::Bert(_))
-    }
-}
-
 /// The conv whose output the BatchNorm at `bn` normalises, by the references' naming: `X.bnK`
 /// follows `X.convK` (ResNet), `X.n` follows `X.(n-1)` (torchvision's `Conv2dNormActivation`,
 /// ResNet's `downsample`). Checked against the shapes: a 4-d weight with as many filters as the
 /// BatchNorm has channels.
-fn conv_before(data: &std::collections::BTreeMap<String, TensorData>, bn: &str) -> Option<String> {
-    let (parent, last) = split_last(bn);
-    let conv_last = if let Some(k) = last.strip_prefix("bn") {
-        format!("conv{k}")
-    } else {
-        let n: usize = last.parse().ok()?;
-        n.checked_sub(1)?.to_string()
-    };
-    let conv = if parent.is_empty() {
-        conv_last
-    } else {
-        join(parent, &conv_last)
+/// A family whose names break the rule names the conv itself (`Family::conv_before_norm`).
+fn conv_before(
+    data: &std::collections::BTreeMap<String, TensorData>,
+    bn: &str,
+    named: Option<String>,
+) -> Option<String> {
+    let conv = match named {
+        Some(conv) => conv,
+        None => {
+            let (parent, last) = split_last(bn);
+            let conv_last = if let Some(k) = last.strip_prefix("bn") {
+                format!("conv{k}")
+            } else {
+                let n: usize = last.parse().ok()?;
+                n.checked_sub(1)?.to_string()
+            };
+            if parent.is_empty() {
+                conv_last
+            } else {
+                join(parent, &conv_last)
+            }
+        }
     };
     let w = data.get(&join(&conv, "weight"))?;
     let c = data
@@ -224,7 +218,7 @@ impl<B: Backend> Model<B> {
         let mut folded = Vec::new();
         if let (true, Some(eps)) = (opts.fold_batch_norm, self.arch().batch_norm_eps()) {
             for bn in self.batch_norm_layers() {
-                let Some(conv) = conv_before(&data, &bn) else {
+                let Some(conv) = conv_before(&data, &bn, self.arch().conv_before_norm(&bn)) else {
                     continue;
                 };
                 let (w, bias) = fold_pair(&data, &conv, &bn, eps)?;

@@ -54,8 +54,21 @@ pub(crate) fn init_conv_bn<B: Backend>(
     k: usize,
     groups: usize,
 ) -> Result<()> {
-    init_conv_kaiming(&p.sub("0")?, in_ch, out_ch, k, groups, false)?;
-    nn::init_batch_norm(&p.sub("1")?, out_ch)
+    init_conv_bn_named(p, ["0", "1"], in_ch, out_ch, k, groups)
+}
+
+/// A conv (no bias, Kaiming-normal fan-out) and the BatchNorm after it, under `path.{conv}` and
+/// `path.{bn}` (torchvision: `0` / `1`; timm's `ConvNormAct`: `conv` / `bn`).
+pub(crate) fn init_conv_bn_named<B: Backend>(
+    p: &ParamPath<'_, B>,
+    [conv, bn]: [&str; 2],
+    in_ch: usize,
+    out_ch: usize,
+    k: usize,
+    groups: usize,
+) -> Result<()> {
+    init_conv_kaiming(&p.sub(conv)?, in_ch, out_ch, k, groups, false)?;
+    nn::init_batch_norm(&p.sub(bn)?, out_ch)
 }
 
 /// Batch-norm hyper-parameters of a family.
@@ -124,8 +137,20 @@ pub(crate) fn init_linear_trunc<B: Backend>(
     in_f: usize,
     out_f: usize,
 ) -> Result<()> {
+    init_linear_trunc_with(p, in_f, out_f, true)
+}
+
+/// [`init_linear_trunc`] with the bias optional (timm's `qkv_bias = False`).
+pub(crate) fn init_linear_trunc_with<B: Backend>(
+    p: &ParamPath<'_, B>,
+    in_f: usize,
+    out_f: usize,
+    bias: bool,
+) -> Result<()> {
     p.param("weight", &[out_f, in_f], TRUNC_02)?;
-    p.param("bias", &[out_f], Init::Zeros)?;
+    if bias {
+        p.param("bias", &[out_f], Init::Zeros)?;
+    }
     Ok(())
 }
 

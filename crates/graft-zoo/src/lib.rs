@@ -3,7 +3,9 @@
 //! timm ViT, HF BERT for text encoders such as sentence-transformers' MiniLM), a registry with wildcard listing, pretrained cfgs and user models, and graft's own
 //! weight loader with a report of everything it applied, skipped, adapted or could not fit.
 //!
-//! Owns: architectures as plain data ([`Arch`]), parameter names and initialisation as the
+//! Owns: architectures as plain data ([`Arch`]; one file per family plus one line in the
+//! families list), what each model takes (the typed batch contract: `Model::input_kind`,
+//! `Model::forward_batch`), parameter names and initialisation as the
 //! references do them, the per-family stage tables and feature info, key remap tables between
 //! layouts, position-embedding resampling, the safetensors loader and its [`LoadReport`], and
 //! inference copies ([`Model::for_inference`]: BatchNorm folded, channels-last, bf16), and where
@@ -19,7 +21,9 @@
 //! and learning-rate policy belong to graft-surgery; the zoo only says which parameters form
 //! which stage.
 
+pub mod arch_table;
 pub mod cfg;
+#[macro_use]
 mod families;
 mod fetch;
 pub mod inference;
@@ -39,8 +43,9 @@ pub use families::bert::{Bert, HiddenAct, TextPooling};
 pub use families::convnext::ConvNeXt;
 pub use families::efficientnet::{EfficientNet, MbStage};
 pub use families::mobilenetv3::{IrBlock, MobileNetV3};
+pub use families::regnet::{RegNet, RegStage};
 pub use families::resnet::{Block, ResNet};
-pub use families::vit::Vit;
+pub use families::vit::{Vit, VitAct, VitMlp, VitPool};
 pub use fetch::{pull_tag, pull_tv};
 pub use graft_hub::{Hub, HubConfig};
 pub use inference::{InferenceOptions, Layout};

@@ -350,7 +350,10 @@ mod tests {
         {
             reg.get(a).expect(a);
         }
-        assert_eq!(list_pretrained(Some("resnet18*")).expect("list").len(), 7);
+        // resnet18's seven tags and resnet18d's two
+        let r18 = list_pretrained(Some("resnet18.*")).expect("list");
+        assert_eq!(r18.len(), 7, "{r18:?}");
+        assert_eq!(list_pretrained(Some("resnet18*")).expect("list").len(), 9);
         assert_eq!(
             list_pretrained(Some("tv:resnet50*")).expect("list").len(),
             2

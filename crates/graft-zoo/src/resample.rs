@@ -1,10 +1,13 @@
 //! Antialiased bicubic resampling of channel-major maps, as PyTorch's
 //! `F.interpolate(mode="bicubic", antialias=True, align_corners=False)` computes it (PIL's
 //! separable filter: support 2 × scale when shrinking, Keys cubic with a = -0.5, weights
-//! normalised per output pixel). Used to resample ViT position embeddings on load; the weights
+//! normalised per output pixel). Used to resample ViT position embeddings on load (timm's
+//! `resample_abs_pos_embed`: prefix tokens kept); the weights
 //! are graft-backend's [`aa_weights`], shared with graft-data's image resizing.
 
+use graft_backend::TensorData;
 use graft_backend::resample::{Filter, aa_weights};
+use graft_core::Result;
 
 fn weights(input: usize, output: usize) -> Vec<(usize, Vec<f64>)> {
     aa_weights(Filter::Cubic, input, output)
@@ -49,6 +52,37 @@ pub(crate) fn resample_bicubic_aa(
         }
     }
     out
+}
+
+/// timm's `resample_abs_pos_embed`: keeps the `prefix` tokens' rows, resamples the `side × side`
+/// grid to `grid` with antialiased bicubic interpolation.
+pub(crate) fn resample_pos_embed(
+    data: &TensorData,
+    prefix: usize,
+    side: usize,
+    grid: [usize; 2],
+    dim: usize,
+) -> Result<TensorData> {
+    let v = data.to_f32();
+    let flat: Vec<f32> = v.iter().copied().collect();
+    let (head, rest) = flat.split_at(prefix * dim);
+    // rest is [side*side, dim] (HWC); resample each channel.
+    let mut chw = vec![0f32; dim * side * side];
+    for pos in 0..side * side {
+        for c in 0..dim {
+            chw[c * side * side + pos] = rest[pos * dim + c];
+        }
+    }
+    let out = resample_bicubic_aa(&chw, dim, [side, side], grid);
+    let n = grid[0] * grid[1];
+    let mut res = Vec::with_capacity((n + prefix) * dim);
+    res.extend_from_slice(head);
+    for pos in 0..n {
+        for c in 0..dim {
+            res.push(out[c * n + pos]);
+        }
+    }
+    TensorData::f32(&[1, n + prefix, dim], res).map(|t| t.cast(data.dtype()))
 }
 
 #[cfg(test)]

@@ -321,7 +321,7 @@ fn user_model_registers_lists_and_infers_like_a_builtin() {
 }
 
 #[test]
-fn reset_head_and_stage_outputs() {
+fn replace_head_and_stage_outputs() {
     let mut m = small(3);
     let head = m.head().clone();
     let removed = m.replace_head(7, head, 11).expect("reset");

@@ -57,7 +57,7 @@ impl Job<NoStrategy> {
         };
         let run = self.start()?;
         let l = self.loader_over(&model, ds, which, false)?;
-        let m = B::evaluate(&model, &l, self.inputs())?;
+        let m = graft_train::evaluate(&model, &l, &graft_backend::Ctx::eval())?;
         let mut rep = Report::new(&format!("graft eval: {} on {which}", model.name()));
         if by_index {
             rep.para(&format!(

@@ -62,10 +62,7 @@ impl Job<ExtractStrategy> {
             let Some(l) = self.loader(&model, which, false)? else {
                 continue;
             };
-            let opts = graft_extract::ExtractOptions {
-                inputs: self.inputs(),
-                ..Default::default()
-            };
+            let opts = graft_extract::ExtractOptions::default();
             let (mut fs, r) =
                 extract_many_with(&model, &l, std::slice::from_ref(&spec), &run.cache, &opts)?;
             let f = fs.pop().context("features")?;
@@ -162,11 +159,11 @@ impl Job<ExtractStrategy> {
                 let m = &model;
                 let b = b.clone();
                 Box::new(move |f: &Features| {
-                    let x = b.from_data(&graft_backend::TensorData::f32(
+                    let x = graft_backend::InputBatch::features(graft_backend::TensorData::f32(
                         &[f.n, f.dim],
                         f.data.clone(),
                     )?)?;
-                    let y = m.forward_classifier(&x, &graft_backend::Ctx::eval())?;
+                    let y = m.forward_batch(&x, &graft_backend::Ctx::eval())?;
                     let y = b.to_data(&y)?.to_f32();
                     let c = y.shape()[1];
                     Ok((0..f.n)

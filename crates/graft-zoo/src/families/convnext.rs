@@ -4,6 +4,12 @@
 //! LayerNorm2d and `classifier.2` Linear. timm's layout (`stem`, `stages.{s}.blocks.{i}.conv_dw`,
 //! `gamma` `[C]`, `head.norm`, `head.fc`) loads through [`ConvNeXt::remaps`], which reshapes
 //! `gamma` into `layer_scale`.
+//!
+//! The switches cover timm's ConvNeXt V1 sizes (atto … xxlarge, the conv-MLP small ones included:
+//! a 1×1-conv MLP is this Linear MLP with its weights reshaped on load) and ConvNeXt V2 (Woo et
+//! al. 2023: Global Response Normalization in the MLP as `block.grn`, no layer scale). timm's
+//! architectures that use them are read off timm's own models (`scripts/gen_archs.py` →
+//! `data/archs.json`).
 
 use graft_backend::nn;
 use graft_backend::{Backend, Conv2dOpts, Ctx, GeluApprox, Init, ParamPath, Params};
@@ -13,9 +19,14 @@ use serde::{Deserialize, Serialize};
 
 use crate::layers::{TRUNC_02, init_linear_trunc, layer_norm_2d};
 use crate::load::Remap;
-use crate::model::{ClassifierSpec, Family, HeadInit, StageSpec};
+use crate::model::{ClassifierSpec, Family, HeadInit, Side, StageSpec};
+use crate::cfg::{Interpolation, PretrainedCfg};
+use crate::model::Arch;
+use crate::registry::Builtin;
 
-const LN_EPS: f64 = 1e-6;
+fn default_eps() -> f64 {
+    1e-6
+}
 
 /// A ConvNeXt's hyper-parameters.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -24,7 +35,14 @@ pub struct ConvNeXt {
     pub depths: [usize; 4],
     pub dims: [usize; 4],
     pub stochastic_depth: f64,
-    pub layer_scale: f64,
+    /// Layer scale's initial value; `None`: no layer scale (ConvNeXt V2).
+    pub layer_scale: Option<f64>,
+    /// Global Response Normalization after the MLP's activation (ConvNeXt V2).
+    #[serde(default)]
+    pub grn: bool,
+    /// Every LayerNorm's eps (1e-6; timm's convnext_xxlarge: 1e-5).
+    #[serde(default = "default_eps")]
+    pub norm_eps: f64,
 }
 
 impl ConvNeXt {
@@ -34,13 +52,42 @@ impl ConvNeXt {
             depths: [3, 3, 9, 3],
             dims: [96, 192, 384, 768],
             stochastic_depth: 0.1,
-            layer_scale: 1e-6,
+            layer_scale: Some(1e-6),
+            grn: false,
+            norm_eps: 1e-6,
         }
+    }
+    /// GRN (timm's `GlobalResponseNorm`, channels last): `x + bias + weight · x · n` with
+    /// `n = ‖x‖₂ over H, W / (its mean over channels + 1e-6)`.
+    fn grn<B: Backend>(&self, p: &Params<B>, path: &str, z: &B::Tensor) -> Result<B::Tensor> {
+        let b = p.backend();
+        let g = b.sqrt(&b.sum(&b.mul(z, z)?, &[1, 2], true)?)?;
+        let n = b.div(&g, &b.add_scalar(&b.mean(&g, &[3], true)?, 1e-6)?)?;
+        let y = b.mul(&b.mul(z, &n)?, p.get(&join(path, "weight"))?)?;
+        b.add(&b.add(z, &y)?, p.get(&join(path, "bias"))?)
+    }
+    fn check(&self) -> Result<()> {
+        if self.dims.contains(&0) || !(self.norm_eps.is_finite() && self.norm_eps > 0.0) {
+            return Err(Error::invalid(
+                "convnext",
+                format!("dims {:?} must be positive and norm_eps {} positive", self.dims, self.norm_eps),
+            ));
+        }
+        Ok(())
     }
 }
 
 impl Family for ConvNeXt {
+    fn is_convnet(&self) -> bool {
+        true
+    }
+    fn set_drop_rates(&mut self, drop_path: Option<f64>, _drop: Option<f64>) {
+        if let Some(d) = drop_path {
+            self.stochastic_depth = d;
+        }
+    }
     fn init_trunk<B: Backend>(&self, root: &ParamPath<'_, B>, in_chans: usize) -> Result<()> {
+        self.check()?;
         let conv = |p: &ParamPath<'_, B>, o: usize, i: usize, k: usize| -> Result<()> {
             p.param("weight", &[o, i, k, k], TRUNC_02)?;
             p.param("bias", &[o], Init::Zeros)?;
@@ -60,8 +107,15 @@ impl Family for ConvNeXt {
                 conv(&bp.sub("block.0")?, d, 1, 7)?;
                 nn::init_layer_norm(&bp.sub("block.2")?, d)?;
                 init_linear_trunc(&bp.sub("block.3")?, d, 4 * d)?;
+                if self.grn {
+                    let g = bp.sub("block.grn")?;
+                    g.param("weight", &[4 * d], Init::Zeros)?;
+                    g.param("bias", &[4 * d], Init::Zeros)?;
+                }
                 init_linear_trunc(&bp.sub("block.5")?, 4 * d, d)?;
-                bp.param("layer_scale", &[d, 1, 1], Init::Constant(self.layer_scale))?;
+                if let Some(v) = self.layer_scale {
+                    bp.param("layer_scale", &[d, 1, 1], Init::Constant(v))?;
+                }
             }
         }
         nn::init_layer_norm(&root.sub("classifier.0")?, self.dims[3])
@@ -108,12 +162,13 @@ impl Family for ConvNeXt {
         p: &Params<B>,
         i: usize,
         x: &B::Tensor,
+        _side: &Side<B>,
         ctx: &Ctx<'_>,
     ) -> Result<B::Tensor> {
         let b = p.backend();
         if i == 0 {
             let y = nn::conv2d(p, "features.0.0", x, Conv2dOpts::new().stride(4))?;
-            return layer_norm_2d(p, "features.0.1", &y, LN_EPS);
+            return layer_norm_2d(p, "features.0.1", &y, self.norm_eps);
         }
         let s = i - 1;
         if s >= 4 {
@@ -122,7 +177,7 @@ impl Family for ConvNeXt {
         let mut y = x.clone();
         if s > 0 {
             let ds = format!("features.{}", 2 * s);
-            y = layer_norm_2d(p, &join(&ds, "0"), &y, LN_EPS)?;
+            y = layer_norm_2d(p, &join(&ds, "0"), &y, self.norm_eps)?;
             y = nn::conv2d(p, &join(&ds, "1"), &y, Conv2dOpts::new().stride(2))?;
         }
         let total: usize = self.depths.iter().sum();
@@ -136,12 +191,17 @@ impl Family for ConvNeXt {
                 Conv2dOpts::new().padding(3).groups(self.dims[s]),
             )?;
             let z = b.permute(&z, &[0, 2, 3, 1])?;
-            let z = nn::layer_norm(p, &join(&path, "block.2"), &z, LN_EPS)?;
+            let z = nn::layer_norm(p, &join(&path, "block.2"), &z, self.norm_eps)?;
             let z = nn::linear(p, &join(&path, "block.3"), &z)?;
-            let z = b.gelu(&z, GeluApprox::Erf)?;
+            let mut z = b.gelu(&z, GeluApprox::Erf)?;
+            if self.grn {
+                z = self.grn(p, &join(&path, "block.grn"), &z)?;
+            }
             let z = nn::linear(p, &join(&path, "block.5"), &z)?;
-            let z = b.permute(&z, &[0, 3, 1, 2])?;
-            let z = b.mul(&z, p.get(&join(&path, "layer_scale"))?)?;
+            let mut z = b.permute(&z, &[0, 3, 1, 2])?;
+            if self.layer_scale.is_some() {
+                z = b.mul(&z, p.get(&join(&path, "layer_scale"))?)?;
+            }
             let rate = if total > 1 {
                 self.stochastic_depth * (first + k) as f64 / (total - 1) as f64
             } else {
@@ -152,10 +212,16 @@ impl Family for ConvNeXt {
         }
         Ok(y)
     }
-    fn pool<B: Backend>(&self, p: &Params<B>, x: &B::Tensor, _ctx: &Ctx<'_>) -> Result<B::Tensor> {
+    fn pool<B: Backend>(
+        &self,
+        p: &Params<B>,
+        x: &B::Tensor,
+        _side: &Side<B>,
+        _ctx: &Ctx<'_>,
+    ) -> Result<B::Tensor> {
         let b = p.backend();
         let y = b.adaptive_avg_pool2d(x, (1, 1))?;
-        let y = layer_norm_2d(p, "classifier.0", &y, LN_EPS)?;
+        let y = layer_norm_2d(p, "classifier.0", &y, self.norm_eps)?;
         b.flatten(&y, 1, 3)
     }
     fn remaps(&self) -> Vec<Remap> {
@@ -172,11 +238,13 @@ impl Family for ConvNeXt {
                     &format!("features.{}", 2 * s),
                 ));
             }
-            for (from, to) in [
-                ("conv_dw", "block.0"),
-                ("norm", "block.2"),
-                ("mlp.fc1", "block.3"),
-                ("mlp.fc2", "block.5"),
+            // the conv-MLP ConvNeXts' 1x1 convs `[o, i, 1, 1]` are the Linear weights reshaped
+            for (from, to, reshape) in [
+                ("conv_dw", "block.0", false),
+                ("norm", "block.2", false),
+                ("mlp.fc1", "block.3", true),
+                ("mlp.grn", "block.grn", false),
+                ("mlp.fc2", "block.5", true),
             ] {
                 v.push(Remap::regex(
                     &format!(
@@ -184,7 +252,7 @@ impl Family for ConvNeXt {
                         regex_escape(from)
                     ),
                     &format!("features.{}.$1.{to}.$2", 2 * s + 1),
-                    false,
+                    reshape,
                 ));
             }
             v.push(Remap::regex(
@@ -199,4 +267,35 @@ impl Family for ConvNeXt {
 
 fn regex_escape(s: &str) -> String {
     s.replace('.', r"\.")
+}
+
+/// The built-in ConvNeXts: torchvision's tiny, and every timm ConvNeXt `data/archs.json` lists
+/// (read off timm's own models) with its default tag's cfg.
+pub(crate) fn builtins() -> Vec<Builtin> {
+    let mut v = vec![Builtin::new(
+        "convnext_tiny",
+        Arch::ConvNeXt(ConvNeXt::tiny()),
+        PretrainedCfg::torchvision(
+            224,
+            224.0 / 236.0,
+            Interpolation::Bilinear,
+            "features.0.0",
+            "classifier.2",
+        ),
+        "torchvision.models.convnext_tiny (timm convnext_tiny loads through the remap table)",
+    )];
+    for (name, c) in crate::arch_table::entries::<ConvNeXt>("convnext") {
+        let base = PretrainedCfg::imagenet(
+            224,
+            0.875,
+            Interpolation::Bicubic,
+            "features.0.0",
+            "classifier.2",
+            "timm",
+        );
+        let cfg = crate::arch_table::with_default_tag(&name, base);
+        let reference = format!("timm {name} (its layout through the remap table)");
+        v.push(Builtin::new(&name, Arch::ConvNeXt(c), cfg, &reference));
+    }
+    v
 }

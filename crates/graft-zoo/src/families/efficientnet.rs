@@ -12,9 +12,12 @@ use graft_core::{Error, Result};
 use serde::{Deserialize, Serialize};
 
 use crate::layers::{
-    Act, BnCfg, Gate, avg_pool_flat, conv_bn_act, init_conv_bn, init_squeeze_excite, squeeze_excite,
+    Act, BnCfg, Gate, conv_bn_act, init_conv_bn, init_squeeze_excite, squeeze_excite,
 };
-use crate::model::{ClassifierSpec, Family, HeadInit, StageSpec};
+use crate::model::{ClassifierSpec, Family, HeadInit, Side, StageSpec};
+use crate::cfg::{Interpolation, PretrainedCfg};
+use crate::model::Arch;
+use crate::registry::Builtin;
 
 pub(crate) const BN: BnCfg = BnCfg {
     eps: 1e-5,
@@ -95,6 +98,20 @@ impl EfficientNet {
 }
 
 impl Family for EfficientNet {
+    fn batch_norm_eps(&self) -> Option<f64> {
+        Some(BN.eps)
+    }
+    fn is_convnet(&self) -> bool {
+        true
+    }
+    fn set_drop_rates(&mut self, drop_path: Option<f64>, drop: Option<f64>) {
+        if let Some(d) = drop {
+            self.dropout = d;
+        }
+        if let Some(d) = drop_path {
+            self.stochastic_depth = d;
+        }
+    }
     fn init_trunk<B: Backend>(&self, root: &ParamPath<'_, B>, in_chans: usize) -> Result<()> {
         init_conv_bn(&root.sub("features.0")?, in_chans, self.stem, 3, 1)?;
         for (si, s) in self.stages.iter().enumerate() {
@@ -168,6 +185,7 @@ impl Family for EfficientNet {
         p: &Params<B>,
         i: usize,
         x: &B::Tensor,
+        _side: &Side<B>,
         ctx: &Ctx<'_>,
     ) -> Result<B::Tensor> {
         let b = p.backend();
@@ -232,9 +250,6 @@ impl Family for EfficientNet {
         }
         Ok(y)
     }
-    fn pool<B: Backend>(&self, p: &Params<B>, x: &B::Tensor, _ctx: &Ctx<'_>) -> Result<B::Tensor> {
-        avg_pool_flat(p.backend(), x)
-    }
     fn remaps(&self) -> Vec<crate::load::Remap> {
         use crate::load::Remap;
         let mut v = vec![
@@ -257,4 +272,20 @@ impl Family for EfficientNet {
         }
         v
     }
+}
+
+/// The built-in EfficientNet (torchvision's B0).
+pub(crate) fn builtins() -> Vec<Builtin> {
+    vec![Builtin::new(
+        "efficientnet_b0",
+        Arch::EfficientNet(EfficientNet::b0()),
+        PretrainedCfg::torchvision(
+            224,
+            0.875,
+            Interpolation::Bicubic,
+            "features.0.0",
+            "classifier.1",
+        ),
+        "torchvision.models.efficientnet_b0 (== timm efficientnet_b0, whose files load through the remap table)",
+    )]
 }

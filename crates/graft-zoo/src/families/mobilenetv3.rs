@@ -16,7 +16,10 @@ use crate::layers::{
     Act, BnCfg, Gate, act, avg_pool_flat, conv_bn_act, init_conv_bn, init_squeeze_excite,
     make_divisible, squeeze_excite,
 };
-use crate::model::{ClassifierSpec, Family, HeadInit, StageSpec};
+use crate::model::{ClassifierSpec, Family, HeadInit, Side, StageSpec};
+use crate::cfg::{Interpolation, PretrainedCfg};
+use crate::model::Arch;
+use crate::registry::Builtin;
 
 /// torchvision's BatchNorm settings.
 pub(crate) const BN: BnCfg = BnCfg {
@@ -274,6 +277,17 @@ impl MobileNetV3 {
 }
 
 impl Family for MobileNetV3 {
+    fn batch_norm_eps(&self) -> Option<f64> {
+        Some(self.bn_eps)
+    }
+    fn is_convnet(&self) -> bool {
+        true
+    }
+    fn set_drop_rates(&mut self, _drop_path: Option<f64>, drop: Option<f64>) {
+        if let Some(d) = drop {
+            self.dropout = d;
+        }
+    }
     fn init_trunk<B: Backend>(&self, root: &ParamPath<'_, B>, in_chans: usize) -> Result<()> {
         let first = self.blocks.first().map_or(16, |b| b.input);
         init_conv_bn(&root.sub("features.0")?, in_chans, first, 3, 1)?;
@@ -369,6 +383,7 @@ impl Family for MobileNetV3 {
         p: &Params<B>,
         i: usize,
         x: &B::Tensor,
+        _side: &Side<B>,
         ctx: &Ctx<'_>,
     ) -> Result<B::Tensor> {
         let stages = self.block_stages();
@@ -398,7 +413,13 @@ impl Family for MobileNetV3 {
         }
         Ok(y)
     }
-    fn pool<B: Backend>(&self, p: &Params<B>, x: &B::Tensor, _ctx: &Ctx<'_>) -> Result<B::Tensor> {
+    fn pool<B: Backend>(
+        &self,
+        p: &Params<B>,
+        x: &B::Tensor,
+        _side: &Side<B>,
+        _ctx: &Ctx<'_>,
+    ) -> Result<B::Tensor> {
         let b = p.backend();
         let y = avg_pool_flat(b, x)?;
         act(b, nn::linear(p, "classifier.0", &y)?, Act::Hardswish)
@@ -406,4 +427,41 @@ impl Family for MobileNetV3 {
     fn remaps(&self) -> Vec<crate::load::Remap> {
         self.timm_remaps()
     }
+}
+
+/// The built-in MobileNetV3s: torchvision's, and timm's under torchvision's names.
+pub(crate) fn builtins() -> Vec<Builtin> {
+    let (bil, bic) = (Interpolation::Bilinear, Interpolation::Bicubic);
+    let tv = || PretrainedCfg::torchvision(224, 0.875, bil, "features.0.0", "classifier.3");
+    let timm =
+        || PretrainedCfg::imagenet(224, 0.875, bic, "features.0.0", "classifier.3", "timm");
+    let timm_ref = |name: &str| {
+        format!("timm {name} (torchvision's names; timm's files load through the remap table)")
+    };
+    vec![
+        Builtin::new(
+            "mobilenet_v3_large",
+            Arch::MobileNetV3(MobileNetV3::large()),
+            tv(),
+            "torchvision.models.mobilenet_v3_large",
+        ),
+        Builtin::new(
+            "mobilenet_v3_small",
+            Arch::MobileNetV3(MobileNetV3::small()),
+            tv(),
+            "torchvision.models.mobilenet_v3_small",
+        ),
+        Builtin::new(
+            "mobilenetv3_large_100",
+            Arch::MobileNetV3(MobileNetV3::large_timm()),
+            timm(),
+            &timm_ref("mobilenetv3_large_100"),
+        ),
+        Builtin::new(
+            "mobilenetv3_small_100",
+            Arch::MobileNetV3(MobileNetV3::small_timm()),
+            timm(),
+            &timm_ref("mobilenetv3_small_100"),
+        ),
+    ]
 }

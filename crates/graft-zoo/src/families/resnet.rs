@@ -2,6 +2,12 @@
 //! `layer{1..4}.{i}.conv{1,2,3}` / `bn{1,2,3}` / `downsample.{0,1}`, `fc`. Stride sits on the
 //! 3×3 conv of a bottleneck (ResNet v1.5, both libraries' default). `small_stem` is the
 //! CIFAR-style variant: a 3×3 stride-1 `conv1` and no max-pool, for 8–32 px images.
+//!
+//! timm's builder options (`resnet.py`, "Bag of Tricks", He et al. 2019; Xie et al. 2017; Hu et
+//! al. 2018): a deep stem of three 3×3 convs (`conv1.{0,3,6}`, BatchNorms `conv1.{1,4}`: ResNet-C,
+//! -D, -S), average-pool shortcuts (`downsample.{1,2}` after a 2×2 average pool: ResNet-D),
+//! grouped bottlenecks of `cardinality` groups and `base_width` (ResNeXt, wide ResNets) and
+//! squeeze-excitation after the last BatchNorm of a block (`se.fc1` / `se.fc2`: SE-ResNet(X)t).
 
 use graft_backend::nn;
 use graft_backend::{Backend, Conv2dOpts, Ctx, Init, ParamPath, Params, Pool2dOpts};
@@ -9,8 +15,11 @@ use graft_core::name::join;
 use graft_core::{Error, Result};
 use serde::{Deserialize, Serialize};
 
-use crate::layers::avg_pool_flat;
-use crate::model::{ClassifierSpec, Family, HeadInit, StageSpec};
+use crate::layers::{Act, Gate, init_squeeze_excite, squeeze_excite};
+use crate::model::{ClassifierSpec, Family, HeadInit, Side, StageSpec};
+use crate::cfg::{Interpolation, PretrainedCfg};
+use crate::model::Arch;
+use crate::registry::Builtin;
 
 pub(crate) const BN_EPS: f64 = 1e-5;
 const BN_MOMENTUM: f64 = 0.1;
@@ -41,6 +50,31 @@ pub struct ResNet {
     /// 3×3 stride-1 conv1 and no max-pool.
     #[serde(default)]
     pub small_stem: bool,
+    /// A deep stem of this width: three 3×3 convs of `w`, `w`, `2w` channels (timm's
+    /// `stem_type='deep'`).
+    #[serde(default)]
+    pub deep_stem: Option<usize>,
+    /// Shortcuts that downsample by a 2×2 average pool before their 1×1 conv (ResNet-D).
+    #[serde(default)]
+    pub avg_down: bool,
+    /// Groups of the bottleneck's 3×3 conv (ResNeXt).
+    #[serde(default = "one")]
+    pub cardinality: usize,
+    /// Width of each group per 64 planes (64: ResNet; 4 with 32 groups: ResNeXt 32x4d; 128:
+    /// wide ResNet-50-2).
+    #[serde(default = "sixty_four")]
+    pub base_width: usize,
+    /// Squeeze-excitation after each block's last BatchNorm (SE-ResNet, SE-ResNeXt).
+    #[serde(default)]
+    pub se: bool,
+}
+
+fn one() -> usize {
+    1
+}
+
+fn sixty_four() -> usize {
+    64
 }
 
 impl ResNet {
@@ -49,6 +83,52 @@ impl ResNet {
             block,
             layers,
             small_stem: false,
+            deep_stem: None,
+            avg_down: false,
+            cardinality: 1,
+            base_width: 64,
+            se: false,
+        }
+    }
+    /// ResNet-D: a deep stem of width 32 and average-pool shortcuts.
+    pub fn d(mut self) -> Self {
+        self.deep_stem = Some(32);
+        self.avg_down = true;
+        self
+    }
+    /// Grouped bottlenecks: `cardinality` groups of `base_width` per 64 planes.
+    pub fn grouped(mut self, cardinality: usize, base_width: usize) -> Self {
+        self.cardinality = cardinality;
+        self.base_width = base_width;
+        self
+    }
+    /// Squeeze-excitation in every block.
+    pub fn se(mut self) -> Self {
+        self.se = true;
+        self
+    }
+    /// Channels the stem gives layer1.
+    fn stem_out(&self) -> usize {
+        self.deep_stem.map_or(64, |w| 2 * w)
+    }
+    /// The bottleneck's inner width of stage `s` (timm: `floor(planes · base_width / 64) ·
+    /// cardinality`); a basic block's is its planes.
+    fn width(&self, s: usize) -> usize {
+        match self.block {
+            Block::Basic => Self::planes(s),
+            Block::Bottleneck => Self::planes(s) * self.base_width / 64 * self.cardinality,
+        }
+    }
+    /// timm's `SEModule` width for `ch` channels: `make_divisible(ch / 16, 8)` with no round-up.
+    fn se_width(ch: usize) -> usize {
+        ((ch as f64 / 16.0 + 4.0) as usize / 8 * 8).max(8)
+    }
+    /// The shortcut conv's and BatchNorm's names (after the average pool under avg-down).
+    fn downsample_names(&self) -> (&'static str, &'static str) {
+        if self.avg_down {
+            ("downsample.1", "downsample.2")
+        } else {
+            ("downsample.0", "downsample.1")
         }
     }
     fn stage_stride(i: usize) -> usize {
@@ -61,7 +141,7 @@ impl ResNet {
         if block > 0 {
             Self::planes(stage) * self.block.expansion()
         } else if stage == 0 {
-            64
+            self.stem_out()
         } else {
             Self::planes(stage - 1) * self.block.expansion()
         }
@@ -95,13 +175,30 @@ impl ResNet {
             }
             Block::Bottleneck => {
                 let y = b.relu_consume(bn(&conv(x, "conv1", Conv2dOpts::new())?, "bn1")?)?;
-                let y = b.relu_consume(bn(&conv(&y, "conv2", k3(stride))?, "bn2")?)?;
+                let g = k3(stride).groups(self.cardinality);
+                let y = b.relu_consume(bn(&conv(&y, "conv2", g)?, "bn2")?)?;
                 bn(&conv(&y, "conv3", Conv2dOpts::new())?, "bn3")?
             }
         };
+        let y = if self.se {
+            squeeze_excite(p, &join(path, "se"), &y, Act::Relu, Gate::Sigmoid)?
+        } else {
+            y
+        };
         let identity = if down {
-            let d = conv(x, "downsample.0", Conv2dOpts::new().stride(stride))?;
-            bn(&d, "downsample.1")?
+            let (dc, dbn) = self.downsample_names();
+            let d = if self.avg_down && stride > 1 {
+                let mut o = Pool2dOpts::new(2).stride(stride);
+                o.ceil_mode = true;
+                o.count_include_pad = false;
+                let pooled = b.avg_pool2d(x, o)?;
+                conv(&pooled, dc, Conv2dOpts::new())?
+            } else if self.avg_down {
+                conv(x, dc, Conv2dOpts::new())?
+            } else {
+                conv(x, dc, Conv2dOpts::new().stride(stride))?
+            };
+            bn(&d, dbn)?
         } else {
             x.clone()
         };
@@ -111,40 +208,59 @@ impl ResNet {
 }
 
 impl Family for ResNet {
+    fn batch_norm_eps(&self) -> Option<f64> {
+        Some(BN_EPS)
+    }
+    fn is_convnet(&self) -> bool {
+        true
+    }
+    fn conv_before_norm(&self, bn: &str) -> Option<String> {
+        // the deep stem's last conv is `conv1.6`; timm names the BatchNorm after it `bn1`
+        (self.deep_stem.is_some() && bn == "bn1").then(|| "conv1.6".to_string())
+    }
     fn init_trunk<B: Backend>(&self, root: &ParamPath<'_, B>, in_chans: usize) -> Result<()> {
-        let k = if self.small_stem { 3 } else { 7 };
-        root.sub("conv1")?
-            .param("weight", &[64, in_chans, k, k], Init::KaimingNormalFanOut)?;
-        nn::init_batch_norm(&root.sub("bn1")?, 64)?;
+        let w = |p: &ParamPath<'_, B>, co: usize, ci: usize, k: usize| {
+            p.param("weight", &[co, ci, k, k], Init::KaimingNormalFanOut)
+        };
+        match self.deep_stem {
+            Some(sw) => {
+                w(&root.sub("conv1.0")?, sw, in_chans, 3)?;
+                nn::init_batch_norm(&root.sub("conv1.1")?, sw)?;
+                w(&root.sub("conv1.3")?, sw, sw, 3)?;
+                nn::init_batch_norm(&root.sub("conv1.4")?, sw)?;
+                w(&root.sub("conv1.6")?, 2 * sw, sw, 3)?;
+            }
+            None => {
+                let k = if self.small_stem { 3 } else { 7 };
+                w(&root.sub("conv1")?, 64, in_chans, k)?;
+            }
+        }
+        nn::init_batch_norm(&root.sub("bn1")?, self.stem_out())?;
         let e = self.block.expansion();
         for (s, &n) in self.layers.iter().enumerate() {
-            let planes = Self::planes(s);
+            let (planes, width) = (Self::planes(s), self.width(s));
             for i in 0..n {
                 let bp = root.sub(format!("layer{}.{i}", s + 1))?;
                 let inp = self.in_planes(s, i);
-                let convs: Vec<(usize, usize, usize)> = match self.block {
-                    Block::Basic => vec![(inp, planes, 3), (planes, planes, 3)],
+                let convs: Vec<(usize, usize, usize, usize)> = match self.block {
+                    Block::Basic => vec![(inp, planes, 3, 1), (planes, planes, 3, 1)],
                     Block::Bottleneck => vec![
-                        (inp, planes, 1),
-                        (planes, planes, 3),
-                        (planes, planes * e, 1),
+                        (inp, width, 1, 1),
+                        (width, width, 3, self.cardinality),
+                        (width, planes * e, 1, 1),
                     ],
                 };
-                for (j, (ci, co, k)) in convs.into_iter().enumerate() {
-                    bp.sub(format!("conv{}", j + 1))?.param(
-                        "weight",
-                        &[co, ci, k, k],
-                        Init::KaimingNormalFanOut,
-                    )?;
+                for (j, (ci, co, k, groups)) in convs.into_iter().enumerate() {
+                    w(&bp.sub(format!("conv{}", j + 1))?, co, ci / groups, k)?;
                     nn::init_batch_norm(&bp.sub(format!("bn{}", j + 1))?, co)?;
                 }
+                if self.se {
+                    init_squeeze_excite(&bp.sub("se")?, planes * e, Self::se_width(planes * e))?;
+                }
                 if self.has_downsample(s, i) {
-                    bp.sub("downsample.0")?.param(
-                        "weight",
-                        &[planes * e, inp, 1, 1],
-                        Init::KaimingNormalFanOut,
-                    )?;
-                    nn::init_batch_norm(&bp.sub("downsample.1")?, planes * e)?;
+                    let (dc, dbn) = self.downsample_names();
+                    w(&bp.sub(dc)?, planes * e, inp, 1)?;
+                    nn::init_batch_norm(&bp.sub(dbn)?, planes * e)?;
                 }
             }
         }
@@ -164,7 +280,7 @@ impl Family for ResNet {
         let mut v = vec![StageSpec {
             name: "stem".into(),
             prefixes: vec!["conv1".into(), "bn1".into()],
-            channels: 64,
+            channels: self.stem_out(),
             reduction: r0,
         }];
         let mut red = if self.small_stem { 1 } else { 4 };
@@ -192,17 +308,30 @@ impl Family for ResNet {
         p: &Params<B>,
         i: usize,
         x: &B::Tensor,
+        _side: &Side<B>,
         ctx: &Ctx<'_>,
     ) -> Result<B::Tensor> {
         let b = p.backend();
         if i == 0 {
-            let o = if self.small_stem {
-                Conv2dOpts::new().padding(1)
-            } else {
-                Conv2dOpts::new().stride(2).padding(3)
+            let bn = |y: &B::Tensor, name: &str| {
+                nn::batch_norm(p, name, y, ctx, BN_EPS, BN_MOMENTUM)
             };
-            let y = nn::conv2d(p, "conv1", x, o)?;
-            return b.relu_consume(nn::batch_norm(p, "bn1", &y, ctx, BN_EPS, BN_MOMENTUM)?);
+            let y = if self.deep_stem.is_some() {
+                let k3 = |stride: usize| Conv2dOpts::new().stride(stride).padding(1);
+                let y = nn::conv2d(p, "conv1.0", x, k3(2))?;
+                let y = b.relu_consume(bn(&y, "conv1.1")?)?;
+                let y = nn::conv2d(p, "conv1.3", &y, k3(1))?;
+                let y = b.relu_consume(bn(&y, "conv1.4")?)?;
+                nn::conv2d(p, "conv1.6", &y, k3(1))?
+            } else {
+                let o = if self.small_stem {
+                    Conv2dOpts::new().padding(1)
+                } else {
+                    Conv2dOpts::new().stride(2).padding(3)
+                };
+                nn::conv2d(p, "conv1", x, o)?
+            };
+            return b.relu_consume(bn(&y, "bn1")?);
         }
         let s = i - 1;
         let n = *self
@@ -227,7 +356,69 @@ impl Family for ResNet {
         }
         Ok(y)
     }
-    fn pool<B: Backend>(&self, p: &Params<B>, x: &B::Tensor, _ctx: &Ctx<'_>) -> Result<B::Tensor> {
-        avg_pool_flat(p.backend(), x)
+}
+
+/// The built-in ResNets (torchvision's, which timm shares) and `resnet18_small`.
+pub(crate) fn builtins() -> Vec<Builtin> {
+    let cfg = || PretrainedCfg::torchvision(224, 0.875, Interpolation::Bilinear, "conv1", "fc");
+    let mut v: Vec<Builtin> = [
+        ("resnet18", Block::Basic, [2, 2, 2, 2]),
+        ("resnet34", Block::Basic, [3, 4, 6, 3]),
+        ("resnet50", Block::Bottleneck, [3, 4, 6, 3]),
+        ("resnet101", Block::Bottleneck, [3, 4, 23, 3]),
+    ]
+    .into_iter()
+    .map(|(name, block, layers)| {
+        Builtin::new(
+            name,
+            Arch::ResNet(ResNet::new(block, layers)),
+            cfg(),
+            &format!("torchvision.models.{name} (== timm {name})"),
+        )
+    })
+    .collect();
+    let mut small = cfg();
+    small.num_classes = 10;
+    small.input_size = [3, 32, 32];
+    small.crop_pct = 1.0;
+    small.labels = None;
+    small.source = "graft".into();
+    v.push(Builtin::new(
+        "resnet18_small",
+        Arch::ResNet(ResNet {
+            small_stem: true,
+            ..ResNet::new(Block::Basic, [2, 2, 2, 2])
+        }),
+        small,
+        "torchvision resnet18 with a 3x3 stride-1 conv1 and maxpool = Identity",
+    ));
+    // timm's builder variants (resnet.py), ImageNet cfgs as timm's `_cfg` (bicubic, crop 0.875)
+    use Block::{Basic, Bottleneck};
+    let timm = || {
+        PretrainedCfg::imagenet(224, 0.875, Interpolation::Bicubic, "conv1", "fc", "timm")
+    };
+    let (l18, l26, l50, l101) = ([2, 2, 2, 2], [2, 2, 2, 2], [3, 4, 6, 3], [3, 4, 23, 3]);
+    for (name, arch, first_conv) in [
+        ("resnet18d", ResNet::new(Basic, l18).d(), "conv1.0"),
+        ("resnet34d", ResNet::new(Basic, [3, 4, 6, 3]).d(), "conv1.0"),
+        ("resnet26d", ResNet::new(Bottleneck, l26).d(), "conv1.0"),
+        ("resnet50d", ResNet::new(Bottleneck, l50).d(), "conv1.0"),
+        ("resnet101d", ResNet::new(Bottleneck, l101).d(), "conv1.0"),
+        ("resnext50_32x4d", ResNet::new(Bottleneck, l50).grouped(32, 4), "conv1"),
+        ("resnext101_32x8d", ResNet::new(Bottleneck, l101).grouped(32, 8), "conv1"),
+        ("wide_resnet50_2", ResNet::new(Bottleneck, l50).grouped(1, 128), "conv1"),
+        ("seresnet50", ResNet::new(Bottleneck, l50).se(), "conv1"),
+        ("seresnext26d_32x4d", ResNet::new(Bottleneck, l26).d().grouped(32, 4).se(), "conv1.0"),
+        ("seresnext50_32x4d", ResNet::new(Bottleneck, l50).grouped(32, 4).se(), "conv1"),
+    ] {
+        let mut cfg = timm();
+        cfg.first_conv = first_conv.into();
+        v.push(Builtin::new(
+            name,
+            Arch::ResNet(arch),
+            cfg,
+            &format!("timm {name} (resnet.py)"),
+        ));
     }
+    v
 }

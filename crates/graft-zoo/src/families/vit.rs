@@ -1,8 +1,16 @@
-//! Vision Transformer (Dosovitskiy et al. 2020) with timm's names: `patch_embed.proj`,
-//! `cls_token`, `pos_embed`, `blocks.{i}.{norm1, attn.qkv, attn.proj, norm2, mlp.fc1, mlp.fc2}`,
-//! `norm`, `head`. Token pooling, pre-norm blocks, LayerNorm eps 1e-6, exact GELU. A checkpoint
-//! whose position embeddings were trained for another grid is resampled on load as timm does
-//! (bicubic, antialiased, prefix tokens kept).
+//! Vision Transformer (Dosovitskiy et al. 2020) as timm's configurable `VisionTransformer`
+//! builds it (timm `vision_transformer.py`, `deit.py`), with timm's names: `patch_embed.proj`,
+//! `cls_token`, `reg_token`, `pos_embed`, `norm_pre`, `blocks.{i}.{norm1, attn.{qkv, q_norm, k_norm,
+//! proj}, ls1.gamma, norm2, mlp.{fc1, fc1_g, fc1_x, fc2}, ls2.gamma}`, `norm`, `fc_norm`, `head`.
+//!
+//! The switches cover the towers transfer starts from: class token or none, register tokens,
+//! position embeddings with or without the prefix tokens (DeiT-III, DINOv2 with registers),
+//! token or average pooling with `fc_norm`, LayerScale, pre-norm and QuickGELU (CLIP image
+//! towers), qk-norm, SwiGLU MLPs packed or split (DINOv2 giant), tanh-GELU and SiLU, any
+//! LayerNorm eps. timm's architectures that use them are read off timm's own models
+//! (`scripts/gen_archs.py` → `data/archs.json`). A checkpoint whose position embeddings were
+//! trained for another grid is resampled on load as timm does (bicubic, antialiased, prefix
+//! tokens kept).
 
 use graft_backend::nn;
 use graft_backend::{Backend, Conv2dOpts, Ctx, GeluApprox, Init, ParamPath, Params, TensorData};
@@ -10,13 +18,61 @@ use graft_core::name::join;
 use graft_core::{Error, Result};
 use serde::{Deserialize, Serialize};
 
-use crate::layers::{TRUNC_02, init_linear_trunc};
-use crate::model::{ClassifierSpec, Family, HeadInit, StageSpec};
-use crate::resample::resample_bicubic_aa;
+use crate::layers::{TRUNC_02, init_linear_trunc, init_linear_trunc_with};
+use crate::model::{ClassifierSpec, Family, HeadInit, Side, StageSpec};
+use crate::cfg::{INCEPTION_MEAN, INCEPTION_STD, Interpolation, PretrainedCfg};
+use crate::model::Arch;
+use crate::registry::Builtin;
+use crate::resample::resample_pos_embed;
 
-const LN_EPS: f64 = 1e-6;
+/// How the tokens become one vector (timm's `global_pool`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum VitPool {
+    /// The class token.
+    #[default]
+    Token,
+    /// The mean of the patch tokens (prefix tokens left out).
+    Avg,
+}
 
-/// A ViT's hyper-parameters.
+/// The MLP's activation.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum VitAct {
+    /// Exact (erf) GELU.
+    #[default]
+    Gelu,
+    /// tanh-approximated GELU (SigLIP).
+    GeluTanh,
+    /// `x · sigmoid(1.702 x)` (OpenAI CLIP).
+    QuickGelu,
+    /// SiLU, the gate of a SwiGLU MLP.
+    Silu,
+}
+
+/// The MLP's form.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum VitMlp {
+    /// `fc2(act(fc1(x)))`.
+    #[default]
+    Mlp,
+    /// timm's `SwiGLUPacked`: `fc1` gives both halves, `fc2(act(a) · b)`.
+    GluPacked,
+    /// timm's `SwiGLU`: `fc2(act(fc1_g(x)) · fc1_x(x))`.
+    Swiglu,
+}
+
+fn yes() -> bool {
+    true
+}
+fn default_eps() -> f64 {
+    1e-6
+}
+
+/// A ViT's hyper-parameters. The defaults (serde's too) are the original ViT's: class token,
+/// token pooling, final norm, qkv bias, exact GELU, LayerNorm eps 1e-6.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Vit {
@@ -24,49 +80,200 @@ pub struct Vit {
     pub dim: usize,
     pub depth: usize,
     pub heads: usize,
-    pub mlp_ratio: usize,
+    /// The MLP's hidden width (for `glu_packed`, one half of `fc1`'s output).
+    #[serde(default)]
+    pub mlp_hidden: usize,
+    /// Older graft configs gave the width as an integer ratio (with `mlp_hidden` absent); such a
+    /// config keeps it when saved again.
+    #[serde(default, rename = "mlp_ratio", skip_serializing_if = "Option::is_none")]
+    legacy_mlp_ratio: Option<usize>,
     /// Input size `[h, w]` the position embeddings are built for.
     pub img_size: [usize; 2],
+    #[serde(default = "yes")]
+    pub class_token: bool,
+    /// Register tokens (Darcet et al. 2023) after the class token.
+    #[serde(default)]
+    pub reg_tokens: usize,
+    /// Position embeddings for the patches only; the prefix tokens are concatenated after.
+    #[serde(default)]
+    pub no_embed_class: bool,
+    #[serde(default)]
+    pub pool: VitPool,
+    /// LayerNorm `norm` over the tokens before pooling.
+    #[serde(default = "yes")]
+    pub norm: bool,
+    /// LayerNorm `fc_norm` over the pooled vector.
+    #[serde(default)]
+    pub fc_norm: bool,
+    /// LayerNorm `norm_pre` before the blocks; the patch embedding then has no bias (CLIP).
+    #[serde(default)]
+    pub pre_norm: bool,
+    #[serde(default = "yes")]
+    pub qkv_bias: bool,
+    /// LayerNorm over each head's queries and keys.
+    #[serde(default)]
+    pub qk_norm: bool,
+    /// LayerScale (Touvron et al. 2021) with this initial value.
+    #[serde(default)]
+    pub layer_scale: Option<f64>,
+    #[serde(default)]
+    pub act: VitAct,
+    #[serde(default)]
+    pub mlp: VitMlp,
+    #[serde(default = "default_eps")]
+    pub norm_eps: f64,
+    #[serde(default)]
     pub drop_path: f64,
+    #[serde(default)]
     pub drop: f64,
 }
 
 impl Vit {
+    /// The original ViT at 224² with patch 16 and MLP width 4·dim.
     pub fn new(dim: usize, depth: usize, heads: usize) -> Self {
         Self {
             patch: 16,
             dim,
             depth,
             heads,
-            mlp_ratio: 4,
+            mlp_hidden: 4 * dim,
+            legacy_mlp_ratio: None,
             img_size: [224, 224],
+            class_token: true,
+            reg_tokens: 0,
+            no_embed_class: false,
+            pool: VitPool::Token,
+            norm: true,
+            fc_norm: false,
+            pre_norm: false,
+            qkv_bias: true,
+            qk_norm: false,
+            layer_scale: None,
+            act: VitAct::Gelu,
+            mlp: VitMlp::Mlp,
+            norm_eps: 1e-6,
             drop_path: 0.0,
             drop: 0.0,
+        }
+    }
+    fn hidden(&self) -> usize {
+        match (self.mlp_hidden, self.legacy_mlp_ratio) {
+            (0, Some(r)) => r * self.dim,
+            (0, None) => 4 * self.dim,
+            (h, _) => h,
+        }
+    }
+    /// Class and register tokens before the patches.
+    fn prefix_tokens(&self) -> usize {
+        usize::from(self.class_token) + self.reg_tokens
+    }
+    /// Prefix tokens the position embedding covers.
+    fn embedded_prefix(&self) -> usize {
+        if self.no_embed_class {
+            0
+        } else {
+            self.prefix_tokens()
         }
     }
     fn grid(&self) -> [usize; 2] {
         [self.img_size[0] / self.patch, self.img_size[1] / self.patch]
     }
-    fn num_tokens(&self) -> usize {
+    fn pos_len(&self) -> usize {
         let g = self.grid();
-        g[0] * g[1] + 1
+        g[0] * g[1] + self.embedded_prefix()
     }
-    pub(crate) fn set_img_size(&mut self, size: [usize; 2]) -> Result<()> {
-        if !size[0].is_multiple_of(self.patch)
-            || !size[1].is_multiple_of(self.patch)
-            || size[0] == 0
-            || size[1] == 0
+    /// The hyper-parameters make a model (a user's config.json can say anything).
+    fn check(&self) -> Result<()> {
+        let bad = |why: String| Err(Error::invalid("vit", why));
+        if self.patch == 0 || self.dim == 0 || self.depth == 0 || self.heads == 0 {
+            return bad("patch, dim, depth and heads must be positive".into());
+        }
+        if !self.dim.is_multiple_of(self.heads) {
+            return bad(format!("dim {} is not a multiple of heads {}", self.dim, self.heads));
+        }
+        if self.hidden() == 0 {
+            return bad("mlp_hidden must be positive".into());
+        }
+        if self.pool == VitPool::Token && !self.class_token {
+            return bad("token pooling needs the class token (class_token = true)".into());
+        }
+        if !(self.norm_eps.is_finite() && self.norm_eps > 0.0) {
+            return bad(format!("norm_eps {} must be positive", self.norm_eps));
+        }
+        if let Some(v) = self.layer_scale
+            && !v.is_finite()
         {
+            return bad(format!("layer_scale {v} must be finite"));
+        }
+        Self::check_size(self.img_size, self.patch)
+    }
+    /// timm's `PatchEmbed`: the grid is `floor(size / patch)` (a remainder is cut off).
+    fn check_size(size: [usize; 2], patch: usize) -> Result<()> {
+        if size[0] < patch || size[1] < patch {
             return Err(Error::invalid(
                 "vit",
-                format!(
-                    "img_size {size:?} must be a positive multiple of the patch size {}",
-                    self.patch
-                ),
+                format!("img_size {size:?} must be at least the patch size {patch}"),
             ));
         }
+        Ok(())
+    }
+    fn resize_grid(&mut self, size: [usize; 2]) -> Result<()> {
+        Self::check_size(size, self.patch)?;
         self.img_size = size;
         Ok(())
+    }
+    fn ln<B: Backend>(&self, p: &Params<B>, path: &str, x: &B::Tensor) -> Result<B::Tensor> {
+        nn::layer_norm(p, path, x, self.norm_eps)
+    }
+    fn act<B: Backend>(&self, b: &B, x: &B::Tensor) -> Result<B::Tensor> {
+        match self.act {
+            VitAct::Gelu => b.gelu(x, GeluApprox::Erf),
+            VitAct::GeluTanh => b.gelu(x, GeluApprox::Tanh),
+            VitAct::QuickGelu => b.mul(x, &b.sigmoid(&b.mul_scalar(x, 1.702)?)?),
+            VitAct::Silu => b.silu(x),
+        }
+    }
+    fn attention<B: Backend>(&self, p: &Params<B>, path: &str, y: &B::Tensor) -> Result<B::Tensor> {
+        let b = p.backend();
+        let s = b.shape(y);
+        let (n, t, d) = (s[0], s[1], s[2]);
+        let (h, hd) = (self.heads, d / self.heads);
+        let qkv = nn::linear(p, &join(path, "qkv"), y)?;
+        let qkv = b.permute(&b.reshape(&qkv, &[n, t, 3, h, hd])?, &[2, 0, 3, 1, 4])?;
+        let part = |i: usize| b.reshape(&b.narrow(&qkv, 0, i, 1)?, &[n, h, t, hd]);
+        let (mut q, mut k, v) = (part(0)?, part(1)?, part(2)?);
+        if self.qk_norm {
+            q = self.ln(p, &join(path, "q_norm"), &q)?;
+            k = self.ln(p, &join(path, "k_norm"), &k)?;
+        }
+        let a = b.scaled_dot_product_attention(&q, &k, &v, None, None)?;
+        let a = b.reshape(&b.transpose(&a, 1, 2)?, &[n, t, d])?;
+        nn::linear(p, &join(path, "proj"), &a)
+    }
+    fn mlp<B: Backend>(&self, p: &Params<B>, path: &str, y: &B::Tensor) -> Result<B::Tensor> {
+        let b = p.backend();
+        let z = match self.mlp {
+            VitMlp::Mlp => self.act(b, &nn::linear(p, &join(path, "fc1"), y)?)?,
+            VitMlp::GluPacked => {
+                let u = nn::linear(p, &join(path, "fc1"), y)?;
+                let r = b.rank(&u) - 1;
+                let half = self.hidden();
+                let gate = self.act(b, &b.narrow(&u, r, 0, half)?)?;
+                b.mul(&gate, &b.narrow(&u, r, half, half)?)?
+            }
+            VitMlp::Swiglu => {
+                let g = self.act(b, &nn::linear(p, &join(path, "fc1_g"), y)?)?;
+                b.mul(&g, &nn::linear(p, &join(path, "fc1_x"), y)?)?
+            }
+        };
+        nn::linear(p, &join(path, "fc2"), &z)
+    }
+    /// `x · gamma` where the block has LayerScale.
+    fn scale<B: Backend>(&self, p: &Params<B>, path: &str, x: B::Tensor) -> Result<B::Tensor> {
+        match self.layer_scale {
+            Some(_) => p.backend().mul(&x, p.get(&join(path, "gamma"))?),
+            None => Ok(x),
+        }
     }
     fn block<B: Backend>(
         &self,
@@ -77,67 +284,145 @@ impl Vit {
         ctx: &Ctx<'_>,
     ) -> Result<B::Tensor> {
         let b = p.backend();
-        let s = b.shape(x);
-        let (n, t, d) = (s[0], s[1], s[2]);
-        let h = self.heads;
-        let hd = d / h;
-        let y = nn::layer_norm(p, &join(path, "norm1"), x, LN_EPS)?;
-        let qkv = nn::linear(p, &join(path, "attn.qkv"), &y)?;
-        let qkv = b.permute(&b.reshape(&qkv, &[n, t, 3, h, hd])?, &[2, 0, 3, 1, 4])?;
-        let q = b.reshape(&b.narrow(&qkv, 0, 0, 1)?, &[n, h, t, hd])?;
-        let k = b.reshape(&b.narrow(&qkv, 0, 1, 1)?, &[n, h, t, hd])?;
-        let v = b.reshape(&b.narrow(&qkv, 0, 2, 1)?, &[n, h, t, hd])?;
-        let a = b.scaled_dot_product_attention(&q, &k, &v, None, None)?;
-        let a = b.reshape(&b.transpose(&a, 1, 2)?, &[n, t, d])?;
-        let a = nn::linear(p, &join(path, "attn.proj"), &a)?;
+        let y = self.ln(p, &join(path, "norm1"), x)?;
+        let a = self.attention(p, &join(path, "attn"), &y)?;
+        let a = self.scale(p, &join(path, "ls1"), a)?;
         let a = nn::drop_path(b, &a, rate, ctx, &join(path, "drop_path1"))?;
         let x = b.add(x, &a)?;
-        let y = nn::layer_norm(p, &join(path, "norm2"), &x, LN_EPS)?;
-        let y = b.gelu(&nn::linear(p, &join(path, "mlp.fc1"), &y)?, GeluApprox::Erf)?;
-        let y = nn::linear(p, &join(path, "mlp.fc2"), &y)?;
+        let y = self.ln(p, &join(path, "norm2"), &x)?;
+        let y = self.mlp(p, &join(path, "mlp"), &y)?;
+        let y = self.scale(p, &join(path, "ls2"), y)?;
         let y = nn::drop_path(b, &y, rate, ctx, &join(path, "drop_path2"))?;
         b.add(&x, &y)
+    }
+    /// Patches to tokens: embedding, prefix tokens, position embedding, dropout, pre-norm.
+    fn embed<B: Backend>(&self, p: &Params<B>, x: &B::Tensor) -> Result<B::Tensor> {
+        let b = p.backend();
+        let s = b.shape(x);
+        if s[2] != self.img_size[0] || s[3] != self.img_size[1] {
+            return Err(Error::shape(
+                "vit",
+                format!(
+                    "input {}x{} but the model is built for {}x{} (create it with img_size to resample the position embeddings)",
+                    s[2], s[3], self.img_size[0], self.img_size[1]
+                ),
+            ));
+        }
+        let y = nn::conv2d(p, "patch_embed.proj", x, Conv2dOpts::new().stride(self.patch))?;
+        let n = s[0];
+        let mut y = b.transpose(&b.flatten(&y, 2, 3)?, 1, 2)?;
+        let mut prefix = Vec::new();
+        let dtype = b.dtype(&y);
+        for (name, len) in [("cls_token", usize::from(self.class_token)), ("reg_token", self.reg_tokens)] {
+            if len > 0 {
+                prefix.push(b.add(&b.zeros(&[n, len, self.dim], dtype)?, p.get(name)?)?);
+            }
+        }
+        let cat = |y: B::Tensor| -> Result<B::Tensor> {
+            if prefix.is_empty() {
+                return Ok(y);
+            }
+            let mut parts: Vec<&B::Tensor> = prefix.iter().collect();
+            parts.push(&y);
+            b.cat(&parts, 1)
+        };
+        if self.no_embed_class {
+            y = cat(b.add(&y, p.get("pos_embed")?)?)?;
+        } else {
+            y = b.add(&cat(y)?, p.get("pos_embed")?)?;
+        }
+        // timm's pos_drop has its own rate (0 in every timm config), not the head's dropout
+        if self.pre_norm {
+            self.ln(p, "norm_pre", &y)
+        } else {
+            Ok(y)
+        }
     }
 }
 
 impl Family for Vit {
+    fn img_size(&self) -> Option<[usize; 2]> {
+        Some(self.img_size)
+    }
+    fn set_img_size(&mut self, size: [usize; 2]) -> Result<()> {
+        self.resize_grid(size)
+    }
+    fn set_drop_rates(&mut self, drop_path: Option<f64>, drop: Option<f64>) {
+        if let Some(d) = drop_path {
+            self.drop_path = d;
+        }
+        if let Some(d) = drop {
+            self.drop = d;
+        }
+    }
+    fn no_weight_decay(&self) -> Vec<String> {
+        vec!["pos_embed".into(), "cls_token".into(), "reg_token".into()]
+    }
     fn init_trunk<B: Backend>(&self, root: &ParamPath<'_, B>, in_chans: usize) -> Result<()> {
-        let d = self.dim;
+        self.check()?;
+        let (d, hidden) = (self.dim, self.hidden());
         let pe = root.sub("patch_embed.proj")?;
-        nn::init_conv2d(&pe, in_chans, d, (self.patch, self.patch), 1, true)?;
-        root.param(
-            "cls_token",
-            &[1, 1, d],
-            Init::Normal {
-                mean: 0.0,
-                std: 1e-6,
-            },
-        )?;
-        root.param("pos_embed", &[1, self.num_tokens(), d], TRUNC_02)?;
+        nn::init_conv2d(&pe, in_chans, d, (self.patch, self.patch), 1, !self.pre_norm)?;
+        let tiny = Init::Normal {
+            mean: 0.0,
+            std: 1e-6,
+        };
+        if self.class_token {
+            root.param("cls_token", &[1, 1, d], tiny)?;
+        }
+        if self.reg_tokens > 0 {
+            root.param("reg_token", &[1, self.reg_tokens, d], tiny)?;
+        }
+        root.param("pos_embed", &[1, self.pos_len(), d], TRUNC_02)?;
+        if self.pre_norm {
+            nn::init_layer_norm(&root.sub("norm_pre")?, d)?;
+        }
         for i in 0..self.depth {
             let bp = root.sub(format!("blocks.{i}"))?;
             nn::init_layer_norm(&bp.sub("norm1")?, d)?;
-            init_linear_trunc(&bp.sub("attn.qkv")?, d, 3 * d)?;
+            init_linear_trunc_with(&bp.sub("attn.qkv")?, d, 3 * d, self.qkv_bias)?;
+            if self.qk_norm {
+                nn::init_layer_norm(&bp.sub("attn.q_norm")?, d / self.heads)?;
+                nn::init_layer_norm(&bp.sub("attn.k_norm")?, d / self.heads)?;
+            }
             init_linear_trunc(&bp.sub("attn.proj")?, d, d)?;
             nn::init_layer_norm(&bp.sub("norm2")?, d)?;
-            init_linear_trunc(&bp.sub("mlp.fc1")?, d, self.mlp_ratio * d)?;
-            init_linear_trunc(&bp.sub("mlp.fc2")?, self.mlp_ratio * d, d)?;
+            match self.mlp {
+                VitMlp::Mlp => init_linear_trunc(&bp.sub("mlp.fc1")?, d, hidden)?,
+                VitMlp::GluPacked => init_linear_trunc(&bp.sub("mlp.fc1")?, d, 2 * hidden)?,
+                VitMlp::Swiglu => {
+                    init_linear_trunc(&bp.sub("mlp.fc1_g")?, d, hidden)?;
+                    init_linear_trunc(&bp.sub("mlp.fc1_x")?, d, hidden)?;
+                }
+            }
+            init_linear_trunc(&bp.sub("mlp.fc2")?, hidden, d)?;
+            if let Some(v) = self.layer_scale {
+                for ls in ["ls1", "ls2"] {
+                    bp.sub(ls)?.param("gamma", &[d], Init::Constant(v))?;
+                }
+            }
         }
-        nn::init_layer_norm(&root.sub("norm")?, d)
+        if self.norm {
+            nn::init_layer_norm(&root.sub("norm")?, d)?;
+        }
+        if self.fc_norm {
+            nn::init_layer_norm(&root.sub("fc_norm")?, d)?;
+        }
+        Ok(())
     }
     fn classifier(&self) -> ClassifierSpec {
-        let (dropout, dropout_path) = (self.drop, "head_drop");
         ClassifierSpec {
             prefix: "head",
             init: HeadInit::TruncNormal02,
-            dropout,
-            dropout_path,
+            dropout: self.drop,
+            dropout_path: "head_drop",
         }
     }
     fn stage_specs(&self) -> Vec<StageSpec> {
+        let embed = ["patch_embed", "cls_token", "reg_token", "pos_embed", "norm_pre"];
         let mut v = vec![StageSpec {
             name: "embed".into(),
-            prefixes: vec!["patch_embed".into(), "cls_token".into(), "pos_embed".into()],
+            prefixes: embed.iter().map(|s| s.to_string()).collect(),
             channels: self.dim,
             reduction: self.patch,
         }];
@@ -152,7 +437,7 @@ impl Family for Vit {
         v
     }
     fn head_stage_prefixes(&self) -> Vec<String> {
-        vec!["norm".into(), "head".into()]
+        vec!["norm".into(), "fc_norm".into(), "head".into()]
     }
     fn num_features(&self) -> usize {
         self.dim
@@ -162,33 +447,11 @@ impl Family for Vit {
         p: &Params<B>,
         i: usize,
         x: &B::Tensor,
+        _side: &Side<B>,
         ctx: &Ctx<'_>,
     ) -> Result<B::Tensor> {
-        let b = p.backend();
         if i == 0 {
-            let s = b.shape(x);
-            if s[2] != self.img_size[0] || s[3] != self.img_size[1] {
-                return Err(Error::shape(
-                    "vit",
-                    format!(
-                        "input {}x{} but the model is built for {}x{} (create it with img_size to resample the position embeddings)",
-                        s[2], s[3], self.img_size[0], self.img_size[1]
-                    ),
-                ));
-            }
-            let y = nn::conv2d(
-                p,
-                "patch_embed.proj",
-                x,
-                Conv2dOpts::new().stride(self.patch),
-            )?;
-            let n = s[0];
-            let y = b.transpose(&b.flatten(&y, 2, 3)?, 1, 2)?;
-            let cls = p.get("cls_token")?;
-            let cls = b.add(&b.zeros(&[n, 1, self.dim], b.dtype(&y))?, cls)?;
-            let y = b.cat(&[&cls, &y], 1)?;
-            let y = b.add(&y, p.get("pos_embed")?)?;
-            return nn::dropout(b, &y, self.drop, ctx, "pos_drop");
+            return self.embed(p, x);
         }
         if i > self.depth {
             return Err(Error::invalid("vit", format!("no stage {i}")));
@@ -201,19 +464,46 @@ impl Family for Vit {
         self.block(p, &format!("blocks.{}", i - 1), x, rate, ctx)
     }
     fn finish_features<B: Backend>(&self, p: &Params<B>, x: &B::Tensor) -> Result<B::Tensor> {
-        nn::layer_norm(p, "norm", x, LN_EPS)
+        if self.norm {
+            self.ln(p, "norm", x)
+        } else {
+            Ok(x.clone())
+        }
     }
-    fn stage_output<B: Backend>(&self, b: &B, _i: usize, x: &B::Tensor) -> Result<B::Tensor> {
+    fn stage_output<B: Backend>(
+        &self,
+        b: &B,
+        _i: usize,
+        x: &B::Tensor,
+        _side: &Side<B>,
+    ) -> Result<B::Tensor> {
         let s = b.shape(x);
-        let g = self.grid();
-        let y = b.narrow(x, 1, 1, s[1] - 1)?;
+        let (g, k) = (self.grid(), self.prefix_tokens());
+        let y = b.narrow(x, 1, k, s[1] - k)?;
         let y = b.reshape(&y, &[s[0], g[0], g[1], s[2]])?;
         b.permute(&y, &[0, 3, 1, 2])
     }
-    fn pool<B: Backend>(&self, p: &Params<B>, x: &B::Tensor, _ctx: &Ctx<'_>) -> Result<B::Tensor> {
+    fn pool<B: Backend>(
+        &self,
+        p: &Params<B>,
+        x: &B::Tensor,
+        _side: &Side<B>,
+        _ctx: &Ctx<'_>,
+    ) -> Result<B::Tensor> {
         let b = p.backend();
         let s = b.shape(x);
-        b.reshape(&b.narrow(x, 1, 0, 1)?, &[s[0], s[2]])
+        let y = match self.pool {
+            VitPool::Token => b.reshape(&b.narrow(x, 1, 0, 1)?, &[s[0], s[2]])?,
+            VitPool::Avg => {
+                let k = self.prefix_tokens();
+                b.mean(&b.narrow(x, 1, k, s[1] - k)?, &[1], false)?
+            }
+        };
+        if self.fc_norm {
+            self.ln(p, "fc_norm", &y)
+        } else {
+            Ok(y)
+        }
     }
     fn adapt_tensor(
         &self,
@@ -225,10 +515,12 @@ impl Family for Vit {
             return None;
         }
         let have = data.shape().to_vec();
-        if have.len() != 3 || want.len() != 3 || have[0] != 1 || have[2] != want[2] || have[1] < 2 {
+        let prefix = self.embedded_prefix();
+        if have.len() != 3 || want.len() != 3 || have[0] != 1 || have[2] != want[2] || have[1] <= prefix
+        {
             return None;
         }
-        let old = have[1] - 1;
+        let old = have[1] - prefix;
         let side = (old as f64).sqrt().round() as usize;
         if side * side != old {
             return Some(Err(Error::shape(
@@ -236,37 +528,52 @@ impl Family for Vit {
                 format!("{old} patch positions are not a square grid"),
             )));
         }
-        let g = self.grid();
-        Some(resample_pos_embed(data, side, g, want[2]))
+        Some(resample_pos_embed(data, prefix, side, self.grid(), want[2]))
     }
 }
 
-/// timm's `resample_abs_pos_embed`: keeps the class token, resamples the `side × side` grid to
-/// `grid` with antialiased bicubic interpolation.
-fn resample_pos_embed(
-    data: &TensorData,
-    side: usize,
-    grid: [usize; 2],
-    dim: usize,
-) -> Result<TensorData> {
-    let v = data.to_f32();
-    let flat: Vec<f32> = v.iter().copied().collect();
-    let (prefix, rest) = flat.split_at(dim);
-    // rest is [side*side, dim] (HWC); resample each channel.
-    let mut chw = vec![0f32; dim * side * side];
-    for pos in 0..side * side {
-        for c in 0..dim {
-            chw[c * side * side + pos] = rest[pos * dim + c];
-        }
+/// The built-in ViTs: every timm architecture `data/archs.json` lists (read off timm's own
+/// models), each with its default tag's input size, crop, normalisation and classes.
+pub(crate) fn builtins() -> Vec<Builtin> {
+    crate::arch_table::entries::<Vit>("vit")
+        .into_iter()
+        .map(|(name, vit)| {
+            let base = PretrainedCfg {
+                mean: INCEPTION_MEAN,
+                std: INCEPTION_STD,
+                ..PretrainedCfg::imagenet(
+                    vit.img_size[0],
+                    0.9,
+                    Interpolation::Bicubic,
+                    "patch_embed.proj",
+                    "head",
+                    "timm",
+                )
+            };
+            let cfg = crate::arch_table::with_default_tag(&name, base);
+            Builtin::new(&name, Arch::Vit(vit), cfg, &format!("timm {name}"))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A config written before `mlp_hidden` existed builds the same MLP, and saved again it
+    /// still does.
+    #[test]
+    fn an_older_configs_mlp_ratio_survives_a_save() {
+        let old = r#"{"patch": 16, "dim": 64, "depth": 1, "heads": 4, "mlp_ratio": 2,
+            "img_size": [32, 32], "drop_path": 0.0, "drop": 0.0}"#;
+        let v: Vit = serde_json::from_str(old).expect("old config");
+        assert_eq!(v.hidden(), 128);
+        let again: Vit =
+            serde_json::from_str(&serde_json::to_string(&v).expect("save")).expect("read back");
+        assert_eq!(again.hidden(), 128);
+        assert_eq!(again, v);
+        let new: Vit = serde_json::from_str(&serde_json::to_string(&Vit::new(64, 1, 4)).expect("save"))
+            .expect("read back");
+        assert_eq!(new.hidden(), 256);
     }
-    let out = resample_bicubic_aa(&chw, dim, [side, side], grid);
-    let n = grid[0] * grid[1];
-    let mut res = Vec::with_capacity((n + 1) * dim);
-    res.extend_from_slice(prefix);
-    for pos in 0..n {
-        for c in 0..dim {
-            res.push(out[c * n + pos]);
-        }
-    }
-    TensorData::f32(&[1, n + 1, dim], res).map(|t| t.cast(data.dtype()))
 }

@@ -12,6 +12,7 @@ use crate::cfg::PretrainedCfg;
 
 mod arch;
 mod head;
+mod input;
 
 pub use arch::*;
 pub(crate) use arch::{Family, Side};
@@ -331,20 +332,9 @@ impl<B: Backend> Model<B> {
             .collect()
     }
     fn check_input(&self, x: &B::Tensor) -> Result<()> {
-        let s = self.backend().shape(x);
-        if let Arch::Bert(a) = &self.arch {
-            return a.check_ids(&s, self.backend().dtype(x), &self.name);
-        }
-        if s.len() != 4 || s[1] != self.in_chans {
-            return Err(Error::shape(
-                "forward",
-                format!(
-                    "{}: input must be [N, {}, H, W], got {s:?}",
-                    self.name, self.in_chans
-                ),
-            ));
-        }
-        Ok(())
+        let b = self.backend();
+        self.arch
+            .check_input(&b.shape(x), b.dtype(x), self.in_chans, &self.name)
     }
     /// The unpooled output of the trunk (timm's `forward_features`; a text encoder's
     /// `last_hidden_state`, `[N, T, hidden]`).
@@ -518,10 +508,7 @@ impl<B: Backend> Model<B> {
     /// Parameters the reference exempts from weight decay besides biases and norm weights
     /// (timm's `no_weight_decay`: ViT's `pos_embed` and `cls_token`).
     pub fn no_weight_decay(&self) -> Vec<String> {
-        match &self.arch {
-            Arch::Vit(_) => vec!["pos_embed".into(), "cls_token".into()],
-            _ => Vec::new(),
-        }
+        self.arch.no_weight_decay()
     }
     /// Adapts the first conv to `in_chans` input channels, after a load too (timm's
     /// `adapt_input_conv`, from the current weights: 1 channel sums the filters, n repeats them

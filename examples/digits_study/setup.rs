@@ -1,0 +1,142 @@
+//! The study's setup: the data halves, loaders, training a model from scratch, the fine-tuning
+//! strategies it compares.
+
+use super::*;
+
+pub(crate) const TARGET: [usize; 5] = [5, 6, 7, 8, 9];
+pub(crate) const DEPTHS: [usize; 6] = [0, 1, 2, 3, 4, 5];
+
+pub(crate) struct Setup {
+    pub(crate) digits: Arc<dyn Dataset>,
+    /// First stratified half (training pool), second half (test).
+    pub(crate) first: Vec<usize>,
+    pub(crate) second: Vec<usize>,
+    pub(crate) quick: bool,
+    pub(crate) seeds: Vec<u64>,
+    pub(crate) cache: PathBuf,
+}
+
+pub(crate) type Snapshot = BTreeMap<String, TensorData>;
+
+/// Epochs for `n` training images: about 1000 image-passes, 6 to 60 epochs.
+pub(crate) fn epochs_for(n: usize) -> usize {
+    (1000 / n.max(1)).clamp(6, 60)
+}
+
+pub(crate) fn model_from(snapshot: &Snapshot, classes: usize, seed: u64) -> Result<Model<Tch>> {
+    let opts = ModelOptions::default()
+        .num_classes(classes)
+        .in_chans(1)
+        .seed(seed);
+    let (mut m, _) = create_model(&Tch::cpu(), "resnet18_small", &opts)?;
+    m.load_tensors(
+        Path::new("source"),
+        snapshot,
+        &graft::zoo::LoadOptions::default(),
+    )?;
+    Ok(m)
+}
+
+pub(crate) fn loader(
+    s: &Setup,
+    idx: &[usize],
+    classes: &[usize],
+    shift: Option<Shift>,
+    train_seed: Option<u64>,
+) -> Result<Loader> {
+    let ds = Arc::new(Subset::with_classes(
+        s.digits.clone(),
+        idx.to_vec(),
+        classes,
+    )?);
+    let n = ds.len();
+    let cfg = match train_seed {
+        Some(seed) => LoaderConfig::train(n.clamp(1, 32)).seed(seed),
+        None => LoaderConfig::eval(256),
+    };
+    let mut l = Loader::new(ds, cfg)?;
+    if let Some(sh) = shift {
+        l = l.with_transform(Arc::new(sh));
+    }
+    Ok(l)
+}
+
+/// Trains `resnet18_small` from scratch; returns the model and test accuracy per epoch (when
+/// `curve` is given a test loader to evaluate on after each epoch).
+pub(crate) fn scratch(
+    train: &Loader,
+    classes: usize,
+    epochs: usize,
+    seed: u64,
+    curve: Option<&Loader>,
+) -> Result<(Model<Tch>, Vec<f64>)> {
+    let opts = ModelOptions::default()
+        .num_classes(classes)
+        .in_chans(1)
+        .seed(seed);
+    let (mut m, _) = create_model(&Tch::cpu(), "resnet18_small", &opts)?;
+    let plan = Plan::new(
+        &m,
+        &FreezeConfig::none(),
+        &LrConfig::adamw(3e-3).weight_decay(0.05),
+    )?;
+    let mut cfg = TrainConfig::new(epochs);
+    cfg.schedule = Schedule::one_cycle();
+    cfg.label_smoothing = 0.1;
+    cfg.seed = seed;
+    cfg.progress = false;
+    let h = Trainer::new(cfg, plan.apply(&m)?, plan.modes().clone()).fit(&mut m, train, curve)?;
+    Ok((
+        m,
+        h.epochs
+            .iter()
+            .filter_map(|e| e.val.as_ref().map(|v| v.top1))
+            .collect(),
+    ))
+}
+
+/// Fine-tunes a copy of the source with `strategy`; test accuracy per epoch when `curve` is set.
+pub(crate) fn tune(
+    src: &Snapshot,
+    train: &Loader,
+    strategy: &Strategy,
+    seed: u64,
+    curve: Option<&Loader>,
+    cache: &Path,
+) -> Result<(Model<Tch>, Vec<f64>)> {
+    let mut m = model_from(src, 5, seed)?;
+    let mut opts = FineTuneOptions::default();
+    opts.base.progress = false;
+    opts.seed = seed;
+    opts.cache_dir = Some(cache.to_path_buf());
+    let r = fine_tune(&mut m, 5, train, curve, strategy, &opts)?;
+    Ok((
+        m,
+        r.history
+            .epochs
+            .iter()
+            .filter_map(|e| e.val.as_ref().map(|v| v.top1))
+            .collect(),
+    ))
+}
+
+pub(crate) fn recipe(depth: usize, epochs: usize) -> Strategy {
+    Strategy::Recipe(Recipe {
+        freeze: FreezeDepth::Stages(depth),
+        epochs,
+        // no early stopping: the only held-out images are the test set, never used to select
+        patience: None,
+        ..Recipe::default()
+    })
+}
+
+pub(crate) fn lpft(epochs: usize) -> Strategy {
+    Strategy::LpFt(LpFt {
+        epochs: epochs.saturating_sub(1).max(1),
+        ..LpFt::default()
+    })
+}
+
+pub(crate) fn top1(m: &Model<Tch>, test: &Loader) -> Result<f64> {
+    Ok(evaluate(m, test, &Ctx::eval())?.top1)
+}

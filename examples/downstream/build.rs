@@ -1,0 +1,3 @@
+fn main() {
+    graft_build::link_libtorch();
+}
