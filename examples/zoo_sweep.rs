@@ -7,7 +7,9 @@
 //! Each architecture's reference comes from `tests/python/zoo_sweep_fixture.py` in the venv
 //! (parameters and buffers re-randomised as the parity fixtures are). Architectures over
 //! `--max-params` (default 400M) are listed as not run. Not part of `make test`: it builds every
-//! architecture (minutes to an hour).
+//! architecture (minutes to an hour). A run narrowed by `--filter` or `--max-params` updates its
+//! own rows and keeps the table's other rows (with the commands that produced them), so the table
+//! can be built up in parts.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -136,7 +138,39 @@ fn sweep_one(reg: &Registry, arch: &str, tmp: &Path, tags: usize, max_params: us
     row
 }
 
-fn table(rows: &[Row], command: &str) -> String {
+/// The rows and commands of the table already in docs/zoo.md (between the markers).
+fn parse_table(section: &str) -> (Vec<Row>, Vec<String>) {
+    let mut commands = Vec::new();
+    let mut rows = Vec::new();
+    for line in section.lines() {
+        if let Some(rest) = line.split_once("Command").map(|(_, r)| r) {
+            commands.extend(rest.split('`').skip(1).step_by(2).map(str::to_string));
+            continue;
+        }
+        let cells: Vec<&str> = line
+            .trim()
+            .trim_matches('|')
+            .split('|')
+            .map(str::trim)
+            .collect();
+        if cells.len() != 7 || cells[0] == "architecture" || cells[0].starts_with("---") {
+            continue;
+        }
+        let num = |c: &str| c.parse::<f64>().ok();
+        rows.push(Row {
+            arch: cells[0].to_string(),
+            tags: cells[1].parse().unwrap_or(0),
+            params: num(cells[2].trim_end_matches('M')).map_or(0, |m| (m * 1e6).round() as usize),
+            size: cells[3].trim_end_matches('²').parse().unwrap_or(0),
+            tch: num(cells[4]),
+            ndarray: num(cells[5]),
+            note: cells[6].to_string(),
+        });
+    }
+    (rows, commands)
+}
+
+fn table(rows: &[Row], commands: &[String]) -> String {
     let passed = rows.iter().filter(|r| r.note == "pass").count();
     let tags: usize = rows
         .iter()
@@ -144,8 +178,13 @@ fn table(rows: &[Row], command: &str) -> String {
         .map(|r| r.tags)
         .sum();
     let mut s = format!(
-        "{BEGIN}\n{passed} of {} architectures pass, carrying {tags} pretrained tags (limits: graft-tch {TOL_TCH:e}, graft-ndarray {TOL_NDARRAY:e} of max |reference|; logits and pooled features). Command: `{command}`.\n\n| architecture | tags | params | input | graft-tch | graft-ndarray | verdict |\n| --- | --- | --- | --- | --- | --- | --- |\n",
-        rows.len()
+        "{BEGIN}\n{passed} of {} architectures pass, carrying {tags} pretrained tags (limits: graft-tch {TOL_TCH:e}, graft-ndarray {TOL_NDARRAY:e} of max |reference|; logits and pooled features). Commands (each row from the last that covered it): {}.\n\n| architecture | tags | params | input | graft-tch | graft-ndarray | verdict |\n| --- | --- | --- | --- | --- | --- | --- |\n",
+        rows.len(),
+        commands
+            .iter()
+            .map(|c| format!("`{c}`"))
+            .collect::<Vec<_>>()
+            .join(", ")
     );
     let f = |v: Option<f64>| v.map_or("-".into(), |d| format!("{d:.1e}"));
     for r in rows {
@@ -217,21 +256,44 @@ fn main() -> Result<()> {
         "cargo run --release --example zoo_sweep -- {}",
         args.join(" ")
     );
-    let t = table(&rows, command.trim_end());
+    let command = command.trim_end().to_string();
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("docs/zoo.md");
+    let doc = std::fs::read_to_string(&path)?;
+    let (a, b) = match (doc.find(BEGIN), doc.find(END)) {
+        (Some(a), Some(b)) if a < b => (a, b),
+        _ => bail!("docs/zoo.md has no {BEGIN} … {END} markers"),
+    };
+    // the rows this run did not cover stay, for architectures still built in with timm tags
+    let (old, mut commands) = parse_table(&doc[a..b]);
+    let covered: std::collections::BTreeSet<&str> = rows.iter().map(|r| r.arch.as_str()).collect();
+    let kept: Vec<Row> = old
+        .into_iter()
+        .filter(|r| !covered.contains(r.arch.as_str()) && tags.contains_key(&r.arch))
+        .filter(|r| reg.get(&r.arch).is_ok())
+        .map(|r| Row {
+            tags: tags[&r.arch],
+            ..r
+        })
+        .collect();
+    let ran = rows.iter().map(|r| r.arch.clone()).collect::<Vec<_>>();
+    let failed = rows.iter().any(|r| r.note.starts_with("FAIL"));
+    let mut all: Vec<Row> = rows.into_iter().chain(kept).collect();
+    all.sort_by(|x, y| x.arch.cmp(&y.arch));
+    commands.retain(|c| *c != command);
+    commands.push(command);
+    let t = table(&all, &commands);
     if write {
-        let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("docs/zoo.md");
-        let doc = std::fs::read_to_string(&path)?;
-        let (a, b) = (doc.find(BEGIN), doc.find(END));
-        let new = match (a, b) {
-            (Some(a), Some(b)) if a < b => format!("{}{t}{}", &doc[..a], &doc[b + END.len()..]),
-            _ => bail!("docs/zoo.md has no {BEGIN} … {END} markers"),
-        };
-        std::fs::write(&path, new)?;
-        eprintln!("wrote the table into {}", path.display());
+        std::fs::write(&path, format!("{}{t}{}", &doc[..a], &doc[b + END.len()..]))?;
+        eprintln!(
+            "wrote {} rows ({} from this run) into {}",
+            all.len(),
+            ran.len(),
+            path.display()
+        );
     } else {
         println!("{t}");
     }
-    if rows.iter().any(|r| r.note.starts_with("FAIL")) {
+    if failed {
         bail!("some architectures failed");
     }
     Ok(())

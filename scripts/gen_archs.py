@@ -78,9 +78,17 @@ def vit_config(name, m):
         raise Out("non-square patches")
     if m.pos_embed is None:
         raise Out("no learned position embedding")
-    if getattr(m, "attn_pool", None) is not None:
-        raise Out(f"attention pooling head ({cls_name(m.attn_pool)}, global_pool='{m.global_pool}')")
-    if m.global_pool not in ("token", "avg"):
+    ap = getattr(m, "attn_pool", None)
+    if ap is not None:
+        if cls_name(ap) != "AttentionPoolLatent" or m.global_pool != "map":
+            raise Out(f"attention pooling head {cls_name(ap)}")
+        if ap.latent_len != 1 or ap.pos_embed is not None or ap.pool != "token" or ap.latent_dim != m.embed_dim:
+            raise Out("attention pool with several latents, a position embedding or another width")
+        if not isinstance(ap.q, torch.nn.Linear) or ap.q.bias is None or ap.kv.bias is None or ap.num_heads * ap.head_dim != m.embed_dim:
+            raise Out("attention pool without a biased query projection")
+        if not is_identity(ap.q_norm) or cls_name(ap.mlp) != "Mlp" or not is_identity(ap.mlp.norm):
+            raise Out("attention pool with qk-norm or another MLP")
+    if m.global_pool not in ("token", "avg", "map"):
         raise Out(f"global_pool '{m.global_pool}'")
     if m.pool_include_prefix:
         raise Out("pooling over the prefix tokens")
@@ -151,6 +159,12 @@ def vit_config(name, m):
         eps.add(layer_norm_eps(m.norm, "norm"))
     if fc_norm:
         eps.add(layer_norm_eps(m.fc_norm, "fc_norm"))
+    if ap is not None:
+        eps.add(layer_norm_eps(ap.norm, "attention pool norm"))
+        if ap.num_heads != cfg_block["heads"] or ap.mlp.fc1.out_features != cfg_block["mlp_hidden"] or cfg_block["mlp"] != "mlp":
+            raise Out("attention pool with other heads or MLP than the blocks")
+        if activation(ap.mlp.act) != cfg_block["act"]:
+            raise Out("attention pool with another activation than the blocks")
     if len(eps) != 1:
         raise Out(f"LayerNorms with different eps {sorted(eps)}")
     head = m.head
@@ -251,17 +265,191 @@ def convnext_config(name, m):
     }
 
 
+RESNET_MODULES = ("timm.models.resnet",)
+# graft's resnet18/34/50/101 are torchvision's (timm shares their names and layout)
+RESNET_TORCHVISION_NAMED = {"resnet18", "resnet34", "resnet50", "resnet101"}
+
+
+def make_divisible(v, divisor=8, round_limit=0.0):
+    """timm's `make_divisible` (layers/helpers.py) as its SE module calls it."""
+    new_v = max(divisor, int(v + divisor / 2) // divisor * divisor)
+    if new_v < round_limit * v:
+        new_v += divisor
+    return new_v
+
+
+def batch_norm(m, what):
+    if cls_name(m) != "BatchNorm2d":
+        raise Out(f"{what} is {cls_name(m)}, not BatchNorm2d")
+    if m.eps != 1e-5 or not m.affine or not m.track_running_stats:
+        raise Out(f"{what}: a BatchNorm other than eps 1e-5 with affine and running stats")
+
+
+def relu(m, what):
+    if cls_name(m) != "ReLU":
+        raise Out(f"activation {cls_name(m)} ({what})")
+
+
+def resnet_config(name, m):
+    """graft's `ResNet` for timm's ResNet `m` (timm `resnet.py`), or `Out`."""
+    if cls_name(m) != "ResNet":
+        raise Out(cls_name(m))
+    # stem: a 7x7 conv, or three 3x3 convs (deep; tiered: a narrower first conv)
+    deep_stem, tiered = None, False
+    if isinstance(m.conv1, torch.nn.Conv2d):
+        if m.conv1.kernel_size != (7, 7) or m.conv1.out_channels != 64:
+            raise Out("stem conv other than 7x7, 64 channels")
+    else:
+        c = list(m.conv1)
+        if len(c) != 7 or [cls_name(x) for x in c[::3]] != ["Conv2d"] * 3:
+            raise Out("stem other than three 3x3 convs")
+        batch_norm(c[1], "stem norm")
+        batch_norm(c[4], "stem norm")
+        relu(c[2], "stem")
+        sw = c[3].out_channels
+        tiered = c[0].out_channels != sw
+        if tiered and c[0].out_channels != 3 * (sw // 4):
+            raise Out("deep stem widths other than timm's deep / deep_tiered")
+        if c[6].out_channels != 2 * sw:
+            raise Out("deep stem output other than twice its width")
+        deep_stem = sw
+    batch_norm(m.bn1, "bn1")
+    relu(m.act1, "stem")
+    # stem pool: max-pool, a conv (ResNet-RS), or a 2x2 average pool (anti-aliased)
+    pool = m.maxpool
+    replace_stem_pool, aa_stem = False, False
+    if isinstance(pool, torch.nn.MaxPool2d):
+        if (pool.kernel_size, pool.stride, pool.padding) != (3, 2, 1):
+            raise Out("stem max-pool other than 3x3 stride 2")
+    elif isinstance(pool, torch.nn.AvgPool2d):
+        if (pool.kernel_size, pool.stride, pool.padding) != (2, 2, 0):
+            raise Out("stem average pool other than 2x2")
+        aa_stem = True
+    elif isinstance(pool, torch.nn.Sequential) and [cls_name(x) for x in pool] == ["Conv2d", "BatchNorm2d", "ReLU"]:
+        if pool[0].stride != (2, 2) or pool[0].kernel_size != (3, 3):
+            raise Out("stem conv-pool other than 3x3 stride 2")
+        batch_norm(pool[1], "stem pool norm")
+        replace_stem_pool = True
+    else:
+        raise Out(f"stem pool {[cls_name(x) for x in pool] if isinstance(pool, torch.nn.Sequential) else cls_name(pool)} (blur / anti-aliased conv pool)")
+    stages = [m.layer1, m.layer2, m.layer3, m.layer4]
+    kinds = {cls_name(b) for s in stages for b in s}
+    if kinds not in ({"BasicBlock"}, {"Bottleneck"}):
+        raise Out(f"blocks {sorted(kinds)}")
+    bottleneck = kinds == {"Bottleneck"}
+    expansion = 4 if bottleneck else 1
+    first = m.layer1[0]
+    cardinality = first.conv2.groups if bottleneck else 1
+    base_width = first.conv2.out_channels // cardinality if bottleneck else 64
+    found = {"avg_down": set(), "attn": set(), "aa": set()}
+    for s, stage in enumerate(stages):
+        planes = 64 << s
+        for i, b in enumerate(stage):
+            if b.conv1.kernel_size != ((1, 1) if bottleneck else (3, 3)):
+                raise Out("block conv kernels other than timm's defaults")
+            if b.conv2.dilation != (1, 1):
+                raise Out("dilated blocks (output stride < 32)")
+            last_conv = b.conv3 if bottleneck else b.conv2
+            if last_conv.out_channels != planes * expansion:
+                raise Out("stage widths other than 64, 128, 256, 512 planes (pruned or custom channels)")
+            if bottleneck:
+                width = int(planes * (base_width / 64)) * cardinality
+                if b.conv2.out_channels != width or b.conv1.out_channels != width or b.conv2.groups != cardinality:
+                    raise Out("bottleneck widths other than planes x base_width / 64 x cardinality (pruned, reduce_first)")
+            elif b.conv1.out_channels != planes:
+                raise Out("basic-block widths other than its planes (reduce_first)")
+            for j, n in enumerate([b.bn1, b.bn2] + ([b.bn3] if bottleneck else [])):
+                batch_norm(n, f"block norm {j + 1}")
+            for a in [b.act1, b.act2] + ([b.act3] if bottleneck else []):
+                relu(a, "block")
+            if cls_name(b.drop_block) != "Identity":
+                raise Out("DropBlock")
+            # anti-aliasing: a 2x2 average pool after the strided conv's activation
+            if not is_identity(b.aa):
+                if not isinstance(b.aa, torch.nn.AvgPool2d) or b.aa.kernel_size != 2 or b.aa.stride != 2:
+                    raise Out(f"anti-aliasing {cls_name(b.aa)} (blur pool)")
+                found["aa"].add(True)
+            elif b.stride == 2:
+                found["aa"].add(False)
+            ch = planes * expansion
+            se = b.se
+            if se is None or is_identity(se):
+                found["attn"].add(("none", None))
+            elif cls_name(se) == "SEModule":
+                if se.add_maxpool or not is_identity(se.bn) or cls_name(se.act) != "ReLU" or cls_name(se.gate) != "Sigmoid" or se.fc1.bias is None:
+                    raise Out("SE module other than ReLU / sigmoid with biases")
+                ratio = next((r for r in (1 / 16, 0.25) if make_divisible(ch * r) == se.fc1.out_channels), None)
+                if ratio is None:
+                    raise Out("SE width other than 1/16 or 1/4 of the channels")
+                found["attn"].add(("se", ratio))
+            elif cls_name(se) == "EcaModule":
+                if se.conv2 is not None or cls_name(se.gate) != "Sigmoid" or se.conv.bias is not None:
+                    raise Out("ECA other than a bias-free conv and a sigmoid")
+                found["attn"].add(("eca", None))
+            else:
+                raise Out(f"attention {cls_name(se)}")
+            d = b.downsample
+            if d is None:
+                continue
+            parts = list(d)
+            if cls_name(parts[0]) in ("AvgPool2d", "Identity"):
+                found["avg_down"].add(True)
+                if isinstance(parts[0], torch.nn.AvgPool2d) and (parts[0].kernel_size != 2 or not parts[0].ceil_mode or parts[0].count_include_pad):
+                    raise Out("shortcut pool other than timm's avg-down")
+                parts = parts[1:]
+            else:
+                found["avg_down"].add(False)
+            if len(parts) != 2 or parts[0].kernel_size != (1, 1):
+                raise Out("shortcut conv other than 1x1 (down_kernel_size)")
+            batch_norm(parts[1], "shortcut norm")
+    if any(len(v) > 1 for v in found.values()):
+        raise Out("blocks that differ in shortcut, attention or anti-aliasing")
+    aa = found["aa"].pop() if found["aa"] else False
+    if aa != aa_stem:
+        raise Out("anti-aliased blocks with another stem pool, or the reverse")
+    if aa and replace_stem_pool:
+        raise Out("anti-aliased conv stem pool")
+    attn, ratio = found["attn"].pop()
+    if m.global_pool.pool_type != "avg" or not isinstance(m.fc, torch.nn.Linear):
+        raise Out("head other than average pool + linear")
+    cfg = {
+        "block": "bottleneck" if bottleneck else "basic",
+        "layers": [len(s) for s in stages],
+        "deep_stem": deep_stem,
+        "avg_down": bool(found["avg_down"] and found["avg_down"].pop()),
+        "cardinality": cardinality,
+        "base_width": base_width,
+        "se": attn == "se",
+    }
+    # options past the hand-written variants only where used, so their configs read as before
+    if tiered:
+        cfg["tiered_stem"] = True
+    if replace_stem_pool:
+        cfg["conv_stem_pool"] = True
+    if aa:
+        cfg["anti_alias"] = True
+    if attn == "eca":
+        cfg["eca"] = True
+    if attn == "se" and ratio != 1 / 16:
+        cfg["se_reduction"] = round(1 / ratio)
+    return cfg
+
+
 def main():
     out_path = sys.argv[1] if len(sys.argv) > 1 else os.path.join(
         os.path.dirname(__file__), "..", "crates", "graft-zoo", "data", "archs.json")
     archs = sorted({t.split(".")[0] for t in timm.list_pretrained()})
-    builders = [("vit", VIT_MODULES, vit_config), ("convnext", CONVNEXT_MODULES, convnext_config)]
-    found = {family: [] for family, _, _ in builders}
+    builders = [
+        ("resnet", RESNET_MODULES, resnet_config, RESNET_TORCHVISION_NAMED),
+        ("vit", VIT_MODULES, vit_config, set()),
+        ("convnext", CONVNEXT_MODULES, convnext_config, TORCHVISION_NAMED),
+    ]
+    found = {family: [] for family, _, _, _ in builders}
     out = []
     for name in archs:
         module = model_entrypoint(name).__module__
-        for family, modules, config in builders:
-            if module not in modules or name in TORCHVISION_NAMED:
+        for family, modules, config, torchvision_named in builders:
+            if module not in modules or name in torchvision_named:
                 continue
             if not any(get_pretrained_cfg(t).hf_hub_id for t in timm.list_pretrained(name + ".*")):
                 out.append({"name": name, "family": family, "why": "no weights on the Hugging Face Hub"})

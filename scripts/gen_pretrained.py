@@ -30,17 +30,6 @@ TIMM_ARCHS = [
     "resnet34",
     "resnet50",
     "resnet101",
-    "resnet18d",
-    "resnet34d",
-    "resnet26d",
-    "resnet50d",
-    "resnet101d",
-    "resnext50_32x4d",
-    "resnext101_32x8d",
-    "wide_resnet50_2",
-    "seresnet50",
-    "seresnext26d_32x4d",
-    "seresnext50_32x4d",
     "mobilenetv3_large_100",
     "mobilenetv3_small_100",
     "efficientnet_b0",
@@ -55,6 +44,7 @@ TIMM_ARCHS = [
 with open(os.path.join(os.path.dirname(__file__), "..", "crates", "graft-zoo", "data", "archs.json")) as _f:
     _ARCHS = json.load(_f)
 TIMM_ARCHS += [e["name"] for family, entries in _ARCHS.items() if family not in ("generated_by", "timm_version", "out") for e in entries]
+TIMM_ARCHS = list(dict.fromkeys(TIMM_ARCHS))
 
 # graft architectures named as torchvision names them
 TV_ARCHS = [
@@ -62,9 +52,12 @@ TV_ARCHS = [
     "resnet34",
     "resnet50",
     "resnet101",
+    "resnet152",
     "resnext50_32x4d",
     "resnext101_32x8d",
+    "resnext101_64x4d",
     "wide_resnet50_2",
+    "wide_resnet101_2",
     "mobilenet_v3_large",
     "mobilenet_v3_small",
     "efficientnet_b0",

@@ -55,6 +55,11 @@ FIXTURES = {
     "resnext50_32x4d": ("resnext50_32x4d", lambda: timm.create_model("resnext50_32x4d"), 64, ["act1", "layer1", "layer2", "layer3", "layer4"], {}),
     "seresnext26d_32x4d": ("seresnext26d_32x4d", lambda: timm.create_model("seresnext26d_32x4d"), 64, ["act1", "layer1", "layer2", "layer3", "layer4"], {}),
     "resnet18d": ("resnet18d", lambda: timm.create_model("resnet18d"), 64, ["act1", "layer1", "layer2", "layer3", "layer4"], {}),
+    # timm's ResNet options past ResNet-D: tiered stem + ECA, anti-aliased pools, ResNet-RS's conv stem pool + SE 1/4
+    "ecaresnet26t": ("ecaresnet26t", lambda: timm.create_model("ecaresnet26t"), 64, ["act1", "layer1", "layer2", "layer3", "layer4"], {}),
+    "resnetaa50": ("resnetaa50", lambda: timm.create_model("resnetaa50"), 64, ["act1", "layer1", "layer2", "layer3", "layer4"], {}),
+    "resnetrs50": ("resnetrs50", lambda: timm.create_model("resnetrs50"), 64, ["act1", "layer1", "layer2", "layer3", "layer4"], {}),
+    "resnet10t": ("resnet10t", lambda: timm.create_model("resnet10t"), 64, ["act1", "layer1", "layer2", "layer3", "layer4"], {}),
     "resnet50_tv": ("resnet50", lambda: torchvision.models.resnet50(), 64, ["relu", "layer1", "layer2", "layer3", "layer4"], {}),
     "resnet18_small": ("resnet18_small", tv_resnet18_small, 16, ["relu", "layer1", "layer2", "layer3", "layer4"], {"num_classes": 10}),
     "mobilenet_v3_large": ("mobilenet_v3_large", lambda: torchvision.models.mobilenet_v3_large(), 64, MNV3_L, {}),
@@ -80,6 +85,8 @@ FIXTURES = {
     # SigLIP tower with average pooling: no class token, tanh-GELU
     "vit_siglip_gap": ("vit_base_patch32_siglip_gap_256", timm_at("vit_base_patch32_siglip_gap_256", 64), 64, vit_stages(12), {"img_size": [64, 64]}),
     # DeiT-III: class token outside the position embeddings, LayerScale
+    # SigLIP's attention-pooling head (global_pool='map': a learned latent query, then an MLP)
+    "vit_siglip_map": ("vit_base_patch16_siglip_224", timm_at("vit_base_patch16_siglip_224", 32), 32, vit_stages(12), {"img_size": [32, 32]}),
     "deit3_small": ("deit3_small_patch16_224", timm_at("deit3_small_patch16_224", 64), 64, vit_stages(12), {"img_size": [64, 64]}),
     # no qkv bias, average pooling without fc_norm
     "vit_medium_gap": ("vit_medium_patch16_gap_240", timm_at("vit_medium_patch16_gap_240", 64), 64, vit_stages(12), {"img_size": [64, 64]}),
@@ -127,7 +134,7 @@ def randomise(model, seed):
                     t.copy_(torch.randn(shape, generator=g) * 0.1)
             elif leaf in ("gamma", "layer_scale") or "grn" in name:
                 t.copy_(torch.rand(shape, generator=g) + 0.5)
-            elif leaf in ("cls_token", "reg_token", "pos_embed"):
+            elif leaf in ("cls_token", "reg_token", "pos_embed", "latent"):
                 t.copy_(torch.randn(shape, generator=g) * 0.2)
             elif leaf == "bias":
                 t.copy_(torch.randn(shape, generator=g) * 0.1)

@@ -86,6 +86,7 @@ pub fn names(family: &str) -> Result<Vec<String>> {
             .collect())
     }
     match family {
+        "resnet" => parsed::<crate::ResNet>(family),
         "vit" => parsed::<crate::Vit>(family),
         "convnext" => parsed::<crate::ConvNeXt>(family),
         other => Err(bad(format!("no family {other} in the table"))),

@@ -253,3 +253,25 @@ pub(crate) fn timm_block_remaps(
     pair(last.0, last.1, j, &mut v);
     v
 }
+
+/// timm's `EcaModule` (Wang et al. 2020, "ECA-Net: Efficient Channel Attention") with its
+/// conv at `path`: `x · sigmoid(conv1d(avgpool(x)))`, the 1-d conv (weight `[1, 1, k]`, no bias,
+/// zero padding `(k - 1) / 2`) sliding across the pooled channels. Run as a `1 × k` 2-d conv over
+/// the channels laid along the width.
+pub(crate) fn efficient_channel_attention<B: Backend>(
+    p: &Params<B>,
+    path: &str,
+    x: &B::Tensor,
+) -> Result<B::Tensor> {
+    let b = p.backend();
+    let w = p.get(&join(path, "weight"))?;
+    let k = b.shape(w).last().copied().unwrap_or(1);
+    let (n, c) = (b.shape(x)[0], b.shape(x)[1]);
+    let s = b.reshape(&b.adaptive_avg_pool2d(x, (1, 1))?, &[n, 1, 1, c])?;
+    let w = b.reshape(w, &[1, 1, 1, k])?;
+    let mut o = Conv2dOpts::new();
+    o.padding = (0, (k - 1) / 2);
+    let s = b.conv2d(&s, &w, None, o)?;
+    let s = b.sigmoid(&b.reshape(&s, &[n, c, 1, 1])?)?;
+    b.mul(&s, x)
+}

@@ -7,7 +7,12 @@
 //! al. 2018): a deep stem of three 3×3 convs (`conv1.{0,3,6}`, BatchNorms `conv1.{1,4}`: ResNet-C,
 //! -D, -S), average-pool shortcuts (`downsample.{1,2}` after a 2×2 average pool: ResNet-D),
 //! grouped bottlenecks of `cardinality` groups and `base_width` (ResNeXt, wide ResNets) and
-//! squeeze-excitation after the last BatchNorm of a block (`se.fc1` / `se.fc2`: SE-ResNet(X)t).
+//! squeeze-excitation after the last BatchNorm of a block (`se.fc1` / `se.fc2`: SE-ResNe(X)t; 1/4
+//! wide in ResNet-RS), or efficient channel attention there (`se.conv`: ECA-ResNet, Wang et al.
+//! 2020), a tiered deep stem (ResNet-T), a 3×3 stride-2 conv in place of the stem's max-pool
+//! (`maxpool.{0,1}`: ResNet-RS, Bello et al. 2021) and anti-aliasing by 2×2 average pools after
+//! the strided convs (ResNet-AA, after Zhang 2019). timm's ResNets beyond torchvision's four come
+//! from the architecture table (`data/archs.json`, read off timm's models).
 
 use graft_backend::nn;
 use graft_backend::{Backend, Conv2dOpts, Ctx, Init, ParamPath, Params, Pool2dOpts};
@@ -15,7 +20,7 @@ use graft_core::name::join;
 use graft_core::{Error, Result};
 use serde::{Deserialize, Serialize};
 
-use crate::layers::{Act, Gate, init_squeeze_excite, squeeze_excite};
+use crate::layers::{Act, Gate, efficient_channel_attention, init_squeeze_excite, squeeze_excite};
 use crate::model::{ClassifierSpec, Family, HeadInit, Side, StageSpec};
 use crate::cfg::{Interpolation, PretrainedCfg};
 use crate::model::Arch;
@@ -67,6 +72,37 @@ pub struct ResNet {
     /// Squeeze-excitation after each block's last BatchNorm (SE-ResNet, SE-ResNeXt).
     #[serde(default)]
     pub se: bool,
+    /// The squeeze-excitation's reduction: its width is `channels / se_reduction` (16; ResNet-RS
+    /// 4), rounded to a multiple of 8 as timm's `make_divisible`.
+    #[serde(default = "sixteen", skip_serializing_if = "is_sixteen")]
+    pub se_reduction: usize,
+    /// Efficient channel attention after each block's last BatchNorm (timm's `EcaModule`: a
+    /// bias-free 1-d conv across the pooled channels, its kernel from the channel count).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub eca: bool,
+    /// The deep stem's first conv `3/4` as wide (timm's `stem_type='deep_tiered'`).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub tiered_stem: bool,
+    /// A 3×3 stride-2 conv, BatchNorm and ReLU in place of the stem's max-pool (ResNet-RS's
+    /// `replace_stem_pool`).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub conv_stem_pool: bool,
+    /// Anti-aliased downsampling: strided 3×3 convs run at stride 1 followed by a 2×2 average
+    /// pool, and the stem's max-pool is a 2×2 average pool (timm's `aa_layer=nn.AvgPool2d`).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub anti_alias: bool,
+}
+
+fn sixteen() -> usize {
+    16
+}
+
+fn is_sixteen(v: &usize) -> bool {
+    *v == 16
+}
+
+fn is_false(v: &bool) -> bool {
+    !*v
 }
 
 fn one() -> usize {
@@ -88,6 +124,11 @@ impl ResNet {
             cardinality: 1,
             base_width: 64,
             se: false,
+            se_reduction: 16,
+            eca: false,
+            tiered_stem: false,
+            conv_stem_pool: false,
+            anti_alias: false,
         }
     }
     /// ResNet-D: a deep stem of width 32 and average-pool shortcuts.
@@ -119,9 +160,45 @@ impl ResNet {
             Block::Bottleneck => Self::planes(s) * self.base_width / 64 * self.cardinality,
         }
     }
-    /// timm's `SEModule` width for `ch` channels: `make_divisible(ch / 16, 8)` with no round-up.
-    fn se_width(ch: usize) -> usize {
-        ((ch as f64 / 16.0 + 4.0) as usize / 8 * 8).max(8)
+    /// timm's `SEModule` width for `ch` channels: `make_divisible(ch / se_reduction, 8)` with no
+    /// round-up.
+    fn se_width(&self, ch: usize) -> usize {
+        ((ch as f64 / self.se_reduction as f64 + 4.0) as usize / 8 * 8).max(8)
+    }
+    /// timm's `EcaModule` kernel for `ch` channels (Wang et al. 2020, γ = 2, b = 1): the odd
+    /// size nearest above `|log2(ch) + 1| / 2`, at least 3.
+    fn eca_kernel(ch: usize) -> usize {
+        let t = (((ch as f64).ln() / 2f64.ln() + 1.0).abs() / 2.0) as usize;
+        (if t % 2 == 1 { t } else { t + 1 }).max(3)
+    }
+    /// The deep stem's three conv widths.
+    fn deep_stem_widths(&self, sw: usize) -> [usize; 3] {
+        let first = if self.tiered_stem { 3 * (sw / 4) } else { sw };
+        [first, sw, 2 * sw]
+    }
+    /// A 2×2 average pool of stride 2 (the anti-aliasing pool).
+    fn aa_pool<B: Backend>(b: &B, x: &B::Tensor) -> Result<B::Tensor> {
+        b.avg_pool2d(x, Pool2dOpts::new(2).stride(2))
+    }
+    /// The model's option combinations the builder implements.
+    fn check(&self) -> Result<()> {
+        let bad = |why: &str| Err(Error::invalid("resnet", why.to_string()));
+        if self.se && self.eca {
+            return bad("se and eca are alternatives: one attention per block");
+        }
+        if self.tiered_stem && self.deep_stem.is_none() {
+            return bad("tiered_stem needs deep_stem");
+        }
+        if self.small_stem && (self.deep_stem.is_some() || self.conv_stem_pool || self.anti_alias) {
+            return bad("small_stem has no stem pool and a 3x3 conv1: no deep, pooled or anti-aliased stem");
+        }
+        if self.conv_stem_pool && self.anti_alias {
+            return bad("an anti-aliased conv stem pool is not implemented");
+        }
+        if self.se_reduction == 0 || self.cardinality == 0 || self.base_width == 0 {
+            return bad("se_reduction, cardinality and base_width must be positive");
+        }
+        Ok(())
     }
     /// The shortcut conv's and BatchNorm's names (after the average pool under avg-down).
     fn downsample_names(&self) -> (&'static str, &'static str) {
@@ -168,20 +245,26 @@ impl ResNet {
         let conv =
             |y: &B::Tensor, name: &str, o: Conv2dOpts| nn::conv2d(p, &join(path, name), y, o);
         let k3 = |s: usize| Conv2dOpts::new().stride(s).padding(1);
+        // anti-aliased: the strided conv runs at stride 1, a 2x2 average pool after its ReLU
+        let aa = self.anti_alias && stride > 1;
+        let conv_stride = if aa { 1 } else { stride };
+        let pool = |y: B::Tensor| if aa { Self::aa_pool(b, &y) } else { Ok(y) };
         let y = match self.block {
             Block::Basic => {
-                let y = b.relu_consume(bn(&conv(x, "conv1", k3(stride))?, "bn1")?)?;
-                bn(&conv(&y, "conv2", k3(1))?, "bn2")?
+                let y = b.relu_consume(bn(&conv(x, "conv1", k3(conv_stride))?, "bn1")?)?;
+                bn(&conv(&pool(y)?, "conv2", k3(1))?, "bn2")?
             }
             Block::Bottleneck => {
                 let y = b.relu_consume(bn(&conv(x, "conv1", Conv2dOpts::new())?, "bn1")?)?;
-                let g = k3(stride).groups(self.cardinality);
+                let g = k3(conv_stride).groups(self.cardinality);
                 let y = b.relu_consume(bn(&conv(&y, "conv2", g)?, "bn2")?)?;
-                bn(&conv(&y, "conv3", Conv2dOpts::new())?, "bn3")?
+                bn(&conv(&pool(y)?, "conv3", Conv2dOpts::new())?, "bn3")?
             }
         };
         let y = if self.se {
             squeeze_excite(p, &join(path, "se"), &y, Act::Relu, Gate::Sigmoid)?
+        } else if self.eca {
+            efficient_channel_attention(p, &join(path, "se.conv"), &y)?
         } else {
             y
         };
@@ -222,13 +305,15 @@ impl Family for ResNet {
         let w = |p: &ParamPath<'_, B>, co: usize, ci: usize, k: usize| {
             p.param("weight", &[co, ci, k, k], Init::KaimingNormalFanOut)
         };
+        self.check()?;
         match self.deep_stem {
             Some(sw) => {
-                w(&root.sub("conv1.0")?, sw, in_chans, 3)?;
-                nn::init_batch_norm(&root.sub("conv1.1")?, sw)?;
-                w(&root.sub("conv1.3")?, sw, sw, 3)?;
-                nn::init_batch_norm(&root.sub("conv1.4")?, sw)?;
-                w(&root.sub("conv1.6")?, 2 * sw, sw, 3)?;
+                let [c0, c1, c2] = self.deep_stem_widths(sw);
+                w(&root.sub("conv1.0")?, c0, in_chans, 3)?;
+                nn::init_batch_norm(&root.sub("conv1.1")?, c0)?;
+                w(&root.sub("conv1.3")?, c1, c0, 3)?;
+                nn::init_batch_norm(&root.sub("conv1.4")?, c1)?;
+                w(&root.sub("conv1.6")?, c2, c1, 3)?;
             }
             None => {
                 let k = if self.small_stem { 3 } else { 7 };
@@ -236,6 +321,11 @@ impl Family for ResNet {
             }
         }
         nn::init_batch_norm(&root.sub("bn1")?, self.stem_out())?;
+        if self.conv_stem_pool {
+            let c = self.stem_out();
+            w(&root.sub("maxpool.0")?, c, c, 3)?;
+            nn::init_batch_norm(&root.sub("maxpool.1")?, c)?;
+        }
         let e = self.block.expansion();
         for (s, &n) in self.layers.iter().enumerate() {
             let (planes, width) = (Self::planes(s), self.width(s));
@@ -255,7 +345,12 @@ impl Family for ResNet {
                     nn::init_batch_norm(&bp.sub(format!("bn{}", j + 1))?, co)?;
                 }
                 if self.se {
-                    init_squeeze_excite(&bp.sub("se")?, planes * e, Self::se_width(planes * e))?;
+                    init_squeeze_excite(&bp.sub("se")?, planes * e, self.se_width(planes * e))?;
+                }
+                if self.eca {
+                    let k = Self::eca_kernel(planes * e);
+                    bp.sub("se.conv")?
+                        .param("weight", &[1, 1, k], Init::TorchDefaultWeight)?;
                 }
                 if self.has_downsample(s, i) {
                     let (dc, dbn) = self.downsample_names();
@@ -288,9 +383,14 @@ impl Family for ResNet {
             if s > 0 {
                 red *= 2;
             }
+            let mut prefixes = vec![format!("layer{}", s + 1)];
+            if s == 0 && self.conv_stem_pool {
+                // timm's stem feature is the stem's ReLU: the conv pool opens layer1
+                prefixes.insert(0, "maxpool".into());
+            }
             v.push(StageSpec {
                 name: format!("layer{}", s + 1),
-                prefixes: vec![format!("layer{}", s + 1)],
+                prefixes,
                 channels: Self::planes(s) * self.block.expansion(),
                 reduction: red,
             });
@@ -316,6 +416,7 @@ impl Family for ResNet {
             let bn = |y: &B::Tensor, name: &str| {
                 nn::batch_norm(p, name, y, ctx, BN_EPS, BN_MOMENTUM)
             };
+            self.check()?;
             let y = if self.deep_stem.is_some() {
                 let k3 = |stride: usize| Conv2dOpts::new().stride(stride).padding(1);
                 let y = nn::conv2d(p, "conv1.0", x, k3(2))?;
@@ -338,10 +439,17 @@ impl Family for ResNet {
             .layers
             .get(s)
             .ok_or_else(|| Error::invalid("resnet", format!("no stage {i}")))?;
-        let mut y = if s == 0 && !self.small_stem {
-            b.max_pool2d(x, Pool2dOpts::new(3).stride(2).padding(1))?
-        } else {
+        let mut y = if s > 0 || self.small_stem {
             x.clone()
+        } else if self.conv_stem_pool {
+            let o = Conv2dOpts::new().stride(2).padding(1);
+            let y = nn::conv2d(p, "maxpool.0", x, o)?;
+            let y = nn::batch_norm(p, "maxpool.1", &y, ctx, BN_EPS, BN_MOMENTUM)?;
+            b.relu_consume(y)?
+        } else if self.anti_alias {
+            Self::aa_pool(b, x)?
+        } else {
+            b.max_pool2d(x, Pool2dOpts::new(3).stride(2).padding(1))?
         };
         for blk in 0..n {
             let stride = if blk == 0 { Self::stage_stride(s) } else { 1 };
@@ -392,33 +500,14 @@ pub(crate) fn builtins() -> Vec<Builtin> {
         small,
         "torchvision resnet18 with a 3x3 stride-1 conv1 and maxpool = Identity",
     ));
-    // timm's builder variants (resnet.py), ImageNet cfgs as timm's `_cfg` (bicubic, crop 0.875)
-    use Block::{Basic, Bottleneck};
-    let timm = || {
-        PretrainedCfg::imagenet(224, 0.875, Interpolation::Bicubic, "conv1", "fc", "timm")
-    };
-    let (l18, l26, l50, l101) = ([2, 2, 2, 2], [2, 2, 2, 2], [3, 4, 6, 3], [3, 4, 23, 3]);
-    for (name, arch, first_conv) in [
-        ("resnet18d", ResNet::new(Basic, l18).d(), "conv1.0"),
-        ("resnet34d", ResNet::new(Basic, [3, 4, 6, 3]).d(), "conv1.0"),
-        ("resnet26d", ResNet::new(Bottleneck, l26).d(), "conv1.0"),
-        ("resnet50d", ResNet::new(Bottleneck, l50).d(), "conv1.0"),
-        ("resnet101d", ResNet::new(Bottleneck, l101).d(), "conv1.0"),
-        ("resnext50_32x4d", ResNet::new(Bottleneck, l50).grouped(32, 4), "conv1"),
-        ("resnext101_32x8d", ResNet::new(Bottleneck, l101).grouped(32, 8), "conv1"),
-        ("wide_resnet50_2", ResNet::new(Bottleneck, l50).grouped(1, 128), "conv1"),
-        ("seresnet50", ResNet::new(Bottleneck, l50).se(), "conv1"),
-        ("seresnext26d_32x4d", ResNet::new(Bottleneck, l26).d().grouped(32, 4).se(), "conv1.0"),
-        ("seresnext50_32x4d", ResNet::new(Bottleneck, l50).grouped(32, 4).se(), "conv1"),
-    ] {
-        let mut cfg = timm();
-        cfg.first_conv = first_conv.into();
-        v.push(Builtin::new(
-            name,
-            Arch::ResNet(arch),
-            cfg,
-            &format!("timm {name} (resnet.py)"),
-        ));
+    // timm's builder variants (resnet.py), read off timm's models into the architecture table
+    for (name, arch) in crate::arch_table::entries::<ResNet>("resnet") {
+        let first_conv = if arch.deep_stem.is_some() { "conv1.0" } else { "conv1" };
+        let base =
+            PretrainedCfg::imagenet(224, 0.875, Interpolation::Bicubic, first_conv, "fc", "timm");
+        let cfg = crate::arch_table::with_default_tag(&name, base);
+        let reference = format!("timm {name} (resnet.py)");
+        v.push(Builtin::new(&name, Arch::ResNet(arch), cfg, &reference));
     }
     v
 }

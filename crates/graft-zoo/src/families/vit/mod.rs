@@ -5,7 +5,8 @@
 //!
 //! The switches cover the towers transfer starts from: class token or none, register tokens,
 //! position embeddings with or without the prefix tokens (DeiT-III, DINOv2 with registers),
-//! token or average pooling with `fc_norm`, LayerScale, pre-norm and QuickGELU (CLIP image
+//! token or average pooling with `fc_norm`, attention pooling by a learned latent query (`map`:
+//! SigLIP's towers, `attn_pool.*`; in `attn_pool.rs`), LayerScale, pre-norm and QuickGELU (CLIP image
 //! towers), qk-norm, SwiGLU MLPs packed or split (DINOv2 giant), tanh-GELU and SiLU, any
 //! LayerNorm eps. timm's architectures that use them are read off timm's own models
 //! (`scripts/gen_archs.py` → `data/archs.json`). A checkpoint whose position embeddings were
@@ -25,6 +26,8 @@ use crate::model::Arch;
 use crate::registry::Builtin;
 use crate::resample::resample_pos_embed;
 
+mod attn_pool;
+
 /// How the tokens become one vector (timm's `global_pool`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -34,6 +37,9 @@ pub enum VitPool {
     Token,
     /// The mean of the patch tokens (prefix tokens left out).
     Avg,
+    /// Multi-head attention pooling by one learned latent query over every token, then an MLP
+    /// (timm's `AttentionPoolLatent`, `global_pool='map'`: SigLIP; Zhai et al. 2023).
+    Map,
 }
 
 /// The MLP's activation.
@@ -408,6 +414,9 @@ impl Family for Vit {
         if self.fc_norm {
             nn::init_layer_norm(&root.sub("fc_norm")?, d)?;
         }
+        if self.pool == VitPool::Map {
+            self.init_attn_pool(&root.sub("attn_pool")?)?;
+        }
         Ok(())
     }
     fn classifier(&self) -> ClassifierSpec {
@@ -437,7 +446,12 @@ impl Family for Vit {
         v
     }
     fn head_stage_prefixes(&self) -> Vec<String> {
-        vec!["norm".into(), "fc_norm".into(), "head".into()]
+        vec![
+            "norm".into(),
+            "attn_pool".into(),
+            "fc_norm".into(),
+            "head".into(),
+        ]
     }
     fn num_features(&self) -> usize {
         self.dim
@@ -498,6 +512,7 @@ impl Family for Vit {
                 let k = self.prefix_tokens();
                 b.mean(&b.narrow(x, 1, k, s[1] - k)?, &[1], false)?
             }
+            VitPool::Map => self.attn_pool(p, "attn_pool", x)?,
         };
         if self.fc_norm {
             self.ln(p, "fc_norm", &y)
