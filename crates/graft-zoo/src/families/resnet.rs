@@ -165,8 +165,8 @@ impl ResNet {
     fn se_width(&self, ch: usize) -> usize {
         ((ch as f64 / self.se_reduction as f64 + 4.0) as usize / 8 * 8).max(8)
     }
-    /// timm's `EcaModule` kernel for `ch` channels (Wang et al. 2020, γ = 2, b = 1): the odd
-    /// size nearest above `|log2(ch) + 1| / 2`, at least 3.
+    /// timm's `EcaModule` kernel for `ch` channels (Wang et al. 2020, γ = 2, b = 1):
+    /// `t = ⌊|log2(ch) + 1| / 2⌋`, made odd by adding one when even, at least 3.
     fn eca_kernel(ch: usize) -> usize {
         let t = (((ch as f64).ln() / 2f64.ln() + 1.0).abs() / 2.0) as usize;
         (if t % 2 == 1 { t } else { t + 1 }).max(3)
