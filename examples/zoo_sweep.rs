@@ -277,8 +277,13 @@ fn main() -> Result<()> {
         .collect();
     let ran = rows.iter().map(|r| r.arch.clone()).collect::<Vec<_>>();
     let failed = rows.iter().any(|r| r.note.starts_with("FAIL"));
+    let no_old_rows = kept.is_empty();
     let mut all: Vec<Row> = rows.into_iter().chain(kept).collect();
     all.sort_by(|x, y| x.arch.cmp(&y.arch));
+    // a run that left no old row standing replaces the table, and with it the old commands
+    if no_old_rows {
+        commands.clear();
+    }
     commands.retain(|c| *c != command);
     commands.push(command);
     let t = table(&all, &commands);
