@@ -416,7 +416,6 @@ impl Family for ResNet {
             let bn = |y: &B::Tensor, name: &str| {
                 nn::batch_norm(p, name, y, ctx, BN_EPS, BN_MOMENTUM)
             };
-            self.check()?;
             let y = if self.deep_stem.is_some() {
                 let k3 = |stride: usize| Conv2dOpts::new().stride(stride).padding(1);
                 let y = nn::conv2d(p, "conv1.0", x, k3(2))?;
