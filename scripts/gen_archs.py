@@ -435,6 +435,184 @@ def resnet_config(name, m):
     return cfg
 
 
+MBCONV_MODULES = ("timm.models.efficientnet", "timm.models.mobilenetv3")
+# graft's efficientnet_b0 and mobilenetv3_{large,small}_100 are the hand-written networks under
+# torchvision's names (timm's tags load into them through their remap tables)
+MBCONV_TORCHVISION_NAMED = {"efficientnet_b0", "mobilenetv3_large_100", "mobilenetv3_small_100"}
+
+
+def mb_activation(act, what):
+    """The activation of a timm EfficientNet / MobileNet block (`BatchNormAct2d.act`, an SE's
+    `act1`, MobileNetV3's `act2`)."""
+    name = cls_name(act)
+    if name == "Identity":
+        return "none"
+    if name in ("ReLU", "ReLU6", "Hardswish"):
+        return {"ReLU": "relu", "ReLU6": "relu6", "Hardswish": "hardswish"}[name]
+    if name in ("SiLU", "Swish"):
+        return "silu"
+    raise Out(f"activation {name} ({what})")
+
+
+class MbConvReader:
+    """Reads one timm EfficientNet / MobileNetV3 into graft's `MbConvNet` config, checking every
+    conv's padding and every norm's eps against the model-wide choice."""
+
+    def __init__(self, m):
+        # timm's tf_ ports pad every strided conv as TensorFlow's "same" (Conv2dSame)
+        self.same = any(cls_name(c) == "Conv2dSame" for c in m.modules())
+        self.eps = set()
+
+    def conv(self, c, what, bias=False, depthwise=False):
+        if cls_name(c) not in ("Conv2d", "Conv2dSame"):
+            raise Out(f"{what} is {cls_name(c)}")
+        k, s = c.kernel_size[0], c.stride[0]
+        if c.kernel_size != (k, k) or c.stride != (s, s) or c.dilation != (1, 1):
+            raise Out(f"{what}: non-square or dilated conv")
+        if (c.bias is not None) != bias:
+            raise Out(f"{what}: conv bias other than the builder's")
+        if depthwise != (c.groups == c.in_channels == c.out_channels and c.groups > 1) or (not depthwise and c.groups != 1):
+            raise Out(f"{what}: grouped conv other than depthwise")
+        if cls_name(c) == "Conv2dSame":
+            if not (self.same and s > 1):
+                raise Out(f"{what}: 'same' padding on an unstrided conv")
+        elif c.padding != ((k - 1) // 2, (k - 1) // 2) or (self.same and s > 1):
+            raise Out(f"{what}: padding other than symmetric (k-1)/2")
+        return k, s
+
+    def bn(self, n, what):
+        if cls_name(n) != "BatchNormAct2d" or not n.affine or not n.track_running_stats:
+            raise Out(f"{what} is {cls_name(n)}, not BatchNormAct2d")
+        if not is_identity(n.drop):
+            raise Out(f"{what}: dropout inside the norm")
+        if n.momentum != 0.1:
+            raise Out(f"{what}: BatchNorm momentum {n.momentum}")
+        self.eps.add(n.eps)
+        return mb_activation(n.act, what)
+
+    def se(self, se, block_act, what):
+        if is_identity(se):
+            return None
+        if cls_name(se) != "SqueezeExcite":
+            raise Out(f"attention {cls_name(se)} ({what})")
+        self.conv(se.conv_reduce, what + " SE reduce", bias=True)
+        self.conv(se.conv_expand, what + " SE expand", bias=True)
+        gate = {"Sigmoid": "sigmoid", "Hardsigmoid": "hardsigmoid"}.get(cls_name(se.gate))
+        if gate is None:
+            raise Out(f"SE gate {cls_name(se.gate)}")
+        act = mb_activation(se.act1, what + " SE")
+        return {"rd": se.conv_reduce.out_channels, "act": act, "gate": gate}
+
+    def block(self, b, what):
+        kind = cls_name(b)
+        if getattr(b, "conv_s2d", None) is not None or not is_identity(getattr(b, "aa", torch.nn.Identity())):
+            raise Out("space-to-depth or anti-aliased blocks")
+        if kind == "DepthwiseSeparableConv":
+            k, s = self.conv(b.conv_dw, what + ".conv_dw", depthwise=True)
+            act = self.bn(b.bn1, what + ".bn1")
+            se = self.se(b.se, act, what)
+            self.conv(b.conv_pw, what + ".conv_pw")
+            pw_act = self.bn(b.bn2, what + ".bn2")
+            if pw_act not in ("none", act):
+                raise Out("point-wise activation other than the block's")
+            cfg = {"kind": "ds", "kernel": k, "stride": s, "in": b.conv_dw.in_channels,
+                   "out": b.conv_pw.out_channels, "act": act}
+            if pw_act != "none":
+                cfg["pw_act"] = True
+        elif kind == "InvertedResidual":
+            self.conv(b.conv_pw, what + ".conv_pw")
+            act = self.bn(b.bn1, what + ".bn1")
+            k, s = self.conv(b.conv_dw, what + ".conv_dw", depthwise=True)
+            if self.bn(b.bn2, what + ".bn2") != act:
+                raise Out("block activations that differ")
+            se = self.se(b.se, act, what)
+            self.conv(b.conv_pwl, what + ".conv_pwl")
+            if self.bn(b.bn3, what + ".bn3") != "none":
+                raise Out("activation after the projection")
+            if b.conv_pw.kernel_size != (1, 1) or b.conv_pwl.kernel_size != (1, 1):
+                raise Out("expansion / projection conv other than 1x1")
+            cfg = {"kind": "ir", "kernel": k, "stride": s, "in": b.conv_pw.in_channels,
+                   "mid": b.conv_pw.out_channels, "out": b.conv_pwl.out_channels, "act": act}
+        elif kind == "EdgeResidual":
+            k, s = self.conv(b.conv_exp, what + ".conv_exp")
+            act = self.bn(b.bn1, what + ".bn1")
+            se = self.se(b.se, act, what)
+            self.conv(b.conv_pwl, what + ".conv_pwl")
+            if self.bn(b.bn2, what + ".bn2") != "none" or b.conv_pwl.kernel_size != (1, 1):
+                raise Out("edge residual projection other than 1x1 without activation")
+            cfg = {"kind": "er", "kernel": k, "stride": s, "in": b.conv_exp.in_channels,
+                   "mid": b.conv_exp.out_channels, "out": b.conv_pwl.out_channels, "act": act}
+        elif kind == "ConvBnAct":
+            k, s = self.conv(b.conv, what + ".conv")
+            act = self.bn(b.bn1, what + ".bn1")
+            se = None
+            cfg = {"kind": "cn", "kernel": k, "stride": s, "in": b.conv.in_channels,
+                   "out": b.conv.out_channels, "act": act}
+        else:
+            raise Out(f"block {kind}")
+        if se is not None:
+            cfg["se"] = se
+        # timm's blocks add the shortcut where shapes allow unless built with noskip
+        natural = cfg["stride"] == 1 and cfg["in"] == cfg["out"]
+        if b.has_skip != natural:
+            cfg["skip"] = b.has_skip
+        if not is_identity(b.drop_path):
+            raise Out("drop path set by the entrypoint")
+        return cfg
+
+
+def mbconv_config(name, m):
+    """graft's `MbConvNet` for timm's EfficientNet / MobileNetV3 `m` (timm `efficientnet.py`,
+    `mobilenetv3.py` and the block builder they share), or `Out`."""
+    kind = cls_name(m)
+    if kind not in ("EfficientNet", "MobileNetV3"):
+        raise Out(kind)
+    r = MbConvReader(m)
+    k, s = r.conv(m.conv_stem, "conv_stem")
+    if (k, s) != (3, 2):
+        raise Out("stem other than a 3x3 stride-2 conv")
+    stem_act = r.bn(m.bn1, "bn1")
+    stages = []
+    for si, stage in enumerate(m.blocks):
+        stages.append([r.block(b, f"blocks.{si}.{bi}") for bi, b in enumerate(stage)])
+    if m.global_pool.pool_type != "avg" or not isinstance(m.classifier, torch.nn.Linear):
+        raise Out("head other than average pool + linear")
+    if kind == "EfficientNet" and is_identity(m.conv_head):
+        # MobileNetV1: the pool right after the blocks
+        if not is_identity(m.bn2):
+            raise Out("a head norm without a head conv")
+        head = None
+    elif kind == "EfficientNet":
+        if r.conv(m.conv_head, "conv_head") != (1, 1):
+            raise Out("head conv other than 1x1")
+        head = {"kind": "conv_bn", "out": m.conv_head.out_channels, "act": r.bn(m.bn2, "bn2")}
+    else:
+        if is_identity(m.conv_head) or not is_identity(m.norm_head):
+            raise Out("MobileNetV3 head without a conv or with a norm")
+        bias = m.conv_head.bias is not None
+        if r.conv(m.conv_head, "conv_head", bias=bias) != (1, 1):
+            raise Out("head conv other than 1x1")
+        head = {"kind": "pool_conv", "out": m.conv_head.out_channels,
+                "act": mb_activation(m.act2, "act2"), "bias": bias}
+    if len(r.eps) != 1:
+        raise Out("norms that differ in eps")
+    # timm's feature_info: the stacks whose output is a feature level (the stem's when the first
+    # block is strided); graft groups the stacks between two levels into one stage
+    levels = [int(f["module"].split(".")[1]) for f in m.feature_info if f["module"].startswith("blocks.")]
+    cfg = {
+        "stem": {"out": m.conv_stem.out_channels, "act": stem_act},
+        "stages": stages,
+        "levels": levels,
+        "same_pad": r.same,
+        "bn_eps": r.eps.pop(),
+        "drop_rate": m.drop_rate,
+        "drop_path_rate": 0.0,
+    }
+    if head is not None:
+        cfg["head"] = head
+    return cfg
+
+
 def main():
     out_path = sys.argv[1] if len(sys.argv) > 1 else os.path.join(
         os.path.dirname(__file__), "..", "crates", "graft-zoo", "data", "archs.json")
@@ -443,6 +621,7 @@ def main():
         ("resnet", RESNET_MODULES, resnet_config, RESNET_TORCHVISION_NAMED),
         ("vit", VIT_MODULES, vit_config, set()),
         ("convnext", CONVNEXT_MODULES, convnext_config, TORCHVISION_NAMED),
+        ("mbconv", MBCONV_MODULES, mbconv_config, MBCONV_TORCHVISION_NAMED),
     ]
     found = {family: [] for family, _, _, _ in builders}
     out = []

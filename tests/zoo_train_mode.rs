@@ -89,6 +89,23 @@ fn efficientnet_train_mode_matches_pytorch() {
 }
 
 #[test]
+fn timm_efficientnet_builder_train_mode_matches_pytorch() {
+    // cn, er and ir blocks with TF "same" padding and BatchNorm eps 1e-3
+    train_parity(
+        "tf_efficientnetv2_b0",
+        "tf_efficientnetv2_b0",
+        None,
+        &[
+            "bn1.running_mean",
+            "blocks.0.0.bn1.running_var",
+            "blocks.1.0.bn2.running_mean",
+            "blocks.5.7.bn3.running_var",
+            "bn2.num_batches_tracked",
+        ],
+    );
+}
+
+#[test]
 fn mode_rules_freeze_batch_norm_and_stochastic_depth_follows_the_seed() {
     let b = Tch::cpu();
     let opts = ModelOptions::default().seed(3);

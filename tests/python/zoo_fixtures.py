@@ -33,6 +33,12 @@ def vit_stages(depth, pre_norm=False):
     return ["norm_pre" if pre_norm else "pos_drop"] + [f"blocks.{i}" for i in range(depth)]
 
 
+def mb_stages(levels, head=False):
+    """A timm EfficientNet / MobileNet's graft stages: the stem, the stacks ending each feature
+    level, the head conv (EfficientNet's, before the pool)."""
+    return ["bn1"] + [f"blocks.{i}" for i in levels] + (["bn2"] if head else [])
+
+
 def timm_at(name, size):
     """timm's architecture built for a small input (its position embeddings for that grid)."""
     return lambda: timm.create_model(name, img_size=size)
@@ -68,6 +74,14 @@ FIXTURES = {
     "convnext_tiny": ("convnext_tiny", lambda: torchvision.models.convnext_tiny(), 64, ["features.0", "features.1", "features.3", "features.5", "features.7"], {}),
     "regnetx_002": ("regnetx_002", lambda: timm.create_model("regnetx_002"), 64, ["stem", "s1", "s2", "s3", "s4"], {}),
     "regnety_002": ("regnety_002", lambda: timm.create_model("regnety_002"), 64, ["stem", "s1", "s2", "s3", "s4"], {}),
+    # timm's EfficientNet builder: TF "same" padding + eps 1e-3 (ds / ir blocks, SE, head conv + BN);
+    # V2's cn / er blocks; ReLU6 without SE; MobileNetV3's pool-then-conv head with hard-swish /
+    # hard-sigmoid SE and a strided first stack; MobileNetV1 without a head conv
+    "tf_efficientnet_b0": ("tf_efficientnet_b0", lambda: timm.create_model("tf_efficientnet_b0"), 64, mb_stages([0, 1, 2, 4, 6], head=True), {}),
+    "tf_efficientnetv2_b0": ("tf_efficientnetv2_b0", lambda: timm.create_model("tf_efficientnetv2_b0"), 64, mb_stages([0, 1, 2, 4, 5], head=True), {}),
+    "efficientnet_lite0": ("efficientnet_lite0", lambda: timm.create_model("efficientnet_lite0"), 64, mb_stages([0, 1, 2, 4, 6], head=True), {}),
+    "tf_mobilenetv3_small_075": ("tf_mobilenetv3_small_075", lambda: timm.create_model("tf_mobilenetv3_small_075"), 64, mb_stages([0, 1, 3, 5]), {}),
+    "mobilenetv1_100": ("mobilenetv1_100", lambda: timm.create_model("mobilenetv1_100"), 64, mb_stages([0, 1, 2, 3, 4]), {}),
     "convnext_tiny_timm": ("convnext_tiny", lambda: timm.create_model("convnext_tiny"), 64, ["stem", "stages.0", "stages.1", "stages.2", "stages.3"], {}),
     "vit_tiny_patch16_224": ("vit_tiny_patch16_224", lambda: timm.create_model("vit_tiny_patch16_224"), 224, vit_stages(12), {}),
     "vit_small_patch16_224": ("vit_small_patch16_224", lambda: timm.create_model("vit_small_patch16_224"), 224, vit_stages(12), {}),
@@ -104,6 +118,7 @@ FIXTURES = {
 TRAIN_MODE = {
     "resnet18_small": ["bn1.running_mean", "bn1.running_var", "bn1.num_batches_tracked", "layer4.1.bn2.running_var"],
     "efficientnet_b0": ["features.0.1.running_mean", "features.8.1.running_var", "features.8.1.num_batches_tracked"],
+    "tf_efficientnetv2_b0": ["bn1.running_mean", "blocks.0.0.bn1.running_var", "blocks.1.0.bn2.running_mean", "blocks.5.7.bn3.running_var", "bn2.num_batches_tracked"],
 }
 
 

@@ -89,6 +89,7 @@ pub fn names(family: &str) -> Result<Vec<String>> {
         "resnet" => parsed::<crate::ResNet>(family),
         "vit" => parsed::<crate::Vit>(family),
         "convnext" => parsed::<crate::ConvNeXt>(family),
+        "mbconv" => parsed::<crate::MbConvNet>(family),
         other => Err(bad(format!("no family {other} in the table"))),
     }
 }

@@ -11,6 +11,7 @@ use graft_core::name::join;
 pub(crate) enum Act {
     None,
     Relu,
+    Relu6,
     Hardswish,
     Silu,
 }
@@ -21,6 +22,7 @@ pub(crate) fn act<B: Backend>(b: &B, x: B::Tensor, a: Act) -> Result<B::Tensor> 
     match a {
         Act::None => Ok(x),
         Act::Relu => b.relu_consume(x),
+        Act::Relu6 => b.relu6(&x),
         Act::Hardswish => b.hardswish_consume(x),
         Act::Silu => b.silu_consume(x),
     }
@@ -183,10 +185,17 @@ pub(crate) fn init_squeeze_excite<B: Backend>(
     init_conv_kaiming(&p.sub("fc2")?, squeeze, ch, 1, 1, true)
 }
 
-/// torchvision's `SqueezeExcitation` at `path`: `x · gate(fc2(act(fc1(avgpool(x)))))`.
+/// The names of a squeeze-excitation's two 1×1 convs in torchvision's `SqueezeExcitation` and
+/// timm's `SEModule`.
+pub(crate) const SE_FC: [&str; 2] = ["fc1", "fc2"];
+
+/// A squeeze-excitation at `path` with its convs named `[reduce, expand]` (torchvision's
+/// `SqueezeExcitation`, timm's `SEModule`: [`SE_FC`]; timm's EfficientNet `SqueezeExcite`:
+/// `conv_reduce` / `conv_expand`): `x · gate(expand(act(reduce(avgpool(x)))))`.
 pub(crate) fn squeeze_excite<B: Backend>(
     p: &Params<B>,
     path: &str,
+    [reduce, expand]: [&str; 2],
     x: &B::Tensor,
     a: Act,
     gate: Gate,
@@ -195,10 +204,10 @@ pub(crate) fn squeeze_excite<B: Backend>(
     let s = b.adaptive_avg_pool2d(x, (1, 1))?;
     let s = act(
         b,
-        nn::conv2d(p, &join(path, "fc1"), &s, Conv2dOpts::new())?,
+        nn::conv2d(p, &join(path, reduce), &s, Conv2dOpts::new())?,
         a,
     )?;
-    let s = nn::conv2d(p, &join(path, "fc2"), &s, Conv2dOpts::new())?;
+    let s = nn::conv2d(p, &join(path, expand), &s, Conv2dOpts::new())?;
     let s = match gate {
         Gate::Sigmoid => b.sigmoid(&s)?,
         Gate::Hardsigmoid => b.hardsigmoid(&s)?,

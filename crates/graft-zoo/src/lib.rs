@@ -42,6 +42,9 @@ pub use cfg::{CropMode, Interpolation, PretrainedCfg, TextCfg, UserModelConfig};
 pub use families::bert::{Bert, HiddenAct, TextPooling};
 pub use families::convnext::ConvNeXt;
 pub use families::efficientnet::{EfficientNet, MbStage};
+pub use families::mbconv::{
+    MbAct, MbBlock, MbConvNet, MbGate, MbHead, MbHeadKind, MbKind, MbSe, MbStem,
+};
 pub use families::mobilenetv3::{IrBlock, MobileNetV3};
 pub use families::regnet::{RegNet, RegStage};
 pub use families::resnet::{Block, ResNet};

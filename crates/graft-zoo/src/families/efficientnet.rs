@@ -226,6 +226,7 @@ impl Family for EfficientNet {
             z = squeeze_excite(
                 p,
                 &join(&path, &format!("block.{}", j + 1)),
+                crate::layers::SE_FC,
                 &z,
                 Act::Silu,
                 Gate::Sigmoid,

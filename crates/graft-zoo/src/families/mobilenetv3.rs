@@ -251,6 +251,7 @@ impl MobileNetV3 {
             y = squeeze_excite(
                 p,
                 &join(path, &format!("block.{j}")),
+                crate::layers::SE_FC,
                 &y,
                 Act::Relu,
                 Gate::Hardsigmoid,

@@ -56,6 +56,7 @@ families! { $
     ResNet(resnet::ResNet) = "resnet",
     MobileNetV3(mobilenetv3::MobileNetV3) = "mobilenetv3",
     EfficientNet(efficientnet::EfficientNet) = "efficientnet",
+    MbConvNet(mbconv::MbConvNet) = "mbconv",
     ConvNeXt(convnext::ConvNeXt) = "convnext",
     RegNet(regnet::RegNet) = "regnet",
     Vit(vit::Vit) = "vit",

@@ -16,7 +16,9 @@ use graft_core::{Error, Result};
 use serde::{Deserialize, Serialize};
 
 use crate::cfg::{Interpolation, PretrainedCfg};
-use crate::layers::{Act, Gate, act, init_conv_bn_named, init_squeeze_excite, squeeze_excite};
+use crate::layers::{
+    Act, Gate, SE_FC, act, init_conv_bn_named, init_squeeze_excite, squeeze_excite,
+};
 use crate::model::Arch;
 use crate::model::{ClassifierSpec, Family, HeadInit, Side, StageSpec};
 use crate::registry::Builtin;
@@ -137,7 +139,7 @@ impl RegNet {
         let o = Conv2dOpts::new().stride(stride).padding(1).groups(groups);
         let y = act(b, Self::conv_bn(p, &join(path, "conv2"), &y, o, ctx)?, a)?;
         let y = if self.se_ratio > 0.0 {
-            squeeze_excite(p, &join(path, "se"), &y, a, Gate::Sigmoid)?
+            squeeze_excite(p, &join(path, "se"), SE_FC, &y, a, Gate::Sigmoid)?
         } else {
             y
         };

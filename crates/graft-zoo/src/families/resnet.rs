@@ -20,7 +20,9 @@ use graft_core::name::join;
 use graft_core::{Error, Result};
 use serde::{Deserialize, Serialize};
 
-use crate::layers::{Act, Gate, efficient_channel_attention, init_squeeze_excite, squeeze_excite};
+use crate::layers::{
+    Act, Gate, SE_FC, efficient_channel_attention, init_squeeze_excite, squeeze_excite,
+};
 use crate::model::{ClassifierSpec, Family, HeadInit, Side, StageSpec};
 use crate::cfg::{Interpolation, PretrainedCfg};
 use crate::model::Arch;
@@ -262,7 +264,7 @@ impl ResNet {
             }
         };
         let y = if self.se {
-            squeeze_excite(p, &join(path, "se"), &y, Act::Relu, Gate::Sigmoid)?
+            squeeze_excite(p, &join(path, "se"), SE_FC, &y, Act::Relu, Gate::Sigmoid)?
         } else if self.eca {
             efficient_channel_attention(p, &join(path, "se.conv"), &y)?
         } else {
