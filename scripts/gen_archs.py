@@ -63,6 +63,22 @@ def activation(act):
     raise Out(f"activation {name}")
 
 
+def attn_pool(m):
+    """The model's attention-pooling head (timm's `AttentionPoolLatent`) if it has one, checked
+    against what graft's `map` pool builds."""
+    ap = getattr(m, "attn_pool", None)
+    if ap is not None:
+        if cls_name(ap) != "AttentionPoolLatent" or m.global_pool != "map":
+            raise Out(f"attention pooling head {cls_name(ap)}")
+        if ap.latent_len != 1 or ap.pos_embed is not None or ap.pool != "token" or ap.latent_dim != m.embed_dim:
+            raise Out("attention pool with several latents, a position embedding or another width")
+        if not isinstance(ap.q, torch.nn.Linear) or ap.q.bias is None or ap.kv.bias is None or ap.num_heads * ap.head_dim != m.embed_dim:
+            raise Out("attention pool without a biased query projection")
+        if not is_identity(ap.q_norm) or cls_name(ap.mlp) != "Mlp" or not is_identity(ap.mlp.norm):
+            raise Out("attention pool with qk-norm or another MLP")
+    return ap
+
+
 def vit_config(name, m):
     """graft's `Vit` for timm's VisionTransformer `m`, or `Out`."""
     if cls_name(m) != "VisionTransformer":
@@ -78,16 +94,7 @@ def vit_config(name, m):
         raise Out("non-square patches")
     if m.pos_embed is None:
         raise Out("no learned position embedding")
-    ap = getattr(m, "attn_pool", None)
-    if ap is not None:
-        if cls_name(ap) != "AttentionPoolLatent" or m.global_pool != "map":
-            raise Out(f"attention pooling head {cls_name(ap)}")
-        if ap.latent_len != 1 or ap.pos_embed is not None or ap.pool != "token" or ap.latent_dim != m.embed_dim:
-            raise Out("attention pool with several latents, a position embedding or another width")
-        if not isinstance(ap.q, torch.nn.Linear) or ap.q.bias is None or ap.kv.bias is None or ap.num_heads * ap.head_dim != m.embed_dim:
-            raise Out("attention pool without a biased query projection")
-        if not is_identity(ap.q_norm) or cls_name(ap.mlp) != "Mlp" or not is_identity(ap.mlp.norm):
-            raise Out("attention pool with qk-norm or another MLP")
+    ap = attn_pool(m)
     if m.global_pool not in ("token", "avg", "map"):
         raise Out(f"global_pool '{m.global_pool}'")
     if m.pool_include_prefix:
@@ -194,6 +201,177 @@ def vit_config(name, m):
     # the head (its classes, or none: a feature tower) comes from the pretrained cfg
     return cfg
 
+
+
+EVA_MODULES = ("timm.models.eva",)
+
+
+def rope_config(m, head_dim):
+    """graft's `VitRope` for timm's rotary embedding `m.rope` (EVA's `RotaryEmbeddingCat` over
+    token indices, DINOv3's `RotaryEmbeddingDinoV3` over centred coordinates), or `Out`."""
+    r = m.rope
+    kind = cls_name(r)
+    if kind == "RotaryEmbeddingCat":
+        if r.in_pixels or r.grid_type != "index" or r.dim != head_dim:
+            raise Out("rotary embedding over pixel coordinates")
+        cfg = {"kind": "index", "temperature": float(r.temperature), "offset": float(r.grid_offset)}
+        if r.ref_feat_shape is not None:
+            cfg["ref_grid"] = list(r.ref_feat_shape)
+    elif kind == "RotaryEmbeddingDinoV3":
+        if r.min_period is not None or r.max_period is not None or r.normalize_coords != "separate" or r.dim != head_dim:
+            raise Out("DINOv3 rotary embedding with min / max periods or joint normalisation")
+        cfg = {"kind": "centered", "temperature": float(r.temperature), "offset": float(r.grid_offset)}
+    else:
+        raise Out({"RotaryEmbeddingMixed": "learned mixed-frequency rotary embedding (RoPE-Mixed)"}.get(kind, f"rotary embedding {kind}"))
+    if r.aug_active:
+        raise Out("rotary coordinate augmentation")
+    cfg["xy"] = r.grid_indexing == "xy"
+    cfg["half"] = bool(r.rotate_half)
+    return cfg
+
+
+def eva_config(name, m):
+    """graft's `Vit` for timm's `Eva` `m` (timm `eva.py`: EVA, EVA-02, DINOv3, Perception
+    Encoder and the RoPE ViTs), or `Out`."""
+    if cls_name(m) != "Eva":
+        raise Out(cls_name(m))
+    # dynamic_img_size resamples a learned position embedding at every forward; a model with
+    # rotary embeddings only (DINOv3) computes them for the input's grid, as graft does
+    if m.dynamic_img_size and m.pos_embed is not None:
+        raise Out("position embeddings resampled at every forward (dynamic_img_size)")
+    pe = m.patch_embed
+    if cls_name(pe) != "PatchEmbed" or not is_identity(pe.norm) or pe.dynamic_img_pad:
+        raise Out(f"patch embedding {cls_name(pe)} with a norm or dynamic padding")
+    if pe.patch_size[0] != pe.patch_size[1] or pe.proj.stride != pe.proj.kernel_size:
+        raise Out("non-square patches")
+    ap = attn_pool(m)
+    if m.global_pool not in ("token", "avg", "map"):
+        raise Out(f"global_pool '{m.global_pool}'")
+    if m.patch_drop is not None:
+        raise Out("patch dropout")
+    eps = set()
+    pre_norm = not is_identity(m.norm_pre)
+    if pre_norm:
+        eps.add(layer_norm_eps(m.norm_pre, "norm_pre"))
+    if pre_norm == (pe.proj.bias is not None):
+        raise Out("patch-embedding bias and pre-norm not tied as timm ties them")
+    cfg_block = None
+    head_dim = None
+    for i, b in enumerate(m.blocks):
+        if cls_name(b) != "EvaBlock":
+            raise Out(f"block {cls_name(b)} (post-norm)")
+        a = b.attn
+        if cls_name(a) not in ("EvaAttention", "AttentionRope") or getattr(a, "gate", None) is not None:
+            raise Out(f"attention {cls_name(a)} (gated)")
+        if getattr(a, "num_kv_groups", 1) != 1:
+            raise Out("grouped-query attention")
+        if a.proj.bias is None or a.head_dim * a.num_heads != m.embed_dim:
+            raise Out("attention projection without bias, or heads of another width")
+        head_dim = a.head_dim
+        if a.qkv is not None:
+            if getattr(a, "q_bias", None) is not None:
+                qkv, qkv_bias, k_bias = "fused_qv_bias", True, False
+            else:
+                qkv, qkv_bias, k_bias = "fused", a.qkv.bias is not None, a.qkv.bias is not None
+            if getattr(a, "qkv_bias_separate", False):
+                raise Out("qkv bias added apart from the projection")
+        else:
+            qkv, qkv_bias, k_bias = "split", a.q_proj.bias is not None, a.k_proj.bias is not None
+            if (a.v_proj.bias is not None) != qkv_bias:
+                raise Out("query and value projections that differ in bias")
+        qk_norm = not is_identity(a.q_norm)
+        if qk_norm:
+            eps.add(layer_norm_eps(a.q_norm, "q_norm"))
+            eps.add(layer_norm_eps(a.k_norm, "k_norm"))
+        attn_norm = not is_identity(a.norm)
+        if attn_norm:
+            eps.add(layer_norm_eps(a.norm, "attn.norm"))
+        eps.add(layer_norm_eps(b.norm1, "norm1"))
+        eps.add(layer_norm_eps(b.norm2, "norm2"))
+        if (b.gamma_1 is None) != (b.gamma_2 is None):
+            raise Out("layer scale on the attention branch only")
+        ls = float(b.init_values) if b.gamma_1 is not None else None
+        mlp = b.mlp
+        kind = cls_name(mlp)
+        mlp_norm = not is_identity(mlp.norm)
+        if mlp_norm:
+            eps.add(layer_norm_eps(mlp.norm, "mlp.norm"))
+        if kind == "Mlp":
+            if mlp.fc1.bias is None or mlp.fc2.bias is None:
+                raise Out("MLP without biases")
+            hidden, mlp_kind = mlp.fc1.out_features, "mlp"
+        elif kind == "GluMlp":
+            if mlp.gate_last or mlp.chunk_dim != -1:
+                raise Out("gated MLP other than SwiGLUPacked")
+            hidden, mlp_kind = mlp.fc2.in_features, "glu_packed"
+        elif kind == "SwiGLU":
+            hidden, mlp_kind = mlp.fc2.in_features, "swiglu"
+            if mlp.fc1_g.out_features != hidden:
+                raise Out("SwiGLU with an aligned hidden width")
+        else:
+            raise Out(f"MLP {kind}")
+        this = {
+            "qkv": qkv, "qkv_bias": qkv_bias, "k_bias": k_bias, "qk_norm": qk_norm,
+            "attn_norm": attn_norm, "layer_scale": ls, "mlp": mlp_kind, "mlp_norm": mlp_norm,
+            "mlp_hidden": hidden, "act": activation(mlp.act), "heads": a.num_heads,
+        }
+        if cfg_block is None:
+            cfg_block = this
+        elif this != cfg_block:
+            raise Out(f"blocks differ (block {i})")
+    final_norm = not is_identity(m.norm)
+    fc_norm = not is_identity(m.fc_norm)
+    if final_norm:
+        eps.add(layer_norm_eps(m.norm, "norm"))
+    if fc_norm:
+        eps.add(layer_norm_eps(m.fc_norm, "fc_norm"))
+    if ap is not None:
+        eps.add(layer_norm_eps(ap.norm, "attention pool norm"))
+        if ap.num_heads != cfg_block["heads"] or ap.mlp.fc1.out_features != cfg_block["mlp_hidden"] or cfg_block["mlp"] != "mlp":
+            raise Out("attention pool with other heads or MLP than the blocks")
+        if activation(ap.mlp.act) != cfg_block["act"]:
+            raise Out("attention pool with another activation than the blocks")
+    if len(eps) != 1:
+        raise Out(f"LayerNorms with different eps {sorted(eps)}")
+    if not isinstance(m.head, (torch.nn.Linear, torch.nn.Identity)):
+        raise Out(f"head {cls_name(m.head)}")
+    cfg = {
+        "patch": pe.patch_size[0],
+        "dim": m.embed_dim,
+        "depth": len(m.blocks),
+        "heads": cfg_block["heads"],
+        "mlp_hidden": cfg_block["mlp_hidden"],
+        "img_size": list(pe.img_size),
+        "class_token": m.cls_token is not None,
+        "reg_tokens": m.num_prefix_tokens - (m.cls_token is not None),
+        "no_embed_class": bool(m.no_embed_class),
+        "pool": m.global_pool,
+        "norm": final_norm,
+        "fc_norm": fc_norm,
+        "pre_norm": pre_norm,
+        "qkv_bias": cfg_block["qkv_bias"],
+        "qk_norm": cfg_block["qk_norm"],
+        "layer_scale": cfg_block["layer_scale"],
+        "act": cfg_block["act"],
+        "mlp": cfg_block["mlp"],
+        "norm_eps": eps.pop(),
+    }
+    # EVA's parts past timm's VisionTransformer, only where used
+    if cfg_block["layer_scale"] is not None:
+        cfg["ls_gamma"] = True
+    if m.pos_embed is None:
+        cfg["pos_embed"] = False
+    if m.rope is not None:
+        cfg["rope"] = rope_config(m, head_dim)
+    if cfg_block["qkv"] != "fused":
+        cfg["qkv"] = cfg_block["qkv"]
+    if cfg_block["qkv"] == "split" and cfg_block["k_bias"] != cfg_block["qkv_bias"]:
+        cfg["k_bias"] = cfg_block["k_bias"]
+    if cfg_block["attn_norm"]:
+        cfg["attn_norm"] = True
+    if cfg_block["mlp_norm"]:
+        cfg["mlp_norm"] = True
+    return cfg
 
 
 CONVNEXT_MODULES = ("timm.models.convnext",)
@@ -620,6 +798,7 @@ def main():
     builders = [
         ("resnet", RESNET_MODULES, resnet_config, RESNET_TORCHVISION_NAMED),
         ("vit", VIT_MODULES, vit_config, set()),
+        ("vit", EVA_MODULES, eva_config, set()),
         ("convnext", CONVNEXT_MODULES, convnext_config, TORCHVISION_NAMED),
         ("mbconv", MBCONV_MODULES, mbconv_config, MBCONV_TORCHVISION_NAMED),
     ]

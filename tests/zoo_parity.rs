@@ -257,6 +257,11 @@ parity! {
     vit_siglip_avg_pool => "vit_siglip_gap",
     deit3_small => "deit3_small",
     vit_no_qkv_bias_avg_pool => "vit_medium_gap",
+    eva02_tiny_index_rope_qv_bias => "eva02_tiny",
+    eva02_base_clip_split_qkv_norms => "eva02_base_clip",
+    vit_rope_xy_with_abs_pos_embed => "vit_rope_ape",
+    dinov3_small_centred_rope_registers => "dinov3_small",
+    pe_spatial_tiny_pre_norm_offset_rope => "pe_spatial_tiny",
     vit_packed_swiglu_qk_norm => "vit_custom_glu_qknorm",
     vit_swiglu => "vit_custom_swiglu",
 }
@@ -456,4 +461,5 @@ inference_parity! {
     inference_copy_tf_mobilenetv3_small_075 => "tf_mobilenetv3_small_075",
     inference_copy_resnet50d => "resnet50d",
     inference_copy_vit_tiny => "vit_tiny_patch16_224",
+    inference_copy_eva02_tiny => "eva02_tiny",
 }

@@ -109,6 +109,16 @@ FIXTURES = {
     "convnextv2_atto_timm": ("convnextv2_atto", lambda: timm.create_model("convnextv2_atto"), 64, ["stem", "stages.0", "stages.1", "stages.2", "stages.3"], {}),
     "convnextv2_tiny_timm": ("convnextv2_tiny", lambda: timm.create_model("convnextv2_tiny"), 64, ["stem", "stages.0", "stages.1", "stages.2", "stages.3"], {}),
     # forms no tag uses as a whole: packed SwiGLU (DINOv2 giant's MLP) with qk-norm and registers; split SwiGLU with average pooling
+    # timm's Eva (eva.py) on the ViT builder: EVA-02 (rotary embeddings over token indices rescaled
+    # to the pretraining grid, q / v biases, SwiGLUPacked, avg pool + fc_norm); EVA-02 CLIP (split
+    # q / k / v, attention and MLP norms, SwiGLU); a RoPE ViT (column-first rope, learned position
+    # embedding too, LayerScale as gamma_1 / gamma_2); DINOv3 (centred-coordinate rope in halves,
+    # 4 registers); Perception Encoder spatial (pre-norm, offset rope, no class token)
+    "eva02_tiny": ("eva02_tiny_patch14_224", timm_at("eva02_tiny_patch14_224", 28), 28, vit_stages(12), {"img_size": [28, 28]}),
+    "eva02_base_clip": ("eva02_base_patch16_clip_224", timm_at("eva02_base_patch16_clip_224", 32), 32, vit_stages(12), {"img_size": [32, 32]}),
+    "vit_rope_ape": ("vit_small_patch16_rope_ape_224", timm_at("vit_small_patch16_rope_ape_224", 32), 32, vit_stages(12), {"img_size": [32, 32]}),
+    "dinov3_small": ("vit_small_patch16_dinov3", timm_at("vit_small_patch16_dinov3", 48), 48, vit_stages(12), {"img_size": [48, 48]}),
+    "pe_spatial_tiny": ("vit_pe_spatial_tiny_patch16_512", timm_at("vit_pe_spatial_tiny_patch16_512", 32), 32, vit_stages(12, pre_norm=True), {"img_size": [32, 32]}),
     "vit_custom_glu_qknorm": ("vit_custom_glu_qknorm", vit_custom(img_size=32, patch_size=8, embed_dim=64, depth=2, num_heads=4, mlp_ratio=5.0, num_classes=10, qk_norm=True, init_values=1e-5, reg_tokens=2, no_embed_class=True, mlp_layer=__import__("timm.layers", fromlist=["SwiGLUPacked"]).SwiGLUPacked, act_layer=torch.nn.SiLU), 32, vit_stages(2), {"img_size": [32, 32], "num_classes": 10, "custom": True}),
     "vit_custom_swiglu": ("vit_custom_swiglu", vit_custom(img_size=32, patch_size=8, embed_dim=64, depth=2, num_heads=4, mlp_ratio=2.5, num_classes=10, class_token=False, global_pool="avg", mlp_layer=__import__("timm.layers", fromlist=["SwiGLU"]).SwiGLU, act_layer=torch.nn.SiLU), 32, vit_stages(2), {"img_size": [32, 32], "num_classes": 10, "custom": True}),
 }
@@ -147,11 +157,11 @@ def randomise(model, seed):
                     t.copy_(torch.rand(shape, generator=g) + 0.5)
                 else:
                     t.copy_(torch.randn(shape, generator=g) * 0.1)
-            elif leaf in ("gamma", "layer_scale") or "grn" in name:
+            elif leaf in ("gamma", "gamma_1", "gamma_2", "layer_scale") or "grn" in name:
                 t.copy_(torch.rand(shape, generator=g) + 0.5)
             elif leaf in ("cls_token", "reg_token", "pos_embed", "latent"):
                 t.copy_(torch.randn(shape, generator=g) * 0.2)
-            elif leaf == "bias":
+            elif leaf in ("bias", "q_bias", "v_bias"):
                 t.copy_(torch.randn(shape, generator=g) * 0.1)
             elif leaf == "weight" and t.dim() >= 2:
                 fan_in = t[0].numel()

@@ -360,6 +360,7 @@ impl Family for Bert {
         Ok(Side {
             keep: Some(keep),
             bias: Some(bias),
+            rope: None,
         })
     }
     fn forward_stage<B: Backend>(

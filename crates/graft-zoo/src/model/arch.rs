@@ -32,11 +32,13 @@ pub struct FeatureInfo {
 
 /// What a forward pass carries beside the activations, computed once from the model's input:
 /// a text encoder's padding (`keep`: `[N, T]`, 1 for a real token; `bias`: the additive
-/// attention mask `[N, 1, 1, T]`). Empty for image families.
+/// attention mask `[N, 1, 1, T]`), a ViT's rotary-embedding sin / cos tables for the input's
+/// grid (`rope`). Empty for the other families.
 #[derive(Debug)]
 pub(crate) struct Side<B: Backend> {
     pub keep: Option<B::Tensor>,
     pub bias: Option<B::Tensor>,
+    pub rope: Option<[B::Tensor; 2]>,
 }
 
 impl<B: Backend> Default for Side<B> {
@@ -44,6 +46,7 @@ impl<B: Backend> Default for Side<B> {
         Self {
             keep: None,
             bias: None,
+            rope: None,
         }
     }
 }

@@ -14,12 +14,11 @@
 //! tokens kept).
 
 use graft_backend::nn;
-use graft_backend::{Backend, Conv2dOpts, Ctx, GeluApprox, Init, ParamPath, Params, TensorData};
-use graft_core::name::join;
+use graft_backend::{Backend, Conv2dOpts, Ctx, DType, Init, ParamPath, Params, TensorData};
 use graft_core::{Error, Result};
 use serde::{Deserialize, Serialize};
 
-use crate::layers::{TRUNC_02, init_linear_trunc, init_linear_trunc_with};
+use crate::layers::TRUNC_02;
 use crate::model::{ClassifierSpec, Family, HeadInit, Side, StageSpec};
 use crate::cfg::{INCEPTION_MEAN, INCEPTION_STD, Interpolation, PretrainedCfg};
 use crate::model::Arch;
@@ -27,6 +26,11 @@ use crate::registry::Builtin;
 use crate::resample::resample_pos_embed;
 
 mod attn_pool;
+mod block;
+mod rope;
+
+pub use block::VitQkv;
+pub use rope::{RopeGrid, VitRope};
 
 /// How the tokens become one vector (timm's `global_pool`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -132,6 +136,38 @@ pub struct Vit {
     pub drop_path: f64,
     #[serde(default)]
     pub drop: f64,
+    // timm `Eva`'s parts (eva.py), absent from configs that do not use them
+    /// A learned position embedding `pos_embed` (RoPE models may have none).
+    #[serde(default = "yes", skip_serializing_if = "is_true")]
+    pub pos_embed: bool,
+    /// Rotary position embeddings on the patch tokens' queries and keys.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rope: Option<VitRope>,
+    /// How the queries, keys and values are projected.
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub qkv: VitQkv,
+    /// `split` projections: the key's bias, when it differs from `qkv_bias`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub k_bias: Option<bool>,
+    /// LayerNorm `attn.norm` over the attention output before `proj`.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub attn_norm: bool,
+    /// LayerNorm `mlp.norm` over the MLP's hidden activations before `fc2`.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub mlp_norm: bool,
+    /// LayerScale named `gamma_1` / `gamma_2` (EVA), not `ls1.gamma` / `ls2.gamma`.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub ls_gamma: bool,
+}
+
+fn is_true(v: &bool) -> bool {
+    *v
+}
+fn is_false(v: &bool) -> bool {
+    !*v
+}
+fn is_default<T: Default + PartialEq>(v: &T) -> bool {
+    *v == T::default()
 }
 
 impl Vit {
@@ -160,6 +196,13 @@ impl Vit {
             norm_eps: 1e-6,
             drop_path: 0.0,
             drop: 0.0,
+            pos_embed: true,
+            rope: None,
+            qkv: VitQkv::Fused,
+            k_bias: None,
+            attn_norm: false,
+            mlp_norm: false,
+            ls_gamma: false,
         }
     }
     fn hidden(&self) -> usize {
@@ -211,6 +254,12 @@ impl Vit {
         {
             return bad(format!("layer_scale {v} must be finite"));
         }
+        if let Some(r) = &self.rope {
+            r.check(self.dim / self.heads)?;
+        }
+        if self.k_bias.is_some() && self.qkv != VitQkv::Split {
+            return bad("k_bias applies to split q / k / v projections only".into());
+        }
         Self::check_size(self.img_size, self.patch)
     }
     /// timm's `PatchEmbed`: the grid is `floor(size / patch)` (a remainder is cut off).
@@ -230,76 +279,6 @@ impl Vit {
     }
     fn ln<B: Backend>(&self, p: &Params<B>, path: &str, x: &B::Tensor) -> Result<B::Tensor> {
         nn::layer_norm(p, path, x, self.norm_eps)
-    }
-    fn act<B: Backend>(&self, b: &B, x: &B::Tensor) -> Result<B::Tensor> {
-        match self.act {
-            VitAct::Gelu => b.gelu(x, GeluApprox::Erf),
-            VitAct::GeluTanh => b.gelu(x, GeluApprox::Tanh),
-            VitAct::QuickGelu => b.mul(x, &b.sigmoid(&b.mul_scalar(x, 1.702)?)?),
-            VitAct::Silu => b.silu(x),
-        }
-    }
-    fn attention<B: Backend>(&self, p: &Params<B>, path: &str, y: &B::Tensor) -> Result<B::Tensor> {
-        let b = p.backend();
-        let s = b.shape(y);
-        let (n, t, d) = (s[0], s[1], s[2]);
-        let (h, hd) = (self.heads, d / self.heads);
-        let qkv = nn::linear(p, &join(path, "qkv"), y)?;
-        let qkv = b.permute(&b.reshape(&qkv, &[n, t, 3, h, hd])?, &[2, 0, 3, 1, 4])?;
-        let part = |i: usize| b.reshape(&b.narrow(&qkv, 0, i, 1)?, &[n, h, t, hd]);
-        let (mut q, mut k, v) = (part(0)?, part(1)?, part(2)?);
-        if self.qk_norm {
-            q = self.ln(p, &join(path, "q_norm"), &q)?;
-            k = self.ln(p, &join(path, "k_norm"), &k)?;
-        }
-        let a = b.scaled_dot_product_attention(&q, &k, &v, None, None)?;
-        let a = b.reshape(&b.transpose(&a, 1, 2)?, &[n, t, d])?;
-        nn::linear(p, &join(path, "proj"), &a)
-    }
-    fn mlp<B: Backend>(&self, p: &Params<B>, path: &str, y: &B::Tensor) -> Result<B::Tensor> {
-        let b = p.backend();
-        let z = match self.mlp {
-            VitMlp::Mlp => self.act(b, &nn::linear(p, &join(path, "fc1"), y)?)?,
-            VitMlp::GluPacked => {
-                let u = nn::linear(p, &join(path, "fc1"), y)?;
-                let r = b.rank(&u) - 1;
-                let half = self.hidden();
-                let gate = self.act(b, &b.narrow(&u, r, 0, half)?)?;
-                b.mul(&gate, &b.narrow(&u, r, half, half)?)?
-            }
-            VitMlp::Swiglu => {
-                let g = self.act(b, &nn::linear(p, &join(path, "fc1_g"), y)?)?;
-                b.mul(&g, &nn::linear(p, &join(path, "fc1_x"), y)?)?
-            }
-        };
-        nn::linear(p, &join(path, "fc2"), &z)
-    }
-    /// `x · gamma` where the block has LayerScale.
-    fn scale<B: Backend>(&self, p: &Params<B>, path: &str, x: B::Tensor) -> Result<B::Tensor> {
-        match self.layer_scale {
-            Some(_) => p.backend().mul(&x, p.get(&join(path, "gamma"))?),
-            None => Ok(x),
-        }
-    }
-    fn block<B: Backend>(
-        &self,
-        p: &Params<B>,
-        path: &str,
-        x: &B::Tensor,
-        rate: f64,
-        ctx: &Ctx<'_>,
-    ) -> Result<B::Tensor> {
-        let b = p.backend();
-        let y = self.ln(p, &join(path, "norm1"), x)?;
-        let a = self.attention(p, &join(path, "attn"), &y)?;
-        let a = self.scale(p, &join(path, "ls1"), a)?;
-        let a = nn::drop_path(b, &a, rate, ctx, &join(path, "drop_path1"))?;
-        let x = b.add(x, &a)?;
-        let y = self.ln(p, &join(path, "norm2"), &x)?;
-        let y = self.mlp(p, &join(path, "mlp"), &y)?;
-        let y = self.scale(p, &join(path, "ls2"), y)?;
-        let y = nn::drop_path(b, &y, rate, ctx, &join(path, "drop_path2"))?;
-        b.add(&x, &y)
     }
     /// Patches to tokens: embedding, prefix tokens, position embedding, dropout, pre-norm.
     fn embed<B: Backend>(&self, p: &Params<B>, x: &B::Tensor) -> Result<B::Tensor> {
@@ -332,10 +311,14 @@ impl Vit {
             parts.push(&y);
             b.cat(&parts, 1)
         };
+        let pos = |y: B::Tensor| match self.pos_embed {
+            true => b.add(&y, p.get("pos_embed")?),
+            false => Ok(y),
+        };
         if self.no_embed_class {
-            y = cat(b.add(&y, p.get("pos_embed")?)?)?;
+            y = cat(pos(y)?)?;
         } else {
-            y = b.add(&cat(y)?, p.get("pos_embed")?)?;
+            y = pos(cat(y)?)?;
         }
         // timm's pos_drop has its own rate (0 in every timm config), not the head's dropout
         if self.pre_norm {
@@ -347,6 +330,20 @@ impl Vit {
 }
 
 impl Family for Vit {
+    fn side<B: Backend>(&self, p: &Params<B>, x: &B::Tensor, dtype: DType) -> Result<Side<B>> {
+        let Some(r) = &self.rope else {
+            return Ok(Side::default());
+        };
+        let b = p.backend();
+        let s = b.shape(x);
+        let grid = [s[2] / self.patch, s[3] / self.patch];
+        let [sin, cos] = r.tables(grid, self.dim / self.heads)?;
+        let up = |t: &TensorData| b.cast(&b.from_data(t)?, dtype);
+        Ok(Side {
+            rope: Some([up(&sin)?, up(&cos)?]),
+            ..Side::default()
+        })
+    }
     fn img_size(&self) -> Option<[usize; 2]> {
         Some(self.img_size)
     }
@@ -366,7 +363,7 @@ impl Family for Vit {
     }
     fn init_trunk<B: Backend>(&self, root: &ParamPath<'_, B>, in_chans: usize) -> Result<()> {
         self.check()?;
-        let (d, hidden) = (self.dim, self.hidden());
+        let d = self.dim;
         let pe = root.sub("patch_embed.proj")?;
         nn::init_conv2d(&pe, in_chans, d, (self.patch, self.patch), 1, !self.pre_norm)?;
         let tiny = Init::Normal {
@@ -379,34 +376,14 @@ impl Family for Vit {
         if self.reg_tokens > 0 {
             root.param("reg_token", &[1, self.reg_tokens, d], tiny)?;
         }
-        root.param("pos_embed", &[1, self.pos_len(), d], TRUNC_02)?;
+        if self.pos_embed {
+            root.param("pos_embed", &[1, self.pos_len(), d], TRUNC_02)?;
+        }
         if self.pre_norm {
             nn::init_layer_norm(&root.sub("norm_pre")?, d)?;
         }
         for i in 0..self.depth {
-            let bp = root.sub(format!("blocks.{i}"))?;
-            nn::init_layer_norm(&bp.sub("norm1")?, d)?;
-            init_linear_trunc_with(&bp.sub("attn.qkv")?, d, 3 * d, self.qkv_bias)?;
-            if self.qk_norm {
-                nn::init_layer_norm(&bp.sub("attn.q_norm")?, d / self.heads)?;
-                nn::init_layer_norm(&bp.sub("attn.k_norm")?, d / self.heads)?;
-            }
-            init_linear_trunc(&bp.sub("attn.proj")?, d, d)?;
-            nn::init_layer_norm(&bp.sub("norm2")?, d)?;
-            match self.mlp {
-                VitMlp::Mlp => init_linear_trunc(&bp.sub("mlp.fc1")?, d, hidden)?,
-                VitMlp::GluPacked => init_linear_trunc(&bp.sub("mlp.fc1")?, d, 2 * hidden)?,
-                VitMlp::Swiglu => {
-                    init_linear_trunc(&bp.sub("mlp.fc1_g")?, d, hidden)?;
-                    init_linear_trunc(&bp.sub("mlp.fc1_x")?, d, hidden)?;
-                }
-            }
-            init_linear_trunc(&bp.sub("mlp.fc2")?, hidden, d)?;
-            if let Some(v) = self.layer_scale {
-                for ls in ["ls1", "ls2"] {
-                    bp.sub(ls)?.param("gamma", &[d], Init::Constant(v))?;
-                }
-            }
+            self.init_block(&root.sub(format!("blocks.{i}"))?)?;
         }
         if self.norm {
             nn::init_layer_norm(&root.sub("norm")?, d)?;
@@ -461,7 +438,7 @@ impl Family for Vit {
         p: &Params<B>,
         i: usize,
         x: &B::Tensor,
-        _side: &Side<B>,
+        side: &Side<B>,
         ctx: &Ctx<'_>,
     ) -> Result<B::Tensor> {
         if i == 0 {
@@ -475,7 +452,8 @@ impl Family for Vit {
         } else {
             0.0
         };
-        self.block(p, &format!("blocks.{}", i - 1), x, rate, ctx)
+        let rope = side.rope.as_ref();
+        self.block(p, &format!("blocks.{}", i - 1), x, rope, rate, ctx)
     }
     fn finish_features<B: Backend>(&self, p: &Params<B>, x: &B::Tensor) -> Result<B::Tensor> {
         if self.norm {
