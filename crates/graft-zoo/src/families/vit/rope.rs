@@ -105,9 +105,9 @@ impl VitRope {
         let (r, c) = (self.axis(rows, reference(0)), self.axis(cols, reference(1)));
         let angle = self.angles(bands);
         let (mut sin, mut cos) = (Vec::new(), Vec::new());
-        for y in 0..rows {
-            for x in 0..cols {
-                let coords = if self.xy { [c[x], r[y]] } else { [r[y], c[x]] };
+        for &ry in &r {
+            for &cx in &c {
+                let coords = if self.xy { [cx, ry] } else { [ry, cx] };
                 let a: Vec<f32> = coords
                     .iter()
                     .flat_map(|&v| (0..bands).map(move |i| (v, i)))
