@@ -11,7 +11,9 @@
 //! LayerNorm eps. timm's architectures that use them are read off timm's own models
 //! (`scripts/gen_archs.py` → `data/archs.json`). A checkpoint whose position embeddings were
 //! trained for another grid is resampled on load as timm does (bicubic, antialiased, prefix
-//! tokens kept).
+//! tokens kept). timm's `Eva` (`eva.py`: EVA, EVA-02, DINOv3, the RoPE ViTs, Perception
+//! Encoder) is the same builder with a few more parts: rotary position embeddings (`rope.rs`),
+//! EVA's projections, norms and LayerScale names (`block.rs`).
 
 use graft_backend::nn;
 use graft_backend::{Backend, Conv2dOpts, Ctx, DType, Init, ParamPath, Params, TensorData};
