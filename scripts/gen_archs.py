@@ -79,6 +79,19 @@ def attn_pool(m):
     return ap
 
 
+def attn_pool_widths(ap, cfg_block):
+    """The attention pool's heads and MLP width where they differ from the blocks' (Perception
+    Encoder core), or `Out`."""
+    if cfg_block["mlp"] != "mlp" or activation(ap.mlp.act) != cfg_block["act"]:
+        raise Out("attention pool with another MLP form or activation than the blocks")
+    widths = {}
+    if ap.num_heads != cfg_block["heads"]:
+        widths["pool_heads"] = ap.num_heads
+    if ap.mlp.fc1.out_features != cfg_block["mlp_hidden"]:
+        widths["pool_mlp_hidden"] = ap.mlp.fc1.out_features
+    return widths
+
+
 def vit_config(name, m):
     """graft's `Vit` for timm's VisionTransformer `m`, or `Out`."""
     if cls_name(m) != "VisionTransformer":
@@ -168,10 +181,7 @@ def vit_config(name, m):
         eps.add(layer_norm_eps(m.fc_norm, "fc_norm"))
     if ap is not None:
         eps.add(layer_norm_eps(ap.norm, "attention pool norm"))
-        if ap.num_heads != cfg_block["heads"] or ap.mlp.fc1.out_features != cfg_block["mlp_hidden"] or cfg_block["mlp"] != "mlp":
-            raise Out("attention pool with other heads or MLP than the blocks")
-        if activation(ap.mlp.act) != cfg_block["act"]:
-            raise Out("attention pool with another activation than the blocks")
+        pool = attn_pool_widths(ap, cfg_block)
     if len(eps) != 1:
         raise Out(f"LayerNorms with different eps {sorted(eps)}")
     head = m.head
@@ -198,6 +208,8 @@ def vit_config(name, m):
         "mlp": cfg_block["mlp"],
         "norm_eps": eps.pop(),
     }
+    if ap is not None:
+        cfg.update(pool)
     # the head (its classes, or none: a feature tower) comes from the pretrained cfg
     return cfg
 
@@ -327,10 +339,7 @@ def eva_config(name, m):
         eps.add(layer_norm_eps(m.fc_norm, "fc_norm"))
     if ap is not None:
         eps.add(layer_norm_eps(ap.norm, "attention pool norm"))
-        if ap.num_heads != cfg_block["heads"] or ap.mlp.fc1.out_features != cfg_block["mlp_hidden"] or cfg_block["mlp"] != "mlp":
-            raise Out("attention pool with other heads or MLP than the blocks")
-        if activation(ap.mlp.act) != cfg_block["act"]:
-            raise Out("attention pool with another activation than the blocks")
+        pool = attn_pool_widths(ap, cfg_block)
     if len(eps) != 1:
         raise Out(f"LayerNorms with different eps {sorted(eps)}")
     if not isinstance(m.head, (torch.nn.Linear, torch.nn.Identity)):
@@ -371,6 +380,8 @@ def eva_config(name, m):
         cfg["attn_norm"] = True
     if cfg_block["mlp_norm"]:
         cfg["mlp_norm"] = True
+    if ap is not None:
+        cfg.update(pool)
     return cfg
 
 

@@ -262,6 +262,7 @@ parity! {
     vit_rope_xy_with_abs_pos_embed => "vit_rope_ape",
     dinov3_small_centred_rope_registers => "dinov3_small",
     pe_spatial_tiny_pre_norm_offset_rope => "pe_spatial_tiny",
+    pe_core_tiny_attention_pool_own_heads => "pe_core_tiny",
     vit_packed_swiglu_qk_norm => "vit_custom_glu_qknorm",
     vit_swiglu => "vit_custom_swiglu",
 }

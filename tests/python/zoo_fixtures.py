@@ -113,11 +113,13 @@ FIXTURES = {
     # to the pretraining grid, q / v biases, SwiGLUPacked, avg pool + fc_norm); EVA-02 CLIP (split
     # q / k / v, attention and MLP norms, SwiGLU); a RoPE ViT (column-first rope, learned position
     # embedding too, LayerScale as gamma_1 / gamma_2); DINOv3 (centred-coordinate rope in halves,
-    # 4 registers); Perception Encoder spatial (pre-norm, offset rope, no class token)
+    # 4 registers); Perception Encoder spatial (pre-norm, offset rope) and core (an attention pool
+    # with its own heads)
     "eva02_tiny": ("eva02_tiny_patch14_224", timm_at("eva02_tiny_patch14_224", 28), 28, vit_stages(12), {"img_size": [28, 28]}),
     "eva02_base_clip": ("eva02_base_patch16_clip_224", timm_at("eva02_base_patch16_clip_224", 32), 32, vit_stages(12), {"img_size": [32, 32]}),
     "vit_rope_ape": ("vit_small_patch16_rope_ape_224", timm_at("vit_small_patch16_rope_ape_224", 32), 32, vit_stages(12), {"img_size": [32, 32]}),
     "dinov3_small": ("vit_small_patch16_dinov3", timm_at("vit_small_patch16_dinov3", 48), 48, vit_stages(12), {"img_size": [48, 48]}),
+    "pe_core_tiny": ("vit_pe_core_tiny_patch16_384", timm_at("vit_pe_core_tiny_patch16_384", 32), 32, vit_stages(12, pre_norm=True), {"img_size": [32, 32]}),
     "pe_spatial_tiny": ("vit_pe_spatial_tiny_patch16_512", timm_at("vit_pe_spatial_tiny_patch16_512", 32), 32, vit_stages(12, pre_norm=True), {"img_size": [32, 32]}),
     "vit_custom_glu_qknorm": ("vit_custom_glu_qknorm", vit_custom(img_size=32, patch_size=8, embed_dim=64, depth=2, num_heads=4, mlp_ratio=5.0, num_classes=10, qk_norm=True, init_values=1e-5, reg_tokens=2, no_embed_class=True, mlp_layer=__import__("timm.layers", fromlist=["SwiGLUPacked"]).SwiGLUPacked, act_layer=torch.nn.SiLU), 32, vit_stages(2), {"img_size": [32, 32], "num_classes": 10, "custom": True}),
     "vit_custom_swiglu": ("vit_custom_swiglu", vit_custom(img_size=32, patch_size=8, embed_dim=64, depth=2, num_heads=4, mlp_ratio=2.5, num_classes=10, class_token=False, global_pool="avg", mlp_layer=__import__("timm.layers", fromlist=["SwiGLU"]).SwiGLU, act_layer=torch.nn.SiLU), 32, vit_stages(2), {"img_size": [32, 32], "num_classes": 10, "custom": True}),

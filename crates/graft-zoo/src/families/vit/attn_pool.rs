@@ -1,7 +1,8 @@
 //! Attention pooling by a learned latent query (timm's `AttentionPoolLatent`, the `map` pool
 //! of SigLIP's towers; Zhai et al. 2023, after Lee et al. 2019's "PMA"), with timm's names under
 //! `attn_pool`: `latent` `[1, 1, dim]`, `q` and `kv` (biased Linears), `proj`, `norm` (the
-//! ViT's LayerNorm) and `mlp.{fc1, fc2}` (the ViT's MLP width and activation).
+//! ViT's LayerNorm) and `mlp.{fc1, fc2}` (the ViT's activation; heads and MLP width the blocks'
+//! unless `pool_heads` / `pool_mlp_hidden` say otherwise).
 //!
 //! `pooled = y + mlp(norm(y))` where `y = proj(attention(q(latent), kv(tokens)))`: one query
 //! attends over every token (prefix tokens included); no residual around the attention.
@@ -29,8 +30,11 @@ impl Vit {
         init_linear_trunc(&root.sub("kv")?, d, 2 * d)?;
         init_linear_trunc(&root.sub("proj")?, d, d)?;
         nn::init_layer_norm(&root.sub("norm")?, d)?;
-        init_linear_trunc(&root.sub("mlp.fc1")?, d, self.hidden())?;
-        init_linear_trunc(&root.sub("mlp.fc2")?, self.hidden(), d)
+        init_linear_trunc(&root.sub("mlp.fc1")?, d, self.pool_hidden())?;
+        init_linear_trunc(&root.sub("mlp.fc2")?, self.pool_hidden(), d)
+    }
+    fn pool_hidden(&self) -> usize {
+        self.pool_mlp_hidden.unwrap_or_else(|| self.hidden())
     }
 
     /// Tokens `[N, T, dim]` → pooled `[N, dim]`.
@@ -43,7 +47,8 @@ impl Vit {
         let b = p.backend();
         let s = b.shape(x);
         let (n, t, d) = (s[0], s[1], s[2]);
-        let (h, hd) = (self.heads, d / self.heads);
+        let h = self.pool_heads.unwrap_or(self.heads);
+        let hd = d / h;
         // the one query, projected once and repeated over the batch
         let q = nn::linear(p, &join(path, "q"), p.get(&join(path, "latent"))?)?;
         let q = b.reshape(&q, &[1, 1, h, hd])?;

@@ -160,6 +160,12 @@ pub struct Vit {
     /// LayerScale named `gamma_1` / `gamma_2` (EVA), not `ls1.gamma` / `ls2.gamma`.
     #[serde(default, skip_serializing_if = "is_false")]
     pub ls_gamma: bool,
+    /// The attention pool's heads, when not the blocks' (Perception Encoder core).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pool_heads: Option<usize>,
+    /// The attention pool's MLP width, when not the blocks'.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pool_mlp_hidden: Option<usize>,
 }
 
 fn is_true(v: &bool) -> bool {
@@ -205,6 +211,8 @@ impl Vit {
             attn_norm: false,
             mlp_norm: false,
             ls_gamma: false,
+            pool_heads: None,
+            pool_mlp_hidden: None,
         }
     }
     fn hidden(&self) -> usize {
@@ -258,6 +266,15 @@ impl Vit {
         }
         if let Some(r) = &self.rope {
             r.check(self.dim / self.heads)?;
+        }
+        if self.pool_heads.is_some_and(|h| h == 0 || !self.dim.is_multiple_of(h)) {
+            return bad(format!(
+                "pool_heads {:?} must divide dim {}",
+                self.pool_heads, self.dim
+            ));
+        }
+        if self.pool_mlp_hidden == Some(0) {
+            return bad("pool_mlp_hidden must be positive".into());
         }
         if self.k_bias.is_some() && self.qkv != VitQkv::Split {
             return bad("k_bias applies to split q / k / v projections only".into());
