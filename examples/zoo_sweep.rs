@@ -90,13 +90,14 @@ fn sweep_one(reg: &Registry, arch: &str, tmp: &Path, tags: usize, max_params: us
     let entry = reg.get(arch).expect("registered");
     let params = reg.param_count(&NdArray, arch).unwrap_or(0);
     let (size, img) = match entry.arch.img_size() {
-        // a ViT is built for a few patches: the smallest multiple of its patch of at least 32
         Some(_) => {
-            let patch = match &entry.arch {
-                graft::zoo::Arch::Vit(v) => v.patch,
-                _ => 16,
+            let s = match &entry.arch {
+                // a ViT is built for a few patches: the smallest multiple of its patch of at
+                // least 32
+                graft::zoo::Arch::Vit(v) => v.patch * 32_usize.div_ceil(v.patch).max(2),
+                // a Swin at 64² shifts and pads its windows in the first two stages
+                _ => 64,
             };
-            let s = patch * 32_usize.div_ceil(patch).max(2);
             (s, Some([s, s]))
         }
         None => (64, None),

@@ -385,6 +385,78 @@ def eva_config(name, m):
     return cfg
 
 
+SWIN_MODULES = ("timm.models.swin_transformer",)
+
+
+def swin_config(name, m):
+    """graft's `Swin` for timm's SwinTransformer `m` (timm `swin_transformer.py`), or `Out`."""
+    if cls_name(m) != "SwinTransformer":
+        raise Out(cls_name(m))
+    pe = m.patch_embed
+    if cls_name(pe) != "PatchEmbed" or pe.patch_size[0] != pe.patch_size[1] or pe.proj.stride != pe.proj.kernel_size:
+        raise Out("patch embedding other than square non-overlapping patches")
+    if pe.proj.bias is None or pe.dynamic_img_pad:
+        raise Out("patch embedding without bias or with dynamic padding")
+    eps = {layer_norm_eps(pe.norm, "patch_embed.norm"), layer_norm_eps(m.norm, "norm")}
+    if m.head.global_pool.pool_type != "avg" or not isinstance(m.head.fc, (torch.nn.Linear, torch.nn.Identity)):
+        raise Out("head other than average pool + linear")
+    depths, heads, windows, ratio, qkv_bias = [], [], [], set(), set()
+    dim = None
+    for i, stage in enumerate(m.layers):
+        if cls_name(stage) != "SwinTransformerStage":
+            raise Out(f"stage {cls_name(stage)}")
+        ds = stage.downsample
+        if i == 0:
+            if not is_identity(ds):
+                raise Out("a first-stage downsample")
+        else:
+            if cls_name(ds) != "PatchMerging" or ds.reduction.bias is not None or ds.reduction.out_features != 2 * dim:
+                raise Out("downsample other than patch merging to twice the width")
+            eps.add(layer_norm_eps(ds.norm, "downsample norm"))
+        blocks = list(stage.blocks)
+        dim = blocks[0].dim
+        win = set()
+        for j, b in enumerate(blocks):
+            if cls_name(b) != "SwinTransformerBlock" or b.always_partition or b.dynamic_mask:
+                raise Out(f"block {cls_name(b)} (always_partition / dynamic_mask)")
+            a = b.attn
+            if cls_name(a) != "WindowAttention" or a.qkv.out_features != 3 * dim:
+                raise Out(f"attention {cls_name(a)}")
+            if b.window_size[0] != b.window_size[1]:
+                raise Out("non-square windows")
+            win.add(b.window_size[0])
+            expect_shift = 0 if j % 2 == 0 or min(b.input_resolution) <= b.window_size[0] else b.window_size[0] // 2
+            if tuple(b.shift_size) != (expect_shift, expect_shift):
+                raise Out(f"shift {b.shift_size} other than half a window on odd blocks")
+            eps.add(layer_norm_eps(b.norm1, "norm1"))
+            eps.add(layer_norm_eps(b.norm2, "norm2"))
+            if cls_name(b.mlp) != "Mlp" or activation(b.mlp.act) != "gelu" or not is_identity(b.mlp.norm):
+                raise Out("MLP other than fc1 / GELU / fc2")
+            ratio.add(b.mlp.fc1.out_features / dim)
+            qkv_bias.add(a.qkv.bias is not None)
+            heads_ = a.num_heads
+        if len(win) != 1:
+            raise Out("windows that differ within a stage")
+        depths.append(len(blocks))
+        heads.append(heads_)
+        windows.append(win.pop())
+    if len(eps) != 1 or len(ratio) != 1 or len(qkv_bias) != 1:
+        raise Out("norms, MLP ratios or qkv biases that differ")
+    if m.embed_dim != m.layers[0].blocks[0].dim or any(m.layers[i].blocks[0].dim != m.embed_dim << i for i in range(len(depths))):
+        raise Out("stage widths other than doubling")
+    return {
+        "patch": pe.patch_size[0],
+        "embed_dim": m.embed_dim,
+        "depths": depths,
+        "heads": heads,
+        "windows": windows,
+        "mlp_ratio": ratio.pop(),
+        "img_size": list(pe.img_size),
+        "qkv_bias": qkv_bias.pop(),
+        "norm_eps": eps.pop(),
+    }
+
+
 CONVNEXT_MODULES = ("timm.models.convnext",)
 # graft's convnext_tiny is torchvision's network and names (timm's tags load into it through the
 # remap table); the table does not register it a second time
@@ -812,6 +884,7 @@ def main():
         ("vit", EVA_MODULES, eva_config, set()),
         ("convnext", CONVNEXT_MODULES, convnext_config, TORCHVISION_NAMED),
         ("mbconv", MBCONV_MODULES, mbconv_config, MBCONV_TORCHVISION_NAMED),
+        ("swin", SWIN_MODULES, swin_config, set()),
     ]
     found = {family: [] for family, _, _, _ in builders}
     out = []

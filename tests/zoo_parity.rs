@@ -263,6 +263,8 @@ parity! {
     dinov3_small_centred_rope_registers => "dinov3_small",
     pe_spatial_tiny_pre_norm_offset_rope => "pe_spatial_tiny",
     pe_core_tiny_attention_pool_own_heads => "pe_core_tiny",
+    swin_tiny_shifted_padded_windows => "swin_tiny",
+    swin_s3_tiny_stage_windows => "swin_s3_tiny",
     vit_packed_swiglu_qk_norm => "vit_custom_glu_qknorm",
     vit_swiglu => "vit_custom_swiglu",
 }
@@ -463,4 +465,5 @@ inference_parity! {
     inference_copy_resnet50d => "resnet50d",
     inference_copy_vit_tiny => "vit_tiny_patch16_224",
     inference_copy_eva02_tiny => "eva02_tiny",
+    inference_copy_swin_tiny => "swin_tiny",
 }

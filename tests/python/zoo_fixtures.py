@@ -121,6 +121,10 @@ FIXTURES = {
     "dinov3_small": ("vit_small_patch16_dinov3", timm_at("vit_small_patch16_dinov3", 48), 48, vit_stages(12), {"img_size": [48, 48]}),
     "pe_core_tiny": ("vit_pe_core_tiny_patch16_384", timm_at("vit_pe_core_tiny_patch16_384", 32), 32, vit_stages(12, pre_norm=True), {"img_size": [32, 32]}),
     "pe_spatial_tiny": ("vit_pe_spatial_tiny_patch16_512", timm_at("vit_pe_spatial_tiny_patch16_512", 32), 32, vit_stages(12, pre_norm=True), {"img_size": [32, 32]}),
+    # Swin at 64²: shifted, padded windows in the first two stages, one unshifted window after;
+    # S3's per-stage windows
+    "swin_tiny": ("swin_tiny_patch4_window7_224", timm_at("swin_tiny_patch4_window7_224", 64), 64, ["patch_embed", "layers.0", "layers.1", "layers.2", "layers.3"], {"img_size": [64, 64]}),
+    "swin_s3_tiny": ("swin_s3_tiny_224", timm_at("swin_s3_tiny_224", 112), 112, ["patch_embed", "layers.0", "layers.1", "layers.2", "layers.3"], {"img_size": [112, 112]}),
     "vit_custom_glu_qknorm": ("vit_custom_glu_qknorm", vit_custom(img_size=32, patch_size=8, embed_dim=64, depth=2, num_heads=4, mlp_ratio=5.0, num_classes=10, qk_norm=True, init_values=1e-5, reg_tokens=2, no_embed_class=True, mlp_layer=__import__("timm.layers", fromlist=["SwiGLUPacked"]).SwiGLUPacked, act_layer=torch.nn.SiLU), 32, vit_stages(2), {"img_size": [32, 32], "num_classes": 10, "custom": True}),
     "vit_custom_swiglu": ("vit_custom_swiglu", vit_custom(img_size=32, patch_size=8, embed_dim=64, depth=2, num_heads=4, mlp_ratio=2.5, num_classes=10, class_token=False, global_pool="avg", mlp_layer=__import__("timm.layers", fromlist=["SwiGLU"]).SwiGLU, act_layer=torch.nn.SiLU), 32, vit_stages(2), {"img_size": [32, 32], "num_classes": 10, "custom": True}),
 }
@@ -161,7 +165,7 @@ def randomise(model, seed):
                     t.copy_(torch.randn(shape, generator=g) * 0.1)
             elif leaf in ("gamma", "gamma_1", "gamma_2", "layer_scale") or "grn" in name:
                 t.copy_(torch.rand(shape, generator=g) + 0.5)
-            elif leaf in ("cls_token", "reg_token", "pos_embed", "latent"):
+            elif leaf in ("cls_token", "reg_token", "pos_embed", "latent", "relative_position_bias_table"):
                 t.copy_(torch.randn(shape, generator=g) * 0.2)
             elif leaf in ("bias", "q_bias", "v_bias"):
                 t.copy_(torch.randn(shape, generator=g) * 0.1)
@@ -211,7 +215,9 @@ def main():
     io = {"input": x, "logits": logits, "features": pooled["f"]}
     for i in range(len(stage_modules)):
         y = captured[i]
-        if hasattr(model, "num_prefix_tokens"):
+        if graft_name.startswith("swin"):
+            y = y.permute(0, 3, 1, 2)  # timm's Swin keeps its maps channels-last
+        elif hasattr(model, "num_prefix_tokens"):
             n, t, d = y.shape
             k = model.num_prefix_tokens
             g = int(math.isqrt(t - k))

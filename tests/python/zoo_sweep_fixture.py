@@ -23,7 +23,8 @@ def main():
     torch.manual_seed(0)
     kwargs = {}
     entry = timm.models.model_entrypoint(arch)
-    vit = entry.__module__ in ("timm.models.vision_transformer", "timm.models.deit")
+    # the families built for an input size (position embeddings, rotary tables, windows)
+    vit = entry.__module__ in ("timm.models.vision_transformer", "timm.models.deit", "timm.models.eva", "timm.models.swin_transformer")
     if vit:
         kwargs["img_size"] = size
     model = timm.create_model(arch, pretrained=False, **kwargs)

@@ -90,6 +90,7 @@ pub fn names(family: &str) -> Result<Vec<String>> {
         "vit" => parsed::<crate::Vit>(family),
         "convnext" => parsed::<crate::ConvNeXt>(family),
         "mbconv" => parsed::<crate::MbConvNet>(family),
+        "swin" => parsed::<crate::Swin>(family),
         other => Err(bad(format!("no family {other} in the table"))),
     }
 }

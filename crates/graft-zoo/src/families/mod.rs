@@ -60,5 +60,6 @@ families! { $
     ConvNeXt(convnext::ConvNeXt) = "convnext",
     RegNet(regnet::RegNet) = "regnet",
     Vit(vit::Vit) = "vit",
+    Swin(swin::Swin) = "swin",
     Bert(bert::Bert) = "bert",
 }
