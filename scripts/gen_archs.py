@@ -469,8 +469,13 @@ def convnext_config(name, m):
     if cls_name(m) != "ConvNeXt":
         raise Out(cls_name(m))
     stem = list(m.stem)
-    if len(stem) != 2 or cls_name(stem[0]) != "Conv2d" or stem[0].kernel_size != (4, 4) or stem[0].stride != (4, 4):
-        raise Out("overlapping stem (_ols)" if len(stem) > 2 else f"stem {[cls_name(s) for s in stem]}")
+    overlap = None
+    if len(stem) == 3 and all(cls_name(c) == "Conv2d" and c.kernel_size == (3, 3) and c.stride == (2, 2) and c.padding == (1, 1) and c.bias is not None for c in stem[:2]):
+        # timm's overlapping stem (_ols): two 3x3 stride-2 convs, no activation between
+        overlap = stem[0].out_channels
+        stem = [stem[1], stem[2]]
+    elif len(stem) != 2 or cls_name(stem[0]) != "Conv2d" or stem[0].kernel_size != (4, 4) or stem[0].stride != (4, 4):
+        raise Out(f"stem {[cls_name(s) for s in stem]}")
     if not is_identity(m.norm_pre):
         raise Out("head norm first (_hnf)")
     head = m.head
@@ -515,7 +520,7 @@ def convnext_config(name, m):
         dims.append(stage.blocks[0].conv_dw.out_channels)
     if len(depths) != 4 or len(eps) != 1 or len(grn) != 1 or len(gamma) != 1:
         raise Out("stages that differ in norm eps, GRN or layer scale")
-    return {
+    cfg = {
         "depths": depths,
         "dims": dims,
         "stochastic_depth": 0.0,
@@ -524,6 +529,9 @@ def convnext_config(name, m):
         "grn": grn.pop(),
         "norm_eps": eps.pop(),
     }
+    if overlap is not None:
+        cfg["overlap_stem"] = overlap
+    return cfg
 
 
 RESNET_MODULES = ("timm.models.resnet",)

@@ -238,6 +238,7 @@ parity! {
     convnext_atto_conv_mlp => "convnext_atto_timm",
     convnextv2_atto_grn_conv_mlp => "convnextv2_atto_timm",
     convnextv2_tiny_grn => "convnextv2_tiny_timm",
+    convnext_atto_ols_overlapping_stem => "convnext_atto_ols_timm",
     regnetx_002 => "regnetx_002",
     regnety_002 => "regnety_002",
     tf_efficientnet_b0_same_padding => "tf_efficientnet_b0",

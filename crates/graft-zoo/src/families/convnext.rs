@@ -43,6 +43,11 @@ pub struct ConvNeXt {
     /// Every LayerNorm's eps (1e-6; timm's convnext_xxlarge: 1e-5).
     #[serde(default = "default_eps")]
     pub norm_eps: f64,
+    /// timm's overlapping stem (`*_ols`: `stem_type='overlap'` / `'overlap_tiered'`): two 3×3
+    /// stride-2 convs with this many channels between them (no activation), then the LayerNorm,
+    /// in place of the 4×4 patchify conv.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub overlap_stem: Option<usize>,
 }
 
 impl ConvNeXt {
@@ -55,6 +60,7 @@ impl ConvNeXt {
             layer_scale: Some(1e-6),
             grn: false,
             norm_eps: 1e-6,
+            overlap_stem: None,
         }
     }
     /// GRN (timm's `GlobalResponseNorm`, channels last): `x + bias + weight · x · n` with
@@ -93,8 +99,17 @@ impl Family for ConvNeXt {
             p.param("bias", &[o], Init::Zeros)?;
             Ok(())
         };
-        conv(&root.sub("features.0.0")?, self.dims[0], in_chans, 4)?;
-        nn::init_layer_norm(&root.sub("features.0.1")?, self.dims[0])?;
+        match self.overlap_stem {
+            None => {
+                conv(&root.sub("features.0.0")?, self.dims[0], in_chans, 4)?;
+                nn::init_layer_norm(&root.sub("features.0.1")?, self.dims[0])?;
+            }
+            Some(mid) => {
+                conv(&root.sub("features.0.0")?, mid, in_chans, 3)?;
+                conv(&root.sub("features.0.1")?, self.dims[0], mid, 3)?;
+                nn::init_layer_norm(&root.sub("features.0.2")?, self.dims[0])?;
+            }
+        }
         for s in 0..4 {
             let d = self.dims[s];
             if s > 0 {
@@ -167,8 +182,14 @@ impl Family for ConvNeXt {
     ) -> Result<B::Tensor> {
         let b = p.backend();
         if i == 0 {
-            let y = nn::conv2d(p, "features.0.0", x, Conv2dOpts::new().stride(4))?;
-            return layer_norm_2d(p, "features.0.1", &y, self.norm_eps);
+            let Some(_) = self.overlap_stem else {
+                let y = nn::conv2d(p, "features.0.0", x, Conv2dOpts::new().stride(4))?;
+                return layer_norm_2d(p, "features.0.1", &y, self.norm_eps);
+            };
+            let o = Conv2dOpts::new().stride(2).padding(1);
+            let y = nn::conv2d(p, "features.0.0", x, o)?;
+            let y = nn::conv2d(p, "features.0.1", &y, o)?;
+            return layer_norm_2d(p, "features.0.2", &y, self.norm_eps);
         }
         let s = i - 1;
         if s >= 4 {
@@ -228,6 +249,7 @@ impl Family for ConvNeXt {
         let mut v = vec![
             Remap::prefix("stem.0", "features.0.0"),
             Remap::prefix("stem.1", "features.0.1"),
+            Remap::prefix("stem.2", "features.0.2"),
             Remap::prefix("head.norm", "classifier.0"),
             Remap::prefix("head.fc", "classifier.2"),
         ];
