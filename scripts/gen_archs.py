@@ -817,6 +817,44 @@ class MbConvReader:
             se = None
             cfg = {"kind": "cn", "kernel": k, "stride": s, "in": b.conv.in_channels,
                    "out": b.conv.out_channels, "act": act}
+        elif kind == "UniversalInvertedResidual":
+            # MobileNetV4: optional depthwise convs before the expansion (start), after it (mid,
+            # with the activation) and after the projection (end)
+            cfg = {"kind": "uir", "in": b.pw_exp.conv.in_channels, "mid": b.pw_exp.conv.out_channels,
+                   "out": b.pw_proj.conv.out_channels}
+            strides = {}
+            for part in ("dw_start", "dw_mid", "dw_end"):
+                cna = getattr(b, part)
+                if is_identity(cna):
+                    continue
+                if cls_name(cna) != "ConvNormAct" or getattr(cna, "aa", None) is not None:
+                    raise Out(f"{what}.{part} is {cls_name(cna)}")
+                k, st = self.conv(cna.conv, f"{what}.{part}.conv", depthwise=True)
+                a = self.bn(cna.bn, f"{what}.{part}.bn")
+                cfg[part.split("_")[1] + "_kernel"] = k
+                strides[part] = st
+                if (part == "dw_mid") != (a != "none"):
+                    raise Out("depthwise activations other than MobileNetV4's (mid only)")
+            for part, act_expected in (("pw_exp", True), ("pw_proj", False)):
+                cna = getattr(b, part)
+                if cls_name(cna) != "ConvNormAct":
+                    raise Out(f"{what}.{part} is {cls_name(cna)}")
+                self.conv(cna.conv, f"{what}.{part}.conv")
+                a = self.bn(cna.bn, f"{what}.{part}.bn")
+                if part == "pw_exp":
+                    act = a
+                elif a != "none":
+                    raise Out("activation after the projection")
+            # timm strides dw_mid when present, else dw_start, else dw_end
+            stride = max(strides.values(), default=1)
+            strided = next((q for q in ("dw_mid", "dw_start", "dw_end") if q in strides), None)
+            if any(v != (stride if q == strided else 1) for q, v in strides.items()):
+                raise Out("a universal inverted residual strided other than timm's builder strides it")
+            cfg["stride"] = stride
+            cfg["act"] = act
+            se = self.se(b.se, act, what)
+            if not is_identity(b.layer_scale):
+                cfg["layer_scale"] = True
         else:
             raise Out(f"block {kind}")
         if se is not None:
@@ -856,13 +894,20 @@ def mbconv_config(name, m):
             raise Out("head conv other than 1x1")
         head = {"kind": "conv_bn", "out": m.conv_head.out_channels, "act": r.bn(m.bn2, "bn2")}
     else:
-        if is_identity(m.conv_head) or not is_identity(m.norm_head):
-            raise Out("MobileNetV3 head without a conv or with a norm")
+        if is_identity(m.conv_head):
+            raise Out("MobileNetV3 head without a conv")
         bias = m.conv_head.bias is not None
         if r.conv(m.conv_head, "conv_head", bias=bias) != (1, 1):
             raise Out("head conv other than 1x1")
-        head = {"kind": "pool_conv", "out": m.conv_head.out_channels,
-                "act": mb_activation(m.act2, "act2"), "bias": bias}
+        if is_identity(m.norm_head):
+            head = {"kind": "pool_conv", "out": m.conv_head.out_channels,
+                    "act": mb_activation(m.act2, "act2"), "bias": bias}
+        else:
+            # MobileNetV4: BatchNorm (with the activation) after the head conv
+            if bias or not is_identity(m.act2):
+                raise Out("a normed head conv with a bias or a second activation")
+            head = {"kind": "pool_conv_bn", "out": m.conv_head.out_channels,
+                    "act": r.bn(m.norm_head, "norm_head")}
     if len(r.eps) != 1:
         raise Out("norms that differ in eps")
     # timm's feature_info: the stacks whose output is a feature level (the stem's when the first

@@ -76,11 +76,14 @@ FIXTURES = {
     "regnety_002": ("regnety_002", lambda: timm.create_model("regnety_002"), 64, ["stem", "s1", "s2", "s3", "s4"], {}),
     # timm's EfficientNet builder: TF "same" padding + eps 1e-3 (ds / ir blocks, SE, head conv + BN);
     # V2's cn / er blocks; ReLU6 without SE; MobileNetV3's pool-then-conv head with hard-swish /
-    # hard-sigmoid SE and a strided first stack; MobileNetV1 without a head conv
+    # hard-sigmoid SE and a strided first stack; MobileNetV1 without a head conv; MobileNetV4's
+    # universal inverted residuals (start / mid / end depthwise convs, FFN-only) and normed head
     "tf_efficientnet_b0": ("tf_efficientnet_b0", lambda: timm.create_model("tf_efficientnet_b0"), 64, mb_stages([0, 1, 2, 4, 6], head=True), {}),
     "tf_efficientnetv2_b0": ("tf_efficientnetv2_b0", lambda: timm.create_model("tf_efficientnetv2_b0"), 64, mb_stages([0, 1, 2, 4, 5], head=True), {}),
     "efficientnet_lite0": ("efficientnet_lite0", lambda: timm.create_model("efficientnet_lite0"), 64, mb_stages([0, 1, 2, 4, 6], head=True), {}),
     "tf_mobilenetv3_small_075": ("tf_mobilenetv3_small_075", lambda: timm.create_model("tf_mobilenetv3_small_075"), 64, mb_stages([0, 1, 3, 5]), {}),
+    "mobilenetv4_conv_small": ("mobilenetv4_conv_small", lambda: timm.create_model("mobilenetv4_conv_small"), 64, mb_stages([0, 1, 2, 4]), {}),
+    "mobilenetv4_conv_medium": ("mobilenetv4_conv_medium", lambda: timm.create_model("mobilenetv4_conv_medium"), 64, mb_stages([0, 1, 2, 4]), {}),
     "mobilenetv1_100": ("mobilenetv1_100", lambda: timm.create_model("mobilenetv1_100"), 64, mb_stages([0, 1, 2, 3, 4]), {}),
     "convnext_tiny_timm": ("convnext_tiny", lambda: timm.create_model("convnext_tiny"), 64, ["stem", "stages.0", "stages.1", "stages.2", "stages.3"], {}),
     "vit_tiny_patch16_224": ("vit_tiny_patch16_224", lambda: timm.create_model("vit_tiny_patch16_224"), 224, vit_stages(12), {}),

@@ -2,14 +2,18 @@
 //! builder they share, `_efficientnet_builder.py` / `_efficientnet_blocks.py`): EfficientNet
 //! B0–B8 (Tan & Le 2019) and their TensorFlow ports (`tf_`), EfficientNet-Lite, EfficientNetV2
 //! (Tan & Le 2021), MobileNetV1 / V2 / V3 (Howard et al. 2017, 2019; Sandler et al. 2018),
-//! MNASNet, FBNet, TinyNet and LCNet — every network of those stacks of blocks, with timm's names.
+//! MNASNet, FBNet, TinyNet, LCNet and MobileNetV4's conv models (Qin et al. 2024) — every
+//! network of those stacks of blocks, with timm's names.
 //!
 //! `conv_stem` / `bn1`, then `blocks.{stack}.{block}` of four kinds: `ds` (depthwise-separable:
 //! `conv_dw`/`bn1` → `se` → `conv_pw`/`bn2`), `ir` (inverted residual, MBConv: `conv_pw`/`bn1` →
 //! `conv_dw`/`bn2` → `se` → `conv_pwl`/`bn3`), `er` (edge residual, fused MBConv: `conv_exp`/`bn1`
-//! → `se` → `conv_pwl`/`bn2`) and `cn` (`conv`/`bn1`); squeeze-excitation `se.conv_reduce` /
+//! → `se` → `conv_pwl`/`bn2`), `cn` (`conv`/`bn1`) and `uir` (MobileNetV4's universal inverted
+//! residual: `dw_start` → `pw_exp` → `dw_mid` → `se` → `pw_proj` → `dw_end`, each `.conv`/`.bn`,
+//! the depthwise ones optional, `layer_scale.gamma`); squeeze-excitation `se.conv_reduce` /
 //! `se.conv_expand`; the head: EfficientNet's `conv_head`/`bn2` before the pool, or MobileNetV3's
-//! pool → `conv_head` (with bias) → activation, or none (MobileNetV1); `classifier`. The structure is data read off the
+//! pool → `conv_head` (with bias) → activation, MobileNetV4's pool → `conv_head` → `norm_head`
+//! → activation, or none (MobileNetV1); `classifier`. The structure is data read off the
 //! model timm builds (`scripts/gen_archs.py`), block by block: kernel, stride, widths, activation,
 //! squeeze width, activation and gate, shortcut. TensorFlow's "same" padding (the `tf_` ports:
 //! timm's `Conv2dSame`) pads each strided conv by `max((⌈i/s⌉ − 1)·s + k − i, 0)`, the odd pixel
@@ -22,171 +26,20 @@ use graft_backend::nn;
 use graft_backend::{Backend, Conv2dOpts, Ctx, Init, ParamPath, Params};
 use graft_core::name::join;
 use graft_core::{Error, Result};
-use serde::{Deserialize, Serialize};
+
 
 use crate::cfg::{Interpolation, PretrainedCfg};
-use crate::layers::{self, Act, Gate};
+use crate::layers::{self, Gate};
 use crate::model::Arch;
 use crate::model::{ClassifierSpec, Family, HeadInit, Side, StageSpec};
 use crate::registry::Builtin;
 
+mod config;
+
+pub use config::{MbAct, MbBlock, MbConvNet, MbGate, MbHead, MbHeadKind, MbKind, MbSe, MbStem};
+
 /// timm's BatchNorm momentum in these networks (PyTorch's default; the `tf_` ports change eps).
 const BN_MOMENTUM: f64 = 0.1;
-
-/// An activation of the builder's blocks.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum MbAct {
-    None,
-    Relu,
-    Relu6,
-    Silu,
-    Hardswish,
-}
-
-impl From<MbAct> for Act {
-    fn from(a: MbAct) -> Act {
-        match a {
-            MbAct::None => Act::None,
-            MbAct::Relu => Act::Relu,
-            MbAct::Relu6 => Act::Relu6,
-            MbAct::Silu => Act::Silu,
-            MbAct::Hardswish => Act::Hardswish,
-        }
-    }
-}
-
-/// The gate of a squeeze-excitation.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum MbGate {
-    Sigmoid,
-    Hardsigmoid,
-}
-
-/// A block's squeeze-excitation (timm's `SqueezeExcite`): `rd` squeezed channels, its activation
-/// and gate.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct MbSe {
-    pub rd: usize,
-    pub act: MbAct,
-    pub gate: MbGate,
-}
-
-/// The kind of a block (timm's block-string prefixes).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum MbKind {
-    /// `DepthwiseSeparableConv`.
-    Ds,
-    /// `InvertedResidual` (MBConv).
-    Ir,
-    /// `EdgeResidual` (fused MBConv).
-    Er,
-    /// `ConvBnAct`.
-    Cn,
-}
-
-/// One block.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct MbBlock {
-    pub kind: MbKind,
-    /// The spatial conv's kernel (`conv_dw`, `conv_exp` or `conv`).
-    pub kernel: usize,
-    pub stride: usize,
-    #[serde(rename = "in")]
-    pub input: usize,
-    /// The expanded width (`ir`, `er`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub mid: Option<usize>,
-    pub out: usize,
-    pub act: MbAct,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub se: Option<MbSe>,
-    /// `ds`: the activation after the point-wise conv too.
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub pw_act: bool,
-    /// The shortcut, where it is not the builder's default (stride 1 and equal widths).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub skip: Option<bool>,
-}
-
-impl MbBlock {
-    fn has_skip(&self) -> bool {
-        self.skip
-            .unwrap_or(self.stride == 1 && self.input == self.out)
-    }
-    fn mid(&self) -> usize {
-        self.mid.unwrap_or(self.input)
-    }
-    /// The conv whose output the block's BatchNorm `bn` (`bn1`…) normalises.
-    fn conv_of(&self, bn: &str) -> Option<&'static str> {
-        Some(match (self.kind, bn) {
-            (MbKind::Ds, "bn1") => "conv_dw",
-            (MbKind::Ds, "bn2") => "conv_pw",
-            (MbKind::Ir, "bn1") => "conv_pw",
-            (MbKind::Ir, "bn2") => "conv_dw",
-            (MbKind::Ir, "bn3") => "conv_pwl",
-            (MbKind::Er, "bn1") => "conv_exp",
-            (MbKind::Er, "bn2") => "conv_pwl",
-            (MbKind::Cn, "bn1") => "conv",
-            _ => return None,
-        })
-    }
-}
-
-/// The stem: a 3×3 stride-2 conv to `out` channels, BatchNorm, activation.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct MbStem {
-    pub out: usize,
-    pub act: MbAct,
-}
-
-/// Where the head's 1×1 conv sits.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum MbHeadKind {
-    /// EfficientNet: `conv_head` → `bn2` → activation, then the pool.
-    ConvBn,
-    /// MobileNetV3: the pool, then `conv_head` (bias optional) → activation.
-    PoolConv,
-}
-
-/// The head conv.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct MbHead {
-    pub kind: MbHeadKind,
-    pub out: usize,
-    pub act: MbAct,
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub bias: bool,
-}
-
-/// A network of timm's EfficientNet builder.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct MbConvNet {
-    pub stem: MbStem,
-    /// timm's stacks (`blocks.{i}`), each a list of blocks.
-    pub stages: Vec<Vec<MbBlock>>,
-    /// The stacks whose output is a feature level (timm's `feature_info`), ascending; the last is
-    /// the last stack.
-    pub levels: Vec<usize>,
-    /// The head conv; none in MobileNetV1 (the pool follows the blocks).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub head: Option<MbHead>,
-    /// TensorFlow's "same" padding on strided convs (timm's `tf_` ports).
-    pub same_pad: bool,
-    pub bn_eps: f64,
-    /// Dropout before the classifier.
-    pub drop_rate: f64,
-    /// Stochastic depth: block `i` of `n` drops its residual branch with `rate · i / n`.
-    pub drop_path_rate: f64,
-}
 
 /// timm's `_init_weight_goog` for a conv: N(0, √(2 / fan_out)) with fan_out = k²·out / groups,
 /// bias zero.
@@ -275,16 +128,31 @@ impl MbConvNet {
                         b.input
                     )));
                 }
-                if b.kernel % 2 == 0 || !(1..=2).contains(&b.stride) {
+                let kernels = [b.start_kernel, b.mid_kernel, b.end_kernel];
+                let uir = b.kind == MbKind::Uir;
+                if uir != (b.kernel == 0) || (!uir && kernels.iter().any(Option::is_some)) {
+                    return Err(bad(format!(
+                        "{at}: `kernel` belongs to ds / ir / er / cn blocks, start / mid / end kernels to uir"
+                    )));
+                }
+                if uir && b.stride > 1 && kernels.iter().all(Option::is_none) {
+                    return Err(bad(format!("{at}: a strided uir block needs a depthwise conv")));
+                }
+                if kernels.iter().flatten().any(|k| k % 2 == 0) || (!uir && b.kernel % 2 == 0)
+                    || !(1..=2).contains(&b.stride)
+                {
                     return Err(bad(format!(
                         "{at}: kernel {} stride {} (an odd kernel, stride 1 or 2)",
                         b.kernel, b.stride
                     )));
                 }
-                if matches!(b.kind, MbKind::Ir | MbKind::Er) != b.mid.is_some() {
+                if matches!(b.kind, MbKind::Ir | MbKind::Er | MbKind::Uir) != b.mid.is_some() {
                     return Err(bad(format!(
-                        "{at}: `mid` is the expanded width of ir / er blocks only"
+                        "{at}: `mid` is the expanded width of ir / er / uir blocks only"
                     )));
+                }
+                if b.layer_scale && !uir {
+                    return Err(bad(format!("{at}: layer_scale belongs to uir blocks")));
                 }
                 if b.kind == MbKind::Cn && b.se.is_some() {
                     return Err(bad(format!("{at}: a cn block has no squeeze-excitation")));
@@ -400,6 +268,28 @@ impl MbConvNet {
                 run(at("conv_pwl", "bn2"), &y, 1, 1, 1, MbAct::None)?
             }
             MbKind::Cn => run(at("conv", "bn1"), x, k, s, 1, blk.act)?,
+            MbKind::Uir => {
+                let [s0, s1, s2] = blk.uir_strides();
+                let none = MbAct::None;
+                let mut y = x.clone();
+                if let Some(k) = blk.start_kernel {
+                    y = run(at("dw_start.conv", "dw_start.bn"), &y, k, s0, blk.input, none)?;
+                }
+                y = run(at("pw_exp.conv", "pw_exp.bn"), &y, 1, 1, 1, blk.act)?;
+                if let Some(k) = blk.mid_kernel {
+                    y = run(at("dw_mid.conv", "dw_mid.bn"), &y, k, s1, mid, blk.act)?;
+                }
+                let y = self.se(p, path, y, blk.se)?;
+                let mut y = run(at("pw_proj.conv", "pw_proj.bn"), &y, 1, 1, 1, none)?;
+                if let Some(k) = blk.end_kernel {
+                    y = run(at("dw_end.conv", "dw_end.bn"), &y, k, s2, blk.out, none)?;
+                }
+                if blk.layer_scale {
+                    let g = p.get(&join(path, "layer_scale.gamma"))?;
+                    y = b.mul(&y, &b.reshape(g, &[1, blk.out, 1, 1])?)?;
+                }
+                y
+            }
         };
         if !blk.has_skip() {
             return Ok(y);
@@ -431,6 +321,23 @@ impl MbConvNet {
                 init_conv_bn(bp, ["conv", "bn1"], i, o, k, 1)?;
                 o
             }
+            MbKind::Uir => {
+                let dw = |part: &str, kernel: Option<usize>, c: usize| -> Result<()> {
+                    match kernel {
+                        Some(k) => init_conv_bn(bp, [&format!("{part}.conv"), &format!("{part}.bn")], c, c, k, c),
+                        None => Ok(()),
+                    }
+                };
+                dw("dw_start", blk.start_kernel, i)?;
+                init_conv_bn(bp, ["pw_exp.conv", "pw_exp.bn"], i, m, 1, 1)?;
+                dw("dw_mid", blk.mid_kernel, m)?;
+                init_conv_bn(bp, ["pw_proj.conv", "pw_proj.bn"], m, o, 1, 1)?;
+                dw("dw_end", blk.end_kernel, o)?;
+                if blk.layer_scale {
+                    bp.sub("layer_scale")?.param("gamma", &[o], Init::Constant(1e-5))?;
+                }
+                m
+            }
         };
         if let Some(se) = blk.se {
             init_conv(&bp.sub("se.conv_reduce")?, se_width, se.rd, 1, 1, true)?;
@@ -459,6 +366,7 @@ impl Family for MbConvNet {
         match bn {
             "bn1" => return Some("conv_stem".into()),
             "bn2" if self.head.is_some() => return Some("conv_head".into()),
+            "norm_head" => return Some("conv_head".into()),
             _ => {}
         }
         // blocks.{s}.{i}.bnK
@@ -483,6 +391,9 @@ impl Family for MbConvNet {
             None => Ok(()),
             Some(h) if h.kind == MbHeadKind::ConvBn => {
                 init_conv_bn(root, ["conv_head", "bn2"], last, h.out, 1, 1)
+            }
+            Some(h) if h.kind == MbHeadKind::PoolConvBn => {
+                init_conv_bn(root, ["conv_head", "norm_head"], last, h.out, 1, 1)
             }
             Some(h) => init_conv(&root.sub("conv_head")?, last, h.out, 1, 1, h.bias),
         }
@@ -534,6 +445,9 @@ impl Family for MbConvNet {
             Some(h) if h.kind == MbHeadKind::PoolConv => {
                 vec!["conv_head".into(), "classifier".into()]
             }
+            Some(h) if h.kind == MbHeadKind::PoolConvBn => {
+                vec!["conv_head".into(), "norm_head".into(), "classifier".into()]
+            }
             _ => vec!["classifier".into()],
         }
     }
@@ -570,7 +484,7 @@ impl Family for MbConvNet {
         p: &Params<B>,
         x: &B::Tensor,
         _side: &Side<B>,
-        _ctx: &Ctx<'_>,
+        ctx: &Ctx<'_>,
     ) -> Result<B::Tensor> {
         let b = p.backend();
         match self.head {
@@ -578,6 +492,12 @@ impl Family for MbConvNet {
                 let y = b.adaptive_avg_pool2d(x, (1, 1))?;
                 let y = nn::conv2d(p, "conv_head", &y, Conv2dOpts::new())?;
                 let y = layers::act(b, y, h.act.into())?;
+                b.flatten(&y, 1, 3)
+            }
+            Some(h) if h.kind == MbHeadKind::PoolConvBn => {
+                let y = b.adaptive_avg_pool2d(x, (1, 1))?;
+                let names = ["conv_head", "norm_head"];
+                let y = self.conv_bn(p, names, &y, 1, 1, 1, h.act, ctx)?;
                 b.flatten(&y, 1, 3)
             }
             _ => layers::avg_pool_flat(b, x),
