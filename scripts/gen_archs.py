@@ -385,13 +385,15 @@ def eva_config(name, m):
     return cfg
 
 
-SWIN_MODULES = ("timm.models.swin_transformer",)
+SWIN_MODULES = ("timm.models.swin_transformer", "timm.models.swin_transformer_v2")
 
 
 def swin_config(name, m):
     """graft's `Swin` for timm's SwinTransformer `m` (timm `swin_transformer.py`), or `Out`."""
-    if cls_name(m) != "SwinTransformer":
+    v2 = cls_name(m) == "SwinTransformerV2"
+    if cls_name(m) not in ("SwinTransformer", "SwinTransformerV2"):
         raise Out(cls_name(m))
+    pretrained_windows = []
     pe = m.patch_embed
     if cls_name(pe) != "PatchEmbed" or pe.patch_size[0] != pe.patch_size[1] or pe.proj.stride != pe.proj.kernel_size:
         raise Out("patch embedding other than square non-overlapping patches")
@@ -403,7 +405,7 @@ def swin_config(name, m):
     depths, heads, windows, ratio, qkv_bias = [], [], [], set(), set()
     dim = None
     for i, stage in enumerate(m.layers):
-        if cls_name(stage) != "SwinTransformerStage":
+        if cls_name(stage) not in ("SwinTransformerStage", "SwinTransformerV2Stage"):
             raise Out(f"stage {cls_name(stage)}")
         ds = stage.downsample
         if i == 0:
@@ -413,15 +415,26 @@ def swin_config(name, m):
             if cls_name(ds) != "PatchMerging" or ds.reduction.bias is not None or ds.reduction.out_features != 2 * dim:
                 raise Out("downsample other than patch merging to twice the width")
             eps.add(layer_norm_eps(ds.norm, "downsample norm"))
+            if ds.norm.normalized_shape[0] != (2 * dim if v2 else 4 * dim):
+                raise Out("patch merging's norm on another width than the builder's")
         blocks = list(stage.blocks)
         dim = blocks[0].dim
         win = set()
         for j, b in enumerate(blocks):
-            if cls_name(b) != "SwinTransformerBlock" or b.always_partition or b.dynamic_mask:
+            if cls_name(b) not in ("SwinTransformerBlock", "SwinTransformerV2Block") or b.always_partition or b.dynamic_mask:
                 raise Out(f"block {cls_name(b)} (always_partition / dynamic_mask)")
             a = b.attn
             if cls_name(a) != "WindowAttention" or a.qkv.out_features != 3 * dim:
                 raise Out(f"attention {cls_name(a)}")
+            if v2:
+                if a.qkv.bias is not None or getattr(a, "qkv_bias_separate", False):
+                    raise Out("V2 qkv with its own bias")
+                if a.cpb_mlp[0].out_features != 512 or a.cpb_mlp[2].bias is not None:
+                    raise Out("V2 position-bias MLP other than 2 -> 512 -> heads")
+                if j == 0:
+                    pretrained_windows.append(a.pretrained_window_size[0])
+                if a.pretrained_window_size[0] != a.pretrained_window_size[1]:
+                    raise Out("non-square pretraining window")
             if b.window_size[0] != b.window_size[1]:
                 raise Out("non-square windows")
             win.add(b.window_size[0])
@@ -433,7 +446,7 @@ def swin_config(name, m):
             if cls_name(b.mlp) != "Mlp" or activation(b.mlp.act) != "gelu" or not is_identity(b.mlp.norm):
                 raise Out("MLP other than fc1 / GELU / fc2")
             ratio.add(b.mlp.fc1.out_features / dim)
-            qkv_bias.add(a.qkv.bias is not None)
+            qkv_bias.add((a.q_bias is not None) if v2 else (a.qkv.bias is not None))
             heads_ = a.num_heads
         if len(win) != 1:
             raise Out("windows that differ within a stage")
@@ -444,7 +457,7 @@ def swin_config(name, m):
         raise Out("norms, MLP ratios or qkv biases that differ")
     if m.embed_dim != m.layers[0].blocks[0].dim or any(m.layers[i].blocks[0].dim != m.embed_dim << i for i in range(len(depths))):
         raise Out("stage widths other than doubling")
-    return {
+    cfg = {
         "patch": pe.patch_size[0],
         "embed_dim": m.embed_dim,
         "depths": depths,
@@ -455,6 +468,11 @@ def swin_config(name, m):
         "qkv_bias": qkv_bias.pop(),
         "norm_eps": eps.pop(),
     }
+    if v2:
+        cfg["v2"] = True
+        if any(pretrained_windows):
+            cfg["pretrained_windows"] = pretrained_windows
+    return cfg
 
 
 CONVNEXT_MODULES = ("timm.models.convnext",)

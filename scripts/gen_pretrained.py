@@ -37,8 +37,8 @@ TIMM_ARCHS = [
     "convnext_small",
     "convnext_base",
     "convnext_large",
-] + [f"regnetx_{w}" for w in ("002", "004", "006", "008", "016", "032", "040", "064", "080", "120", "160", "320")] + [
-    f"regnety_{w}" for w in ("002", "004", "006", "008", "016", "032", "040", "064", "080", "120", "160", "320", "640", "1280", "2560")
+] + [f"regnetx_{w}" for w in ("002", "004", "004_tv", "006", "008", "016", "032", "040", "064", "080", "120", "160", "320")] + [
+    f"regnety_{w}" for w in ("002", "004", "006", "008", "008_tv", "016", "032", "040", "064", "080", "080_tv", "120", "160", "320", "640", "1280", "2560")
 ]
 # the architectures graft's configurable builders read off timm (scripts/gen_archs.py)
 with open(os.path.join(os.path.dirname(__file__), "..", "crates", "graft-zoo", "data", "archs.json")) as _f:

@@ -268,6 +268,8 @@ parity! {
     pe_core_tiny_attention_pool_own_heads => "pe_core_tiny",
     swin_tiny_shifted_padded_windows => "swin_tiny",
     swin_s3_tiny_stage_windows => "swin_s3_tiny",
+    swinv2_tiny_cosine_attention_cpb => "swinv2_tiny",
+    swinv2_base_pretrained_window => "swinv2_base_12to16",
     vit_packed_swiglu_qk_norm => "vit_custom_glu_qknorm",
     vit_swiglu => "vit_custom_swiglu",
 }

@@ -129,6 +129,10 @@ FIXTURES = {
     # S3's per-stage windows
     "swin_tiny": ("swin_tiny_patch4_window7_224", timm_at("swin_tiny_patch4_window7_224", 64), 64, ["patch_embed", "layers.0", "layers.1", "layers.2", "layers.3"], {"img_size": [64, 64]}),
     "swin_s3_tiny": ("swin_s3_tiny_224", timm_at("swin_s3_tiny_224", 112), 112, ["patch_embed", "layers.0", "layers.1", "layers.2", "layers.3"], {"img_size": [112, 112]}),
+    # Swin V2 at 80²: cosine attention, the position-bias MLP, post-norms, shifted padded windows;
+    # a window fine-tuned from a smaller pretraining window (the offsets normalised by it)
+    "swinv2_tiny": ("swinv2_tiny_window8_256", timm_at("swinv2_tiny_window8_256", 80), 80, ["patch_embed", "layers.0", "layers.1", "layers.2", "layers.3"], {"img_size": [80, 80]}),
+    "swinv2_base_12to16": ("swinv2_base_window12to16_192to256", timm_at("swinv2_base_window12to16_192to256", 64), 64, ["patch_embed", "layers.0", "layers.1", "layers.2", "layers.3"], {"img_size": [64, 64]}),
     "vit_custom_glu_qknorm": ("vit_custom_glu_qknorm", vit_custom(img_size=32, patch_size=8, embed_dim=64, depth=2, num_heads=4, mlp_ratio=5.0, num_classes=10, qk_norm=True, init_values=1e-5, reg_tokens=2, no_embed_class=True, mlp_layer=__import__("timm.layers", fromlist=["SwiGLUPacked"]).SwiGLUPacked, act_layer=torch.nn.SiLU), 32, vit_stages(2), {"img_size": [32, 32], "num_classes": 10, "custom": True}),
     "vit_custom_swiglu": ("vit_custom_swiglu", vit_custom(img_size=32, patch_size=8, embed_dim=64, depth=2, num_heads=4, mlp_ratio=2.5, num_classes=10, class_token=False, global_pool="avg", mlp_layer=__import__("timm.layers", fromlist=["SwiGLU"]).SwiGLU, act_layer=torch.nn.SiLU), 32, vit_stages(2), {"img_size": [32, 32], "num_classes": 10, "custom": True}),
 }
@@ -167,6 +171,8 @@ def randomise(model, seed):
                     t.copy_(torch.rand(shape, generator=g) + 0.5)
                 else:
                     t.copy_(torch.randn(shape, generator=g) * 0.1)
+            elif leaf == "logit_scale":
+                t.copy_(torch.rand(shape, generator=g) * 2.0 + 1.0)  # some over timm's clamp at ln 100
             elif leaf in ("gamma", "gamma_1", "gamma_2", "layer_scale") or "grn" in name:
                 t.copy_(torch.rand(shape, generator=g) + 0.5)
             elif leaf in ("cls_token", "reg_token", "pos_embed", "latent", "relative_position_bias_table"):

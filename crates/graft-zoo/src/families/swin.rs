@@ -1,4 +1,4 @@
-//! Swin Transformer (Liu et al. 2021, "Swin Transformer: Hierarchical Vision Transformer using
+//! Swin Transformer V1 / V2 (Liu et al. 2021, "Swin Transformer: Hierarchical Vision Transformer using
 //! Shifted Windows") as timm builds it (`swin_transformer.py`), with timm's names:
 //! `patch_embed.{proj, norm}`, stages `layers.{i}` of `downsample.{norm, reduction}` (patch
 //! merging: 2×2 neighbours concatenated, LayerNorm, a bias-less Linear to twice the width;
@@ -14,7 +14,7 @@
 //! (`img_size`), and the input must have that size.
 
 use graft_backend::nn;
-use graft_backend::{Backend, Conv2dOpts, Ctx, ParamPath, Params, TensorData};
+use graft_backend::{Backend, Conv2dOpts, Ctx, Init, ParamPath, Params, TensorData};
 use graft_core::name::join;
 use graft_core::{Error, Result};
 use serde::{Deserialize, Serialize};
@@ -52,6 +52,19 @@ pub struct Swin {
     pub drop_path: f64,
     #[serde(default)]
     pub drop: f64,
+    /// Swin V2 (Liu et al. 2022, "Swin Transformer V2"): cosine attention with a learned
+    /// per-head temperature (`logit_scale`), the relative-position bias from a small MLP over
+    /// log-spaced offsets (`cpb_mlp`), `q_bias` / `v_bias`, the norms after the attention and
+    /// the MLP (res-post-norm), patch merging's norm after its reduction.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub v2: bool,
+    /// V2: each stage's pretraining window the offsets are normalised by (0: its own window).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pretrained_windows: Vec<usize>,
+}
+
+fn is_false(v: &bool) -> bool {
+    !*v
 }
 
 fn yes() -> bool {
@@ -91,6 +104,9 @@ impl Swin {
             if h == 0 || !self.width(i).is_multiple_of(h) {
                 return bad(format!("stage {i}: width {} not divisible by {h} heads", self.width(i)));
             }
+        }
+        if !self.pretrained_windows.is_empty() && (!self.v2 || self.pretrained_windows.len() != n) {
+            return bad("pretrained_windows: one per stage, for a V2 model".into());
         }
         if !(self.mlp_ratio > 0.0 && self.norm_eps > 0.0) {
             return bad("mlp_ratio and norm_eps must be positive".into());
@@ -208,12 +224,14 @@ impl Swin {
         Ok(y)
     }
     /// Window attention of a block on its normed input `[N, H, W, C]`.
+    #[allow(clippy::too_many_arguments)]
     fn window_attention<B: Backend>(
         &self,
         p: &Params<B>,
         path: &str,
         x: &B::Tensor,
         g: &StageGeom,
+        stage: usize,
         shifted: bool,
         heads: usize,
     ) -> Result<B::Tensor> {
@@ -229,14 +247,30 @@ impl Swin {
         let win = Self::partition(b, &y, g.window)?;
         let (bw, t) = (b.shape(&win)[0], wh * ww);
         let hd = c / heads;
-        let qkv = nn::linear(p, &join(path, "qkv"), &win)?;
+        let qkv = if self.v2 && self.qkv_bias {
+            let q = p.get(&join(path, "q_bias"))?;
+            let k = b.zeros(&[c], b.dtype(q))?;
+            let bias = b.cat(&[q, &k, p.get(&join(path, "v_bias"))?], 0)?;
+            b.linear(&win, p.get(&join(path, "qkv.weight"))?, Some(&bias))?
+        } else {
+            nn::linear(p, &join(path, "qkv"), &win)?
+        };
         let qkv = b.permute(&b.reshape(&qkv, &[bw, t, 3, heads, hd])?, &[2, 0, 3, 1, 4])?;
         let part = |i: usize| b.reshape(&b.narrow(&qkv, 0, i, 1)?, &[bw, heads, t, hd]);
         // the relative-position bias [1, heads, t, t], plus the shift mask per window
-        let index = TensorData::i64(&[t * t], Self::relative_index(g.window))?;
-        let table = p.get(&join(path, "relative_position_bias_table"))?;
-        let bias = b.index_select(table, 0, &b.from_data(&index)?)?;
+        let index = b.from_data(&TensorData::i64(&[t * t], Self::relative_index(g.window))?)?;
+        let table = if self.v2 {
+            self.v2_bias_table(p, path, g, stage, heads)?
+        } else {
+            p.get(&join(path, "relative_position_bias_table"))?.clone()
+        };
+        let bias = b.index_select(&table, 0, &index)?;
         let bias = b.reshape(&b.permute(&b.reshape(&bias, &[t, t, heads])?, &[2, 0, 1])?, &[1, heads, t, t])?;
+        let bias = if self.v2 {
+            b.mul_scalar(&b.sigmoid(&bias)?, 16.0)?
+        } else {
+            bias
+        };
         let mask = if shift != [0, 0] {
             let m = b.cast(&b.from_data(&Self::shift_mask(g)?)?, b.dtype(&bias))?;
             let nwin = b.shape(&m)[0];
@@ -245,13 +279,58 @@ impl Swin {
         } else {
             bias
         };
-        let a = b.scaled_dot_product_attention(&part(0)?, &part(1)?, &part(2)?, Some(&mask), None)?;
+        let a = if self.v2 {
+            // cosine similarity times the per-head temperature, clamped at 100 as timm does
+            let unit = |x: B::Tensor| -> Result<B::Tensor> {
+                let norm = b.sqrt(&b.sum(&b.mul(&x, &x)?, &[3], true)?)?;
+                b.div(&x, &b.clamp(&norm, Some(1e-12), None)?)
+            };
+            let (q, k) = (unit(part(0)?)?, unit(part(1)?)?);
+            let scale = p.get(&join(path, "logit_scale"))?;
+            let scale = b.exp(&b.clamp(scale, None, Some(100f64.ln()))?)?;
+            let logits = b.mul(&b.matmul(&q, &b.transpose(&k, 2, 3)?)?, &scale)?;
+            let w = b.softmax(&b.add(&logits, &mask)?, 3)?;
+            b.matmul(&w, &part(2)?)?
+        } else {
+            b.scaled_dot_product_attention(&part(0)?, &part(1)?, &part(2)?, Some(&mask), None)?
+        };
         let a = b.reshape(&b.transpose(&a, 1, 2)?, &[bw, t, c])?;
         let a = nn::linear(p, &join(path, "proj"), &a)?;
         let y = Self::unpartition(b, &a, g.window, [n, hp, wp, c])?;
         let y = b.narrow(&b.narrow(&y, 1, 0, h)?, 2, 0, w)?;
         let y = Self::roll_back(b, &y, 1, (h - shift[0]) % h)?;
         Self::roll_back(b, &y, 2, (w - shift[1]) % w)
+    }
+    /// V2's bias table `[(2·wh − 1)·(2·ww − 1), heads]`: `cpb_mlp` over the offsets, each
+    /// divided by the (pretraining) window − 1, times 8, then `sign · log2(|x| + 1) / log2(8)`.
+    fn v2_bias_table<B: Backend>(
+        &self,
+        p: &Params<B>,
+        path: &str,
+        g: &StageGeom,
+        stage: usize,
+        heads: usize,
+    ) -> Result<B::Tensor> {
+        let b = p.backend();
+        let [wh, ww] = g.window;
+        let pre = self.pretrained_windows.get(stage).copied().unwrap_or(0);
+        let norm = |w: usize| (if pre > 0 { pre } else { w }).saturating_sub(1).max(1) as f32;
+        let f = |d: i64, w: usize| {
+            let v = d as f32 / norm(w) * 8.0;
+            v.signum() * (v.abs() + 1.0).log2() / 8f32.log2()
+        };
+        let (rh, rw) = (2 * wh - 1, 2 * ww - 1);
+        let mut coords = Vec::with_capacity(rh * rw * 2);
+        for dy in -(wh as i64 - 1)..wh as i64 {
+            for dx in -(ww as i64 - 1)..ww as i64 {
+                coords.push(f(dy, wh));
+                coords.push(f(dx, ww));
+            }
+        }
+        let x = b.cast(&b.from_data(&TensorData::f32(&[rh * rw, 2], coords)?)?, b.dtype(p.get(&join(path, "proj.weight"))?))?;
+        let y = b.relu(&nn::linear(p, &join(path, "cpb_mlp.0"), &x)?)?;
+        let y = nn::linear(p, &join(path, "cpb_mlp.2"), &y)?;
+        b.reshape(&y, &[rh * rw, heads])
     }
     #[allow(clippy::too_many_arguments)]
     fn block<B: Backend>(
@@ -266,14 +345,28 @@ impl Swin {
     ) -> Result<B::Tensor> {
         let b = p.backend();
         let g = self.geometry()[stage];
-        let y = self.ln(p, &join(path, "norm1"), x)?;
-        let y = self.window_attention(p, &join(path, "attn"), &y, &g, shifted, self.heads[stage])?;
+        let heads = self.heads[stage];
+        let attn = |y: &B::Tensor| {
+            self.window_attention(p, &join(path, "attn"), y, &g, stage, shifted, heads)
+        };
+        let mlp = |y: &B::Tensor| -> Result<B::Tensor> {
+            let y = nn::linear(p, &join(path, "mlp.fc1"), y)?;
+            let y = b.gelu(&y, graft_backend::GeluApprox::Erf)?;
+            nn::linear(p, &join(path, "mlp.fc2"), &y)
+        };
+        // V1 normalises each branch's input, V2 its output
+        let y = if self.v2 {
+            self.ln(p, &join(path, "norm1"), &attn(x)?)?
+        } else {
+            attn(&self.ln(p, &join(path, "norm1"), x)?)?
+        };
         let y = nn::drop_path(b, &y, rate, ctx, &join(path, "drop_path1"))?;
         let x = b.add(x, &y)?;
-        let y = self.ln(p, &join(path, "norm2"), &x)?;
-        let y = nn::linear(p, &join(path, "mlp.fc1"), &y)?;
-        let y = b.gelu(&y, graft_backend::GeluApprox::Erf)?;
-        let y = nn::linear(p, &join(path, "mlp.fc2"), &y)?;
+        let y = if self.v2 {
+            self.ln(p, &join(path, "norm2"), &mlp(&x)?)?
+        } else {
+            mlp(&self.ln(p, &join(path, "norm2"), &x)?)?
+        };
         let y = nn::drop_path(b, &y, rate, ctx, &join(path, "drop_path2"))?;
         b.add(&x, &y)
     }
@@ -288,6 +381,10 @@ impl Swin {
         let y = b.reshape(&y, &[n, h / 2, 2, w / 2, 2, c])?;
         let y = b.permute(&y, &[0, 1, 3, 4, 2, 5])?;
         let y = b.reshape(&y, &[n, h / 2, w / 2, 4 * c])?;
+        if self.v2 {
+            let y = nn::linear(p, &join(path, "reduction"), &y)?;
+            return self.ln(p, &join(path, "norm"), &y);
+        }
         let y = self.ln(p, &join(path, "norm"), &y)?;
         nn::linear(p, &join(path, "reduction"), &y)
     }
@@ -313,7 +410,20 @@ impl Family for Swin {
         }
     }
     fn no_weight_decay(&self) -> Vec<String> {
-        vec!["relative_position_bias_table".into()]
+        // the position-bias parameters (the papers' and timm's `no_weight_decay` list), by
+        // their full names
+        let names: &[&str] = if self.v2 {
+            &["logit_scale", "cpb_mlp.0.weight", "cpb_mlp.2.weight"]
+        } else {
+            &["relative_position_bias_table"]
+        };
+        let mut v = Vec::new();
+        for (i, &depth) in self.depths.iter().enumerate() {
+            for j in 0..depth {
+                v.extend(names.iter().map(|n| format!("layers.{i}.blocks.{j}.attn.{n}")));
+            }
+        }
+        v
     }
     fn init_trunk<B: Backend>(&self, root: &ParamPath<'_, B>, in_chans: usize) -> Result<()> {
         self.check()?;
@@ -325,16 +435,29 @@ impl Family for Swin {
             let sp = root.sub(format!("layers.{i}"))?;
             let d = self.width(i);
             if i > 0 {
-                nn::init_layer_norm(&sp.sub("downsample.norm")?, 2 * d)?;
+                let norm_width = if self.v2 { d } else { 2 * d };
+                nn::init_layer_norm(&sp.sub("downsample.norm")?, norm_width)?;
                 init_linear_trunc_with(&sp.sub("downsample.reduction")?, 2 * d, d, false)?;
             }
             let rows = (2 * g.window[0] - 1) * (2 * g.window[1] - 1);
             for j in 0..self.depths[i] {
                 let bp = sp.sub(format!("blocks.{j}"))?;
                 nn::init_layer_norm(&bp.sub("norm1")?, d)?;
-                init_linear_trunc_with(&bp.sub("attn.qkv")?, d, 3 * d, self.qkv_bias)?;
-                bp.sub("attn")?
-                    .param("relative_position_bias_table", &[rows, self.heads[i]], TRUNC_02)?;
+                let attn = bp.sub("attn")?;
+                if self.v2 {
+                    init_linear_trunc_with(&attn.sub("qkv")?, d, 3 * d, false)?;
+                    if self.qkv_bias {
+                        attn.param("q_bias", &[d], Init::Zeros)?;
+                        attn.param("v_bias", &[d], Init::Zeros)?;
+                    }
+                    let ln10 = Init::Constant(10f64.ln());
+                    attn.param("logit_scale", &[self.heads[i], 1, 1], ln10)?;
+                    init_linear_trunc(&attn.sub("cpb_mlp.0")?, 2, 512)?;
+                    init_linear_trunc_with(&attn.sub("cpb_mlp.2")?, 512, self.heads[i], false)?;
+                } else {
+                    init_linear_trunc_with(&attn.sub("qkv")?, d, 3 * d, self.qkv_bias)?;
+                    attn.param("relative_position_bias_table", &[rows, self.heads[i]], TRUNC_02)?;
+                }
                 init_linear_trunc(&bp.sub("attn.proj")?, d, d)?;
                 nn::init_layer_norm(&bp.sub("norm2")?, d)?;
                 init_linear_trunc(&bp.sub("mlp.fc1")?, d, self.hidden(i))?;
