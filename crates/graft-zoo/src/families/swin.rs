@@ -1,5 +1,6 @@
-//! Swin Transformer V1 / V2 (Liu et al. 2021, "Swin Transformer: Hierarchical Vision Transformer using
-//! Shifted Windows") as timm builds it (`swin_transformer.py`), with timm's names:
+//! Swin Transformer (Liu et al. 2021, "Swin Transformer: Hierarchical Vision Transformer using
+//! Shifted Windows") and its V2 (Liu et al. 2022) as timm builds them (`swin_transformer.py`,
+//! `swin_transformer_v2.py`), with timm's names:
 //! `patch_embed.{proj, norm}`, stages `layers.{i}` of `downsample.{norm, reduction}` (patch
 //! merging: 2×2 neighbours concatenated, LayerNorm, a bias-less Linear to twice the width;
 //! stages after the first) and `blocks.{j}.{norm1, attn.{qkv, relative_position_bias_table,
