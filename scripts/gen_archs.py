@@ -497,8 +497,15 @@ def convnext_config(name, m):
     if not is_identity(m.norm_pre):
         raise Out("head norm first (_hnf)")
     head = m.head
-    if not is_identity(getattr(head, "pre_logits", None) or torch.nn.Identity()) or not hasattr(head, "norm"):
-        raise Out("MLP head (head_hidden_size)")
+    if not hasattr(head, "norm"):
+        raise Out("head without a norm")
+    head_hidden = None
+    pl = getattr(head, "pre_logits", None)
+    if pl is not None and not is_identity(pl):
+        # timm's NormMlpClassifierHead with hidden_size: Linear + GELU before the classifier
+        if cls_name(pl) != "Sequential" or not isinstance(pl.fc, torch.nn.Linear) or activation(pl.act) != "gelu" or pl.fc.bias is None:
+            raise Out("MLP head other than Linear + GELU")
+        head_hidden = pl.fc.out_features
     if m.head.global_pool.pool_type != "avg":
         raise Out(f"head pool {m.head.global_pool.pool_type}")
     eps = {layer_norm_eps(stem[1], "stem norm"), layer_norm_eps(head.norm, "head norm")}
@@ -549,6 +556,8 @@ def convnext_config(name, m):
     }
     if overlap is not None:
         cfg["overlap_stem"] = overlap
+    if head_hidden is not None:
+        cfg["head_hidden"] = head_hidden
     return cfg
 
 

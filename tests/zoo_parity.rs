@@ -239,6 +239,7 @@ parity! {
     convnextv2_atto_grn_conv_mlp => "convnextv2_atto_timm",
     convnextv2_tiny_grn => "convnextv2_tiny_timm",
     convnext_atto_ols_overlapping_stem => "convnext_atto_ols_timm",
+    convnext_large_mlp_head => "convnext_large_mlp_timm",
     regnetx_002 => "regnetx_002",
     regnety_002 => "regnety_002",
     tf_efficientnet_b0_same_padding => "tf_efficientnet_b0",

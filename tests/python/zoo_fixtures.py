@@ -111,6 +111,7 @@ FIXTURES = {
     "convnext_atto_timm": ("convnext_atto", lambda: timm.create_model("convnext_atto"), 64, ["stem", "stages.0", "stages.1", "stages.2", "stages.3"], {}),
     "convnextv2_atto_timm": ("convnextv2_atto", lambda: timm.create_model("convnextv2_atto"), 64, ["stem", "stages.0", "stages.1", "stages.2", "stages.3"], {}),
     "convnext_atto_ols_timm": ("convnext_atto_ols", lambda: timm.create_model("convnext_atto_ols"), 64, ["stem", "stages.0", "stages.1", "stages.2", "stages.3"], {}),
+    "convnext_large_mlp_timm": ("convnext_large_mlp", lambda: timm.create_model("convnext_large_mlp"), 32, ["stem", "stages.0", "stages.1", "stages.2", "stages.3"], {}),
     "convnextv2_tiny_timm": ("convnextv2_tiny", lambda: timm.create_model("convnextv2_tiny"), 64, ["stem", "stages.0", "stages.1", "stages.2", "stages.3"], {}),
     # forms no tag uses as a whole: packed SwiGLU (DINOv2 giant's MLP) with qk-norm and registers; split SwiGLU with average pooling
     # timm's Eva (eva.py) on the ViT builder: EVA-02 (rotary embeddings over token indices rescaled

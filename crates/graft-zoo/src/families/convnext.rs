@@ -48,6 +48,10 @@ pub struct ConvNeXt {
     /// in place of the 4×4 patchify conv.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub overlap_stem: Option<usize>,
+    /// timm's MLP head (`head_hidden_size`, `convnext_large_mlp`): after the pool and norm, a
+    /// Linear to this width and GELU (`pre_logits.fc`) before the classifier.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub head_hidden: Option<usize>,
 }
 
 impl ConvNeXt {
@@ -61,6 +65,7 @@ impl ConvNeXt {
             grn: false,
             norm_eps: 1e-6,
             overlap_stem: None,
+            head_hidden: None,
         }
     }
     /// GRN (timm's `GlobalResponseNorm`, channels last): `x + bias + weight · x · n` with
@@ -133,7 +138,16 @@ impl Family for ConvNeXt {
                 }
             }
         }
-        nn::init_layer_norm(&root.sub("classifier.0")?, self.dims[3])
+        nn::init_layer_norm(&root.sub("classifier.0")?, self.dims[3])?;
+        match self.head_hidden {
+            Some(h) => {
+                let fc = root.sub("pre_logits.fc")?;
+                fc.param("weight", &[h, self.dims[3]], TRUNC_02)?;
+                fc.param("bias", &[h], Init::Zeros)?;
+                Ok(())
+            }
+            None => Ok(()),
+        }
     }
     fn classifier(&self) -> ClassifierSpec {
         let (dropout, dropout_path) = (0.0, "");
@@ -167,10 +181,10 @@ impl Family for ConvNeXt {
         v
     }
     fn head_stage_prefixes(&self) -> Vec<String> {
-        vec!["classifier".into()]
+        vec!["classifier".into(), "pre_logits".into()]
     }
     fn num_features(&self) -> usize {
-        self.dims[3]
+        self.head_hidden.unwrap_or(self.dims[3])
     }
     fn forward_stage<B: Backend>(
         &self,
@@ -243,7 +257,11 @@ impl Family for ConvNeXt {
         let b = p.backend();
         let y = b.adaptive_avg_pool2d(x, (1, 1))?;
         let y = layer_norm_2d(p, "classifier.0", &y, self.norm_eps)?;
-        b.flatten(&y, 1, 3)
+        let y = b.flatten(&y, 1, 3)?;
+        match self.head_hidden {
+            Some(_) => b.gelu(&nn::linear(p, "pre_logits.fc", &y)?, GeluApprox::Erf),
+            None => Ok(y),
+        }
     }
     fn remaps(&self) -> Vec<Remap> {
         let mut v = vec![
@@ -251,6 +269,7 @@ impl Family for ConvNeXt {
             Remap::prefix("stem.1", "features.0.1"),
             Remap::prefix("stem.2", "features.0.2"),
             Remap::prefix("head.norm", "classifier.0"),
+            Remap::prefix("head.pre_logits.fc", "pre_logits.fc"),
             Remap::prefix("head.fc", "classifier.2"),
         ];
         for s in 0..4 {
