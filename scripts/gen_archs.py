@@ -92,6 +92,57 @@ def attn_pool_widths(ap, cfg_block):
     return widths
 
 
+def patch_embed(m):
+    """The ViT's patch embedding, checked against graft's (square, non-overlapping patches, no
+    norm or dynamic padding)."""
+    pe = m.patch_embed
+    if cls_name(pe) != "PatchEmbed" or not is_identity(pe.norm) or pe.dynamic_img_pad:
+        raise Out(f"patch embedding {cls_name(pe)} with a norm or dynamic padding")
+    if pe.patch_size[0] != pe.patch_size[1] or pe.proj.stride != pe.proj.kernel_size:
+        raise Out("non-square patches")
+    return pe
+
+
+def vit_common(m, pe, cfg_block, eps, ap, pre_norm):
+    """The config keys timm's VisionTransformer and Eva share: sizes, tokens, norms, pooling and
+    the blocks' common switches, after checking the final norms, the pool and the head."""
+    final_norm = not is_identity(m.norm)
+    fc_norm = not is_identity(m.fc_norm)
+    if final_norm:
+        eps.add(layer_norm_eps(m.norm, "norm"))
+    if fc_norm:
+        eps.add(layer_norm_eps(m.fc_norm, "fc_norm"))
+    pool = {}
+    if ap is not None:
+        eps.add(layer_norm_eps(ap.norm, "attention pool norm"))
+        pool = attn_pool_widths(ap, cfg_block)
+    if len(eps) != 1:
+        raise Out(f"LayerNorms with different eps {sorted(eps)}")
+    if not isinstance(m.head, (torch.nn.Linear, torch.nn.Identity)):
+        raise Out(f"head {cls_name(m.head)}")
+    return {
+        "patch": pe.patch_size[0],
+        "dim": m.embed_dim,
+        "depth": len(m.blocks),
+        "heads": cfg_block["heads"],
+        "mlp_hidden": cfg_block["mlp_hidden"],
+        "img_size": list(pe.img_size),
+        "class_token": m.cls_token is not None,
+        "no_embed_class": bool(m.no_embed_class),
+        "pool": m.global_pool,
+        "norm": final_norm,
+        "fc_norm": fc_norm,
+        "pre_norm": pre_norm,
+        "qkv_bias": cfg_block["qkv_bias"],
+        "qk_norm": cfg_block["qk_norm"],
+        "layer_scale": cfg_block["layer_scale"],
+        "act": cfg_block["act"],
+        "mlp": cfg_block["mlp"],
+        "norm_eps": eps.pop(),
+        **pool,
+    }
+
+
 def vit_config(name, m):
     """graft's `Vit` for timm's VisionTransformer `m`, or `Out`."""
     if cls_name(m) != "VisionTransformer":
@@ -100,11 +151,7 @@ def vit_config(name, m):
         raise Out("timm resamples its position embeddings bilinearly (graft: bicubic, antialiased)")
     if m.dynamic_img_size:
         raise Out("position embeddings resampled at every forward (dynamic_img_size)")
-    pe = m.patch_embed
-    if cls_name(pe) != "PatchEmbed" or not is_identity(pe.norm) or pe.dynamic_img_pad:
-        raise Out(f"patch embedding {cls_name(pe)} with a norm or dynamic padding")
-    if pe.patch_size[0] != pe.patch_size[1] or pe.proj.stride != pe.proj.kernel_size:
-        raise Out("non-square patches")
+    pe = patch_embed(m)
     if m.pos_embed is None:
         raise Out("no learned position embedding")
     ap = attn_pool(m)
@@ -118,7 +165,9 @@ def vit_config(name, m):
     pre_norm = not is_identity(m.norm_pre)
     if pre_norm:
         eps.add(layer_norm_eps(m.norm_pre, "norm_pre"))
-    if pre_norm == (pe.proj.bias is not None):
+        if pe.proj.bias is not None:
+            raise Out("patch-embedding bias and pre-norm not tied as timm ties them")
+    elif pe.proj.bias is None:
         raise Out("patch-embedding bias and pre-norm not tied as timm ties them")
     blocks = list(m.blocks)
     b0 = blocks[0]
@@ -173,43 +222,10 @@ def vit_config(name, m):
             cfg_block = this
         elif this != cfg_block:
             raise Out(f"blocks differ (block {i})")
-    final_norm = not is_identity(m.norm)
-    fc_norm = not is_identity(m.fc_norm)
-    if final_norm:
-        eps.add(layer_norm_eps(m.norm, "norm"))
-    if fc_norm:
-        eps.add(layer_norm_eps(m.fc_norm, "fc_norm"))
-    if ap is not None:
-        eps.add(layer_norm_eps(ap.norm, "attention pool norm"))
-        pool = attn_pool_widths(ap, cfg_block)
-    if len(eps) != 1:
-        raise Out(f"LayerNorms with different eps {sorted(eps)}")
-    head = m.head
-    if not isinstance(head, (torch.nn.Linear, torch.nn.Identity)):
-        raise Out(f"head {cls_name(head)}")
-    cfg = {
-        "patch": pe.patch_size[0],
-        "dim": m.embed_dim,
-        "depth": len(blocks),
-        "heads": cfg_block["heads"],
-        "mlp_hidden": cfg_block["mlp_hidden"],
-        "img_size": list(pe.img_size),
-        "class_token": m.cls_token is not None,
+    cfg = vit_common(m, pe, cfg_block, eps, ap, pre_norm)
+    cfg.update({
         "reg_tokens": m.num_reg_tokens,
-        "no_embed_class": bool(m.no_embed_class),
-        "pool": m.global_pool,
-        "norm": final_norm,
-        "fc_norm": fc_norm,
-        "pre_norm": pre_norm,
-        "qkv_bias": cfg_block["qkv_bias"],
-        "qk_norm": cfg_block["qk_norm"],
-        "layer_scale": cfg_block["layer_scale"],
-        "act": cfg_block["act"],
-        "mlp": cfg_block["mlp"],
-        "norm_eps": eps.pop(),
-    }
-    if ap is not None:
-        cfg.update(pool)
+    })
     # the head (its classes, or none: a feature tower) comes from the pretrained cfg
     return cfg
 
@@ -251,11 +267,7 @@ def eva_config(name, m):
     # rotary embeddings only (DINOv3) computes them for the input's grid, as graft does
     if m.dynamic_img_size and m.pos_embed is not None:
         raise Out("position embeddings resampled at every forward (dynamic_img_size)")
-    pe = m.patch_embed
-    if cls_name(pe) != "PatchEmbed" or not is_identity(pe.norm) or pe.dynamic_img_pad:
-        raise Out(f"patch embedding {cls_name(pe)} with a norm or dynamic padding")
-    if pe.patch_size[0] != pe.patch_size[1] or pe.proj.stride != pe.proj.kernel_size:
-        raise Out("non-square patches")
+    pe = patch_embed(m)
     ap = attn_pool(m)
     if m.global_pool not in ("token", "avg", "map"):
         raise Out(f"global_pool '{m.global_pool}'")
@@ -265,7 +277,9 @@ def eva_config(name, m):
     pre_norm = not is_identity(m.norm_pre)
     if pre_norm:
         eps.add(layer_norm_eps(m.norm_pre, "norm_pre"))
-    if pre_norm == (pe.proj.bias is not None):
+        if pe.proj.bias is not None:
+            raise Out("patch-embedding bias and pre-norm not tied as timm ties them")
+    elif pe.proj.bias is None:
         raise Out("patch-embedding bias and pre-norm not tied as timm ties them")
     cfg_block = None
     head_dim = None
@@ -331,40 +345,10 @@ def eva_config(name, m):
             cfg_block = this
         elif this != cfg_block:
             raise Out(f"blocks differ (block {i})")
-    final_norm = not is_identity(m.norm)
-    fc_norm = not is_identity(m.fc_norm)
-    if final_norm:
-        eps.add(layer_norm_eps(m.norm, "norm"))
-    if fc_norm:
-        eps.add(layer_norm_eps(m.fc_norm, "fc_norm"))
-    if ap is not None:
-        eps.add(layer_norm_eps(ap.norm, "attention pool norm"))
-        pool = attn_pool_widths(ap, cfg_block)
-    if len(eps) != 1:
-        raise Out(f"LayerNorms with different eps {sorted(eps)}")
-    if not isinstance(m.head, (torch.nn.Linear, torch.nn.Identity)):
-        raise Out(f"head {cls_name(m.head)}")
-    cfg = {
-        "patch": pe.patch_size[0],
-        "dim": m.embed_dim,
-        "depth": len(m.blocks),
-        "heads": cfg_block["heads"],
-        "mlp_hidden": cfg_block["mlp_hidden"],
-        "img_size": list(pe.img_size),
-        "class_token": m.cls_token is not None,
+    cfg = vit_common(m, pe, cfg_block, eps, ap, pre_norm)
+    cfg.update({
         "reg_tokens": m.num_prefix_tokens - (m.cls_token is not None),
-        "no_embed_class": bool(m.no_embed_class),
-        "pool": m.global_pool,
-        "norm": final_norm,
-        "fc_norm": fc_norm,
-        "pre_norm": pre_norm,
-        "qkv_bias": cfg_block["qkv_bias"],
-        "qk_norm": cfg_block["qk_norm"],
-        "layer_scale": cfg_block["layer_scale"],
-        "act": cfg_block["act"],
-        "mlp": cfg_block["mlp"],
-        "norm_eps": eps.pop(),
-    }
+    })
     # EVA's parts past timm's VisionTransformer, only where used
     if cfg_block["layer_scale"] is not None:
         cfg["ls_gamma"] = True
@@ -380,8 +364,6 @@ def eva_config(name, m):
         cfg["attn_norm"] = True
     if cfg_block["mlp_norm"]:
         cfg["mlp_norm"] = True
-    if ap is not None:
-        cfg.update(pool)
     return cfg
 
 

@@ -25,11 +25,15 @@ fn the_arch_table_is_what_timm_builds() {
     assert!(vit.len() >= 100, "{} ViT architectures", vit.len());
     let reg = Registry::builtin();
     let registered: BTreeSet<&str> = reg.list(None).iter().map(|e| e.name.as_str()).collect();
-    let missing: Vec<&String> = vit
-        .iter()
-        .filter(|n| !registered.contains(n.as_str()))
-        .collect();
-    assert!(missing.is_empty(), "not registered: {missing:?}");
+    for family in ["resnet", "vit", "convnext", "mbconv", "swin"] {
+        let names = arch_table::names(family).expect("every entry parses");
+        assert!(!names.is_empty(), "no {family} architectures in the table");
+        let missing: Vec<&String> = names
+            .iter()
+            .filter(|n| !registered.contains(n.as_str()))
+            .collect();
+        assert!(missing.is_empty(), "{family}: not registered: {missing:?}");
+    }
     let out = arch_table::left_out().expect("left-out list");
     assert!(
         out.iter()

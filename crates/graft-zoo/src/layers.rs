@@ -284,3 +284,27 @@ pub(crate) fn efficient_channel_attention<B: Backend>(
     let s = b.sigmoid(&b.reshape(&s, &[n, c, 1, 1])?)?;
     b.mul(&s, x)
 }
+
+/// Refuses an input `[N, C, H, W]` whose `H × W` is not the `img_size` a model's parameters
+/// were built for (a ViT's position embeddings, a Swin's windows), naming both and how to
+/// build for another size.
+pub(crate) fn check_built_size(
+    family: &'static str,
+    shape: &[usize],
+    img_size: [usize; 2],
+) -> Result<()> {
+    if shape.len() == 4 && shape[2] == img_size[0] && shape[3] == img_size[1] {
+        return Ok(());
+    }
+    Err(graft_core::Error::shape(
+        family,
+        format!(
+            "input {:?} but the model is built for {}x{} (create it with img_size = [{}, {}] for another size)",
+            shape,
+            img_size[0],
+            img_size[1],
+            shape.get(2).unwrap_or(&0),
+            shape.get(3).unwrap_or(&0)
+        ),
+    ))
+}

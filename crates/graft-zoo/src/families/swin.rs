@@ -508,16 +508,7 @@ impl Family for Swin {
     ) -> Result<B::Tensor> {
         let b = p.backend();
         if i == 0 {
-            let s = b.shape(x);
-            if s[2] != self.img_size[0] || s[3] != self.img_size[1] {
-                return Err(Error::shape(
-                    "swin",
-                    format!(
-                        "input {}x{} but the model is built for {}x{} (create it with img_size)",
-                        s[2], s[3], self.img_size[0], self.img_size[1]
-                    ),
-                ));
-            }
+            crate::layers::check_built_size("swin", &b.shape(x), self.img_size)?;
             let y = nn::conv2d(p, "patch_embed.proj", x, Conv2dOpts::new().stride(self.patch))?;
             let y = b.permute(&y, &[0, 2, 3, 1])?;
             return self.ln(p, "patch_embed.norm", &y);

@@ -303,15 +303,7 @@ impl Vit {
     fn embed<B: Backend>(&self, p: &Params<B>, x: &B::Tensor) -> Result<B::Tensor> {
         let b = p.backend();
         let s = b.shape(x);
-        if s[2] != self.img_size[0] || s[3] != self.img_size[1] {
-            return Err(Error::shape(
-                "vit",
-                format!(
-                    "input {}x{} but the model is built for {}x{} (create it with img_size to resample the position embeddings)",
-                    s[2], s[3], self.img_size[0], self.img_size[1]
-                ),
-            ));
-        }
+        crate::layers::check_built_size("vit", &s, self.img_size)?;
         let y = nn::conv2d(p, "patch_embed.proj", x, Conv2dOpts::new().stride(self.patch))?;
         let n = s[0];
         let mut y = b.transpose(&b.flatten(&y, 2, 3)?, 1, 2)?;
