@@ -247,6 +247,7 @@ parity! {
     efficientnet_lite0_relu6_no_se => "efficientnet_lite0",
     tf_mobilenetv3_small_075_pool_conv_head => "tf_mobilenetv3_small_075",
     mobilenetv1_100_no_head_conv => "mobilenetv1_100",
+    efficientnet_b1_torchvision_into_timm_names => "efficientnet_b1_tv",
     mobilenetv4_conv_small_uir => "mobilenetv4_conv_small",
     mobilenetv4_conv_medium_uir_edge_residual => "mobilenetv4_conv_medium",
     vit_siglip_map_attention_pool => "vit_siglip_map",

@@ -84,6 +84,8 @@ FIXTURES = {
     "tf_mobilenetv3_small_075": ("tf_mobilenetv3_small_075", lambda: timm.create_model("tf_mobilenetv3_small_075"), 64, mb_stages([0, 1, 3, 5]), {}),
     "mobilenetv4_conv_small": ("mobilenetv4_conv_small", lambda: timm.create_model("mobilenetv4_conv_small"), 64, mb_stages([0, 1, 2, 4]), {}),
     "mobilenetv4_conv_medium": ("mobilenetv4_conv_medium", lambda: timm.create_model("mobilenetv4_conv_medium"), 64, mb_stages([0, 1, 2, 4]), {}),
+    # torchvision's EfficientNet-B1 file into timm's names (the mbconv builder's remap table)
+    "efficientnet_b1_tv": ("efficientnet_b1", lambda: torchvision.models.efficientnet_b1(), 64, [f"features.{i}" for i in (0, 1, 2, 3, 5, 7, 8)], {"renamed_all": True}),
     "mobilenetv1_100": ("mobilenetv1_100", lambda: timm.create_model("mobilenetv1_100"), 64, mb_stages([0, 1, 2, 3, 4]), {}),
     "convnext_tiny_timm": ("convnext_tiny", lambda: timm.create_model("convnext_tiny"), 64, ["stem", "stages.0", "stages.1", "stages.2", "stages.3"], {}),
     "vit_tiny_patch16_224": ("vit_tiny_patch16_224", lambda: timm.create_model("vit_tiny_patch16_224"), 224, vit_stages(12), {}),

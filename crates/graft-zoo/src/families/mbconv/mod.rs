@@ -479,6 +479,56 @@ impl Family for MbConvNet {
         }
         Ok(y)
     }
+    /// torchvision's EfficientNet layout (`features.0` stem, `features.{s+1}.{i}.block.{j}`,
+    /// `features.{n+1}` head conv, `classifier.1`) for the networks it shares with timm —
+    /// EfficientNet B0–B7: `ds` / `ir` blocks, the head conv + BatchNorm — so torchvision's
+    /// `tv:efficientnet_b*` weights load into timm's names.
+    fn remaps(&self) -> Vec<crate::load::Remap> {
+        use crate::load::Remap;
+        let tv_like = self.head.is_some_and(|h| h.kind == MbHeadKind::ConvBn)
+            && self
+                .stages
+                .iter()
+                .flatten()
+                .all(|b| matches!(b.kind, MbKind::Ds | MbKind::Ir));
+        if !tv_like {
+            return Vec::new();
+        }
+        let pair = |from: String, [conv, bn]: [&str; 2], to: &str, v: &mut Vec<Remap>| {
+            v.push(Remap::prefix(&format!("{from}.0"), &join(to, conv)));
+            v.push(Remap::prefix(&format!("{from}.1"), &join(to, bn)));
+        };
+        let mut v = Vec::new();
+        pair("features.0".into(), ["conv_stem", "bn1"], "", &mut v);
+        let head = format!("features.{}", self.stages.len() + 1);
+        pair(head, ["conv_head", "bn2"], "", &mut v);
+        v.push(Remap::prefix("classifier.1", "classifier"));
+        for (s, stage) in self.stages.iter().enumerate() {
+            for (i, b) in stage.iter().enumerate() {
+                let (from, to) = (format!("features.{}.{i}.block", s + 1), format!("blocks.{s}.{i}"));
+                let mut j = 0;
+                let mut next = |v: &mut Vec<Remap>, names: [&str; 2]| {
+                    pair(format!("{from}.{j}"), names, &to, v);
+                    j += 1;
+                };
+                if b.kind == MbKind::Ir {
+                    next(&mut v, ["conv_pw", "bn1"]);
+                    next(&mut v, ["conv_dw", "bn2"]);
+                } else {
+                    next(&mut v, ["conv_dw", "bn1"]);
+                }
+                if b.se.is_some() {
+                    let se = format!("{from}.{j}");
+                    v.push(Remap::prefix(&format!("{se}.fc1"), &join(&to, "se.conv_reduce")));
+                    v.push(Remap::prefix(&format!("{se}.fc2"), &join(&to, "se.conv_expand")));
+                    j += 1;
+                }
+                let last = if b.kind == MbKind::Ir { ["conv_pwl", "bn3"] } else { ["conv_pw", "bn2"] };
+                pair(format!("{from}.{j}"), last, &to, &mut v);
+            }
+        }
+        v
+    }
     fn pool<B: Backend>(
         &self,
         p: &Params<B>,
