@@ -145,8 +145,11 @@ def vit_common(m, pe, cfg_block, eps, ap, pre_norm):
 
 def vit_config(name, m):
     """graft's `Vit` for timm's VisionTransformer `m`, or `Out`."""
-    if cls_name(m) != "VisionTransformer":
-        raise Out({"VisionTransformerDistilled": "distillation token and second head (DeiT distilled)"}.get(cls_name(m), cls_name(m)))
+    distilled = cls_name(m) == "VisionTransformerDistilled"
+    if cls_name(m) != "VisionTransformer" and not distilled:
+        raise Out(cls_name(m))
+    if distilled and (m.num_reg_tokens or m.global_pool != "token"):
+        raise Out("distillation token with registers or another pooling")
     if "flexi" in name or "radio" in name:
         raise Out("timm resamples its position embeddings bilinearly (graft: bicubic, antialiased)")
     if m.dynamic_img_size:
@@ -226,6 +229,8 @@ def vit_config(name, m):
     cfg.update({
         "reg_tokens": m.num_reg_tokens,
     })
+    if distilled:
+        cfg["dist_token"] = True
     # the head (its classes, or none: a feature tower) comes from the pretrained cfg
     return cfg
 

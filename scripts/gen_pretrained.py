@@ -130,7 +130,8 @@ def timm_rows():
                 "num_classes": c.num_classes,
                 "label_set": label_set(c),
                 "first_conv": c.first_conv,
-                "classifier": c.classifier,
+                # the first of several (DeiT distilled: head, head_dist; the arch knows both)
+                "classifier": c.classifier if isinstance(c.classifier, str) else c.classifier[0],
                 "license": c.license,
                 "origin_url": c.origin_url,
                 "paper_ids": c.paper_ids,

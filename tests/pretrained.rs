@@ -12,7 +12,7 @@ use std::process::Command;
 use graft::backend::safetensors_io;
 use graft::hub::HubConfig;
 use graft::hub::stand_in::StandIn;
-use graft::zoo::{ModelOptions, create_model};
+use graft::zoo::{HeadSpec, ModelOptions, Registry, create_model};
 use graft::{Backend, Ctx, Error, NdArray, Tch, TensorData};
 
 /// One per family graft has: every timm-named layout the remap tables cover.
@@ -219,6 +219,90 @@ fn hf_hub_names_take_a_revision() {
     let e = create_model(&Tch::cpu(), "hf-hub:someone/my-resnet", &opts)
         .expect_err("main has no weights");
     assert!(e.to_string().contains("model.safetensors"), "{e}");
+}
+
+/// A DeiT distilled model as timm publishes it (`config.json` with `global_pool: "token"`, a file
+/// with `head` and `head_dist`): graft builds the distilled head from timm's config and matches
+/// timm's logits on both backends; a config stating another pooling than the architecture's is
+/// refused, naming the key.
+#[test]
+fn a_distilled_deit_from_the_hub_keeps_both_heads() {
+    let tag = "deit_tiny_distilled_patch16_224.fb_in1k";
+    let dir = timm_repo(tag);
+    let server = StandIn::start().expect("server");
+    publish(&server, "someone/my-deit", &dir);
+    let cache = common::temp_dir("pretrained-deit");
+    let opts = ModelOptions::default()
+        .pretrained(true)
+        .hub(hub_cfg(&server.endpoint(), &cache));
+    let (x, want) = io(&dir);
+    let d = distilled_logits(&Tch::cpu(), &opts, &x, &want);
+    assert!(d <= 1e-4, "tch {d:e}");
+    let d = distilled_logits(&NdArray, &opts, &x, &want);
+    assert!(d <= 1e-3, "ndarray {d:e}");
+    let text = std::fs::read_to_string(dir.join("config.json")).expect("config");
+    assert!(text.contains(r#""global_pool": "token""#), "{text}");
+    let bad = common::temp_dir("pretrained-deit-avg");
+    std::fs::write(
+        bad.join("config.json"),
+        text.replace(r#""global_pool": "token""#, r#""global_pool": "avg""#),
+    )
+    .expect("write");
+    let e = Registry::builtin()
+        .register_files(
+            "my-deit",
+            &dir.join("model.safetensors"),
+            &bad.join("config.json"),
+        )
+        .expect_err("avg pooling on a token-pooled ViT");
+    let e = e.to_string();
+    assert!(
+        e.contains("global_pool") && e.contains("config.json"),
+        "{e}"
+    );
+}
+
+/// The hub DeiT's logits on `b`, as relative difference to timm's; on the way, what its pair of
+/// heads does with pooled features and with a replacement.
+fn distilled_logits<B: Backend>(
+    b: &B,
+    opts: &ModelOptions,
+    x: &TensorData,
+    want: &TensorData,
+) -> f64 {
+    let (mut model, report) = create_model(b, "hf-hub:someone/my-deit", opts).expect("deit");
+    let report = report.expect("loaded");
+    assert!(
+        report.is_clean() && report.head_dropped.is_empty(),
+        "{report}"
+    );
+    assert_eq!(model.head(), &HeadSpec::Distilled);
+    let ctx = Ctx::eval();
+    let xt = b.from_data(x).expect("x");
+    let y = b
+        .to_data(&model.forward(&xt, &ctx).expect("forward"))
+        .expect("y");
+    // the pair reads the two tokens: their mean (the pooled features) is refused, not misread
+    let pooled = model.forward_pooled(&xt, &ctx).expect("pooled");
+    let e = model
+        .forward_classifier(&pooled, &ctx)
+        .expect_err("pooled features into the pair");
+    assert!(e.to_string().contains("distilled head"), "{e}");
+    // a Linear head replaces both and reads the pooled features
+    let removed = model.replace_head(5, HeadSpec::Linear, 3).expect("replace");
+    assert!(
+        removed.iter().any(|n| n == "head_dist.weight"),
+        "{removed:?}"
+    );
+    let z = b
+        .to_data(&model.forward_classifier(&pooled, &ctx).expect("linear"))
+        .expect("z");
+    let whole = b
+        .to_data(&model.forward(&xt, &ctx).expect("forward"))
+        .expect("whole");
+    assert_eq!(z.shape(), [2, 5]);
+    assert!(z.max_abs_diff(&whole).expect("diff") <= 1e-5);
+    rel_diff(&y, want)
 }
 
 /// torchvision's cache both ways: weights torchvision keeps in `$TORCH_HOME` serve `tv:` names

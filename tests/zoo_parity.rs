@@ -261,6 +261,7 @@ parity! {
     vit_registers_avg_pool_fc_norm => "vit_reg1_gap",
     vit_siglip_avg_pool => "vit_siglip_gap",
     deit3_small => "deit3_small",
+    deit_distillation_token_two_heads => "deit_distilled",
     vit_no_qkv_bias_avg_pool => "vit_medium_gap",
     eva02_tiny_index_rope_qv_bias => "eva02_tiny",
     eva02_base_clip_split_qkv_norms => "eva02_base_clip",
@@ -473,5 +474,6 @@ inference_parity! {
     inference_copy_resnet50d => "resnet50d",
     inference_copy_vit_tiny => "vit_tiny_patch16_224",
     inference_copy_eva02_tiny => "eva02_tiny",
+    inference_copy_deit_distilled => "deit_distilled",
     inference_copy_swin_tiny => "swin_tiny",
 }

@@ -107,6 +107,9 @@ FIXTURES = {
     # SigLIP's attention-pooling head (global_pool='map': a learned latent query, then an MLP)
     "vit_siglip_map": ("vit_base_patch16_siglip_224", timm_at("vit_base_patch16_siglip_224", 32), 32, vit_stages(12), {"img_size": [32, 32]}),
     "deit3_small": ("deit3_small_patch16_224", timm_at("deit3_small_patch16_224", 64), 64, vit_stages(12), {"img_size": [64, 64]}),
+    # DeiT distilled: a distillation token after the class token, two heads averaged
+    # (`head`, `head_dist`), pre-logits the mean of the two tokens
+    "deit_distilled": ("deit_tiny_distilled_patch16_224", timm_at("deit_tiny_distilled_patch16_224", 48), 48, vit_stages(12), {"img_size": [48, 48]}),
     # no qkv bias, average pooling without fc_norm
     "vit_medium_gap": ("vit_medium_patch16_gap_240", timm_at("vit_medium_patch16_gap_240", 64), 64, vit_stages(12), {"img_size": [64, 64]}),
     # timm's ConvNeXt forms, through graft's remap table: conv-MLP (1x1 convs reshaped to Linear); V2 with GRN, conv-MLP and not
@@ -178,7 +181,7 @@ def randomise(model, seed):
                 t.copy_(torch.rand(shape, generator=g) * 2.0 + 1.0)  # some over timm's clamp at ln 100
             elif leaf in ("gamma", "gamma_1", "gamma_2", "layer_scale") or "grn" in name:
                 t.copy_(torch.rand(shape, generator=g) + 0.5)
-            elif leaf in ("cls_token", "reg_token", "pos_embed", "latent", "relative_position_bias_table"):
+            elif leaf in ("cls_token", "dist_token", "reg_token", "pos_embed", "latent", "relative_position_bias_table"):
                 t.copy_(torch.randn(shape, generator=g) * 0.2)
             elif leaf in ("bias", "q_bias", "v_bias"):
                 t.copy_(torch.randn(shape, generator=g) * 0.1)

@@ -24,7 +24,7 @@ def main():
     kwargs = {}
     entry = timm.models.model_entrypoint(arch)
     # the families built for an input size (position embeddings, rotary tables, windows)
-    vit = entry.__module__ in ("timm.models.vision_transformer", "timm.models.deit", "timm.models.eva", "timm.models.swin_transformer")
+    vit = entry.__module__ in ("timm.models.vision_transformer", "timm.models.deit", "timm.models.eva", "timm.models.swin_transformer", "timm.models.swin_transformer_v2")
     if vit:
         kwargs["img_size"] = size
     model = timm.create_model(arch, pretrained=False, **kwargs)

@@ -177,6 +177,17 @@ pub struct UserModelConfig {
     pub pretrained_cfg: PretrainedCfg,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub label_names: Option<Vec<String>>,
+    /// Set when timm wrote the file: what it states that graft checks once the architecture
+    /// is known. Its head is then the architecture's reference head.
+    #[serde(skip)]
+    pub(crate) written_by_timm: Option<TimmSays>,
+}
+
+/// What a timm `config.json` states beyond graft's own config.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct TimmSays {
+    /// `global_pool` (top level or in `model_args`).
+    pub global_pool: Option<String>,
 }
 
 fn is_linear(h: &crate::model::HeadSpec) -> bool {

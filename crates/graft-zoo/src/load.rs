@@ -14,7 +14,6 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use graft_backend::{Backend, DType, TensorData};
-use graft_core::name::is_under;
 use graft_core::{Error, Result};
 use regex::Regex;
 
@@ -156,7 +155,7 @@ pub(crate) fn plan(
     file: &WeightsFile,
     opts: &LoadOptions,
 ) -> Result<Plan> {
-    let is_classifier = |n: &str| is_under(n, arch.classifier_prefix());
+    let is_classifier = |n: &str| arch.is_classifier(n);
     let mut report = LoadReport {
         file: file.path.clone(),
         ..LoadReport::default()

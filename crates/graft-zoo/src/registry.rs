@@ -76,6 +76,7 @@ impl Registry {
         r
     }
     fn add(&mut self, name: &str, arch: Arch, cfg: PretrainedCfg, reference: &str) {
+        let head = arch.default_head();
         self.entries.insert(
             name.into(),
             RegistryEntry {
@@ -85,7 +86,7 @@ impl Registry {
                 reference: reference.into(),
                 weights: None,
                 base: None,
-                head: crate::model::HeadSpec::Linear,
+                head,
             },
         );
     }
@@ -196,6 +197,24 @@ impl Registry {
             .get(&cfg.architecture)
             .map_err(|e| Error::format(config, format!("architecture: {e}")))?;
         let mut arch = base.arch.clone();
+        let head = match &cfg.written_by_timm {
+            Some(timm) => {
+                let want = arch.global_pool_name();
+                if let Some(p) = timm.global_pool.as_deref()
+                    && p != want
+                {
+                    return Err(Error::format(
+                        config,
+                        format!(
+                            "global_pool: {p:?}: graft builds {} with {want:?} pooling",
+                            cfg.architecture
+                        ),
+                    ));
+                }
+                arch.default_head()
+            }
+            None => cfg.head.clone(),
+        };
         if let Some(s) = cfg.img_size {
             arch.set_img_size(s)
                 .map_err(|e| Error::format(config, e.to_string()))?;
@@ -229,7 +248,7 @@ impl Registry {
                 reference: format!("user model on {base_name}"),
                 weights: Some(weights.to_path_buf()),
                 base: Some(base_name),
-                head: cfg.head.clone(),
+                head,
             },
         );
         Ok(())

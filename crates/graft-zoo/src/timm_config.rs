@@ -2,7 +2,8 @@
 //! `architecture`, `num_classes`, `num_features`, `global_pool`, `model_args` and the
 //! `pretrained_cfg` the weights were trained with. Read into graft's [`UserModelConfig`]; what
 //! graft cannot honour (another pooling, model arguments it does not build) is an error naming
-//! the key, never a silently different model.
+//! the key, never a silently different model. The pooling it states is checked against the
+//! architecture's when the model is registered ([`crate::Registry::register_files`]).
 
 use std::path::Path;
 
@@ -54,22 +55,6 @@ pub(crate) fn read(path: &Path, text: &str) -> Result<UserModelConfig> {
             .and_then(Value::as_str)
             .map(str::to_string)
     });
-    let want_pool = if c.architecture.starts_with("vit_") {
-        "token"
-    } else {
-        "avg"
-    };
-    if let Some(p) = &pool
-        && p != want_pool
-    {
-        return Err(bad(
-            "global_pool",
-            format!(
-                "{p:?}: graft builds {} with {want_pool:?} pooling",
-                c.architecture
-            ),
-        ));
-    }
     let mut in_chans = None;
     let mut img_size = None;
     for (k, v) in &c.model_args {
@@ -215,6 +200,7 @@ pub(crate) fn read(path: &Path, text: &str) -> Result<UserModelConfig> {
         in_chans,
         img_size,
         head: crate::model::HeadSpec::Linear,
+        written_by_timm: Some(crate::cfg::TimmSays { global_pool: pool }),
         pretrained_cfg: PretrainedCfg {
             num_classes: c.num_classes,
             input_size: [in_chans, input_size[1], input_size[2]],
@@ -329,10 +315,6 @@ mod tests {
         assert_eq!(c.pretrained_cfg.mean, [0.5; 3]);
         assert_eq!(c.label_names.as_ref().map(Vec::len), Some(5));
         for (bad, key) in [
-            (
-                ok.replace(r#""global_pool": "avg","#, r#""global_pool": "max","#),
-                "global_pool",
-            ),
             (
                 ok.replace(r#""in_chans": 3"#, r#""in_chans": 3, "depth": 50"#),
                 "model_args.depth",

@@ -175,6 +175,23 @@ pub(crate) trait Family {
     fn remaps(&self) -> Vec<crate::load::Remap> {
         Vec::new()
     }
+    /// timm's `global_pool` name for how the family pools (what a timm `config.json` states).
+    fn global_pool_name(&self) -> &'static str {
+        "avg"
+    }
+    /// The second classifier's prefix of a trunk with a distillation token (DeiT distilled:
+    /// `head_dist`); such a trunk's reference head is [`HeadSpec::Distilled`].
+    fn dist_head_prefix(&self) -> Option<&'static str> {
+        None
+    }
+    /// The class and distillation tokens of `forward_features`' output, each `[N, C]`: what
+    /// the distilled head reads.
+    fn distilled_tokens<B: Backend>(&self, _b: &B, _x: &B::Tensor) -> Result<[B::Tensor; 2]> {
+        Err(graft_core::Error::invalid(
+            "distilled head",
+            "this trunk has no distillation token",
+        ))
+    }
 }
 
 pub use crate::families::Arch;
@@ -201,6 +218,42 @@ impl Arch {
     /// The classifier's prefix (`fc`, `classifier.3`, `head`, ...), which `replace_head` replaces.
     pub fn classifier_prefix(&self) -> &'static str {
         self.classifier().prefix
+    }
+    /// Every prefix a classifier of this trunk may occupy: the classifier's, and the
+    /// distillation head's where the trunk has one (`head`, `head_dist`).
+    pub fn classifier_prefixes(&self) -> Vec<&'static str> {
+        let mut v = vec![self.classifier_prefix()];
+        v.extend(self.dist_head_prefix());
+        v
+    }
+    /// True when `name` belongs to one of [`Arch::classifier_prefixes`].
+    pub fn is_classifier(&self, name: &str) -> bool {
+        self.classifier_prefixes()
+            .iter()
+            .any(|p| graft_core::name::is_under(name, p))
+    }
+    /// The distillation head's prefix, for trunks with a distillation token (DeiT distilled).
+    pub fn dist_head_prefix(&self) -> Option<&'static str> {
+        dispatch!(self, dist_head_prefix())
+    }
+    /// The head the reference builds on this trunk: [`HeadSpec::Distilled`] on a trunk with a
+    /// distillation token, the Linear otherwise.
+    pub fn default_head(&self) -> HeadSpec {
+        match self.dist_head_prefix() {
+            Some(_) => HeadSpec::Distilled,
+            None => HeadSpec::Linear,
+        }
+    }
+    /// timm's `global_pool` name for the way this trunk pools.
+    pub fn global_pool_name(&self) -> &'static str {
+        dispatch!(self, global_pool_name())
+    }
+    pub(crate) fn distilled_tokens<B: Backend>(
+        &self,
+        b: &B,
+        x: &B::Tensor,
+    ) -> Result<[B::Tensor; 2]> {
+        dispatch!(self, distilled_tokens(b, x))
     }
     pub(crate) fn classifier(&self) -> ClassifierSpec {
         dispatch!(self, classifier())

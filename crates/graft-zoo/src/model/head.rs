@@ -1,4 +1,4 @@
-//! The classifier on top of the pooled features: [`HeadSpec`] (Linear, MLP), how each family's
+//! The classifier on top of the pooled features: [`HeadSpec`] (Linear, MLP, DeiT's distilled pair), how each family's
 //! reference initialises its head, and building it.
 
 use graft_backend::{Backend, ParamPath};
@@ -42,6 +42,14 @@ pub enum HeadSpec {
     /// `{prefix}.out`. Hidden layers use PyTorch's default Linear init, the output layer the
     /// family's head init.
     Mlp { hidden: Vec<usize>, dropout: f64 },
+    /// DeiT's distilled classifier (Touvron et al. 2021, "Training data-efficient image
+    /// transformers & distillation through attention"; timm `deit.py`): a Linear `head` on the
+    /// class token and a Linear `head_dist` on the distillation token, their logits averaged — as
+    /// timm computes them in eval, and in training unless distillation training is switched on.
+    /// Only on a trunk with a distillation token, where it is the reference's head. It reads the
+    /// two tokens, not their mean (the pooled features), so a cache of pooled features trains a
+    /// `Linear` head instead.
+    Distilled,
 }
 
 impl HeadSpec {
@@ -92,6 +100,16 @@ pub(crate) fn init_classifier<B: Backend>(
     let p = root.sub(c.prefix)?;
     match head {
         HeadSpec::Linear => init_final(&p, c.init, arch.num_features(), num_classes),
+        HeadSpec::Distilled => {
+            let Some(dist) = arch.dist_head_prefix() else {
+                return Err(graft_core::Error::invalid(
+                    "head",
+                    "the distilled head needs a trunk with a distillation token (DeiT distilled)",
+                ));
+            };
+            init_final(&p, c.init, arch.num_features(), num_classes)?;
+            init_final(&root.sub(dist)?, c.init, arch.num_features(), num_classes)
+        }
         HeadSpec::Mlp { hidden, .. } => {
             let mut width = arch.num_features();
             for (i, &h) in hidden.iter().enumerate() {

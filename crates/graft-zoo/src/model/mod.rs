@@ -4,7 +4,6 @@
 //! `feature_info` and multi-level features.
 
 use graft_backend::{Backend, Ctx, DType, ParamBuilder, Params, TensorData};
-use graft_core::name::is_under;
 use graft_core::selector::StageTable;
 use graft_core::{Error, Result};
 
@@ -165,7 +164,7 @@ impl<B: Backend> Model<B> {
                 ),
             ));
         }
-        let head = opts.head.clone().unwrap_or_default();
+        let head = opts.head.clone().unwrap_or_else(|| arch.default_head());
         // the sizes first, from a dry build: a model that cannot fit in memory is an error
         // naming it, not an allocation that aborts the process
         let dry = ParamBuilder::dry(backend.clone());
@@ -369,11 +368,30 @@ impl<B: Backend> Model<B> {
         pre_logits: bool,
         ctx: &Ctx<'_>,
     ) -> Result<B::Tensor> {
+        if self.head == HeadSpec::Distilled && !pre_logits && self.num_classes > 0 {
+            return self.forward_distilled(features, ctx);
+        }
         let y = self.arch.pool(&self.params, features, side, ctx)?;
         if pre_logits || self.num_classes == 0 {
             return Ok(y);
         }
         self.forward_classifier(&y, ctx)
+    }
+    /// [`HeadSpec::Distilled`]: `head` on the class token, `head_dist` on the distillation
+    /// token (each after the classifier dropout), the logits averaged.
+    fn forward_distilled(&self, features: &B::Tensor, ctx: &Ctx<'_>) -> Result<B::Tensor> {
+        let b = self.backend();
+        let c = self.arch.classifier();
+        let dist = self.arch.dist_head_prefix().ok_or_else(|| {
+            Error::invalid("forward", format!("{}: no distillation head", self.name))
+        })?;
+        let [cls, dist_token] = self.arch.distilled_tokens(b, features)?;
+        let mut logits = Vec::with_capacity(2);
+        for (x, prefix) in [(cls, c.prefix), (dist_token, dist)] {
+            let x = graft_backend::nn::dropout(b, &x, c.dropout, ctx, c.dropout_path)?;
+            logits.push(graft_backend::nn::linear(&self.params, prefix, &x)?);
+        }
+        b.mul_scalar(&b.add(&logits[0], &logits[1])?, 0.5)
     }
     /// The classifier alone, on pooled pre-logits features `[N, num_features]` (what
     /// `forward_pooled` returns, or a feature cache holds): dropout, then the Linear or MLP head.
@@ -396,11 +414,22 @@ impl<B: Backend> Model<B> {
                 format!("{} has no classifier (num_classes 0)", self.name),
             ));
         }
+        if self.head == HeadSpec::Distilled {
+            return Err(Error::invalid(
+                "forward_classifier",
+                format!(
+                    "{}'s distilled head reads the class and distillation tokens, not the pooled features: run the trunk (forward), or replace the head with a Linear one to train on pooled features",
+                    self.name
+                ),
+            ));
+        }
         let y = pooled;
         let c = self.arch.classifier();
         let y = graft_backend::nn::dropout(b, y, c.dropout, ctx, c.dropout_path)?;
         match &self.head {
-            HeadSpec::Linear => graft_backend::nn::linear(&self.params, c.prefix, &y),
+            HeadSpec::Linear | HeadSpec::Distilled => {
+                graft_backend::nn::linear(&self.params, c.prefix, &y)
+            }
             HeadSpec::Mlp { hidden, dropout } => {
                 let mut y = y;
                 for i in 0..hidden.len() {
@@ -476,7 +505,10 @@ impl<B: Backend> Model<B> {
         seed: u64,
     ) -> Result<Vec<String>> {
         self.trainable_form("replace_head")?;
-        let removed = self.params.remove_prefix(self.arch.classifier_prefix());
+        let mut removed = Vec::new();
+        for prefix in self.arch.classifier_prefixes() {
+            removed.extend(self.params.remove_prefix(prefix));
+        }
         let builder = ParamBuilder::new(self.backend().clone(), seed).with_dtype(self.dtype);
         init_classifier(&builder.root(), &self.arch, &head, num_classes)?;
         self.head = head;
@@ -491,7 +523,7 @@ impl<B: Backend> Model<B> {
     }
     /// True when `name` belongs to the classifier.
     pub fn is_classifier(&self, name: &str) -> bool {
-        is_under(name, self.arch.classifier_prefix())
+        self.arch.is_classifier(name)
     }
     /// The classifier's structure.
     pub fn head(&self) -> &HeadSpec {
@@ -577,6 +609,7 @@ impl<B: Backend> Model<B> {
             head: self.head.clone(),
             pretrained_cfg: cfg,
             label_names: labels,
+            written_by_timm: None,
         }
         .write(&dir.join("config.json"))
     }

@@ -3,7 +3,8 @@
 //! `cls_token`, `reg_token`, `pos_embed`, `norm_pre`, `blocks.{i}.{norm1, attn.{qkv, q_norm, k_norm,
 //! proj}, ls1.gamma, norm2, mlp.{fc1, fc1_g, fc1_x, fc2}, ls2.gamma}`, `norm`, `fc_norm`, `head`.
 //!
-//! The switches cover the towers transfer starts from: class token or none, register tokens,
+//! The switches cover the towers transfer starts from: class token or none, DeiT's distillation
+//! token (`dist_token`, with its second head `head_dist`: `HeadSpec::Distilled`), register tokens,
 //! position embeddings with or without the prefix tokens (DeiT-III, DINOv2 with registers),
 //! token or average pooling with `fc_norm`, attention pooling by a learned latent query (`map`:
 //! SigLIP's towers, `attn_pool.*`; in `attn_pool.rs`), LayerScale, pre-norm and QuickGELU (CLIP image
@@ -103,6 +104,10 @@ pub struct Vit {
     pub img_size: [usize; 2],
     #[serde(default = "yes")]
     pub class_token: bool,
+    /// DeiT's distillation token after the class token (Touvron et al. 2021), read by the
+    /// distilled head (`head_dist`); the pooled features are the mean of the two tokens.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub dist_token: bool,
     /// Register tokens (Darcet et al. 2023) after the class token.
     #[serde(default)]
     pub reg_tokens: usize,
@@ -190,6 +195,7 @@ impl Vit {
             legacy_mlp_ratio: None,
             img_size: [224, 224],
             class_token: true,
+            dist_token: false,
             reg_tokens: 0,
             no_embed_class: false,
             pool: VitPool::Token,
@@ -222,9 +228,9 @@ impl Vit {
             (h, _) => h,
         }
     }
-    /// Class and register tokens before the patches.
+    /// Class, distillation and register tokens before the patches.
     fn prefix_tokens(&self) -> usize {
-        usize::from(self.class_token) + self.reg_tokens
+        usize::from(self.class_token) + usize::from(self.dist_token) + self.reg_tokens
     }
     /// Prefix tokens the position embedding covers.
     fn embedded_prefix(&self) -> usize {
@@ -255,6 +261,9 @@ impl Vit {
         }
         if self.pool == VitPool::Token && !self.class_token {
             return bad("token pooling needs the class token (class_token = true)".into());
+        }
+        if self.dist_token && !(self.class_token && self.pool == VitPool::Token) {
+            return bad("the distillation token goes with the class token and token pooling".into());
         }
         if !(self.norm_eps.is_finite() && self.norm_eps > 0.0) {
             return bad(format!("norm_eps {} must be positive", self.norm_eps));
@@ -309,7 +318,11 @@ impl Vit {
         let mut y = b.transpose(&b.flatten(&y, 2, 3)?, 1, 2)?;
         let mut prefix = Vec::new();
         let dtype = b.dtype(&y);
-        for (name, len) in [("cls_token", usize::from(self.class_token)), ("reg_token", self.reg_tokens)] {
+        for (name, len) in [
+            ("cls_token", usize::from(self.class_token)),
+            ("dist_token", usize::from(self.dist_token)),
+            ("reg_token", self.reg_tokens),
+        ] {
             if len > 0 {
                 prefix.push(b.add(&b.zeros(&[n, len, self.dim], dtype)?, p.get(name)?)?);
             }
@@ -370,7 +383,9 @@ impl Family for Vit {
         }
     }
     fn no_weight_decay(&self) -> Vec<String> {
-        vec!["pos_embed".into(), "cls_token".into(), "reg_token".into()]
+        ["pos_embed", "cls_token", "dist_token", "reg_token"]
+            .map(String::from)
+            .to_vec()
     }
     fn init_trunk<B: Backend>(&self, root: &ParamPath<'_, B>, in_chans: usize) -> Result<()> {
         self.check()?;
@@ -383,6 +398,10 @@ impl Family for Vit {
         };
         if self.class_token {
             root.param("cls_token", &[1, 1, d], tiny)?;
+        }
+        if self.dist_token {
+            // timm's DeiT draws it from trunc_normal(0.02)
+            root.param("dist_token", &[1, 1, d], TRUNC_02)?;
         }
         if self.reg_tokens > 0 {
             root.param("reg_token", &[1, self.reg_tokens, d], tiny)?;
@@ -416,7 +435,14 @@ impl Family for Vit {
         }
     }
     fn stage_specs(&self) -> Vec<StageSpec> {
-        let embed = ["patch_embed", "cls_token", "reg_token", "pos_embed", "norm_pre"];
+        let embed = [
+            "patch_embed",
+            "cls_token",
+            "dist_token",
+            "reg_token",
+            "pos_embed",
+            "norm_pre",
+        ];
         let mut v = vec![StageSpec {
             name: "embed".into(),
             prefixes: embed.iter().map(|s| s.to_string()).collect(),
@@ -439,6 +465,7 @@ impl Family for Vit {
             "attn_pool".into(),
             "fc_norm".into(),
             "head".into(),
+            "head_dist".into(),
         ]
     }
     fn num_features(&self) -> usize {
@@ -496,6 +523,11 @@ impl Family for Vit {
         let b = p.backend();
         let s = b.shape(x);
         let y = match self.pool {
+            VitPool::Token if self.dist_token => {
+                // timm's DeiT pre-logits: the mean of the class and distillation tokens
+                let [cls, dist] = self.distilled_tokens(b, x)?;
+                b.mul_scalar(&b.add(&cls, &dist)?, 0.5)?
+            }
             VitPool::Token => b.reshape(&b.narrow(x, 1, 0, 1)?, &[s[0], s[2]])?,
             VitPool::Avg => {
                 let k = self.prefix_tokens();
@@ -508,6 +540,24 @@ impl Family for Vit {
         } else {
             Ok(y)
         }
+    }
+    fn global_pool_name(&self) -> &'static str {
+        match self.pool {
+            VitPool::Token => "token",
+            VitPool::Avg => "avg",
+            VitPool::Map => "map",
+        }
+    }
+    fn dist_head_prefix(&self) -> Option<&'static str> {
+        self.dist_token.then_some("head_dist")
+    }
+    fn distilled_tokens<B: Backend>(&self, b: &B, x: &B::Tensor) -> Result<[B::Tensor; 2]> {
+        if !self.dist_token {
+            return Err(Error::invalid("vit", "no distillation token"));
+        }
+        let s = b.shape(x);
+        let token = |i: usize| b.reshape(&b.narrow(x, 1, i, 1)?, &[s[0], s[2]]);
+        Ok([token(0)?, token(1)?])
     }
     fn adapt_tensor(
         &self,
