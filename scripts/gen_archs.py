@@ -179,8 +179,13 @@ def vit_config(name, m):
         if cls_name(b) != "Block":
             raise Out(f"block {cls_name(b)}")
         a = b.attn
-        if cls_name(a) != "Attention" or getattr(a, "gate", None) is not None or not is_identity(a.norm):
-            raise Out(f"attention {cls_name(a)} (gated or scale-normed)")
+        if cls_name(a) != "Attention" or getattr(a, "gate", None) is not None:
+            raise Out(f"attention {cls_name(a)} (gated)")
+        # BEiT-3's scale norms: a LayerNorm over the attention output before `proj`, one over
+        # the MLP's hidden activations before `fc2`
+        attn_norm = not is_identity(a.norm)
+        if attn_norm:
+            eps.add(layer_norm_eps(a.norm, "attn.norm"))
         if a.proj.bias is None:
             raise Out("attention projection without bias")
         if a.head_dim * a.num_heads != m.embed_dim:
@@ -198,9 +203,12 @@ def vit_config(name, m):
             ls = float(b.ls1.init_values)
         mlp = b.mlp
         kind = cls_name(mlp)
+        mlp_norm = kind == "Mlp" and not is_identity(mlp.norm)
+        if mlp_norm:
+            eps.add(layer_norm_eps(mlp.norm, "mlp.norm"))
         if kind == "Mlp":
-            if not is_identity(mlp.norm) or mlp.fc1.bias is None or mlp.fc2.bias is None:
-                raise Out("MLP with a norm or without biases")
+            if mlp.fc1.bias is None or mlp.fc2.bias is None:
+                raise Out("MLP without biases")
             hidden, mlp_kind = mlp.fc1.out_features, "mlp"
         elif kind == "GluMlp":
             if mlp.gate_last or mlp.chunk_dim != -1 or not is_identity(mlp.norm):
@@ -215,6 +223,8 @@ def vit_config(name, m):
         this = {
             "qkv_bias": a.qkv.bias is not None,
             "qk_norm": qk_norm,
+            "attn_norm": attn_norm,
+            "mlp_norm": mlp_norm,
             "layer_scale": ls,
             "mlp": mlp_kind,
             "mlp_hidden": hidden,
@@ -231,6 +241,10 @@ def vit_config(name, m):
     })
     if distilled:
         cfg["dist_token"] = True
+    if cfg_block["attn_norm"]:
+        cfg["attn_norm"] = True
+    if cfg_block["mlp_norm"]:
+        cfg["mlp_norm"] = True
     # the head (its classes, or none: a feature tower) comes from the pretrained cfg
     return cfg
 

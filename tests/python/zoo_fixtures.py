@@ -107,6 +107,9 @@ FIXTURES = {
     # SigLIP's attention-pooling head (global_pool='map': a learned latent query, then an MLP)
     "vit_siglip_map": ("vit_base_patch16_siglip_224", timm_at("vit_base_patch16_siglip_224", 32), 32, vit_stages(12), {"img_size": [32, 32]}),
     "deit3_small": ("deit3_small_patch16_224", timm_at("deit3_small_patch16_224", 64), 64, vit_stages(12), {"img_size": [64, 64]}),
+    # BEiT-3 as timm remaps it: LayerNorms over the attention output and the MLP's hidden
+    # activations (scale norms), average pooling with fc_norm, LayerNorm eps 1e-5
+    "beit3_base": ("beit3_base_patch16_224", timm_at("beit3_base_patch16_224", 32), 32, vit_stages(12), {"img_size": [32, 32]}),
     # DeiT distilled: a distillation token after the class token, two heads averaged
     # (`head`, `head_dist`), pre-logits the mean of the two tokens
     "deit_distilled": ("deit_tiny_distilled_patch16_224", timm_at("deit_tiny_distilled_patch16_224", 48), 48, vit_stages(12), {"img_size": [48, 48]}),
