@@ -150,8 +150,15 @@ def vit_config(name, m):
         raise Out(cls_name(m))
     if distilled and (m.num_reg_tokens or m.global_pool != "token"):
         raise Out("distillation token with registers or another pooling")
-    if "flexi" in name or "radio" in name:
-        raise Out("timm resamples its position embeddings bilinearly (graft: bicubic, antialiased)")
+    # timm resamples FlexiViT's and RADIO's checkpoints bilinearly, without antialiasing
+    # (vision_transformer.py's _create_vision_transformer)
+    from timm.models import vision_transformer as tvt
+    pos_resample = None
+    if "flexi" in name:
+        pos_resample = "bilinear"
+    elif "radio" in name:
+        aligned = any(n in name for n in tvt._RADIO_ALIGN_CORNERS)
+        pos_resample = "bilinear_align_corners" if aligned else "bilinear"
     if m.dynamic_img_size:
         raise Out("position embeddings resampled at every forward (dynamic_img_size)")
     pe = patch_embed(m)
@@ -241,6 +248,8 @@ def vit_config(name, m):
     })
     if distilled:
         cfg["dist_token"] = True
+    if pos_resample is not None:
+        cfg["pos_resample"] = pos_resample
     if cfg_block["attn_norm"]:
         cfg["attn_norm"] = True
     if cfg_block["mlp_norm"]:

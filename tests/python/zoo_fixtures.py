@@ -110,6 +110,12 @@ FIXTURES = {
     # BEiT-3 as timm remaps it: LayerNorms over the attention output and the MLP's hidden
     # activations (scale norms), average pooling with fc_norm, LayerNorm eps 1e-5
     "beit3_base": ("beit3_base_patch16_224", timm_at("beit3_base_patch16_224", 32), 32, vit_stages(12), {"img_size": [32, 32]}),
+    # FlexiViT: position embeddings without the prefix, resampled bilinearly without antialiasing
+    # (timm's filter for flexi*), 15² -> 6²
+    "flexivit_small_at96": ("flexivit_small", lambda: timm.create_model("flexivit_small"), 96, vit_stages(12), {"img_size": [96, 96], "resampled": True, "interpolation": {"interpolation": "bilinear", "antialias": False}}),
+    # C-RADIOv3 base: 7 summary tokens outside the position embeddings, no final norm, its 32²
+    # grid resampled bilinearly with aligned corners (timm's filter for this RADIO) to 4²
+    "radio_base_at64": ("vit_base_patch16_radio_v3", lambda: timm.create_model("vit_base_patch16_radio_v3"), 64, vit_stages(12), {"img_size": [64, 64], "resampled": True, "interpolation": {"interpolation": "bilinear", "antialias": False, "align_corners": True}}),
     # DeiT distilled: a distillation token after the class token, two heads averaged
     # (`head`, `head_dist`), pre-logits the mean of the two tokens
     "deit_distilled": ("deit_tiny_distilled_patch16_224", timm_at("deit_tiny_distilled_patch16_224", 48), 48, vit_stages(12), {"img_size": [48, 48]}),
@@ -204,11 +210,15 @@ def main():
     model.eval()
     weights = {k: v.detach().clone().contiguous() for k, v in model.state_dict().items()}
     if opts.get("resampled"):
+        # the weights stay at the built grid; the model runs at img_size with its position
+        # embeddings resampled as timm's checkpoint filter does for the architecture
         from timm.layers import resample_abs_pos_embed
-        model = timm.create_model("vit_tiny_patch16_224", img_size=opts["img_size"][0])
+        model = timm.create_model(graft_name, img_size=opts["img_size"][0])
         sd = dict(weights)
         grid = model.patch_embed.grid_size
-        sd["pos_embed"] = resample_abs_pos_embed(sd["pos_embed"], new_size=grid, num_prefix_tokens=1)
+        how = opts.get("interpolation", {})
+        prefix = 0 if model.no_embed_class else model.num_prefix_tokens
+        sd["pos_embed"] = resample_abs_pos_embed(sd["pos_embed"], new_size=grid, num_prefix_tokens=prefix, **how)
         model.load_state_dict(sd)
         model.eval()
     x = torch.randn(2, 3, hw, hw, generator=torch.Generator().manual_seed(7))

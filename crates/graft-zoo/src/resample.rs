@@ -1,20 +1,67 @@
-//! Antialiased bicubic resampling of channel-major maps, as PyTorch's
-//! `F.interpolate(mode="bicubic", antialias=True, align_corners=False)` computes it (PIL's
-//! separable filter: support 2 × scale when shrinking, Keys cubic with a = -0.5, weights
-//! normalised per output pixel). Used to resample ViT position embeddings on load (timm's
-//! `resample_abs_pos_embed`: prefix tokens kept); the weights
-//! are graft-backend's [`aa_weights`], shared with graft-data's image resizing.
+//! Resampling of channel-major maps as PyTorch's `F.interpolate` computes it, for ViT position
+//! embeddings on load (timm's `resample_abs_pos_embed`: prefix tokens kept). Antialiased
+//! bicubic (`mode="bicubic", antialias=True, align_corners=False`: PIL's separable filter,
+//! support 2 × scale when shrinking, Keys cubic with a = -0.5, weights normalised per output
+//! pixel; graft-backend's [`aa_weights`], shared with graft-data's image resizing) is timm's
+//! default; FlexiViT's and RADIO's checkpoints are resampled bilinearly without antialiasing
+//! (`mode="bilinear", antialias=False`, corners aligned or not).
 
 use graft_backend::TensorData;
 use graft_backend::resample::{Filter, aa_weights};
 use graft_core::Result;
+use serde::{Deserialize, Serialize};
 
-fn weights(input: usize, output: usize) -> Vec<(usize, Vec<f64>)> {
-    aa_weights(Filter::Cubic, input, output)
+/// How a ViT's position embeddings are resampled to another grid (timm's
+/// `checkpoint_filter_fn` arguments for the architecture).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PosResample {
+    /// Antialiased bicubic (timm's default).
+    #[default]
+    Bicubic,
+    /// Bilinear, no antialiasing, `align_corners=False` (FlexiViT).
+    Bilinear,
+    /// Bilinear, no antialiasing, `align_corners=True` (some RADIO models).
+    BilinearAlignCorners,
+}
+
+/// PyTorch's `upsample_bilinear2d` taps along one axis: for each output index, the two source
+/// indices' start and their weights (`align_corners=False`: source `(o + ½)·in/out − ½` clamped
+/// at 0; `True`: `o·(in−1)/(out−1)`).
+fn bilinear_weights(input: usize, output: usize, align_corners: bool) -> Vec<(usize, Vec<f64>)> {
+    (0..output)
+        .map(|o| {
+            let src = if align_corners {
+                if output > 1 {
+                    o as f64 * (input - 1) as f64 / (output - 1) as f64
+                } else {
+                    0.0
+                }
+            } else {
+                ((o as f64 + 0.5) * input as f64 / output as f64 - 0.5).max(0.0)
+            };
+            let i0 = (src.floor() as usize).min(input - 1);
+            let t = src - i0 as f64;
+            if i0 + 1 < input {
+                (i0, vec![1.0 - t, t])
+            } else {
+                (i0, vec![1.0])
+            }
+        })
+        .collect()
+}
+
+fn weights(how: PosResample, input: usize, output: usize) -> Vec<(usize, Vec<f64>)> {
+    match how {
+        PosResample::Bicubic => aa_weights(Filter::Cubic, input, output),
+        PosResample::Bilinear => bilinear_weights(input, output, false),
+        PosResample::BilinearAlignCorners => bilinear_weights(input, output, true),
+    }
 }
 
 /// Resamples `c` maps of `from = [h, w]` (channel-major, row-major) to `to`.
-pub(crate) fn resample_bicubic_aa(
+pub(crate) fn resample_maps(
+    how: PosResample,
     x: &[f32],
     c: usize,
     from: [usize; 2],
@@ -22,8 +69,8 @@ pub(crate) fn resample_bicubic_aa(
 ) -> Vec<f32> {
     let [h, w] = from;
     let [oh, ow] = to;
-    let wx = weights(w, ow);
-    let wy = weights(h, oh);
+    let wx = weights(how, w, ow);
+    let wy = weights(how, h, oh);
     // Horizontal pass then vertical, in f64.
     let mut tmp = vec![0f64; c * h * ow];
     for ch in 0..c {
@@ -55,8 +102,9 @@ pub(crate) fn resample_bicubic_aa(
 }
 
 /// timm's `resample_abs_pos_embed`: keeps the `prefix` tokens' rows, resamples the `side × side`
-/// grid to `grid` with antialiased bicubic interpolation.
+/// grid to `grid` as `how` says.
 pub(crate) fn resample_pos_embed(
+    how: PosResample,
     data: &TensorData,
     prefix: usize,
     side: usize,
@@ -73,7 +121,7 @@ pub(crate) fn resample_pos_embed(
             chw[c * side * side + pos] = rest[pos * dim + c];
         }
     }
-    let out = resample_bicubic_aa(&chw, dim, [side, side], grid);
+    let out = resample_maps(how, &chw, dim, [side, side], grid);
     let n = grid[0] * grid[1];
     let mut res = Vec::with_capacity((n + prefix) * dim);
     res.extend_from_slice(head);
@@ -92,15 +140,22 @@ mod tests {
     #[test]
     fn identity_when_sizes_agree_and_constant_preserved() {
         let x: Vec<f32> = (0..2 * 4 * 4).map(|v| v as f32 * 0.5 - 3.0).collect();
-        let y = resample_bicubic_aa(&x, 2, [4, 4], [4, 4]);
-        for (a, b) in x.iter().zip(&y) {
-            assert!((a - b).abs() < 1e-5, "{a} vs {b}");
-        }
-        let c = vec![1.5f32; 3 * 7 * 5];
-        for to in [[3, 2], [11, 13]] {
-            let y = resample_bicubic_aa(&c, 3, [7, 5], to);
-            assert_eq!(y.len(), 3 * to[0] * to[1]);
-            assert!(y.iter().all(|v| (v - 1.5).abs() < 1e-5));
+        let hows = [
+            PosResample::Bicubic,
+            PosResample::Bilinear,
+            PosResample::BilinearAlignCorners,
+        ];
+        for how in hows {
+            let y = resample_maps(how, &x, 2, [4, 4], [4, 4]);
+            for (a, b) in x.iter().zip(&y) {
+                assert!((a - b).abs() < 1e-5, "{how:?}: {a} vs {b}");
+            }
+            let c = vec![1.5f32; 3 * 7 * 5];
+            for to in [[3, 2], [11, 13], [1, 1]] {
+                let y = resample_maps(how, &c, 3, [7, 5], to);
+                assert_eq!(y.len(), 3 * to[0] * to[1]);
+                assert!(y.iter().all(|v| (v - 1.5).abs() < 1e-5), "{how:?}");
+            }
         }
     }
 }

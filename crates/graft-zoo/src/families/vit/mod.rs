@@ -11,8 +11,8 @@
 //! towers), qk-norm, SwiGLU MLPs packed or split (DINOv2 giant), tanh-GELU and SiLU, any
 //! LayerNorm eps. timm's architectures that use them are read off timm's own models
 //! (`scripts/gen_archs.py` → `data/archs.json`). A checkpoint whose position embeddings were
-//! trained for another grid is resampled on load as timm does (bicubic, antialiased, prefix
-//! tokens kept). timm's `Eva` (`eva.py`: EVA, EVA-02, DINOv3, the RoPE ViTs, Perception
+//! trained for another grid is resampled on load as timm does (bicubic, antialiased — or bilinear
+//! for FlexiViT and RADIO —, prefix tokens kept). timm's `Eva` (`eva.py`: EVA, EVA-02, DINOv3, the RoPE ViTs, Perception
 //! Encoder) is the same builder with a few more parts: rotary position embeddings (`rope.rs`),
 //! EVA's projections, norms and LayerScale names (`block.rs`).
 
@@ -27,6 +27,7 @@ use crate::cfg::{INCEPTION_MEAN, INCEPTION_STD, Interpolation, PretrainedCfg};
 use crate::model::Arch;
 use crate::registry::Builtin;
 use crate::resample::resample_pos_embed;
+pub use crate::resample::PosResample;
 
 mod attn_pool;
 mod block;
@@ -171,6 +172,9 @@ pub struct Vit {
     /// The attention pool's MLP width, when not the blocks'.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pool_mlp_hidden: Option<usize>,
+    /// How a checkpoint's position embeddings for another grid are resampled on load.
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub pos_resample: PosResample,
 }
 
 fn is_true(v: &bool) -> bool {
@@ -219,6 +223,7 @@ impl Vit {
             ls_gamma: false,
             pool_heads: None,
             pool_mlp_hidden: None,
+            pos_resample: PosResample::Bicubic,
         }
     }
     fn hidden(&self) -> usize {
@@ -582,7 +587,14 @@ impl Family for Vit {
                 format!("{old} patch positions are not a square grid"),
             )));
         }
-        Some(resample_pos_embed(data, prefix, side, self.grid(), want[2]))
+        Some(resample_pos_embed(
+            self.pos_resample,
+            data,
+            prefix,
+            side,
+            self.grid(),
+            want[2],
+        ))
     }
 }
 
