@@ -50,7 +50,7 @@ pub use families::mobilenetv3::{IrBlock, MobileNetV3};
 pub use families::regnet::{RegNet, RegStage};
 pub use families::resnet::{Block, ResNet};
 pub use families::swin::Swin;
-pub use families::vit::{RopeGrid, Vit, VitAct, VitMlp, VitPool, VitQkv, VitRope};
+pub use families::vit::{PosResample, RopeGrid, Vit, VitAct, VitMlp, VitPool, VitQkv, VitRope};
 pub use fetch::{pull_tag, pull_tv};
 pub use graft_hub::{Hub, HubConfig};
 pub use inference::{InferenceOptions, Layout};
