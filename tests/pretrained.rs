@@ -260,6 +260,28 @@ fn a_distilled_deit_from_the_hub_keeps_both_heads() {
         e.contains("global_pool") && e.contains("config.json"),
         "{e}"
     );
+    // the same config on the Hub
+    server.publish(
+        "someone/my-deit-avg",
+        "main",
+        &[
+            (
+                "config.json",
+                std::fs::read(bad.join("config.json")).expect("config"),
+            ),
+            (
+                "model.safetensors",
+                std::fs::read(dir.join("model.safetensors")).expect("weights"),
+            ),
+        ],
+    );
+    let e = create_model(&NdArray, "hf-hub:someone/my-deit-avg", &opts)
+        .expect_err("avg pooling on a token-pooled ViT")
+        .to_string();
+    assert!(
+        e.contains("global_pool") && e.contains("config.json"),
+        "{e}"
+    );
 }
 
 /// The hub DeiT's logits on `b`, as relative difference to timm's; on the way, what its pair of
@@ -303,6 +325,46 @@ fn distilled_logits<B: Backend>(
     assert_eq!(z.shape(), [2, 5]);
     assert!(z.max_abs_diff(&whole).expect("diff") <= 1e-5);
     rel_diff(&y, want)
+}
+
+/// A model graft saved (an MLP head) and put on a Hub: `hf-hub:` builds it with its own head.
+#[test]
+fn a_graft_model_on_the_hub_keeps_its_head() {
+    let b = NdArray;
+    let mlp = HeadSpec::mlp(&[16], 0.0);
+    let opts = ModelOptions {
+        head: Some(mlp.clone()),
+        ..ModelOptions::default().num_classes(3).seed(4)
+    };
+    let (model, _) = create_model(&b, "resnet10t", &opts).expect("model");
+    let dir = common::temp_dir("pretrained-graft-mlp");
+    model.save_user_model(&dir).expect("save");
+    let server = StandIn::start().expect("server");
+    publish(&server, "someone/graft-mlp", &dir);
+    let cache = common::temp_dir("pretrained-graft-mlp-cache");
+    let hub = ModelOptions::default()
+        .pretrained(true)
+        .hub(hub_cfg(&server.endpoint(), &cache));
+    let (got, report) = create_model(&b, "hf-hub:someone/graft-mlp", &hub).expect("hf-hub");
+    assert!(report.expect("loaded").is_clean());
+    assert_eq!(got.head(), &mlp);
+    let x = b
+        .from_data(
+            &TensorData::f32(
+                &[2, 3, 32, 32],
+                (0..6144).map(|i| (i % 17) as f32 / 17.0).collect(),
+            )
+            .expect("x"),
+        )
+        .expect("x");
+    let ctx = Ctx::eval();
+    let want = b
+        .to_data(&model.forward(&x, &ctx).expect("saved"))
+        .expect("want");
+    let y = b
+        .to_data(&got.forward(&x, &ctx).expect("pulled"))
+        .expect("y");
+    assert_eq!(y.max_abs_diff(&want).expect("diff"), 0.0);
 }
 
 /// torchvision's cache both ways: weights torchvision keeps in `$TORCH_HOME` serve `tv:` names

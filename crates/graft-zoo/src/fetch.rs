@@ -99,9 +99,7 @@ impl Registry {
             .file(repo, &rev, "config.json")
             .map_err(|e| name_pull_error(e, name))?;
         let user = UserModelConfig::read(&config)?;
-        let e = self
-            .get(&user.architecture)
-            .map_err(|err| Error::format(&config, format!("architecture: {err}")))?;
+        let (e, head) = self.user_base(&user, &config)?;
         let mut cfg = user.pretrained_cfg.clone();
         cfg.first_conv = e.cfg.first_conv.clone();
         cfg.classifier = e.cfg.classifier.clone();
@@ -114,6 +112,9 @@ impl Registry {
         let mut o = opts.clone();
         if o.num_classes.is_none() {
             o.num_classes = Some(user.num_classes);
+        }
+        if o.head.is_none() {
+            o.head = Some(head);
         }
         o.in_chans = user.in_chans;
         if let Some(s) = user.img_size {

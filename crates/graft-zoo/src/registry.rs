@@ -184,6 +184,34 @@ impl Registry {
         }
         Ok(skipped)
     }
+    /// The built-in a user model's `config.json` (at `path`) builds on, and its head: the saved
+    /// one for graft's configs; for timm's, the architecture's reference head, once the pooling
+    /// timm states is the architecture's.
+    pub(crate) fn user_base(
+        &self,
+        cfg: &UserModelConfig,
+        path: &Path,
+    ) -> Result<(&RegistryEntry, crate::model::HeadSpec)> {
+        let base = self
+            .get(&cfg.architecture)
+            .map_err(|e| Error::format(path, format!("architecture: {e}")))?;
+        let Some(timm) = &cfg.written_by_timm else {
+            return Ok((base, cfg.head.clone()));
+        };
+        let want = base.arch.global_pool_name();
+        if let Some(p) = timm.global_pool.as_deref()
+            && p != want
+        {
+            return Err(Error::format(
+                path,
+                format!(
+                    "global_pool: {p:?}: graft builds {} with {want:?} pooling",
+                    cfg.architecture
+                ),
+            ));
+        }
+        Ok((base, base.arch.default_head()))
+    }
     /// Registers a user model from a weights file and its `config.json`.
     pub fn register_files(&mut self, name: &str, weights: &Path, config: &Path) -> Result<()> {
         graft_core::name::validate_name(name).map_err(|_| {
@@ -193,28 +221,8 @@ impl Registry {
             return Err(Error::NameCollision(name.into()));
         }
         let cfg = UserModelConfig::read(config)?;
-        let base = self
-            .get(&cfg.architecture)
-            .map_err(|e| Error::format(config, format!("architecture: {e}")))?;
+        let (base, head) = self.user_base(&cfg, config)?;
         let mut arch = base.arch.clone();
-        let head = match &cfg.written_by_timm {
-            Some(timm) => {
-                let want = arch.global_pool_name();
-                if let Some(p) = timm.global_pool.as_deref()
-                    && p != want
-                {
-                    return Err(Error::format(
-                        config,
-                        format!(
-                            "global_pool: {p:?}: graft builds {} with {want:?} pooling",
-                            cfg.architecture
-                        ),
-                    ));
-                }
-                arch.default_head()
-            }
-            None => cfg.head.clone(),
-        };
         if let Some(s) = cfg.img_size {
             arch.set_img_size(s)
                 .map_err(|e| Error::format(config, e.to_string()))?;
