@@ -79,20 +79,19 @@ pub(crate) fn entries<T: DeserializeOwned>(family: &str) -> Vec<(String, T)> {
 /// A family's architecture names, every entry's config parsed as the family's type (an entry
 /// that does not parse is an error naming it).
 pub fn names(family: &str) -> Result<Vec<String>> {
-    fn parsed<T: DeserializeOwned>(family: &str) -> Result<Vec<String>> {
-        Ok(try_entries::<T>(family)?
-            .into_iter()
-            .map(|(n, _)| n)
-            .collect())
-    }
-    match family {
-        "resnet" => parsed::<crate::ResNet>(family),
-        "vit" => parsed::<crate::Vit>(family),
-        "convnext" => parsed::<crate::ConvNeXt>(family),
-        "mbconv" => parsed::<crate::MbConvNet>(family),
-        "swin" => parsed::<crate::Swin>(family),
-        other => Err(bad(format!("no family {other} in the table"))),
-    }
+    let t = table()?;
+    let Some(list) = t.families.get(family) else {
+        return Err(bad(format!("no family {family} in the table")));
+    };
+    let list: Vec<Entry> =
+        serde_json::from_value(list.clone()).map_err(|e| bad(format!("{family}: {e}")))?;
+    list.into_iter()
+        .map(|e| match crate::families::parse_config(family, e.config) {
+            Some(Ok(_)) => Ok(e.name),
+            Some(Err(err)) => Err(bad(format!("{family} {}: {err}", e.name))),
+            None => Err(bad(format!("{family} is not one of graft's families"))),
+        })
+        .collect()
 }
 
 /// The architectures of the covered timm modules that graft's builders do not make, and why.

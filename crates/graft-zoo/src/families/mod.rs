@@ -5,8 +5,8 @@
 //! and what is particular to it — what its trunk takes, its input check, image size, drop rates,
 //! BatchNorm eps for folding, the reference's `no_weight_decay`), and lists its built-in
 //! architectures with their pretrained cfgs (`builtins()`). Adding one is that file plus one
-//! line here: the line generates the [`Arch`] variant, its dispatch, its name and its built-ins'
-//! registration.
+//! line here: the line generates the [`Arch`] variant, its dispatch, its name, its built-ins'
+//! registration and the reading of its entries in `data/archs.json`.
 
 /// Declares the families: `Variant(module::Type) = "name"` per family. Generates the modules,
 /// the [`Arch`] enum (its serde tag is the variant name in snake_case — what user models'
@@ -40,6 +40,18 @@ macro_rules! families {
                 match self {
                     $(Arch::$variant(_) => $name,)+
                 }
+            }
+        }
+
+        /// Parses `config` as the configuration of the family named `family`; `None` when no
+        /// family has that name.
+        pub(crate) fn parse_config(
+            family: &str,
+            config: serde_json::Value,
+        ) -> Option<std::result::Result<Arch, serde_json::Error>> {
+            match family {
+                $($name => Some(serde_json::from_value::<$module::$ty>(config).map(Arch::$variant)),)+
+                _ => None,
             }
         }
 
