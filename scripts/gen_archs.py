@@ -159,8 +159,6 @@ def vit_config(name, m):
     elif "radio" in name:
         aligned = any(n in name for n in tvt._RADIO_ALIGN_CORNERS)
         pos_resample = "bilinear_align_corners" if aligned else "bilinear"
-    if m.dynamic_img_size:
-        raise Out("position embeddings resampled at every forward (dynamic_img_size)")
     pe = patch_embed(m)
     if m.pos_embed is None:
         raise Out("no learned position embedding")
@@ -250,6 +248,8 @@ def vit_config(name, m):
         cfg["dist_token"] = True
     if pos_resample is not None:
         cfg["pos_resample"] = pos_resample
+    if m.dynamic_img_size:
+        cfg["dynamic_img_size"] = True
     if cfg_block["attn_norm"]:
         cfg["attn_norm"] = True
     if cfg_block["mlp_norm"]:

@@ -1,11 +1,11 @@
 //! One way in: every batch reaches a model as a typed `InputBatch` through
 //! `Model::forward_batch`, which gives what the tensor-level forwards give, and refuses a batch
-//! the model does not take with an error saying what it takes and what it got (pure Rust:
-//! graft-ndarray, random weights).
+//! the model does not take with an error saying what it takes and what it got (random weights;
+//! graft-ndarray, and graft-tch where gradients are checked).
 
 use graft::data::{Loader, LoaderConfig};
 use graft::zoo::{ModelOptions, Registry};
-use graft::{Backend, Ctx, InputBatch, InputKind, NdArray, TensorData};
+use graft::{AutodiffBackend, Backend, Ctx, InputBatch, InputKind, NdArray, Tch, TensorData};
 
 fn close(a: &TensorData, b: &TensorData) -> bool {
     a.shape() == b.shape() && a.max_abs_diff(b).expect("same dtype") < 1e-5
@@ -109,4 +109,65 @@ fn token_ids_stay_int64_and_their_padding_must_be_the_models() {
         .forward_batch(&img, &ctx)
         .expect_err("images into a text encoder");
     assert!(e.to_string().contains("the trunk takes token ids"), "{e}");
+}
+
+/// `dynamic_img_size` (timm's): a ViT built for 224² takes other multiples of its patch, its
+/// position embeddings resampled at every forward, and gradients reach them; without it, another
+/// size is an error naming the built one; a family without position embeddings refuses it.
+#[test]
+fn a_dynamic_vit_takes_any_multiple_of_its_patch() {
+    let reg = Registry::builtin();
+    let opts = ModelOptions {
+        dynamic_img_size: true,
+        ..ModelOptions::default().num_classes(3)
+    };
+    let (model, _) = reg
+        .create(&Tch::cpu(), "vit_tiny_patch16_224", &opts)
+        .expect("dynamic vit");
+    let b = model.backend();
+    let ctx = Ctx::eval();
+    for side in [96, 160, 240] {
+        let x = b
+            .from_data(
+                &TensorData::f32(&[1, 3, side, side], vec![0.1; 3 * side * side]).expect("x"),
+            )
+            .expect("x");
+        let maps = model
+            .forward_stages(&x, &["blocks.11"], &Ctx::eval())
+            .expect("stages");
+        assert_eq!(b.shape(&maps[0]), [1, 192, side / 16, side / 16]);
+        let pos = model.params().get("pos_embed").expect("pos_embed");
+        b.set_requires_grad(pos, true).expect("grad");
+        let logits = model.forward(&x, &ctx).expect("forward");
+        let loss = b.sum(&logits, &[0, 1], false).expect("loss");
+        let grads = b.backward(&loss, &[pos]).expect("backward");
+        let g = grads[0].as_ref().expect("pos_embed gets a gradient");
+        let g = b.to_data(g).expect("g");
+        assert!(
+            g.to_f64().iter().any(|v| *v != 0.0),
+            "{side}: zero gradient"
+        );
+    }
+    let x = b
+        .from_data(&TensorData::f32(&[1, 3, 100, 100], vec![0.1; 30000]).expect("x"))
+        .expect("x");
+    let e = model
+        .forward(&x, &Ctx::eval())
+        .expect_err("100 is not a multiple of 16");
+    assert!(
+        e.to_string().contains("multiples of the patch size 16"),
+        "{e}"
+    );
+    let (fixed, _) = reg
+        .create(&NdArray, "vit_tiny_patch16_224", &ModelOptions::default())
+        .expect("vit");
+    let x = NdArray
+        .from_data(&TensorData::f32(&[1, 3, 96, 96], vec![0.1; 3 * 96 * 96]).expect("x"))
+        .expect("x");
+    let e = fixed.forward(&x, &Ctx::eval()).expect_err("built for 224");
+    assert!(e.to_string().contains("built for 224x224"), "{e}");
+    let e = reg
+        .create(&NdArray, "resnet18", &opts)
+        .expect_err("no position embeddings");
+    assert!(e.to_string().contains("dynamic_img_size"), "{e}");
 }

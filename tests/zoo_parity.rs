@@ -265,6 +265,8 @@ parity! {
     beit3_scale_norms => "beit3_base",
     flexivit_bilinear_resampled_pos_embed => "flexivit_small_at96",
     radio_bilinear_aligned_corners_resampled => "radio_base_at64",
+    vit_dynamic_img_size_upsampled => "vit_custom_dynamic_up",
+    vit_dynamic_img_size_downsampled => "vit_custom_dynamic_down",
     vit_no_qkv_bias_avg_pool => "vit_medium_gap",
     eva02_tiny_index_rope_qv_bias => "eva02_tiny",
     eva02_base_clip_split_qkv_norms => "eva02_base_clip",

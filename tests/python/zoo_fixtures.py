@@ -149,6 +149,10 @@ FIXTURES = {
     "swinv2_tiny": ("swinv2_tiny_window8_256", timm_at("swinv2_tiny_window8_256", 80), 80, ["patch_embed", "layers.0", "layers.1", "layers.2", "layers.3"], {"img_size": [80, 80]}),
     "swinv2_base_12to16": ("swinv2_base_window12to16_192to256", timm_at("swinv2_base_window12to16_192to256", 64), 64, ["patch_embed", "layers.0", "layers.1", "layers.2", "layers.3"], {"img_size": [64, 64]}),
     "vit_custom_glu_qknorm": ("vit_custom_glu_qknorm", vit_custom(img_size=32, patch_size=8, embed_dim=64, depth=2, num_heads=4, mlp_ratio=5.0, num_classes=10, qk_norm=True, init_values=1e-5, reg_tokens=2, no_embed_class=True, mlp_layer=__import__("timm.layers", fromlist=["SwiGLUPacked"]).SwiGLUPacked, act_layer=torch.nn.SiLU), 32, vit_stages(2), {"img_size": [32, 32], "num_classes": 10, "custom": True}),
+    # timm's dynamic_img_size: built for 32² (a 4² grid), run at 48² (6²) and 24² (3²): the
+    # position embeddings resampled at every forward, the prefix (class + 2 registers) kept
+    "vit_custom_dynamic_up": ("vit_custom_dynamic_up", vit_custom(img_size=32, patch_size=8, embed_dim=64, depth=2, num_heads=4, num_classes=10, reg_tokens=2, dynamic_img_size=True), 48, vit_stages(2), {"img_size": [32, 32], "num_classes": 10, "custom": True}),
+    "vit_custom_dynamic_down": ("vit_custom_dynamic_down", vit_custom(img_size=32, patch_size=8, embed_dim=64, depth=2, num_heads=4, num_classes=10, reg_tokens=2, dynamic_img_size=True), 24, vit_stages(2), {"img_size": [32, 32], "num_classes": 10, "custom": True}),
     "vit_custom_swiglu": ("vit_custom_swiglu", vit_custom(img_size=32, patch_size=8, embed_dim=64, depth=2, num_heads=4, mlp_ratio=2.5, num_classes=10, class_token=False, global_pool="avg", mlp_layer=__import__("timm.layers", fromlist=["SwiGLU"]).SwiGLU, act_layer=torch.nn.SiLU), 32, vit_stages(2), {"img_size": [32, 32], "num_classes": 10, "custom": True}),
 }
 

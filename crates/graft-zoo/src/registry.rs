@@ -363,6 +363,10 @@ impl Registry {
             }
             arch.set_img_size(s)?;
         }
+        if opts.dynamic_img_size {
+            arch.set_dynamic_img_size()
+                .map_err(|e| graft_core::Error::invalid("create_model", format!("{name}: {e}")))?;
+        }
         arch.set_drop_rates(opts.drop_path_rate, opts.drop_rate);
         let mut cfg = cfg;
         if let Some(s) = arch.img_size() {

@@ -361,6 +361,7 @@ impl Family for Bert {
             keep: Some(keep),
             bias: Some(bias),
             rope: None,
+            grid: None,
         })
     }
     fn forward_stage<B: Backend>(

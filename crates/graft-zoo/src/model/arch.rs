@@ -39,6 +39,8 @@ pub(crate) struct Side<B: Backend> {
     pub keep: Option<B::Tensor>,
     pub bias: Option<B::Tensor>,
     pub rope: Option<[B::Tensor; 2]>,
+    /// The patch grid of this input, for a ViT that takes any size (`dynamic_img_size`).
+    pub grid: Option<[usize; 2]>,
 }
 
 impl<B: Backend> Default for Side<B> {
@@ -47,6 +49,7 @@ impl<B: Backend> Default for Side<B> {
             keep: None,
             bias: None,
             rope: None,
+            grid: None,
         }
     }
 }
@@ -134,6 +137,14 @@ pub(crate) trait Family {
     /// Sets the input size (ViT rebuilds position embeddings for it); others ignore it.
     fn set_img_size(&mut self, _size: [usize; 2]) -> Result<()> {
         Ok(())
+    }
+    /// Takes any input size, position embeddings resampled at every forward (timm's
+    /// `dynamic_img_size`); only families with learned position embeddings over a grid can.
+    fn set_dynamic_img_size(&mut self) -> Result<()> {
+        Err(graft_core::Error::invalid(
+            "dynamic_img_size",
+            "only Vision Transformers resample their position embeddings at forward time",
+        ))
     }
     /// Overrides the stochastic-depth and classifier dropout rates the family has.
     fn set_drop_rates(&mut self, _drop_path: Option<f64>, _drop: Option<f64>) {}
@@ -374,6 +385,11 @@ impl Arch {
     /// Sets the input size (ViT rebuilds position embeddings for it); other families ignore it.
     pub fn set_img_size(&mut self, size: [usize; 2]) -> Result<()> {
         dispatch!(self, set_img_size(size))
+    }
+    /// Makes the model take any input size, its position embeddings resampled at every forward
+    /// (timm's `dynamic_img_size`; ViTs only).
+    pub fn set_dynamic_img_size(&mut self) -> Result<()> {
+        dispatch!(self, set_dynamic_img_size())
     }
     /// Overrides the stochastic-depth and classifier dropout rates.
     pub fn set_drop_rates(&mut self, drop_path: Option<f64>, drop: Option<f64>) {

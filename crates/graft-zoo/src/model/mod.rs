@@ -28,6 +28,9 @@ pub struct ModelOptions {
     pub in_chans: usize,
     /// Input size `[h, w]` for models whose parameters depend on it (ViT); `None` keeps the cfg's.
     pub img_size: Option<[usize; 2]>,
+    /// Take any input size (a multiple of the patch), the position embeddings resampled at
+    /// every forward (timm's `dynamic_img_size`; ViTs only).
+    pub dynamic_img_size: bool,
     /// Weights to load after building (safetensors; `.pth` / `.pt` only through graft-tch).
     pub weights: Option<std::path::PathBuf>,
     /// How to load them.
@@ -60,6 +63,7 @@ impl Default for ModelOptions {
             num_classes: None,
             in_chans: 3,
             img_size: None,
+            dynamic_img_size: false,
             weights: None,
             load: crate::load::LoadOptions::default(),
             seed: 0,

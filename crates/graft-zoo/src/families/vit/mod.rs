@@ -175,6 +175,11 @@ pub struct Vit {
     /// How a checkpoint's position embeddings for another grid are resampled on load.
     #[serde(default, skip_serializing_if = "is_default")]
     pub pos_resample: PosResample,
+    /// Any input size (a multiple of the patch): the position embeddings, built for `img_size`,
+    /// are resampled to the input's grid at every forward (timm's `dynamic_img_size`; antialiased
+    /// bicubic, as timm's `resample_abs_pos_embed`), differentiably.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub dynamic_img_size: bool,
 }
 
 fn is_true(v: &bool) -> bool {
@@ -224,6 +229,7 @@ impl Vit {
             pool_heads: None,
             pool_mlp_hidden: None,
             pos_resample: PosResample::Bicubic,
+            dynamic_img_size: false,
         }
     }
     fn hidden(&self) -> usize {
@@ -313,11 +319,68 @@ impl Vit {
     fn ln<B: Backend>(&self, p: &Params<B>, path: &str, x: &B::Tensor) -> Result<B::Tensor> {
         nn::layer_norm(p, path, x, self.norm_eps)
     }
+    /// The patch grid of an input of `shape`: the built one, or with `dynamic_img_size` the
+    /// input's own (its sides must be multiples of the patch, as timm's `PatchEmbed` asserts).
+    fn input_grid(&self, shape: &[usize]) -> Result<[usize; 2]> {
+        if !self.dynamic_img_size {
+            crate::layers::check_built_size("vit", shape, self.img_size)?;
+            return Ok(self.grid());
+        }
+        let p = self.patch;
+        match shape {
+            [_, _, h, w] if *h >= p && *w >= p && h % p == 0 && w % p == 0 => Ok([h / p, w / p]),
+            _ => Err(Error::shape(
+                "vit",
+                format!("input {shape:?}: height and width must be multiples of the patch size {p}"),
+            )),
+        }
+    }
+    /// The position embedding for `grid`: the parameter itself on the built grid, else its grid
+    /// part resampled (antialiased bicubic, separable: two matrix products, so gradients reach
+    /// the parameter) with the prefix rows kept.
+    fn pos_embed_for<B: Backend>(&self, p: &Params<B>, grid: [usize; 2]) -> Result<B::Tensor> {
+        let b = p.backend();
+        let pos = p.get("pos_embed")?;
+        let from = self.grid();
+        if grid == from {
+            return Ok(pos.clone());
+        }
+        let (k, d) = (self.embedded_prefix(), self.dim);
+        let dtype = b.dtype(pos);
+        let matrix = |input: usize, output: usize| -> Result<B::Tensor> {
+            let mut m = vec![0f32; output * input];
+            let taps = graft_backend::resample::aa_weights(
+                graft_backend::resample::Filter::Cubic,
+                input,
+                output,
+            );
+            for (o, (lo, ws)) in taps.iter().enumerate() {
+                for (j, w) in ws.iter().enumerate() {
+                    m[o * input + lo + j] = *w as f32;
+                }
+            }
+            b.cast(&b.from_data(&TensorData::f32(&[output, input], m)?)?, dtype)
+        };
+        let ([g0, g1], [n0, n1]) = (from, grid);
+        let x = b.narrow(pos, 1, k, g0 * g1)?;
+        // [g0·g1, d] → [d·g0, g1] · Wxᵀ → [d·g0, n1]
+        let x = b.reshape(&b.permute(&b.reshape(&x, &[g0, g1, d])?, &[2, 0, 1])?, &[d * g0, g1])?;
+        let x = b.matmul(&x, &b.transpose(&matrix(g1, n1)?, 0, 1)?)?;
+        // → [g0, d·n1], Wy · → [n0, d·n1] → [1, n0·n1, d]
+        let x = b.reshape(&b.permute(&b.reshape(&x, &[d, g0, n1])?, &[1, 0, 2])?, &[g0, d * n1])?;
+        let x = b.matmul(&matrix(g0, n0)?, &x)?;
+        let x = b.permute(&b.reshape(&x, &[n0, d, n1])?, &[0, 2, 1])?;
+        let x = b.reshape(&x, &[1, n0 * n1, d])?;
+        if k == 0 {
+            return Ok(x);
+        }
+        b.cat(&[&b.narrow(pos, 1, 0, k)?, &x], 1)
+    }
     /// Patches to tokens: embedding, prefix tokens, position embedding, dropout, pre-norm.
     fn embed<B: Backend>(&self, p: &Params<B>, x: &B::Tensor) -> Result<B::Tensor> {
         let b = p.backend();
         let s = b.shape(x);
-        crate::layers::check_built_size("vit", &s, self.img_size)?;
+        let grid = self.input_grid(&s)?;
         let y = nn::conv2d(p, "patch_embed.proj", x, Conv2dOpts::new().stride(self.patch))?;
         let n = s[0];
         let mut y = b.transpose(&b.flatten(&y, 2, 3)?, 1, 2)?;
@@ -341,7 +404,7 @@ impl Vit {
             b.cat(&parts, 1)
         };
         let pos = |y: B::Tensor| match self.pos_embed {
-            true => b.add(&y, p.get("pos_embed")?),
+            true => b.add(&y, &self.pos_embed_for(p, grid)?),
             false => Ok(y),
         };
         if self.no_embed_class {
@@ -360,16 +423,21 @@ impl Vit {
 
 impl Family for Vit {
     fn side<B: Backend>(&self, p: &Params<B>, x: &B::Tensor, dtype: DType) -> Result<Side<B>> {
-        let Some(r) = &self.rope else {
-            return Ok(Side::default());
-        };
         let b = p.backend();
         let s = b.shape(x);
         let grid = [s[2] / self.patch, s[3] / self.patch];
+        let dynamic = self.dynamic_img_size.then_some(grid);
+        let Some(r) = &self.rope else {
+            return Ok(Side {
+                grid: dynamic,
+                ..Side::default()
+            });
+        };
         let [sin, cos] = r.tables(grid, self.dim / self.heads)?;
         let up = |t: &TensorData| b.cast(&b.from_data(t)?, dtype);
         Ok(Side {
             rope: Some([up(&sin)?, up(&cos)?]),
+            grid: dynamic,
             ..Side::default()
         })
     }
@@ -378,6 +446,10 @@ impl Family for Vit {
     }
     fn set_img_size(&mut self, size: [usize; 2]) -> Result<()> {
         self.resize_grid(size)
+    }
+    fn set_dynamic_img_size(&mut self) -> Result<()> {
+        self.dynamic_img_size = true;
+        Ok(())
     }
     fn set_drop_rates(&mut self, drop_path: Option<f64>, drop: Option<f64>) {
         if let Some(d) = drop_path {
@@ -510,10 +582,10 @@ impl Family for Vit {
         b: &B,
         _i: usize,
         x: &B::Tensor,
-        _side: &Side<B>,
+        side: &Side<B>,
     ) -> Result<B::Tensor> {
         let s = b.shape(x);
-        let (g, k) = (self.grid(), self.prefix_tokens());
+        let (g, k) = (side.grid.unwrap_or(self.grid()), self.prefix_tokens());
         let y = b.narrow(x, 1, k, s[1] - k)?;
         let y = b.reshape(&y, &[s[0], g[0], g[1], s[2]])?;
         b.permute(&y, &[0, 3, 1, 2])
