@@ -324,6 +324,21 @@ fn distilled_logits<B: Backend>(
         .expect("whole");
     assert_eq!(z.shape(), [2, 5]);
     assert!(z.max_abs_diff(&whole).expect("diff") <= 1e-5);
+    // and back: a fresh pair for 5 classes (timm's reset_classifier), which reads the tokens
+    model
+        .replace_head(5, HeadSpec::Distilled, 4)
+        .expect("a fresh pair");
+    assert!(model.params().get("head_dist.weight").is_ok());
+    let pair = model.forward(&xt, &ctx).expect("forward");
+    assert_eq!(b.shape(&pair), [2, 5]);
+    assert!(model.forward_classifier(&pooled, &ctx).is_err());
+    // a trunk without a distillation token has no such head
+    let (mut resnet, _) = create_model(b, "resnet10t", &ModelOptions::default()).expect("resnet");
+    let e = resnet
+        .replace_head(5, HeadSpec::Distilled, 0)
+        .expect_err("no distillation token");
+    assert!(e.to_string().contains("distillation token"), "{e}");
+    assert!(resnet.params().get("fc.weight").is_ok(), "the old head stays");
     rel_diff(&y, want)
 }
 

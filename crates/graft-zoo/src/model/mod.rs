@@ -509,12 +509,13 @@ impl<B: Backend> Model<B> {
         seed: u64,
     ) -> Result<Vec<String>> {
         self.trainable_form("replace_head")?;
+        // the new head first: a head the trunk cannot take leaves the model as it was
+        let builder = ParamBuilder::new(self.backend().clone(), seed).with_dtype(self.dtype);
+        init_classifier(&builder.root(), &self.arch, &head, num_classes)?;
         let mut removed = Vec::new();
         for prefix in self.arch.classifier_prefixes() {
             removed.extend(self.params.remove_prefix(prefix));
         }
-        let builder = ParamBuilder::new(self.backend().clone(), seed).with_dtype(self.dtype);
-        init_classifier(&builder.root(), &self.arch, &head, num_classes)?;
         self.head = head;
         for (name, entry) in builder.finish().iter() {
             self.params.insert(name, entry.tensor.clone(), entry.kind)?;
