@@ -1,5 +1,5 @@
-//! The classifier on top of the pooled features: [`HeadSpec`] (Linear, MLP, DeiT's distilled pair), how each family's
-//! reference initialises its head, and building it.
+//! The classifier on top of the pooled features: [`HeadSpec`] (Linear, MLP, DeiT's distilled
+//! pair), how each family's reference initialises its head, and building it.
 
 use graft_backend::{Backend, ParamPath};
 use graft_core::Result;

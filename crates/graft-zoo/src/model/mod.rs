@@ -418,22 +418,18 @@ impl<B: Backend> Model<B> {
                 format!("{} has no classifier (num_classes 0)", self.name),
             ));
         }
-        if self.head == HeadSpec::Distilled {
-            return Err(Error::invalid(
+        let y = pooled;
+        let c = self.arch.classifier();
+        let y = graft_backend::nn::dropout(b, y, c.dropout, ctx, c.dropout_path)?;
+        match &self.head {
+            HeadSpec::Linear => graft_backend::nn::linear(&self.params, c.prefix, &y),
+            HeadSpec::Distilled => Err(Error::invalid(
                 "forward_classifier",
                 format!(
                     "{}'s distilled head reads the class and distillation tokens, not the pooled features: run the trunk (forward), or replace the head with a Linear one to train on pooled features",
                     self.name
                 ),
-            ));
-        }
-        let y = pooled;
-        let c = self.arch.classifier();
-        let y = graft_backend::nn::dropout(b, y, c.dropout, ctx, c.dropout_path)?;
-        match &self.head {
-            HeadSpec::Linear | HeadSpec::Distilled => {
-                graft_backend::nn::linear(&self.params, c.prefix, &y)
-            }
+            )),
             HeadSpec::Mlp { hidden, dropout } => {
                 let mut y = y;
                 for i in 0..hidden.len() {
