@@ -338,7 +338,10 @@ fn distilled_logits<B: Backend>(
         .replace_head(5, HeadSpec::Distilled, 0)
         .expect_err("no distillation token");
     assert!(e.to_string().contains("distillation token"), "{e}");
-    assert!(resnet.params().get("fc.weight").is_ok(), "the old head stays");
+    assert!(
+        resnet.params().get("fc.weight").is_ok(),
+        "the old head stays"
+    );
     rel_diff(&y, want)
 }
 
