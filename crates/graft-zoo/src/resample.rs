@@ -59,6 +59,19 @@ fn weights(how: PosResample, input: usize, output: usize) -> Vec<(usize, Vec<f64
     }
 }
 
+/// The resampling from `input` to `output` points along one axis as a dense `[output, input]`
+/// matrix (row-major): the same taps as [`resample_maps`], for resampling on a backend by matrix
+/// products (differentiable).
+pub(crate) fn weight_matrix(how: PosResample, input: usize, output: usize) -> Vec<f32> {
+    let mut m = vec![0f32; output * input];
+    for (o, (lo, ws)) in weights(how, input, output).iter().enumerate() {
+        for (j, w) in ws.iter().enumerate() {
+            m[o * input + lo + j] = *w as f32;
+        }
+    }
+    m
+}
+
 /// Resamples `c` maps of `from = [h, w]` (channel-major, row-major) to `to`.
 pub(crate) fn resample_maps(
     how: PosResample,
