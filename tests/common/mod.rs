@@ -56,10 +56,18 @@ pub fn temp_dir(tag: &str) -> PathBuf {
 /// under the target dir keyed by the script's content; fixtures of older script versions are
 /// removed.
 pub fn zoo_fixture(id: &str) -> PathBuf {
-    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/python/zoo_fixtures.py");
-    let text = std::fs::read(&script).expect("read zoo_fixtures.py");
+    python_fixture("zoo_fixtures.py", id)
+}
+
+/// The fixture `id` that `tests/python/SCRIPT ID DIR` writes (its last file: `meta.json`),
+/// generated on first use and cached under the target dir keyed by the script's content;
+/// fixtures of older script versions are removed.
+pub fn python_fixture(script: &str, id: &str) -> PathBuf {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(format!("tests/python/{script}"));
+    let text = std::fs::read(&path).unwrap_or_else(|e| panic!("read {script}: {e}"));
     let key = format!("{:016x}", graft::backend::init::stable_hash(&text));
-    let root = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("zoo-fixtures");
+    let stem = script.trim_end_matches(".py").replace('_', "-");
+    let root = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(stem);
     std::fs::create_dir_all(&root).expect("fixture root");
     let dir = root.join(format!("{id}-{key}"));
     if !dir.join("meta.json").exists() {
@@ -74,7 +82,7 @@ pub fn zoo_fixture(id: &str) -> PathBuf {
                 }
             }
         }
-        run_python("zoo_fixtures.py", &[id, dir.to_str().expect("utf-8 path")]);
+        run_python(script, &[id, dir.to_str().expect("utf-8 path")]);
     }
     dir
 }

@@ -28,33 +28,56 @@ pub struct TextEncoder<B: Backend> {
 }
 
 impl<B: Backend> TextEncoder<B> {
-    /// Pairs `model` (a text encoder) with `tokenizer`; their padding ids must agree.
+    /// Pairs `model` (a text encoder) with `tokenizer`; their padding ids must agree (a CLIP
+    /// text tower, whose causal mask never reads padding, takes the tokenizer padding with its
+    /// own id).
     pub fn new(model: Model<B>, tokenizer: Tokenizer) -> Result<Self> {
-        let graft_zoo::Arch::Bert(arch) = model.arch() else {
-            return Err(Error::invalid(
-                "TextEncoder",
-                format!("{} is not a text encoder", model.name()),
-            ));
+        let (pad, vocab, tokenizer) = match model.arch() {
+            graft_zoo::Arch::Bert(a) => (a.pad_token_id, a.vocab_size, tokenizer),
+            graft_zoo::Arch::ClipText(a) => {
+                let id = u32::try_from(a.pad_id).map_err(|_| {
+                    Error::invalid("TextEncoder", format!("padding id {}", a.pad_id))
+                })?;
+                if tokenizer.max_len() > a.context_length {
+                    return Err(Error::invalid(
+                        "TextEncoder",
+                        format!(
+                            "the tokenizer keeps up to {} tokens, {} has positions for {}: read the tokenizer with max_len {}",
+                            tokenizer.max_len(),
+                            model.name(),
+                            a.context_length,
+                            a.context_length
+                        ),
+                    ));
+                }
+                (a.pad_id, a.vocab_size, tokenizer.with_pad_id(id))
+            }
+            _ => {
+                return Err(Error::invalid(
+                    "TextEncoder",
+                    format!("{} is not a text encoder", model.name()),
+                ));
+            }
         };
-        if arch.pad_token_id != tokenizer.pad_id() {
+        if pad != tokenizer.pad_id() {
             return Err(Error::invalid(
                 "TextEncoder",
                 format!(
                     "{} pads with id {} but the tokenizer with {}",
                     model.name(),
-                    arch.pad_token_id,
+                    pad,
                     tokenizer.pad_id()
                 ),
             ));
         }
-        if tokenizer.vocab_size() > arch.vocab_size {
+        if tokenizer.vocab_size() > vocab {
             return Err(Error::invalid(
                 "TextEncoder",
                 format!(
                     "the tokenizer has {} tokens, {} embeds {}",
                     tokenizer.vocab_size(),
                     model.name(),
-                    arch.vocab_size
+                    vocab
                 ),
             ));
         }

@@ -97,6 +97,14 @@ impl Tokenizer {
             .map(|p| i64::from(p.pad_id))
             .unwrap_or(0)
     }
+    /// The same tokenizer padding with `id` (a model whose padding the attention never reads —
+    /// CLIP's causal text tower — takes whatever id it was trained with).
+    pub fn with_pad_id(mut self, id: u32) -> Self {
+        let pad = self.inner.get_padding().cloned().unwrap_or_default();
+        self.inner
+            .with_padding(Some(PaddingParams { pad_id: id, ..pad }));
+        self
+    }
     /// Token ids of each text, truncated, unpadded (tokenised in parallel).
     pub fn ids_batch(&self, texts: &[&str]) -> Result<Vec<Vec<u32>>> {
         if texts.is_empty() {

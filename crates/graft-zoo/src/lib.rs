@@ -24,6 +24,7 @@
 
 pub mod arch_table;
 pub mod cfg;
+pub mod clip;
 #[macro_use]
 mod families;
 mod fetch;
@@ -40,7 +41,9 @@ pub mod torch_file;
 mod weights_file;
 
 pub use cfg::{CropMode, Interpolation, PretrainedCfg, TextCfg, UserModelConfig};
+pub use clip::{Clip, ClipConfig, ClipLoadReport};
 pub use families::bert::{Bert, HiddenAct, TextPooling};
+pub use families::clip_text::{ClipAct, ClipText};
 pub use families::convnext::ConvNeXt;
 pub use families::efficientnet::{EfficientNet, MbStage};
 pub use families::mbconv::{

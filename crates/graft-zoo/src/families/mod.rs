@@ -74,4 +74,5 @@ families! { $
     Vit(vit::Vit) = "vit",
     Swin(swin::Swin) = "swin",
     Bert(bert::Bert) = "bert",
+    ClipText(clip_text::ClipText) = "clip_text",
 }
