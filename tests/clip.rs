@@ -12,8 +12,9 @@ use std::path::Path;
 
 use graft::Backend;
 use graft::backend::{Ctx, DType, TensorData};
+use graft::extract::{ClipEncoder, FeatureSpec, Features, embed_with};
 use graft::text::Tokenizer;
-use graft::zoo::{Clip, ClipConfig};
+use graft::zoo::ClipConfig;
 
 fn cosines(got: &[f32], want: &ndarray::ArrayD<f32>) -> Vec<f64> {
     let dim = want.shape()[1];
@@ -71,47 +72,48 @@ fn check_tokens(dir: &Path) {
 }
 
 fn check<B: Backend>(backend: &B, dir: &Path, min_cos: f64) -> (f64, f64) {
-    let (clip, report) = Clip::from_dir(backend, "fixture", dir).expect("load open_clip files");
+    let (enc, report) =
+        ClipEncoder::from_dir(backend, "fixture", dir, None).expect("load open_clip files");
     assert!(report.visual.is_clean(), "{}", report.visual);
     assert!(report.text.is_clean(), "{}", report.text);
     assert!(report.visual.missing.is_empty() && report.text.missing.is_empty());
     let meta = meta(dir);
     let scale = meta["logit_scale"].as_f64().expect("scale");
     assert!(
-        (clip.logit_scale() - scale).abs() <= 1e-5 * scale,
+        (enc.logit_scale() - scale).abs() <= 1e-5 * scale,
         "{} vs {scale}",
-        clip.logit_scale()
+        enc.logit_scale()
     );
 
     // images
     let images: ndarray::ArrayD<f32> =
         ndarray_npy::read_npy(dir.join("images.npy")).expect("images");
     let x = TensorData::f32(images.shape(), images.iter().copied().collect()).expect("data");
-    let y = clip
-        .encode_image(&backend.from_data(&x).expect("to backend"), &Ctx::eval())
-        .expect("encode_image");
-    let got = backend
+    let y = enc
+        .visual()
+        .forward(&backend.from_data(&x).expect("to backend"), &Ctx::eval())
+        .expect("image tower");
+    let got: Vec<f32> = backend
         .to_data(&backend.cast(&y, DType::F32).expect("cast"))
         .expect("data")
-        .to_f32();
+        .to_f32()
+        .iter()
+        .copied()
+        .collect();
     let want: ndarray::ArrayD<f32> = ndarray_npy::read_npy(dir.join("image_emb.npy")).expect("emb");
-    assert_eq!(got.shape(), want.shape());
-    let img_cos = cosines(&got.iter().copied().collect::<Vec<_>>(), &want);
+    assert_eq!(got.len(), want.len());
+    let img_cos = cosines(&got, &want);
     for (i, c) in img_cos.iter().enumerate() {
         assert!(*c >= min_cos, "{}: image {i}: cosine {c}", backend.name());
     }
 
     // texts, in batches of 3 of length-sorted texts: padding inside every batch
-    let ctx = meta["context_length"].as_u64().expect("ctx") as usize;
-    let tok = Tokenizer::from_file(&dir.join("tokenizer.json"), ctx).expect("tokenizer");
-    let mut enc = graft::extract::TextEncoder::new(clip.into_towers().1, tok).expect("encoder");
-    enc.batch_size = 3;
     let texts = texts(&meta);
     let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
-    let got = enc.embed(&refs).expect("embed");
+    let (emb, _) = embed_with(enc.text().model(), enc.text().tokenizer(), &refs, 3).expect("embed");
     let want: ndarray::ArrayD<f32> = ndarray_npy::read_npy(dir.join("text_emb.npy")).expect("emb");
-    assert_eq!(got.len(), want.len());
-    let txt_cos = cosines(&got, &want);
+    assert_eq!(emb.len(), want.len());
+    let txt_cos = cosines(&emb, &want);
     for (i, c) in txt_cos.iter().enumerate() {
         assert!(
             *c >= min_cos,
@@ -120,6 +122,49 @@ fn check<B: Backend>(backend: &B, dir: &Path, min_cos: f64) -> (f64, f64) {
             texts[i]
         );
     }
+    // the same texts one call, one batch: the same embeddings
+    let whole = enc.embed_texts(&refs).expect("embed");
+    assert!(cosines(&whole, &want).iter().all(|c| *c >= min_cos));
+
+    // zero-shot: open_clip's classifier from the 80 ImageNet templates, and its logits
+    let classes: Vec<String> = meta["zero_shot_classes"]
+        .as_array()
+        .expect("classes")
+        .iter()
+        .map(|c| c.as_str().expect("class").to_string())
+        .collect();
+    let zs = enc.zero_shot(&classes, None).expect("zero-shot classifier");
+    let want: ndarray::ArrayD<f32> =
+        ndarray_npy::read_npy(dir.join("zs_weights.npy")).expect("weights");
+    let zs_cos = cosines(&zs.class_embeddings, &want);
+    assert!(zs_cos.iter().all(|c| *c >= min_cos), "{zs_cos:?}");
+    let n = got.len() / zs.dim;
+    let f = Features {
+        n,
+        dim: zs.dim,
+        data: got,
+        labels: vec![0; n],
+        classes: classes.clone(),
+        spec: FeatureSpec::Logits,
+    };
+    let logits: Vec<f64> = zs
+        .scores(&f)
+        .expect("scores")
+        .iter()
+        .map(|s| f64::from(*s) * enc.logit_scale())
+        .collect();
+    let want: ndarray::ArrayD<f32> =
+        ndarray_npy::read_npy(dir.join("zs_logits.npy")).expect("logits");
+    let worst = logits
+        .iter()
+        .zip(want.iter())
+        .map(|(a, b)| (a - f64::from(*b)).abs())
+        .fold(0.0, f64::max);
+    assert!(
+        worst <= 1e-3,
+        "{}: zero-shot logits differ by {worst}",
+        backend.name()
+    );
     let min = |v: &[f64]| v.iter().copied().fold(f64::INFINITY, f64::min);
     (min(&img_cos), min(&txt_cos))
 }

@@ -101,9 +101,21 @@ images = torch.randn(3, 3, h, w)
 with torch.no_grad():
     img = model.encode_image(images)
     txt = model.encode_text(ids)
+# zero-shot: open_clip's classifier from CLIP's 80 ImageNet templates, and the image logits
+from open_clip.zero_shot_classifier import build_zero_shot_classifier
+from open_clip.zero_shot_metadata import OPENAI_IMAGENET_TEMPLATES
+
+classes = ["dog", "goldfish", "traffic light", "Granny Smith"]
+zs = build_zero_shot_classifier(
+    model, lambda t: open_clip.tokenize(t, context_length=ctx), classes, OPENAI_IMAGENET_TEMPLATES
+)
+with torch.no_grad():
+    logits = model.logit_scale.exp() * torch.nn.functional.normalize(img, dim=-1) @ zs
+np.save(os.path.join(out, "zs_weights.npy"), zs.T.contiguous().numpy())
+np.save(os.path.join(out, "zs_logits.npy"), logits.numpy())
 np.save(os.path.join(out, "images.npy"), images.numpy())
 np.save(os.path.join(out, "ids.npy"), ids.numpy().astype(np.int64))
 np.save(os.path.join(out, "image_emb.npy"), img.numpy())
 np.save(os.path.join(out, "text_emb.npy"), txt.numpy())
 with open(os.path.join(out, "meta.json"), "w") as f:
-    json.dump({"texts": texts, "logit_scale": float(model.logit_scale.detach().exp()), "context_length": ctx}, f)
+    json.dump({"texts": texts, "zero_shot_classes": classes, "logit_scale": float(model.logit_scale.detach().exp()), "context_length": ctx}, f)

@@ -12,14 +12,17 @@
 //! Trainer, in place on its trunk; the per-stage linear probe and the freeze depth it recommends;
 //! exporting trunk + head as one user model; on text ([`text`]): a zoo text encoder with its
 //! tokenizer, sentence embeddings in length-sorted batches, the same cache, zero-shot
-//! classification by cosine to embedded class descriptions.
+//! classification by cosine to embedded class descriptions; with CLIP ([`clip`]): image and text
+//! embeddings and zero-shot image classification from class names and prompt templates.
 //!
 //! Must not know: concrete backends, the loop's internals (it hands the Trainer a plan), TOML.
 
+pub mod clip;
 mod heads;
 mod probe;
 pub mod text;
 
+pub use clip::{ClipEncoder, imagenet_templates, prompts};
 pub use heads::{
     HeadTraining, KnnHead, LogisticConfig, LogisticHead, PrototypeHead, accuracy, train_head,
 };
@@ -44,6 +47,9 @@ pub enum FeatureSpec {
     Pooled,
     /// A trunk stage's output, global-average-pooled to `[N, channels]`.
     Stage(String),
+    /// The model's output (`forward`): its class scores — or, for a CLIP image tower, whose
+    /// head projects into the image-text space, its image embedding.
+    Logits,
 }
 
 impl std::fmt::Display for FeatureSpec {
@@ -51,6 +57,7 @@ impl std::fmt::Display for FeatureSpec {
         match self {
             FeatureSpec::Pooled => f.write_str("pooled"),
             FeatureSpec::Stage(s) => f.write_str(s),
+            FeatureSpec::Logits => f.write_str("logits"),
         }
     }
 }
@@ -355,22 +362,29 @@ pub fn extract_many_with<B: Backend>(
         .iter()
         .filter_map(|s| match s {
             FeatureSpec::Stage(n) => Some(n.as_str()),
-            FeatureSpec::Pooled => None,
+            FeatureSpec::Pooled | FeatureSpec::Logits => None,
         })
         .collect();
     let want_pooled = specs.contains(&FeatureSpec::Pooled);
+    let want_logits = specs.contains(&FeatureSpec::Logits);
     let mut out: Vec<(Vec<f32>, usize)> = vec![(Vec::new(), 0); specs.len()];
     let mut labels = Vec::new();
     let mut forwards = 0;
     for batch in loader.epoch(0) {
         let batch = batch?;
         let x = model.input(&batch.inputs)?;
-        let pooled = if want_pooled {
-            forwards += 1;
-            Some(model.forward_pooled(&x, &ctx)?)
-        } else {
-            None
+        let (pooled, logits) = match (want_pooled, want_logits) {
+            (true, true) => {
+                let (p, l) = model.forward_pooled_and_logits(&x, &ctx)?;
+                (Some(p), Some(l))
+            }
+            (true, false) => (Some(model.forward_pooled(&x, &ctx)?), None),
+            (false, true) => (None, Some(model.forward(&x, &ctx)?)),
+            (false, false) => (None, None),
         };
+        if want_pooled || want_logits {
+            forwards += 1;
+        }
         let maps = if stages.is_empty() {
             Vec::new()
         } else {
@@ -383,6 +397,9 @@ pub fn extract_many_with<B: Backend>(
                 FeatureSpec::Pooled => pooled
                     .clone()
                     .ok_or_else(|| Error::invalid("extract", "pooled features missing"))?,
+                FeatureSpec::Logits => logits
+                    .clone()
+                    .ok_or_else(|| Error::invalid("extract", "logits missing"))?,
                 FeatureSpec::Stage(_) => {
                     let m = maps
                         .next()

@@ -293,9 +293,10 @@ pub fn extract_texts<B: Backend>(
     ))
 }
 
-/// Zero-shot classification: each class is the embedding of its description(s) (the mean of
-/// several, re-normalised, when a class has more than one — CLIP's prompt ensembling); a text
-/// goes to the class of highest cosine similarity.
+/// Zero-shot classification: each class is the embedding of its description(s) (when a class has
+/// several, the mean of their unit embeddings, re-normalised — CLIP's prompt ensembling, Radford
+/// et al. 2021); a text, or with a CLIP an image, goes to the class of highest cosine
+/// similarity.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ZeroShot {
     /// `[classes, dim]`, unit rows.
@@ -357,7 +358,11 @@ impl ZeroShot {
         for (c, d) in descriptions.iter().enumerate() {
             let row = &mut out[c * dim..(c + 1) * dim];
             for _ in d {
-                for (o, v) in row.iter_mut().zip(&emb[at * dim..(at + 1) * dim]) {
+                // each description's embedding on the unit sphere before the mean (CLIP's
+                // prompt ensembling)
+                let mut e = emb[at * dim..(at + 1) * dim].to_vec();
+                unit(&mut e);
+                for (o, v) in row.iter_mut().zip(&e) {
                     *o += v;
                 }
                 at += 1;

@@ -452,6 +452,19 @@ impl<B: Backend> Model<B> {
         let (f, side) = self.features_and_side(x, ctx)?;
         self.head_with(&f, &side, true, ctx)
     }
+    /// One trunk pass, both ends: the pooled pre-logits features and the logits (a CLIP image
+    /// tower's logits are its image embedding).
+    pub fn forward_pooled_and_logits(
+        &self,
+        x: &B::Tensor,
+        ctx: &Ctx<'_>,
+    ) -> Result<(B::Tensor, B::Tensor)> {
+        let (f, side) = self.features_and_side(x, ctx)?;
+        Ok((
+            self.head_with(&f, &side, true, ctx)?,
+            self.head_with(&f, &side, false, ctx)?,
+        ))
+    }
     /// Multi-level features: the outputs of the named trunk stages (NCHW maps), in stage order;
     /// runs only as far as the highest stage asked for. A text encoder's stage output is the
     /// mean of its real tokens' states as a `[N, hidden, 1, 1]` map.
