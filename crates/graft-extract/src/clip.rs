@@ -87,9 +87,17 @@ impl<B: Backend> ClipEncoder<B> {
     pub fn visual(&self) -> &Model<B> {
         &self.visual
     }
+    /// The image tower, to change.
+    pub fn visual_mut(&mut self) -> &mut Model<B> {
+        &mut self.visual
+    }
     /// The text tower and its tokenizer.
     pub fn text(&self) -> &TextEncoder<B> {
         &self.text
+    }
+    /// The text tower, to change (fit its projection, fine-tune it).
+    pub fn text_mut(&mut self) -> &mut TextEncoder<B> {
+        &mut self.text
     }
     /// The image tower alone (a trunk for the other routes).
     pub fn into_visual(self) -> Model<B> {
