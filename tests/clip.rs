@@ -47,13 +47,23 @@ fn texts(meta: &serde_json::Value) -> Vec<String> {
         .collect()
 }
 
-/// graft's ids equal open_clip's (its rows padded with 0 to the context length).
+/// graft's ids equal open_clip's (its rows padded with 0 to the context length), through the
+/// fixture's tokenizer.json and through the CLIP tokenizer graft ships.
 fn check_tokens(dir: &Path) {
     let meta = meta(dir);
     let ctx = meta["context_length"].as_u64().expect("ctx") as usize;
-    let tok = Tokenizer::from_file(&dir.join("tokenizer.json"), ctx).expect("tokenizer");
+    let file = Tokenizer::from_file(&dir.join("tokenizer.json"), ctx).expect("tokenizer");
+    let shipped = Tokenizer::clip(ctx).expect("CLIP tokenizer");
+    assert_eq!(shipped.pad_id(), 0);
+    assert_eq!(shipped.vocab_size(), 49408);
+    for tok in [file, shipped] {
+        check_ids(&tok, &meta, dir, ctx);
+    }
+}
+
+fn check_ids(tok: &Tokenizer, meta: &serde_json::Value, dir: &Path, ctx: usize) {
     let want: ndarray::ArrayD<i64> = ndarray_npy::read_npy(dir.join("ids.npy")).expect("ids");
-    for (i, text) in texts(&meta).iter().enumerate() {
+    for (i, text) in texts(meta).iter().enumerate() {
         let got: Vec<i64> = tok
             .ids(text)
             .expect("ids")
@@ -458,4 +468,82 @@ fn towers_that_agree_classify_images_by_name() {
     assert!(seen >= 0.8 * ncm, "{seen} vs {ncm}");
     assert!(unseen >= 0.7 * ncm, "{unseen} vs {ncm}");
     assert!(wrong < 0.15, "{wrong}");
+}
+
+fn hub_cfg(endpoint: &str, cache: &Path) -> graft::hub::HubConfig {
+    let mut c = graft::hub::HubConfig::from_vars(|_| None);
+    c.endpoint = endpoint.to_string();
+    c.cache_dir = cache.to_path_buf();
+    c.torch_home = cache.join("torch");
+    c.progress = false;
+    c.retries = 1;
+    c
+}
+
+/// A CLIP pulled from a Hub (the stand-in on 127.0.0.1): by `hf-hub:` with the repo's
+/// tokenizer.json, from a repo without one (CLIP's own BPE takes its place), by a timm tag whose
+/// repo carries open_clip's files, offline from the cache afterwards; a repo without
+/// open_clip's configuration is refused by name.
+#[test]
+fn a_clip_comes_from_the_hub() {
+    use graft::hub::stand_in::StandIn;
+    let dir = common::python_fixture("clip_reference.py", "openai");
+    let read = |f: &str| std::fs::read(dir.join(f)).expect(f);
+    let server = StandIn::start().expect("server");
+    let files = |tok: bool| {
+        let mut v = vec![
+            ("open_clip_config.json", read("open_clip_config.json")),
+            (
+                "open_clip_model.safetensors",
+                read("open_clip_model.safetensors"),
+            ),
+        ];
+        if tok {
+            v.push(("tokenizer.json", read("tokenizer.json")));
+        }
+        v
+    };
+    server.publish("graft-test/clip", "main", &files(true));
+    server.publish("graft-test/clip-no-tokenizer", "main", &files(false));
+    server.publish(
+        "timm/vit_base_patch16_clip_224.openai",
+        "main",
+        &files(false),
+    );
+    server.publish(
+        "graft-test/not-clip",
+        "main",
+        &[("model.safetensors", read("open_clip_model.safetensors"))],
+    );
+    let cache = common::temp_dir("clip-hub");
+    let mut cfg = hub_cfg(&server.endpoint(), &cache);
+    let meta = meta(&dir);
+    let texts = texts(&meta);
+    let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+    let want: ndarray::ArrayD<f32> = ndarray_npy::read_npy(dir.join("text_emb.npy")).expect("emb");
+    let b = graft::Tch::cpu();
+    for offline in [false, true] {
+        cfg.offline = offline;
+        let hub = graft::hub::Hub::new(cfg.clone());
+        for reference in [
+            "hf-hub:graft-test/clip",
+            "hf-hub:graft-test/clip-no-tokenizer@main",
+            "vit_base_patch16_clip_224.openai",
+        ] {
+            let (enc, report) = ClipEncoder::pretrained(&b, reference, &hub)
+                .unwrap_or_else(|e| panic!("{reference} (offline {offline}): {e}"));
+            assert!(report.visual.is_clean() && report.text.is_clean());
+            let got = enc.embed_texts(&refs).expect("embed");
+            let cos = cosines(&got, &want);
+            assert!(cos.iter().all(|c| *c >= 0.9999), "{reference}: {cos:?}");
+        }
+        let err = ClipEncoder::pretrained(&b, "hf-hub:graft-test/not-clip", &hub)
+            .expect_err("not a CLIP")
+            .to_string();
+        if offline {
+            assert!(err.contains("open_clip_config.json"), "{err}");
+        } else {
+            assert!(err.contains("no open_clip_config.json"), "{err}");
+        }
+    }
 }

@@ -93,6 +93,8 @@ texts = [
     "日本語のテキスト and emoji 😀",
     " ".join(["word"] * 120),  # longer than the context: truncated, end-of-text kept
     "x",
+    "don't stop: it's 2023, we'll see... U.S.A.!!! (ok?) [a]{b} #tag @user a-b_c",
+    "ÉCOLE Ünïcödé ß œ — déjà-vu",
 ]
 ctx = cfg["text_cfg"]["context_length"]
 ids = open_clip.tokenize(texts, context_length=ctx)

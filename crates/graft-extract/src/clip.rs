@@ -64,7 +64,7 @@ impl<B: Backend> ClipEncoder<B> {
         })
     }
     /// open_clip's files in `dir` (`Clip::from_dir`) with the tokenizer `tokenizer` (default:
-    /// the directory's `tokenizer.json`).
+    /// the directory's `tokenizer.json`, else CLIP's own BPE, as open_clip falls back to it).
     pub fn from_dir(
         backend: &B,
         name: &str,
@@ -72,15 +72,82 @@ impl<B: Backend> ClipEncoder<B> {
         tokenizer: Option<&Path>,
     ) -> Result<(Self, ClipLoadReport)> {
         let (clip, report) = Clip::from_dir(backend, name, dir)?;
-        let tok_path = tokenizer.map_or_else(|| dir.join("tokenizer.json"), Path::to_path_buf);
-        if !tok_path.is_file() {
-            return Err(Error::format(
-                &tok_path,
-                "no tokenizer here: CLIP's text tower reads a Hugging Face tokenizer.json of CLIP's BPE (give its path)",
-            ));
+        let own = dir.join("tokenizer.json");
+        let tok = tokenizer.or_else(|| own.is_file().then_some(own.as_path()));
+        Ok((Self::with_tokenizer(clip, tok)?, report))
+    }
+    /// A CLIP from a Hub repo holding open_clip's files: `hf-hub:org/name[@revision]`, or a timm
+    /// tag whose repo carries them beside timm's image tower (`vit_base_patch16_clip_224.openai`:
+    /// timm publishes the full open_clip model there), or a local directory. Files are fetched
+    /// into (or read from) the cache huggingface_hub shares; `tokenizer.json` when the repo has
+    /// one, else CLIP's own BPE.
+    pub fn pretrained(
+        backend: &B,
+        reference: &str,
+        hub: &graft_zoo::Hub,
+    ) -> Result<(Self, ClipLoadReport)> {
+        let dir = Path::new(reference);
+        if dir.is_dir() {
+            return Self::from_dir(backend, reference, dir, None);
         }
-        let tok = Tokenizer::from_file(&tok_path, clip.config().text.context_length)?;
-        Ok((Self::new(clip, tok)?, report))
+        let (repo, revision) = match graft_zoo::ModelRef::parse(reference)? {
+            graft_zoo::ModelRef::HfHub { repo, revision } => {
+                (repo, revision.unwrap_or_else(|| "main".into()))
+            }
+            graft_zoo::ModelRef::Tag(tag) => {
+                let t = graft_zoo::pretrained::timm_tag(&tag)?;
+                (t.hf_hub_id.clone(), "main".to_string())
+            }
+            _ => {
+                return Err(Error::invalid(
+                    "CLIP",
+                    format!(
+                        "{reference:?}: a CLIP is a directory of open_clip's files, hf-hub:org/name[@revision] or a timm CLIP tag (vit_base_patch16_clip_224.openai)"
+                    ),
+                ));
+            }
+        };
+        let config = hub
+            .file_if_present(&repo, &revision, "open_clip_config.json")?
+            .ok_or_else(|| {
+                Error::invalid(
+                    "CLIP",
+                    format!(
+                        "{repo}@{revision} holds no open_clip_config.json: not an open_clip (image-text) model"
+                    ),
+                )
+            })?;
+        let (_, weights) = hub.first_file(
+            &repo,
+            &revision,
+            &["open_clip_model.safetensors", "open_clip_pytorch_model.bin"],
+        )?;
+        let tok = hub.file_if_present(&repo, &revision, "tokenizer.json")?;
+        let config = graft_zoo::ClipConfig::from_file(&config)?;
+        let (clip, report) = Clip::from_open_clip(backend, reference, config, &weights)?;
+        Ok((Self::with_tokenizer(clip, tok.as_deref())?, report))
+    }
+    /// `path`'s tokenizer.json, or CLIP's own BPE when `None`, read with the text tower's
+    /// context length.
+    fn with_tokenizer(clip: Clip<B>, path: Option<&Path>) -> Result<Self> {
+        let ctx = clip.config().text.context_length;
+        let tok = match path {
+            Some(p) => Tokenizer::from_file(p, ctx)?,
+            None => {
+                if clip.config().text.vocab_size != 49408 {
+                    return Err(Error::invalid(
+                        "CLIP",
+                        format!(
+                            "{}: no tokenizer.json, and a text tower of {} ids is not CLIP's BPE (49408): give the tokenizer",
+                            clip.name(),
+                            clip.config().text.vocab_size
+                        ),
+                    ));
+                }
+                Tokenizer::clip(ctx)?
+            }
+        };
+        Self::new(clip, tok)
     }
     /// The image tower: a ViT whose head projects into the image-text space (its pooled
     /// features are what a new head is fitted on).

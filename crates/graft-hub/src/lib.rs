@@ -116,6 +116,26 @@ impl Hub {
         }
     }
 
+    /// A file the repo may or may not hold (a repo's `tokenizer.json`, say): the cached copy,
+    /// else downloaded; `None` when the repo has no such file at `revision` — learnt from the
+    /// Hub, or offline from an earlier answer the cache recorded (huggingface_hub's
+    /// `.no_exist`). Offline with neither is [`Error::NotCached`].
+    pub fn file_if_present(
+        &self,
+        repo: &str,
+        revision: &str,
+        filename: &str,
+    ) -> Result<Option<PathBuf>> {
+        if self.repo_cache(repo)?.known_missing(revision, filename) {
+            return Ok(None);
+        }
+        match self.fetch(repo, revision, filename) {
+            Ok(p) => Ok(Some(p)),
+            Err(FetchError::Missing) => Ok(None),
+            Err(FetchError::Other(e)) => Err(e),
+        }
+    }
+
     /// The first of `candidates` the repo holds (timm tries `model.safetensors` before
     /// `pytorch_model.bin`): its name and local path. Cached candidates are looked at first.
     pub fn first_file(

@@ -10,6 +10,7 @@
 //! Must not know: model families, backends' internals, training, TOML, where model files come
 //! from (callers pass paths).
 
+mod clip;
 mod dataset;
 mod ngrams;
 mod vader;
@@ -48,7 +49,10 @@ pub fn token_batch(seqs: &[&[u32]], pad_id: i64) -> Result<InputBatch> {
 pub struct Tokenizer {
     inner: tokenizers::Tokenizer,
     max_len: usize,
+    /// Where it came from (errors name it).
     path: PathBuf,
+    /// A stable hash of the definition it was built from (the file's bytes).
+    content: u64,
 }
 
 fn tok_err(path: &Path, e: impl std::fmt::Display) -> Error {
@@ -71,7 +75,18 @@ impl Tokenizer {
                 std::io::Error::new(std::io::ErrorKind::NotFound, "no tokenizer.json here"),
             ));
         }
-        let mut inner = tokenizers::Tokenizer::from_file(path).map_err(|e| tok_err(path, e))?;
+        let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+        Self::from_bytes(&bytes, path, max_len)
+    }
+    /// A `tokenizer.json` held in memory; `origin` names it in errors.
+    pub fn from_bytes(bytes: &[u8], origin: &Path, max_len: usize) -> Result<Self> {
+        if max_len < 2 {
+            return Err(Error::invalid(
+                "Tokenizer",
+                format!("max_len {max_len}: room for the special tokens is needed"),
+            ));
+        }
+        let mut inner = tokenizers::Tokenizer::from_bytes(bytes).map_err(|e| tok_err(origin, e))?;
         let pad = inner.get_padding().cloned().unwrap_or_default();
         inner.with_padding(Some(PaddingParams {
             strategy: PaddingStrategy::BatchLongest,
@@ -83,11 +98,12 @@ impl Tokenizer {
                 max_length: max_len,
                 ..Default::default()
             }))
-            .map_err(|e| tok_err(path, e))?;
+            .map_err(|e| tok_err(origin, e))?;
         Ok(Self {
             inner,
             max_len,
-            path: path.to_path_buf(),
+            path: origin.to_path_buf(),
+            content: graft_backend::init::stable_hash(bytes),
         })
     }
     /// The id padding is written with (the file's `[PAD]`).
@@ -126,7 +142,7 @@ impl Tokenizer {
     /// A stable hash of what the tokenizer produces: the file's bytes and the truncation length
     /// (for feature caches keyed on it).
     pub fn fingerprint(&self) -> Result<u64> {
-        let mut bytes = std::fs::read(&self.path).map_err(|e| Error::io(&self.path, e))?;
+        let mut bytes = self.content.to_le_bytes().to_vec();
         bytes.extend((self.max_len as u64).to_le_bytes());
         Ok(graft_backend::init::stable_hash(&bytes))
     }
