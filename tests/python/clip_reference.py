@@ -116,8 +116,35 @@ with torch.no_grad():
 np.save(os.path.join(out, "zs_weights.npy"), zs.T.contiguous().numpy())
 np.save(os.path.join(out, "zs_logits.npy"), logits.numpy())
 np.save(os.path.join(out, "images.npy"), images.numpy())
+
+# image files in class folders (for `graft embed --clip` and the zero-shot experiment), through
+# open_clip's own preprocessing (PIL decode, resize, crop, normalise) and image tower
+from PIL import Image
+
+prep = open_clip.image_transform(
+    cfg["vision_cfg"]["image_size"], is_train=False, mean=pre["mean"], std=pre["std"],
+    resize_mode=pre["resize_mode"], interpolation=pre["interpolation"],
+)
+rng = np.random.default_rng(0)
+files = []
+for k, c in enumerate(classes):
+    os.makedirs(os.path.join(out, "folder", c), exist_ok=True)
+    for j in range(3):
+        hh, ww = int(rng.integers(40, 90)), int(rng.integers(40, 90))
+        yy, xx = np.mgrid[0:hh, 0:ww]
+        base = np.stack([(xx * (k + 1) * 3) % 256, (yy * (j + 2) * 5) % 256, ((xx + yy) * 7) % 256], -1)
+        pix = np.clip(base + rng.normal(0, 30, base.shape), 0, 255).astype(np.uint8)
+        path = os.path.join("folder", c, f"{j}.png")
+        Image.fromarray(pix).save(os.path.join(out, path))
+        files.append(path)
+batch = torch.stack([prep(Image.open(os.path.join(out, f))) for f in files])
+with torch.no_grad():
+    file_emb = model.encode_image(batch)
+    file_logits = torch.nn.functional.normalize(file_emb, dim=-1) @ zs
+np.save(os.path.join(out, "file_emb.npy"), file_emb.numpy())
+np.save(os.path.join(out, "file_pred.npy"), file_logits.argmax(-1).numpy().astype(np.int64))
 np.save(os.path.join(out, "ids.npy"), ids.numpy().astype(np.int64))
 np.save(os.path.join(out, "image_emb.npy"), img.numpy())
 np.save(os.path.join(out, "text_emb.npy"), txt.numpy())
 with open(os.path.join(out, "meta.json"), "w") as f:
-    json.dump({"texts": texts, "zero_shot_classes": classes, "logit_scale": float(model.logit_scale.detach().exp()), "context_length": ctx}, f)
+    json.dump({"texts": texts, "files": files, "zero_shot_classes": classes, "logit_scale": float(model.logit_scale.detach().exp()), "context_length": ctx}, f)

@@ -213,6 +213,11 @@ pub struct ModelSection {
     /// Load what fits and report the rest instead of failing on a mismatch.
     #[serde(default)]
     pub lenient: bool,
+    /// `name` is a CLIP in open_clip's layout (a timm CLIP tag whose repo carries open_clip's
+    /// files, `hf-hub:org/name[@revision]`, or a directory of them): its image tower is the
+    /// trunk, and `head = "zero_shot"` classifies images by class name through its text tower.
+    #[serde(default)]
+    pub clip: Option<Spanned<bool>>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]

@@ -31,6 +31,7 @@ pub(crate) fn weights_num_classes(path: &Path, classifier: &str) -> Result<Optio
 #[derive(Debug)]
 pub(crate) struct EmbedJob {
     pub(crate) model: String,
+    pub(crate) clip: bool,
     pub(crate) model_dir: Option<PathBuf>,
     pub(crate) input: PathBuf,
     pub(crate) output: PathBuf,
@@ -41,6 +42,9 @@ pub(crate) struct EmbedJob {
 }
 
 pub(crate) fn embed<B: Backend>(b: &B, reg: &Registry, job: &EmbedJob) -> Result<()> {
+    if job.clip {
+        return crate::clip::embed(b, job);
+    }
     let t0 = Instant::now();
     let mut reads = guard::Reads::default().file("--input", &job.input);
     if let Some(d) = &job.model_dir {

@@ -15,6 +15,7 @@
 mod guard;
 #[macro_use]
 mod exp;
+mod clip;
 mod inference;
 mod listing;
 mod pretrained;
@@ -93,10 +94,16 @@ enum Command {
     },
     /// Sentence embeddings of texts with a text encoder (`minilm_l6`): one text per line of a
     /// .txt, or a column of a .csv / .tsv / .jsonl; writes an [n, dim] float32 .npy, row i for
-    /// text i.
+    /// text i. With --clip, a CLIP's image or text embeddings: --input an image, a directory of
+    /// images (rows in file-name order) or texts.
     Embed {
         #[arg(long)]
         model: String,
+        /// --model is a CLIP in open_clip's layout: a timm CLIP tag
+        /// (`vit_base_patch16_clip_224.openai`), `hf-hub:org/name[@revision]` or a directory of
+        /// open_clip's files.
+        #[arg(long)]
+        clip: bool,
         /// The model's directory (weights + tokenizer.json); default: the directory its Python
         /// package ships, found in an installed environment (never downloaded).
         #[arg(long)]
@@ -252,6 +259,7 @@ fn run(cli: Cli) -> Result<()> {
         }
         Command::Embed {
             model,
+            clip,
             model_dir,
             input,
             output,
@@ -270,6 +278,7 @@ fn run(cli: Cli) -> Result<()> {
             };
             let job = EmbedJob {
                 model,
+                clip,
                 model_dir,
                 input,
                 output,

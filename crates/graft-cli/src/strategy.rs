@@ -47,6 +47,20 @@ pub struct ExtractStrategy {
     pub dropout: f64,
     /// Class name → descriptions (`negative = ["a negative word"]`), for `head = "zero_shot"`.
     pub zero_shot: Option<Spanned<BTreeMap<String, Vec<String>>>>,
+    /// A CLIP's prompt templates for `head = "zero_shot"` (`{}` is the class name): a list, or
+    /// `"imagenet"` — CLIP's 80 ImageNet templates, the default.
+    pub templates: Option<Spanned<Templates>>,
+    /// Class → the name its prompts say (`n01440764 = "tench"`; default: the class itself).
+    pub class_names: Option<Spanned<BTreeMap<String, String>>>,
+}
+
+/// Prompt templates: a named set or a list.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(untagged)]
+pub enum Templates {
+    /// `"imagenet"`.
+    Set(String),
+    List(Vec<String>),
 }
 
 fn pooled() -> Spanned<String> {
@@ -74,6 +88,8 @@ impl Default for ExtractStrategy {
             hidden: Vec::new(),
             dropout: 0.0,
             zero_shot: None,
+            templates: None,
+            class_names: None,
         }
     }
 }

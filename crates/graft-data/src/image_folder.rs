@@ -133,6 +133,14 @@ pub fn decode_rgb_bounded(path: &Path, max_pixels: Option<u64>) -> Result<([usiz
     Ok((s.shape, s.data))
 }
 
+/// True for a file whose extension is an image format ImageFolder reads (jpg, jpeg, png, webp,
+/// bmp; any case).
+pub fn is_image_file(path: &Path) -> bool {
+    path.extension()
+        .and_then(|e| e.to_str())
+        .is_some_and(|e| EXTENSIONS.contains(&e.to_ascii_lowercase().as_str()))
+}
+
 /// Decodes an image file to 8-bit pixels: gray stays one channel, everything else becomes RGB
 /// (PIL's `convert("RGB")`: alpha dropped, 16-bit scaled to 8). The size comes from the file's
 /// header and is checked against `max_pixels` before any pixel is decoded; the decoder's own

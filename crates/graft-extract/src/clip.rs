@@ -170,6 +170,10 @@ impl<B: Backend> ClipEncoder<B> {
     pub fn into_visual(self) -> Model<B> {
         self.visual
     }
+    /// The image tower and the text tower with its tokenizer, apart.
+    pub fn into_parts(self) -> (Model<B>, TextEncoder<B>) {
+        (self.visual, self.text)
+    }
     /// `exp(logit_scale)`: CLIP's multiplier of cosine similarities.
     pub fn logit_scale(&self) -> f64 {
         self.logit_scale

@@ -2,6 +2,7 @@
 //! linear, MLP, prototype, kNN, zero-shot); trunk + head exported.
 
 use super::*;
+use crate::strategy::Templates;
 
 impl Dispatch for Job<ExtractStrategy> {
     fn dispatch(self) -> Result<()> {
@@ -22,8 +23,17 @@ impl Dispatch for Job<ExtractStrategy> {
 impl Job<ExtractStrategy> {
     fn extract_on<B: Routes>(&self, b: &B) -> Result<()> {
         let st = &self.exp.strategy;
-        let mut model = self.model(b, false)?;
+        // a CLIP's zero-shot classifier reads its text tower; the image tower is the trunk
+        let (mut model, clip_text) = if self.is_clip() && st.head == ExtractHead::ZeroShot {
+            let (mut visual, text) = self.clip_encoder(b)?.into_parts();
+            self.input_cfg(&mut visual);
+            (visual, Some(text))
+        } else {
+            (self.model(b, false)?, None)
+        };
         let spec = match st.features.get_ref().as_str() {
+            // the image embedding, what a CLIP's text tower is compared with
+            _ if clip_text.is_some() => FeatureSpec::Logits,
             "pooled" => FeatureSpec::Pooled,
             s => {
                 let names = model.stage_names();
@@ -119,7 +129,14 @@ impl Job<ExtractStrategy> {
                 Box::new(move |f| Ok(h.predict(f)))
             }
             ExtractHead::ZeroShot => {
-                let z = self.zero_shot(&model)?;
+                let z = match &clip_text {
+                    Some(text) => graft_extract::ZeroShot::new(
+                        text,
+                        &self.data.classes,
+                        &self.zero_shot_descriptions()?,
+                    )?,
+                    None => self.zero_shot(&model)?,
+                };
                 Box::new(move |f| Ok(z.predict(f)?))
             }
             ExtractHead::Linear | ExtractHead::Mlp => {
@@ -211,12 +228,41 @@ impl Job<ExtractStrategy> {
     /// (checked before anything runs).
     fn zero_shot_descriptions(&self) -> Result<Vec<Vec<String>>> {
         let st = &self.exp.strategy;
-        if self.data.text.is_none() {
+        if !self.is_clip() {
+            let given = st
+                .templates
+                .as_ref()
+                .map(|t| t.span())
+                .or(st.class_names.as_ref().map(|c| c.span()));
+            if let Some(span) = given {
+                return Err(self
+                    .src
+                    .error(
+                        span,
+                        "templates / class_names are a CLIP's prompts: [model] clip = true",
+                    )
+                    .into());
+            }
+        }
+        if self.is_clip() {
+            if self.data.text.is_some() {
+                return Err(self
+                    .src
+                    .table_error(
+                        "data",
+                        "a CLIP's zero-shot head classifies images, not texts",
+                    )
+                    .into());
+            }
+            if st.zero_shot.is_none() {
+                return self.clip_prompts();
+            }
+        } else if self.data.text.is_none() {
             return Err(self
                 .src
                 .table_error(
                     "strategy",
-                    "head = \"zero_shot\" needs a text model and text data",
+                    "head = \"zero_shot\" needs a text model and text data, or a CLIP ([model] clip = true) and images",
                 )
                 .into());
         }
@@ -258,6 +304,61 @@ impl Job<ExtractStrategy> {
             }
         }
         Ok(desc)
+    }
+
+    /// A CLIP's prompts: every template (`templates`, CLIP's 80 ImageNet ones by default) with
+    /// each class's name (`class_names`, else the class itself).
+    fn clip_prompts(&self) -> Result<Vec<Vec<String>>> {
+        let st = &self.exp.strategy;
+        let templates = match st.templates.as_ref().map(|t| (t.get_ref(), t.span())) {
+            None => graft_extract::imagenet_templates(),
+            Some((Templates::Set(s), _)) if s == "imagenet" => graft_extract::imagenet_templates(),
+            Some((Templates::Set(s), span)) => {
+                return Err(self
+                    .src
+                    .error(
+                        span,
+                        format!(
+                            "templates = {s:?}: \"imagenet\" or a list of templates holding {{}}"
+                        ),
+                    )
+                    .into());
+            }
+            Some((Templates::List(l), _)) => l.clone(),
+        };
+        let names: Vec<String> = match &st.class_names {
+            None => self.data.classes.clone(),
+            Some(map) => {
+                if let Some(extra) = map
+                    .get_ref()
+                    .keys()
+                    .find(|k| !self.data.classes.contains(k))
+                {
+                    return Err(self
+                        .src
+                        .error(
+                            map.span(),
+                            format!(
+                                "class_names: {extra:?} is not a class of the data ({})",
+                                self.data.classes.join(", ")
+                            ),
+                        )
+                        .into());
+                }
+                self.data
+                    .classes
+                    .iter()
+                    .map(|c| map.get_ref().get(c).cloned().unwrap_or_else(|| c.clone()))
+                    .collect()
+            }
+        };
+        graft_extract::prompts(&names, &templates).map_err(|e| {
+            let at = st.templates.as_ref().map(|t| t.span());
+            match at {
+                Some(span) => self.src.error(span, e.to_string()).into(),
+                None => anyhow::Error::from(e),
+            }
+        })
     }
 
     /// The zero-shot classifier of `[strategy.zero_shot]` on `model`.

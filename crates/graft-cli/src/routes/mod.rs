@@ -112,7 +112,33 @@ impl<S: DeserializeOwned + Serialize + Default> Job<S> {
         let exp: Experiment<S> = src.parse()?;
         let reg = registry(&src, cli_dirs, &exp.model.models_dir)?;
         let name = &exp.model.name;
-        let is_hub = crate::pretrained::is_hub(&reg, name.get_ref());
+        let clip = exp.model.clip.as_ref().is_some_and(|c| *c.get_ref());
+        if clip {
+            let m = &exp.model;
+            let spans = [
+                ("weights", m.weights.as_ref().map(|w| w.span())),
+                ("init", m.init.as_ref().map(|i| i.span())),
+                ("pretrained", m.pretrained.as_ref().map(|p| p.span())),
+                ("dir", m.dir.as_ref().map(|d| d.span())),
+            ];
+            if let Some((key, Some(span))) = spans.into_iter().find(|(_, s)| s.is_some()) {
+                return Err(src
+                    .error(
+                        span,
+                        format!("model.{key} does not apply to a CLIP (clip = true): its open_clip files are what `name` names"),
+                    )
+                    .into());
+            }
+            if m.revision.is_some() {
+                return Err(src
+                    .table_error(
+                        "model",
+                        "model.revision does not apply to a CLIP: name it hf-hub:org/name@revision",
+                    )
+                    .into());
+            }
+        }
+        let is_hub = clip || crate::pretrained::is_hub(&reg, name.get_ref());
         if !is_hub && let Err(e) = reg.entry_of(name.get_ref()) {
             return Err(src.error(name.span(), e.to_string()).into());
         }
@@ -232,6 +258,62 @@ impl<S: DeserializeOwned + Serialize + Default> Job<S> {
     /// The model, its weights loaded. `own_head`: keep the weights' head (reuse, eval);
     /// otherwise the trunk is what matters and a mismatching head is dropped.
     fn model<B: Backend>(&self, b: &B, own_head: bool) -> Result<Model<B>> {
+        let mut model = if self.is_clip() {
+            let mut visual = self.clip_encoder(b)?.into_visual();
+            if let (true, Some(n)) = (own_head, self.exp.model.num_classes) {
+                visual.replace_head(n, graft_zoo::HeadSpec::Linear, self.exp.train.seed)?;
+            }
+            visual
+        } else {
+            self.registry_model(b, own_head)?
+        };
+        self.input_cfg(&mut model);
+        Ok(model)
+    }
+
+    /// What the data says of the model's input: the digits' 8×8 [0, 1] values, or
+    /// `[data] img_size`.
+    fn input_cfg<B: Backend>(&self, model: &mut Model<B>) {
+        if self.data.digits {
+            // the digits are 8x8 values in [0, 1], not normalised: say so in the cfg the model
+            // carries (and exports), so `graft predict` prepares images the same way
+            let in_chans = model.in_chans();
+            let c = model.cfg_mut();
+            c.input_size = [in_chans, 8, 8];
+            c.mean = [0.0; 3];
+            c.std = [1.0; 3];
+            c.crop_pct = 1.0;
+        } else if let Some(s) = self.exp.data.img_size {
+            let c = model.cfg_mut();
+            c.input_size = [c.input_size[0], s, s];
+        }
+    }
+
+    /// `[model] clip = true`.
+    fn is_clip(&self) -> bool {
+        self.exp.model.clip.as_ref().is_some_and(|c| *c.get_ref())
+    }
+
+    /// The CLIP `[model] name` names (`clip = true`): both towers, the tokenizer.
+    fn clip_encoder<B: Backend>(&self, b: &B) -> Result<graft_extract::ClipEncoder<B>> {
+        let m = &self.exp.model;
+        let name = m.name.get_ref();
+        let local = self.src.resolve(Path::new(name));
+        let reference = if local.is_dir() {
+            local.to_string_lossy().into_owned()
+        } else {
+            name.clone()
+        };
+        let (enc, report) =
+            graft_extract::ClipEncoder::pretrained(b, &reference, &graft_zoo::Hub::from_env())
+                .map_err(|e| self.src.error(m.name.span(), e.to_string()))?;
+        eprint!("{}{}", report.visual, report.text);
+        Ok(enc)
+    }
+
+    /// A model from the registry: a name, tag, `hf-hub:` repo or user model, with the weights
+    /// `[model]` says.
+    fn registry_model<B: Backend>(&self, b: &B, own_head: bool) -> Result<Model<B>> {
         let m = &self.exp.model;
         let name = m.name.get_ref();
         let is_hub = crate::pretrained::is_hub(&self.reg, name);
@@ -278,23 +360,10 @@ impl<S: DeserializeOwned + Serialize + Default> Job<S> {
         } else {
             file_classes
         };
-        let (mut model, report) = self.reg.create(b, name, &opts)?;
+        let (model, report) = self.reg.create(b, name, &opts)?;
         match &report {
             Some(r) => eprint!("{r}"),
             None => eprintln!("note: {name} starts from random weights (init = \"random\")"),
-        }
-        if self.data.digits {
-            // the digits are 8x8 values in [0, 1], not normalised: say so in the cfg the model
-            // carries (and exports), so `graft predict` prepares images the same way
-            let in_chans = model.in_chans();
-            let c = model.cfg_mut();
-            c.input_size = [in_chans, 8, 8];
-            c.mean = [0.0; 3];
-            c.std = [1.0; 3];
-            c.crop_pct = 1.0;
-        } else if let Some(s) = self.exp.data.img_size {
-            let c = model.cfg_mut();
-            c.input_size = [c.input_size[0], s, s];
         }
         Ok(model)
     }
