@@ -213,7 +213,8 @@ fn clip_prompt_mistakes_are_located() {
     for c in ["cat", "dog"] {
         std::fs::create_dir_all(dir.join("folder").join(c)).expect("dirs");
         let img = image::RgbImage::from_pixel(8, 8, image::Rgb([120, 30, 200]));
-        img.save(dir.join("folder").join(c).join("a.png")).expect("png");
+        img.save(dir.join("folder").join(c).join("a.png"))
+            .expect("png");
     }
     let cases = [
         (
@@ -242,5 +243,39 @@ fn clip_prompt_mistakes_are_located() {
         let err = common::fails(&dir, &["extract", name]);
         assert!(err.starts_with(&format!("error: {want}")), "{name}: {err}");
     }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A CLIP's image tower as the trunk of the other routes: a logistic head on its pooled
+/// features, and fine-tuning with a new head.
+#[test]
+fn a_clip_image_tower_is_a_trunk() {
+    let dir = fixture("clip-trunk");
+    write(
+        &dir,
+        "lin.toml",
+        "[model]\nname = \"clip\"\nclip = true\n[data]\ntrain = \"clip/folder\"\ntest = \"clip/folder\"\n[strategy]\nhead = \"logistic\"\n",
+    );
+    let r = report(&dir.join(run_dir(&ok(&dir, &["extract", "lin.toml"]))));
+    assert_eq!(
+        r["extraction"]["train"]["dim"], 64,
+        "the tower's own width: {r}"
+    );
+    let acc = r["metrics"]["test"]["accuracy"].as_f64().expect("acc");
+    assert!(
+        acc > 0.5,
+        "a logistic head on the images it was fitted on: {acc}"
+    );
+    write(
+        &dir,
+        "ft.toml",
+        "[model]\nname = \"clip\"\nclip = true\n[data]\ntrain = \"clip/folder\"\nval = \"clip/folder\"\ntest = \"clip/folder\"\nbatch_size = 4\n[train]\nepochs = 1\nprogress = false\n",
+    );
+    let r = report(&dir.join(run_dir(&ok(&dir, &["finetune", "ft.toml"]))));
+    assert_eq!(r["test"]["samples"], 12, "{r}");
+    assert!(r["test"]["top1"].as_f64().is_some(), "{r}");
+    // the fine-tuned tower with its new 4-class head, exported as a user model
+    let exported = dir.join(r["exported"].as_str().expect("exported"));
+    assert!(exported.join("model.safetensors").is_file() && exported.join("config.json").is_file());
     let _ = std::fs::remove_dir_all(&dir);
 }
