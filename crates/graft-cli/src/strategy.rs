@@ -52,6 +52,54 @@ pub struct ExtractStrategy {
     pub templates: Option<Spanned<Templates>>,
     /// Class → the name its prompts say (`n01440764 = "tench"`; default: the class itself).
     pub class_names: Option<Spanned<BTreeMap<String, String>>>,
+    /// Few-shot episodes on a split's features (`[strategy.episodes]`), beside the head.
+    pub episodes: Option<EpisodesSection>,
+}
+
+/// `[strategy.episodes]`: N-way K-shot episodes with mean and 95 % confidence interval.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct EpisodesSection {
+    #[serde(default = "five")]
+    pub ways: usize,
+    #[serde(default = "default_shots")]
+    pub shots: Vec<usize>,
+    #[serde(default = "fifteen")]
+    pub queries: usize,
+    #[serde(default = "six_hundred")]
+    pub episodes: usize,
+    /// `prototype` and / or `logistic`.
+    #[serde(default = "both_heads")]
+    pub heads: Vec<EpisodeHeadName>,
+    /// The split the episodes are drawn from (default: test).
+    #[serde(default = "test_split")]
+    pub split: Spanned<String>,
+    #[serde(default)]
+    pub seed: u64,
+}
+
+/// A few-shot head.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EpisodeHeadName {
+    Prototype,
+    Logistic,
+}
+
+fn default_shots() -> Vec<usize> {
+    vec![1, 5]
+}
+fn fifteen() -> usize {
+    15
+}
+fn six_hundred() -> usize {
+    600
+}
+fn both_heads() -> Vec<EpisodeHeadName> {
+    vec![EpisodeHeadName::Prototype, EpisodeHeadName::Logistic]
+}
+fn test_split() -> Spanned<String> {
+    Spanned::new(0..0, "test".to_string())
 }
 
 /// Prompt templates: a named set or a list.
@@ -90,6 +138,7 @@ impl Default for ExtractStrategy {
             zero_shot: None,
             templates: None,
             class_names: None,
+            episodes: None,
         }
     }
 }

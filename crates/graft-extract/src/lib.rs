@@ -18,11 +18,13 @@
 //! Must not know: concrete backends, the loop's internals (it hands the Trainer a plan), TOML.
 
 pub mod clip;
+mod episodes;
 mod heads;
 mod probe;
 pub mod text;
 
 pub use clip::{ClipEncoder, imagenet_templates, prompts};
+pub use episodes::{EpisodeConfig, EpisodeHead, EpisodeReport, evaluate_episodes};
 pub use heads::{
     HeadTraining, KnnHead, LogisticConfig, LogisticHead, PrototypeHead, accuracy, train_head,
 };

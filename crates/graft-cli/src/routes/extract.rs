@@ -16,6 +16,29 @@ impl Dispatch for Job<ExtractStrategy> {
         if self.exp.strategy.head == ExtractHead::ZeroShot {
             self.zero_shot_descriptions()?;
         }
+        if let Some(ep) = &self.exp.strategy.episodes {
+            let classes = self.data.classes.len();
+            let bad = if ep.ways < 2 || ep.ways > classes {
+                Some(format!(
+                    "ways = {}: 2 to the data's {classes} classes",
+                    ep.ways
+                ))
+            } else if ep.shots.is_empty() || ep.shots.contains(&0) {
+                Some("shots: one or more counts, each at least 1".to_string())
+            } else if ep.queries == 0 || ep.episodes == 0 {
+                Some("queries and episodes must be at least 1".to_string())
+            } else if !["train", "val", "test"].contains(&ep.split.get_ref().as_str()) {
+                Some(format!(
+                    "split = {:?}: train, val or test",
+                    ep.split.get_ref()
+                ))
+            } else {
+                None
+            };
+            if let Some(msg) = bad {
+                return Err(self.src.table_error("strategy.episodes", msg).into());
+            }
+        }
         on_backend!(self.backend, self.extract_on())
     }
 }
@@ -208,6 +231,17 @@ impl Job<ExtractStrategy> {
             );
         }
         drop(predict);
+        if let Some(ep) = &st.episodes {
+            let rows = self.episodes(ep, &feats, &lcfg)?;
+            for r in &rows {
+                rep.para(&format!("few-shot: {r}"));
+            }
+            let v: Vec<serde_json::Value> = rows
+                .iter()
+                .map(|r| json!({"ways": r.config.ways, "shots": r.config.shots, "queries": r.config.queries, "episodes": r.config.episodes, "seed": r.config.seed, "head": r.head, "mean": r.mean, "std": r.std, "ci95": r.ci95}))
+                .collect();
+            rep.set("episodes", json!(v));
+        }
         rep.set("head", json!(format!("{:?}", st.head).to_lowercase()));
         rep.set("head_fit_seconds", json!(fit_s));
         rep.set("metrics", serde_json::Value::Object(accs));
@@ -304,6 +338,46 @@ impl Job<ExtractStrategy> {
             }
         }
         Ok(desc)
+    }
+
+    /// `[strategy.episodes]` on the features of its split.
+    fn episodes(
+        &self,
+        ep: &crate::strategy::EpisodesSection,
+        feats: &[(&str, Features)],
+        lcfg: &LogisticConfig,
+    ) -> Result<Vec<graft_extract::EpisodeReport>> {
+        use crate::strategy::EpisodeHeadName;
+        let split = ep.split.get_ref();
+        let Some((_, f)) = feats.iter().find(|(w, _)| w == split) else {
+            return Err(self
+                .src
+                .error(
+                    ep.split.span(),
+                    format!("episodes.split = {split:?}: the data has no such split (train, val or test)"),
+                )
+                .into());
+        };
+        let mut out = Vec::new();
+        for &shots in &ep.shots {
+            for h in &ep.heads {
+                let head = match h {
+                    EpisodeHeadName::Prototype => graft_extract::EpisodeHead::Prototype,
+                    EpisodeHeadName::Logistic => graft_extract::EpisodeHead::Logistic(lcfg.clone()),
+                };
+                let cfg = graft_extract::EpisodeConfig {
+                    ways: ep.ways,
+                    shots,
+                    queries: ep.queries,
+                    episodes: ep.episodes,
+                    seed: ep.seed,
+                };
+                let r = graft_extract::evaluate_episodes(f, &cfg, &head)
+                    .map_err(|e| self.src.table_error("strategy.episodes", e.to_string()))?;
+                out.push(r);
+            }
+        }
+        Ok(out)
     }
 
     /// A CLIP's prompts: every template (`templates`, CLIP's 80 ImageNet ones by default) with
