@@ -3,7 +3,8 @@
 //! Owns: [`Tokenizer`], a HF `tokenizer.json` (WordPiece / BPE, normaliser, pre-tokeniser,
 //! special tokens — through the `tokenizers` crate) with padding and truncation set by graft, not
 //! by the file (a packaged file may pin them: MiniLM's pads every sequence to 128), producing
-//! `input_ids`, `attention_mask` and `token_type_ids` as i64 [`TensorData`]; the VADER
+//! `input_ids`, `attention_mask` and `token_type_ids` as i64 [`TensorData`]; CLIP's tokenizer from
+//! OpenAI's BPE merges shipped in `data/` ([`Tokenizer::clip`]); the VADER
 //! lexicon as a labelled word task ([`VaderLexicon`]: polarity labels with a threshold, the mean
 //! valence kept as a regression target).
 //!

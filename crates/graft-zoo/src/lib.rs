@@ -1,8 +1,10 @@
 //! graft-zoo: the model zoo. Families written once over [`graft_backend::Backend`] with the
 //! reference's `state_dict` names (torchvision ResNet / MobileNetV3 / EfficientNet / ConvNeXt,
 //! timm's ResNet, RegNet, EfficientNet / MobileNet, ConvNeXt, ViT / EVA and Swin builders, HF
-//! BERT for text encoders such as sentence-transformers' MiniLM), a registry with wildcard listing, pretrained cfgs and user models, and graft's own
-//! weight loader with a report of everything it applied, skipped, adapted or could not fit.
+//! BERT for text encoders such as sentence-transformers' MiniLM, open_clip's CLIP text tower), a
+//! registry with wildcard listing, pretrained cfgs and user models, CLIPs read from open_clip's
+//! configuration and checkpoint ([`Clip`]), and graft's own weight loader with a report of
+//! everything it applied, skipped, adapted or could not fit.
 //!
 //! Owns: architectures as plain data ([`Arch`]; one file per family plus one line in the
 //! families list), what each model takes (the typed batch contract: `Model::input_kind`,
