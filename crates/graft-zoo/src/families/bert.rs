@@ -126,22 +126,7 @@ impl Bert {
     }
     /// Checks a batch of ids: `[N, T]` int64, `1 <= T <= max_positions`.
     pub(crate) fn check_ids(&self, shape: &[usize], dtype: DType, model: &str) -> Result<()> {
-        if shape.len() != 2 || dtype != DType::I64 {
-            return Err(Error::shape(
-                "forward",
-                format!("{model}: input must be [N, T] int64 token ids, got {shape:?} {dtype:?}"),
-            ));
-        }
-        if shape[1] == 0 || shape[1] > self.max_positions {
-            return Err(Error::shape(
-                "forward",
-                format!(
-                    "{model}: {} tokens per text, the model has position embeddings for 1..={}",
-                    shape[1], self.max_positions
-                ),
-            ));
-        }
-        Ok(())
+        crate::model::check_token_ids(shape, dtype, self.max_positions, model)
     }
     fn linear_init<B: Backend>(p: &ParamPath<'_, B>, in_f: usize, out_f: usize) -> Result<()> {
         p.param("weight", &[out_f, in_f], INIT)?;

@@ -165,22 +165,7 @@ impl ClipText {
     }
     /// Checks a batch of ids: `[N, T]` int64, `1 <= T <= context_length`.
     fn check_ids(&self, shape: &[usize], dtype: DType, model: &str) -> Result<()> {
-        if shape.len() != 2 || dtype != DType::I64 {
-            return Err(Error::shape(
-                "forward",
-                format!("{model}: input must be [N, T] int64 token ids, got {shape:?} {dtype:?}"),
-            ));
-        }
-        if shape[1] == 0 || shape[1] > self.context_length {
-            return Err(Error::shape(
-                "forward",
-                format!(
-                    "{model}: {} tokens per text, the model has position embeddings for 1..={}",
-                    shape[1], self.context_length
-                ),
-            ));
-        }
-        Ok(())
+        crate::model::check_token_ids(shape, dtype, self.context_length, model)
     }
 }
 

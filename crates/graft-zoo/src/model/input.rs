@@ -6,7 +6,7 @@
 //! Trainer, evaluation, the LR finder, direct reuse and the CLI feed a model. Extraction takes
 //! the same [`Model::input`] to the trunk's pooled or stage outputs.
 
-use graft_backend::{Backend, Ctx, InputBatch, InputKind};
+use graft_backend::{Backend, Ctx, DType, InputBatch, InputKind};
 use graft_core::{Error, Result};
 
 use super::Model;
@@ -67,4 +67,30 @@ impl<B: Backend> Model<B> {
             _ => self.forward(&self.input(batch)?, ctx),
         }
     }
+}
+
+/// Checks a text encoder's batch of ids: `[N, T]` int64 with `1 <= T <= max_len` (the
+/// positions it has embeddings for); `model` names it in the error.
+pub(crate) fn check_token_ids(
+    shape: &[usize],
+    dtype: DType,
+    max_len: usize,
+    model: &str,
+) -> Result<()> {
+    if shape.len() != 2 || dtype != DType::I64 {
+        return Err(Error::shape(
+            "forward",
+            format!("{model}: input must be [N, T] int64 token ids, got {shape:?} {dtype:?}"),
+        ));
+    }
+    if shape[1] == 0 || shape[1] > max_len {
+        return Err(Error::shape(
+            "forward",
+            format!(
+                "{model}: {} tokens per text, the model has position embeddings for 1..={max_len}",
+                shape[1]
+            ),
+        ));
+    }
+    Ok(())
 }

@@ -12,6 +12,7 @@ use crate::cfg::PretrainedCfg;
 mod arch;
 mod head;
 mod input;
+pub(crate) use input::check_token_ids;
 
 pub use arch::*;
 pub(crate) use arch::{Family, Side};
