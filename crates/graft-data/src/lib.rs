@@ -29,7 +29,7 @@ pub mod transform;
 pub use dataset::{ArrayDataset, Dataset, Image, RawImage, Sample, Subset};
 pub use features::FeatureDataset;
 pub use image_folder::{ImageFolder, decode_raw, decode_rgb, decode_rgb_bounded, is_image_file};
-pub use loader::{BadSample, Batch, Loader, LoaderConfig, Transform};
+pub use loader::{BadSample, Batch, EpochIter, Loader, LoaderConfig, Transform};
 pub use mixup::Mixup;
 pub use shift::Shift;
 pub use split::{class_subset, k_shot, stratified_split};

@@ -23,6 +23,7 @@ mod lr_find;
 mod metrics;
 mod plot;
 mod schedule;
+mod semi;
 mod trainer;
 
 pub use checkpoint::Checkpoint;
@@ -31,6 +32,7 @@ pub use lr_find::{LrFinder, LrFinderResult, lr_find};
 pub use metrics::{ClassMetrics, evaluate};
 pub use plot::{Series, plot_history, plot_lr_find, plot_series};
 pub use schedule::Schedule;
+pub use semi::{SemiConfig, SemiMethod, Unlabeled};
 pub use trainer::{
     Callback, Control, EarlyStopping, EpochRecord, History, Monitor, StepRecord, TrainConfig,
     Trainer, snapshot,

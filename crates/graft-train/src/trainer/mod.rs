@@ -101,6 +101,8 @@ pub struct Trainer<B: AutodiffBackend> {
     base_lrs: BTreeMap<String, f64>,
     callbacks: Vec<Box<dyn Callback>>,
     ema: Option<BTreeMap<String, B::Tensor>>,
+    /// Semi-supervised: unlabelled batches whose loss joins every step's.
+    unlabeled: Option<crate::semi::Unlabeled>,
 }
 
 impl<B: AutodiffBackend> std::fmt::Debug for Trainer<B> {
@@ -127,7 +129,14 @@ impl<B: AutodiffBackend> Trainer<B> {
             base_lrs,
             callbacks: Vec::new(),
             ema: None,
+            unlabeled: None,
         }
+    }
+    /// Trains semi-supervised: every step's loss gains the unlabelled loss of `u`
+    /// (pseudo-labelling or FixMatch), its batches paired with steps by the step index.
+    pub fn with_unlabeled(mut self, u: crate::semi::Unlabeled) -> Self {
+        self.unlabeled = Some(u);
+        self
     }
     /// Gives the optimizer back (with its state), to carry into the next phase of a multi-phase
     /// strategy (re-planned with `Plan::update`).

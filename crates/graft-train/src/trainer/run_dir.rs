@@ -180,6 +180,11 @@ impl<B: AutodiffBackend> Trainer<B> {
             "train_samples": train.dataset().len(),
             "batch_size": train.config().batch_size,
             "loader_seed": train.config().seed,
+            "semi_supervised": self.unlabeled.as_ref().map(|u| serde_json::json!({
+                "config": u.cfg,
+                "unlabeled_samples": u.samples(),
+                "unlabeled_batch_size": u.batch_size(),
+            })),
         });
         let text =
             serde_json::to_string_pretty(&resolved).map_err(|e| Error::Training(e.to_string()))?;

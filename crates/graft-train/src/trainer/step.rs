@@ -76,7 +76,10 @@ impl<B: AutodiffBackend> Trainer<B> {
         };
         let ctx = Ctx::train(&self.modes, self.cfg.seed, micro);
         let logits = model.forward_batch(&inputs, &ctx)?;
-        let loss = cross_entropy(b, &logits, &targets, self.cfg.label_smoothing)?;
+        let mut loss = cross_entropy(b, &logits, &targets, self.cfg.label_smoothing)?;
+        if let Some(u) = &mut self.unlabeled {
+            loss = b.add(&loss, &u.loss(model, &self.modes, self.cfg.seed, micro)?)?;
+        }
         let l = host_scalar(b, &loss)?;
         let mut stop = false;
         for c in &mut self.callbacks {
