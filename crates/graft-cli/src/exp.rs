@@ -230,6 +230,10 @@ pub struct DigitsSection {
     /// Labelled training images per class (default: all of the train split).
     #[serde(default, deserialize_with = "crate::valid::opt_at_least_one")]
     pub k_shot: Option<usize>,
+    /// The train split's images left out by `k_shot` become unlabelled data (`[train.semi]`);
+    /// their labels are never read.
+    #[serde(default)]
+    pub unlabeled: bool,
     #[serde(default)]
     pub seed: u64,
 }
@@ -311,6 +315,9 @@ pub struct DataSection {
     /// folders; off by default).
     #[serde(default)]
     pub augment: bool,
+    /// Unlabelled images for `[train.semi]`: every image under this directory (class folders or
+    /// not; any labels they imply are never read).
+    pub unlabeled: Option<Spanned<PathBuf>>,
 }
 
 fn default_batch() -> usize {
@@ -332,6 +339,7 @@ impl Default for DataSection {
             shift: None,
             shift_train: false,
             augment: false,
+            unlabeled: None,
         }
     }
 }
@@ -359,6 +367,45 @@ pub struct TrainSection {
     /// A progress bar on stderr (hidden when stderr is not a terminal).
     #[serde(default = "yes")]
     pub progress: bool,
+    /// Semi-supervised fine-tuning on `[data] unlabeled` / `[data.digits] unlabeled`.
+    pub semi: Option<Spanned<SemiSection>>,
+}
+
+/// `[train.semi]`: pseudo-labelling (Lee 2013) or FixMatch (Sohn et al. 2020).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct SemiSection {
+    pub method: SemiMethodName,
+    /// Confidence a prediction needs to become a target (τ).
+    #[serde(default = "tau", deserialize_with = "crate::valid::unit")]
+    pub threshold: f64,
+    /// Weight of the unlabelled loss (λ_u).
+    #[serde(default = "one_f", deserialize_with = "crate::valid::non_negative")]
+    pub weight: f64,
+    /// Unlabelled images a step per labelled one (μ).
+    #[serde(default = "seven", deserialize_with = "crate::valid::at_least_one")]
+    pub mu: usize,
+    /// Pseudo-labelling: weight of Arazo et al.'s class-balance term (0: none).
+    #[serde(default, deserialize_with = "crate::valid::non_negative")]
+    pub class_balance: f64,
+}
+
+/// A semi-supervised method.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SemiMethodName {
+    PseudoLabel,
+    Fixmatch,
+}
+
+fn tau() -> f64 {
+    0.95
+}
+fn one_f() -> f64 {
+    1.0
+}
+fn seven() -> usize {
+    7
 }
 
 fn one() -> usize {
@@ -380,6 +427,7 @@ impl Default for TrainSection {
             accumulate: 1,
             ema_decay: None,
             progress: true,
+            semi: None,
         }
     }
 }

@@ -558,3 +558,49 @@ impl Dataset for Subset {
         &self.classes
     }
 }
+
+/// A dataset with its labels hidden: every sample is class 0 of one class, `"unlabeled"` — the
+/// unlabelled data of semi-supervised training, which must never learn from the labels a
+/// dataset happens to carry.
+#[derive(Debug)]
+pub struct HiddenLabels {
+    base: Arc<dyn Dataset>,
+    classes: Vec<String>,
+}
+
+impl HiddenLabels {
+    pub fn new(base: Arc<dyn Dataset>) -> Self {
+        Self {
+            base,
+            classes: vec!["unlabeled".into()],
+        }
+    }
+}
+
+impl Dataset for HiddenLabels {
+    fn in_memory(&self) -> bool {
+        self.base.in_memory()
+    }
+    fn fingerprint(&self) -> Result<u64> {
+        self.base.fingerprint()
+    }
+    fn len(&self) -> usize {
+        self.base.len()
+    }
+    fn label(&self, _i: usize) -> usize {
+        0
+    }
+    fn get(&self, i: usize) -> Result<Sample> {
+        Ok(self.base.get(i)?.with_label(0))
+    }
+    fn get_raw(&self, i: usize) -> Result<Option<RawImage>> {
+        let mut r = self.base.get_raw(i)?;
+        if let Some(r) = &mut r {
+            r.label = 0;
+        }
+        Ok(r)
+    }
+    fn classes(&self) -> &[String] {
+        &self.classes
+    }
+}

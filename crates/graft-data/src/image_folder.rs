@@ -21,12 +21,6 @@ pub struct ImageFolder {
     max_pixels: Option<u64>,
 }
 
-fn is_image(p: &Path) -> bool {
-    p.extension()
-        .and_then(|e| e.to_str())
-        .is_some_and(|e| EXTENSIONS.contains(&e.to_ascii_lowercase().as_str()))
-}
-
 impl ImageFolder {
     /// Scans `root`. A missing root, a root without class folders, or a class folder without
     /// images is an error naming the directory.
@@ -55,7 +49,7 @@ impl ImageFolder {
             let dir = root.join(c);
             let mut files = Vec::new();
             walk(&dir, &mut seen, &mut files)?;
-            let mut files: Vec<PathBuf> = files.into_iter().filter(|p| is_image(p)).collect();
+            let mut files: Vec<PathBuf> = files.into_iter().filter(|p| is_image_file(p)).collect();
             files.sort();
             if files.is_empty() {
                 return Err(Error::format(
@@ -72,6 +66,29 @@ impl ImageFolder {
             root: root.to_path_buf(),
             classes,
             samples,
+            max_pixels: graft_core::limits::max_image_pixels()?,
+        })
+    }
+    /// Every image under `root` (sub-folders included, sorted by path) as one class,
+    /// `"unlabeled"`: unlabelled data for semi-supervised training, whose labels nobody reads.
+    /// A root without images is an error naming it.
+    pub fn unlabeled(root: &Path) -> Result<Self> {
+        let mut seen = std::collections::HashSet::new();
+        seen.insert(std::fs::canonicalize(root).map_err(|e| Error::io(root, e))?);
+        let mut files = Vec::new();
+        walk(root, &mut seen, &mut files)?;
+        let mut files: Vec<PathBuf> = files.into_iter().filter(|p| is_image_file(p)).collect();
+        files.sort();
+        if files.is_empty() {
+            return Err(Error::format(
+                root,
+                format!("no images ({}) under this directory", EXTENSIONS.join(", ")),
+            ));
+        }
+        Ok(Self {
+            root: root.to_path_buf(),
+            classes: vec!["unlabeled".into()],
+            samples: files.into_iter().map(|f| (f, 0)).collect(),
             max_pixels: graft_core::limits::max_image_pixels()?,
         })
     }

@@ -26,7 +26,7 @@ mod shift;
 mod split;
 pub mod transform;
 
-pub use dataset::{ArrayDataset, Dataset, Image, RawImage, Sample, Subset};
+pub use dataset::{ArrayDataset, Dataset, HiddenLabels, Image, RawImage, Sample, Subset};
 pub use features::FeatureDataset;
 pub use image_folder::{ImageFolder, decode_raw, decode_rgb, decode_rgb_bounded, is_image_file};
 pub use loader::{BadSample, Batch, EpochIter, Loader, LoaderConfig, Transform};

@@ -177,6 +177,9 @@ pub struct FineTuneOptions {
     /// Where the probe caches features (default: `run_dir/feature-cache`, else the temp dir).
     pub cache_dir: Option<PathBuf>,
     pub seed: u64,
+    /// Semi-supervised: every phase trains with these unlabelled batches beside the labelled
+    /// ones (pseudo-labelling or FixMatch; `Trainer::with_unlabeled`).
+    pub unlabeled: Option<graft_train::Unlabeled>,
 }
 
 impl Default for FineTuneOptions {
@@ -185,6 +188,7 @@ impl Default for FineTuneOptions {
             base: TrainConfig::new(1),
             cache_dir: None,
             seed: 0,
+            unlabeled: None,
         }
     }
 }
@@ -354,6 +358,9 @@ impl<B: AutodiffBackend> Runner<'_, B> {
             .as_ref()
             .map(|d| d.join(format!("phase{}-{}", self.phases.len() + 1, spec.name)));
         let mut t = Trainer::new(cfg, opt, plan.modes().clone());
+        if let Some(u) = &self.opts.unlabeled {
+            t = t.with_unlabeled(u.clone());
+        }
         let history = t.fit(self.model, self.train, self.val)?;
         self.phases.push(Phase {
             spec: spec.clone(),

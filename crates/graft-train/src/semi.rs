@@ -53,6 +53,19 @@ pub struct Unlabeled {
     stream: Option<Stream>,
 }
 
+impl Clone for Unlabeled {
+    /// The same loaders and settings, read from the start again (each fine-tuning phase's
+    /// trainer pairs its own steps with unlabelled batches).
+    fn clone(&self) -> Self {
+        Self {
+            weak: self.weak.clone(),
+            strong: self.strong.clone(),
+            cfg: self.cfg,
+            stream: None,
+        }
+    }
+}
+
 /// Where the unlabelled loaders are: the next batch `next` of epoch `epoch`.
 struct Stream {
     epoch: u64,

@@ -51,9 +51,30 @@ pub(super) fn digits_data(src: &Source, d: &crate::exp::DigitsSection) -> Result
             .collect()
     };
     let mut train_idx = pick(&parts[0]);
+    let all_train = train_idx.clone();
     if let Some(k) = d.k_shot {
         train_idx = k_shot(&labels, &train_idx, k, d.seed)?;
     }
+    let unlabeled: Option<Arc<dyn Dataset>> = if d.unlabeled {
+        if d.k_shot.is_none() {
+            return Err(src
+                .table_error(
+                    "data.digits",
+                    "unlabeled = true takes the train split's images k_shot leaves out: give k_shot",
+                )
+                .into());
+        }
+        let rest: Vec<usize> = all_train
+            .into_iter()
+            .filter(|i| !train_idx.contains(i))
+            .collect();
+        // the same images with their labels hidden: every sample is class 0 of one class
+        Some(Arc::new(graft_data::HiddenLabels::new(Arc::new(
+            Subset::new(base.clone(), rest)?,
+        ))))
+    } else {
+        None
+    };
     let make = |idx: Vec<usize>| -> Result<Option<Arc<dyn Dataset>>> {
         if idx.is_empty() {
             return Ok(None);
@@ -73,6 +94,7 @@ pub(super) fn digits_data(src: &Source, d: &crate::exp::DigitsSection) -> Result
         digits: true,
         shift: None,
         text: None,
+        unlabeled,
     })
 }
 
@@ -86,7 +108,17 @@ pub(super) fn folder_data(src: &Source, d: &crate::exp::DataSection) -> Result<D
         digits: false,
         shift: None,
         text: None,
+        unlabeled: None,
     };
+    if let Some(p) = &d.unlabeled {
+        let root = src.existing("data.unlabeled", p)?;
+        let mut f =
+            ImageFolder::unlabeled(&root).map_err(|e| src.error(p.span(), e.to_string()))?;
+        if let Some(m) = d.max_image_pixels {
+            f = f.with_max_pixels((m > 0).then_some(m));
+        }
+        out.unlabeled = Some(Arc::new(f));
+    }
     for (key, p) in [("train", &d.train), ("val", &d.val), ("test", &d.test)] {
         let Some(p) = p else { continue };
         let root = src.existing(&format!("data.{key}"), p)?;
@@ -297,5 +329,6 @@ pub(super) fn text_data(
         digits: false,
         shift: None,
         text: Some(TextInputs { tokenizer, files }),
+        unlabeled: None,
     })
 }

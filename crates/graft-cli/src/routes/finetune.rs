@@ -157,7 +157,8 @@ impl Job<FinetuneStrategy> {
         let train = self.loader(&model, "train", true)?.context("train split")?;
         let val = self.loader(&model, "val", false)?;
         let test = self.loader(&model, "test", false)?;
-        let opts = self.finetune_options(&run);
+        let mut opts = self.finetune_options(&run);
+        opts.unlabeled = self.unlabeled(&model)?;
         let n = self.num_classes();
         let t0 = std::time::Instant::now();
         let r = B::fine_tune(&mut model, n, &train, val.as_ref(), &strategy, &opts)?;
@@ -266,7 +267,34 @@ impl Job<FinetuneStrategy> {
             base: self.train_cfg(Some(&run.path)),
             cache_dir: Some(run.cache.clone()),
             seed: self.exp.train.seed,
+            unlabeled: None,
         }
+    }
+
+    /// `[train.semi]`'s unlabelled loaders: `μ` × the batch size a step, the labelled training
+    /// transform (the weak view) and, for FixMatch, the same followed by TrivialAugment (the
+    /// strong view), in the same order (one seed).
+    fn unlabeled<B: Backend>(&self, model: &Model<B>) -> Result<Option<graft_train::Unlabeled>> {
+        let Some(semi) = &self.exp.train.semi else {
+            return Ok(None);
+        };
+        let s = semi.get_ref();
+        let ds = self.data.unlabeled.clone().context("unlabelled data")?;
+        let bs = self.exp.data.batch_size * s.mu;
+        let weak = self.loader_with(model, ds.clone(), "train", true, false, bs)?;
+        let u = match s.method {
+            crate::exp::SemiMethodName::PseudoLabel => graft_train::Unlabeled::pseudo_label(
+                weak,
+                s.threshold,
+                s.weight,
+                (s.class_balance > 0.0).then_some(s.class_balance),
+            )?,
+            crate::exp::SemiMethodName::Fixmatch => {
+                let strong = self.loader_with(model, ds, "train", true, true, bs)?;
+                graft_train::Unlabeled::fixmatch(weak, strong, s.threshold, s.weight)?
+            }
+        };
+        Ok(Some(u))
     }
 }
 
@@ -277,6 +305,23 @@ impl Dispatch for Job<FinetuneStrategy> {
         }
         // the strategy's errors are the file's: report them before anything runs
         self.strategy()?;
+        if let Some(semi) = &self.exp.train.semi {
+            if self.data.unlabeled.is_none() {
+                return Err(self
+                    .src
+                    .error(
+                        semi.span(),
+                        "train.semi needs unlabelled data: [data] unlabeled = \"dir\" or [data.digits] unlabeled = true",
+                    )
+                    .into());
+            }
+            if self.data.text.is_some() {
+                return Err(self
+                    .src
+                    .error(semi.span(), "train.semi works on images, not texts")
+                    .into());
+            }
+        }
         if self.route == Route::Plan {
             on_backend!(self.backend, self.plan_on())
         } else {

@@ -89,6 +89,8 @@ struct Data {
     shift: Option<Shift>,
     /// Text data: the model's tokenizer and files (the datasets are `TokenDataset`s).
     text: Option<TextInputs>,
+    /// Unlabelled images for `[train.semi]` (their labels are never read).
+    unlabeled: Option<Arc<dyn Dataset>>,
 }
 
 /// What a text experiment reads with.
@@ -198,6 +200,20 @@ impl<S: DeserializeOwned + Serialize + Default> Job<S> {
                     .into());
             }
         };
+        let semi_route = matches!(route, Route::Finetune | Route::Plan);
+        if let (Some(semi), false) = (&exp.train.semi, semi_route) {
+            return Err(src
+                .error(semi.span(), "train.semi applies to graft finetune")
+                .into());
+        }
+        if data.unlabeled.is_some() && exp.train.semi.is_none() {
+            return Err(src
+                .table_error(
+                    "data",
+                    "unlabelled data is read by semi-supervised fine-tuning: add [train.semi] (method = \"fixmatch\" or \"pseudo_label\")",
+                )
+                .into());
+        }
         if let Some(s) = &d.shift {
             data.shift =
                 Some(Shift::parse(s.get_ref()).map_err(|e| src.error(s.span(), e.to_string()))?);
@@ -394,7 +410,28 @@ impl<S: DeserializeOwned + Serialize + Default> Job<S> {
         which: &str,
         train_mode: bool,
     ) -> Result<Loader> {
-        let bs = self.exp.data.batch_size.max(1);
+        self.loader_with(
+            model,
+            ds,
+            which,
+            train_mode,
+            false,
+            self.exp.data.batch_size,
+        )
+    }
+
+    /// [`Self::loader_over`] with its batch size, and with `strong`: TrivialAugment after the
+    /// other augmentations, before the normalisation (FixMatch's strongly augmented view).
+    fn loader_with<B: Backend>(
+        &self,
+        model: &Model<B>,
+        ds: Arc<dyn Dataset>,
+        which: &str,
+        train_mode: bool,
+        strong: bool,
+        batch_size: usize,
+    ) -> Result<Loader> {
+        let bs = batch_size.max(1);
         let cfg = if train_mode {
             LoaderConfig::train(bs).seed(self.exp.train.seed)
         } else {
@@ -434,6 +471,15 @@ impl<S: DeserializeOwned + Serialize + Default> Job<S> {
             }
         } else if let Some(s) = shifted {
             steps.push(Box::new(s));
+        }
+        if strong {
+            // images: the normalisation is last; the digits and text have none
+            let at = if self.data.text.is_none() && !self.data.digits {
+                steps.len().saturating_sub(1)
+            } else {
+                steps.len()
+            };
+            steps.insert(at, Box::new(graft_data::augment::TrivialAugment));
         }
         let mut l = Loader::new(ds, cfg)?;
         if !steps.is_empty() {
