@@ -233,6 +233,11 @@ fn clip_prompt_mistakes_are_located() {
             "not_clip.toml:7:13: templates / class_names are a CLIP's prompts",
         ),
         (
+            "features.toml",
+            "[model]\nname = \"somewhere\"\nclip = true\n[data]\ntest = \"folder\"\n[strategy]\nhead = \"zero_shot\"\nfeatures = \"blocks.1\"\n",
+            "features.toml:8:12: a CLIP's zero-shot head reads the image embedding",
+        ),
+        (
             "weights.toml",
             "[model]\nname = \"somewhere\"\nclip = true\nweights = \"w.safetensors\"\n[data]\ntest = \"folder\"\n",
             "weights.toml:4:11: model.weights does not apply to a CLIP",

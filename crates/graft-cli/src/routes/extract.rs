@@ -47,6 +47,15 @@ impl Job<ExtractStrategy> {
     fn extract_on<B: Routes>(&self, b: &B) -> Result<()> {
         let st = &self.exp.strategy;
         // a CLIP's zero-shot classifier reads its text tower; the image tower is the trunk
+        if self.is_clip() && st.head == ExtractHead::ZeroShot && st.features.span() != (0..0) {
+            return Err(self
+                .src
+                .error(
+                    st.features.span(),
+                    "a CLIP's zero-shot head reads the image embedding (the image tower's output): leave features out",
+                )
+                .into());
+        }
         let (mut model, clip_text) = if self.is_clip() && st.head == ExtractHead::ZeroShot {
             let (mut visual, text) = self.clip_encoder(b)?.into_parts();
             self.input_cfg(&mut visual);
