@@ -44,7 +44,7 @@ if [ ! -x "$venv/bin/python" ]; then
     echo "graft setup: creating venv $venv"
     "$python" -m venv "$venv" || die "'$python -m venv' failed (Debian: apt-get install python3-venv)."
 fi
-echo "graft setup: installing torch $torch_version, torchvision, timm, numpy, safetensors, scikit-learn, sentence-transformers, MiniLM and VADER data (~4.9 GB, first time only)"
+echo "graft setup: installing torch $torch_version, torchvision, timm, numpy, safetensors, scikit-learn, sentence-transformers, MiniLM and VADER data, open_clip (~5 GB, first time only)"
 "$venv/bin/python" -m pip install --quiet --disable-pip-version-check \
     -c "$repo/scripts/constraints.txt" -r "$repo/scripts/requirements.txt"
 "$venv/bin/python" - "$torch_version" <<'PY'
