@@ -25,18 +25,18 @@ const TAGS: &[&str] = &[
     "vit_tiny_patch16_224.augreg_in21k_ft_in1k",
 ];
 
-/// timm's repo for `tag` (config.json, model.safetensors, io.safetensors), written once per run.
+/// timm's repo for `tag` (config.json, model.safetensors, io.safetensors), written once (by
+/// whichever test process gets there first).
 fn timm_repo(tag: &str) -> PathBuf {
     let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
         .join("hub-repos")
         .join(tag);
-    if !dir.join("io.safetensors").exists() {
-        let _ = std::fs::remove_dir_all(&dir);
+    common::build_once(&dir, "io.safetensors", |tmp| {
         common::run_python(
             "hub_reference.py",
-            &["repo", tag, dir.to_str().expect("utf-8")],
+            &["repo", tag, tmp.to_str().expect("utf-8")],
         );
-    }
+    });
     dir
 }
 

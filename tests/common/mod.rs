@@ -82,9 +82,55 @@ pub fn python_fixture(script: &str, id: &str) -> PathBuf {
                 }
             }
         }
-        run_python(script, &[id, dir.to_str().expect("utf-8 path")]);
     }
+    build_once(&dir, "meta.json", |tmp| {
+        run_python(script, &[id, tmp.to_str().expect("utf-8 path")]);
+    });
     dir
+}
+
+/// Makes the directory `dir` once, for every test process at once: unless `dir` is there whole
+/// (holding `marker`), `make` fills a directory of this process's own, which then becomes `dir`
+/// in one rename. Two processes racing both make one; the first rename wins and the other copy is
+/// dropped, so no test ever reads a fixture another is still writing (or one it removed).
+pub fn build_once(dir: &std::path::Path, marker: &str, make: impl FnOnce(&std::path::Path)) {
+    if dir.join(marker).exists() {
+        return;
+    }
+    let parent = dir.parent().expect("a fixture directory has a parent");
+    std::fs::create_dir_all(parent).expect("fixture parent");
+    let name = dir
+        .file_name()
+        .expect("name")
+        .to_string_lossy()
+        .into_owned();
+    let unique = format!("{}-{:?}", std::process::id(), std::thread::current().id())
+        .replace(|c: char| !c.is_ascii_alphanumeric(), "");
+    if dir.exists() && !dir.join(marker).exists() {
+        // left half-written by an older run (a whole one always has its marker): set aside
+        let aside = parent.join(format!(".{name}.stale-{unique}"));
+        if std::fs::rename(dir, &aside).is_ok() {
+            let _ = std::fs::remove_dir_all(&aside);
+        }
+    }
+    let tmp = parent.join(format!(".{name}.tmp-{unique}"));
+    let _ = std::fs::remove_dir_all(&tmp);
+    std::fs::create_dir_all(&tmp).expect("fixture temp dir");
+    make(&tmp);
+    assert!(
+        tmp.join(marker).exists(),
+        "{}: no {marker} written",
+        tmp.display()
+    );
+    if std::fs::rename(&tmp, dir).is_err() {
+        // another process got there first: keep its copy
+        assert!(
+            dir.join(marker).exists(),
+            "{}: could not place the fixture",
+            dir.display()
+        );
+        let _ = std::fs::remove_dir_all(&tmp);
+    }
 }
 
 /// graft's eval transform (without normalisation) of `photo` against a reference's pixels in
