@@ -70,16 +70,16 @@ pub fn python_fixture(script: &str, id: &str) -> PathBuf {
     let root = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(stem);
     std::fs::create_dir_all(&root).expect("fixture root");
     let dir = root.join(format!("{id}-{key}"));
-    if !dir.join("meta.json").exists() {
-        if let Ok(entries) = std::fs::read_dir(&root) {
-            for e in entries.flatten() {
-                let name = e.file_name().to_string_lossy().into_owned();
-                let stale = name
-                    .strip_prefix(&format!("{id}-"))
-                    .is_some_and(|h| h.len() == 16 && h != key);
-                if stale {
-                    let _ = std::fs::remove_dir_all(e.path());
-                }
+    if !dir.join("meta.json").exists()
+        && let Ok(entries) = std::fs::read_dir(&root)
+    {
+        for e in entries.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let stale = name
+                .strip_prefix(&format!("{id}-"))
+                .is_some_and(|h| h.len() == 16 && h != key);
+            if stale {
+                let _ = std::fs::remove_dir_all(e.path());
             }
         }
     }
