@@ -238,6 +238,11 @@ fn clip_prompt_mistakes_are_located() {
             "features.toml:8:12: a CLIP's zero-shot head reads the image embedding",
         ),
         (
+            "stray.toml",
+            "[model]\nname = \"somewhere\"\nclip = true\n[data]\ntest = \"folder\"\n[strategy]\nhead = \"logistic\"\ntemplates = \"imagenet\"\n",
+            "stray.toml:8:13: templates applies to head = \"zero_shot\"",
+        ),
+        (
             "weights.toml",
             "[model]\nname = \"somewhere\"\nclip = true\nweights = \"w.safetensors\"\n[data]\ntest = \"folder\"\n",
             "weights.toml:4:11: model.weights does not apply to a CLIP",

@@ -13,8 +13,23 @@ impl Dispatch for Job<ExtractStrategy> {
         {
             return Err(self.needs_tch("head = \"linear\" / \"mlp\"").into());
         }
-        if self.exp.strategy.head == ExtractHead::ZeroShot {
+        let st = &self.exp.strategy;
+        if st.head == ExtractHead::ZeroShot {
             self.zero_shot_descriptions()?;
+        } else {
+            let stray = [
+                ("zero_shot", st.zero_shot.as_ref().map(|z| z.span())),
+                ("templates", st.templates.as_ref().map(|t| t.span())),
+                ("class_names", st.class_names.as_ref().map(|c| c.span())),
+            ]
+            .into_iter()
+            .find_map(|(k, s)| s.map(|s| (k, s)));
+            if let Some((key, span)) = stray {
+                return Err(self
+                    .src
+                    .error(span, format!("{key} applies to head = \"zero_shot\""))
+                    .into());
+            }
         }
         if let Some(ep) = &self.exp.strategy.episodes {
             let classes = self.data.classes.len();
