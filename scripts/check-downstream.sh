@@ -26,9 +26,12 @@ export LIBTORCH="${LIBTORCH:-$repo/.libtorch}"
 # one target directory: the dependencies built for the workspace are reused
 CARGO_TARGET_DIR="$repo/target" cargo build -q --manifest-path "$work/Cargo.toml"
 bin="$repo/target/debug/graft-downstream"
-if ! ldd "$bin" | grep -q "libtorch_cpu.so => /"; then
+# ldd's output taken whole first: `ldd | grep -q` under pipefail fails when grep stops reading
+# early and ldd dies of SIGPIPE — a found libtorch reported as missing
+libs=$(ldd "$bin")
+if ! grep -q "libtorch_cpu.so => /" <<<"$libs"; then
     echo "error: the downstream binary does not find libtorch by itself:" >&2
-    ldd "$bin" | grep -i torch >&2
+    grep -i torch <<<"$libs" >&2
     exit 1
 fi
 ex="$repo/target/graft-examples"

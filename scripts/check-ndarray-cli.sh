@@ -8,21 +8,26 @@ cd "$(dirname "$0")/.."
 cargo build -q -p graft-cli --no-default-features
 # the facade without its default feature: the pure-Rust stack, no libtorch in its tree
 cargo check -q -p graft-tl --no-default-features --lib
-if cargo tree -q -p graft-tl --no-default-features -e normal | grep -q "torch-sys"; then
+# (each command's output is taken whole before grep reads it: `a | grep -q` under pipefail fails
+# when grep stops reading early and `a` dies of SIGPIPE, which turns a found match into "absent")
+tree=$(cargo tree -q -p graft-tl --no-default-features -e normal)
+if grep -q "torch-sys" <<<"$tree"; then
     echo "error: graft with default-features = false depends on libtorch (torch-sys)" >&2
     exit 1
 fi
 bin=target/graft-ndarray-only
 cp target/debug/graft "$bin"
-if ldd "$bin" | grep -qi torch; then
+libs=$(ldd "$bin")
+if grep -qi torch <<<"$libs"; then
     echo "error: the --no-default-features graft links libtorch:" >&2
-    ldd "$bin" | grep -i torch >&2
+    grep -i torch <<<"$libs" >&2
     exit 1
 fi
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 .venv/bin/python tests/python/cli_fixture.py "$work"
-"$bin" models --models-dir "$work/models" 'tv_*' | grep -q tv_small
+listed=$("$bin" models --models-dir "$work/models" 'tv_*')
+grep -q tv_small <<<"$listed"
 "$bin" infer --models-dir "$work/models" --model tv_small --input "$work/x.npy" \
     --output "$work/y.npy" --backend ndarray
 if "$bin" infer --model resnet18_small --input "$work/x.npy" --output "$work/t.npy" \
