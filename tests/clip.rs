@@ -16,23 +16,6 @@ use graft::extract::{ClipEncoder, FeatureSpec, Features, embed_with};
 use graft::text::Tokenizer;
 use graft::zoo::ClipConfig;
 
-fn cosines(got: &[f32], want: &ndarray::ArrayD<f32>) -> Vec<f64> {
-    let dim = want.shape()[1];
-    let w: Vec<f32> = want.iter().copied().collect();
-    w.chunks(dim)
-        .zip(got.chunks(dim))
-        .map(|(w, g)| {
-            let dot: f64 = g
-                .iter()
-                .zip(w)
-                .map(|(a, b)| f64::from(*a) * f64::from(*b))
-                .sum();
-            let n = |v: &[f32]| v.iter().map(|a| f64::from(*a).powi(2)).sum::<f64>().sqrt();
-            dot / (n(g) * n(w))
-        })
-        .collect()
-}
-
 fn meta(dir: &Path) -> serde_json::Value {
     serde_json::from_str(&std::fs::read_to_string(dir.join("meta.json")).expect("meta"))
         .expect("meta json")
@@ -112,7 +95,7 @@ fn check<B: Backend>(backend: &B, dir: &Path, min_cos: f64) -> (f64, f64) {
         .collect();
     let want: ndarray::ArrayD<f32> = ndarray_npy::read_npy(dir.join("image_emb.npy")).expect("emb");
     assert_eq!(got.len(), want.len());
-    let img_cos = cosines(&got, &want);
+    let img_cos = common::cosines(&got, &want);
     for (i, c) in img_cos.iter().enumerate() {
         assert!(*c >= min_cos, "{}: image {i}: cosine {c}", backend.name());
     }
@@ -123,7 +106,7 @@ fn check<B: Backend>(backend: &B, dir: &Path, min_cos: f64) -> (f64, f64) {
     let (emb, _) = embed_with(enc.text().model(), enc.text().tokenizer(), &refs, 3).expect("embed");
     let want: ndarray::ArrayD<f32> = ndarray_npy::read_npy(dir.join("text_emb.npy")).expect("emb");
     assert_eq!(emb.len(), want.len());
-    let txt_cos = cosines(&emb, &want);
+    let txt_cos = common::cosines(&emb, &want);
     for (i, c) in txt_cos.iter().enumerate() {
         assert!(
             *c >= min_cos,
@@ -134,7 +117,7 @@ fn check<B: Backend>(backend: &B, dir: &Path, min_cos: f64) -> (f64, f64) {
     }
     // the same texts one call, one batch: the same embeddings
     let whole = enc.embed_texts(&refs).expect("embed");
-    assert!(cosines(&whole, &want).iter().all(|c| *c >= min_cos));
+    assert!(common::cosines(&whole, &want).iter().all(|c| *c >= min_cos));
 
     // zero-shot: open_clip's classifier from the 80 ImageNet templates, and its logits
     let classes: Vec<String> = meta["zero_shot_classes"]
@@ -146,7 +129,7 @@ fn check<B: Backend>(backend: &B, dir: &Path, min_cos: f64) -> (f64, f64) {
     let zs = enc.zero_shot(&classes, None).expect("zero-shot classifier");
     let want: ndarray::ArrayD<f32> =
         ndarray_npy::read_npy(dir.join("zs_weights.npy")).expect("weights");
-    let zs_cos = cosines(&zs.class_embeddings, &want);
+    let zs_cos = common::cosines(&zs.class_embeddings, &want);
     assert!(zs_cos.iter().all(|c| *c >= min_cos), "{zs_cos:?}");
     let n = got.len() / zs.dim;
     let f = Features {
@@ -534,7 +517,7 @@ fn a_clip_comes_from_the_hub() {
                 .unwrap_or_else(|e| panic!("{reference} (offline {offline}): {e}"));
             assert!(report.visual.is_clean() && report.text.is_clean());
             let got = enc.embed_texts(&refs).expect("embed");
-            let cos = cosines(&got, &want);
+            let cos = common::cosines(&got, &want);
             assert!(cos.iter().all(|c| *c >= 0.9999), "{reference}: {cos:?}");
         }
         let err = ClipEncoder::pretrained(&b, "hf-hub:graft-test/not-clip", &hub)

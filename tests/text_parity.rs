@@ -70,25 +70,6 @@ fn reference(dir: &Path, texts: &[String]) -> ndarray::Array2<f32> {
     ndarray_npy::read_npy(&out).expect("read reference")
 }
 
-fn cosines(got: &[f32], want: &ndarray::Array2<f32>) -> Vec<f64> {
-    let dim = want.ncols();
-    want.rows()
-        .into_iter()
-        .enumerate()
-        .map(|(i, w)| {
-            let g = &got[i * dim..(i + 1) * dim];
-            let dot: f64 = g
-                .iter()
-                .zip(w)
-                .map(|(a, b)| f64::from(*a) * f64::from(*b))
-                .sum();
-            let ng: f64 = g.iter().map(|a| f64::from(*a).powi(2)).sum::<f64>().sqrt();
-            let nw: f64 = w.iter().map(|a| f64::from(*a).powi(2)).sum::<f64>().sqrt();
-            dot / (ng * nw)
-        })
-        .collect()
-}
-
 fn check<B: Backend>(
     backend: &B,
     dir: &Path,
@@ -113,7 +94,7 @@ fn check<B: Backend>(
     let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
     let got = enc.embed(&refs).expect("embed");
     assert_eq!(got.len(), texts.len() * 384);
-    let cos = cosines(&got, want);
+    let cos = common::cosines(&got, want);
     for (i, c) in cos.iter().enumerate() {
         assert!(
             *c >= min_cos,
@@ -124,7 +105,7 @@ fn check<B: Backend>(
     }
     // Each text alone (no padding at all) gives the same embedding as in a padded batch.
     let alone = enc.embed(&refs[..1]).expect("embed one");
-    let c = cosines(&alone, &want.slice(ndarray::s![0..1, ..]).to_owned());
+    let c = common::cosines(&alone, &want.slice(ndarray::s![0..1, ..]).to_owned());
     assert!(c[0] >= min_cos, "alone: {c:?}");
     cos
 }
@@ -159,7 +140,7 @@ fn minilm_bf16_copy_stays_close() {
         .for_inference(&InferenceOptions::bf16())
         .expect("bf16 copy");
     let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
-    let cos = cosines(&bf.embed(&refs).expect("embed"), &want);
+    let cos = common::cosines(&bf.embed(&refs).expect("embed"), &want);
     let min = cos.iter().copied().fold(f64::INFINITY, f64::min);
     eprintln!("bf16 min cosine {min:.5}");
     assert!(min >= 0.999, "bf16 copy: min cosine {min}");

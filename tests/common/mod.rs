@@ -168,3 +168,29 @@ pub fn eval_transform_diff(
     }
     (sum / want.len() as f64, max)
 }
+
+/// The cosine of each row of `got` (row-major, `want`'s row width) with the same row of `want`
+/// (`[rows, width]`, any ndarray dimension type).
+pub fn cosines<D: ndarray::Dimension>(got: &[f32], want: &ndarray::Array<f32, D>) -> Vec<f64> {
+    let dim = *want.shape().last().expect("rows of a width");
+    assert_eq!(
+        got.len(),
+        want.len(),
+        "{} values against {:?}",
+        got.len(),
+        want.shape()
+    );
+    let w: Vec<f32> = want.iter().copied().collect();
+    w.chunks(dim)
+        .zip(got.chunks(dim))
+        .map(|(w, g)| {
+            let dot: f64 = g
+                .iter()
+                .zip(w)
+                .map(|(a, b)| f64::from(*a) * f64::from(*b))
+                .sum();
+            let n = |v: &[f32]| v.iter().map(|a| f64::from(*a).powi(2)).sum::<f64>().sqrt();
+            dot / (n(g) * n(w))
+        })
+        .collect()
+}
