@@ -6,7 +6,6 @@ use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 use graft_backend::{Backend, Ctx, DType, InputBatch, TensorData};
-use graft_data::Transform as _;
 
 use crate::guard;
 use crate::inference::EmbedJob;
@@ -80,11 +79,7 @@ pub(crate) fn embed<B: Backend>(b: &B, job: &EmbedJob) -> Result<()> {
                 let mut data = Vec::new();
                 let mut shape = [0usize; 3];
                 for path in chunk {
-                    let raw =
-                        graft_data::decode_raw(path, graft_core::limits::max_image_pixels()?)?;
-                    let s = tf
-                        .apply_raw(raw, &mut rng)
-                        .with_context(|| format!("{}", path.display()))?;
+                    let s = crate::inference::image_input(path, &tf, visual.in_chans(), &mut rng)?;
                     shape = s.shape;
                     data.extend(s.data);
                 }

@@ -256,8 +256,37 @@ pub(crate) struct PredictJob {
 
 /// Classifies image files with the model's eval transform (timm's: resize, center crop,
 /// normalise, from the model's cfg; one-channel models see the mean of R, G, B).
-pub(crate) fn predict<B: Backend>(b: &B, reg: &Registry, job: &PredictJob) -> Result<()> {
+/// An image file through the eval transform `tf`, for a model of `in_chans` channels (1: the
+/// mean of the RGB channels first).
+pub(crate) fn image_input(
+    path: &Path,
+    tf: &graft_data::transform::Compose,
+    in_chans: usize,
+    rng: &mut rand_chacha::ChaCha8Rng,
+) -> Result<graft_data::Image> {
     use graft_data::Transform as _;
+    let raw = graft_data::decode_raw(path, graft_core::limits::max_image_pixels()?)?;
+    if in_chans == 1 {
+        let s = raw.to_image();
+        let [_, h, w] = s.shape;
+        let hw = h * w;
+        let gray: Vec<f32> = (0..hw)
+            .map(|i| (s.data[i] + s.data[hw + i] + s.data[2 * hw + i]) / 3.0)
+            .collect();
+        let s = graft_data::Image {
+            shape: [1, h, w],
+            data: gray,
+            label: 0,
+        };
+        tf.apply(s, rng)
+    } else {
+        // the transform reads the 8-bit pixels: no full-size float copy of a large photo
+        tf.apply_raw(raw, rng)
+    }
+    .with_context(|| format!("{}", path.display()))
+}
+
+pub(crate) fn predict<B: Backend>(b: &B, reg: &Registry, job: &PredictJob) -> Result<()> {
     let start = pretrained::start(reg, &job.model, job.weights.clone(), job.init)?;
     let mut opts = pretrained::options(&start, None);
     if !pretrained::is_hub(reg, &job.model) {
@@ -283,25 +312,7 @@ pub(crate) fn predict<B: Backend>(b: &B, reg: &Registry, job: &PredictJob) -> Re
         .unwrap_or_else(|| (0..model.num_classes()).map(|i| i.to_string()).collect());
     let mut rng = <rand_chacha::ChaCha8Rng as rand::SeedableRng>::seed_from_u64(0);
     for path in &job.images {
-        let raw = graft_data::decode_raw(path, graft_core::limits::max_image_pixels()?)?;
-        let s = if model.in_chans() == 1 {
-            let s = raw.to_image();
-            let [_, h, w] = s.shape;
-            let hw = h * w;
-            let gray: Vec<f32> = (0..hw)
-                .map(|i| (s.data[i] + s.data[hw + i] + s.data[2 * hw + i]) / 3.0)
-                .collect();
-            let s = graft_data::Image {
-                shape: [1, h, w],
-                data: gray,
-                label: 0,
-            };
-            tf.apply(s, &mut rng)
-        } else {
-            // the transform reads the 8-bit pixels: no full-size float copy of a large photo
-            tf.apply_raw(raw, &mut rng)
-        }
-        .with_context(|| format!("{}", path.display()))?;
+        let s = image_input(path, &tf, model.in_chans(), &mut rng)?;
         let x = InputBatch::images(TensorData::f32(
             &[1, s.shape[0], s.shape[1], s.shape[2]],
             s.data,
