@@ -177,6 +177,9 @@ pub struct UserModelConfig {
     pub pretrained_cfg: PretrainedCfg,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub label_names: Option<Vec<String>>,
+    /// A multi-task model's task heads (`tasks.<name>.*` in its weights), rebuilt on load.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tasks: Vec<crate::model::TaskHead>,
     /// Set when timm wrote the file: what it states that graft checks once the architecture
     /// is known. Its head is then the architecture's reference head.
     #[serde(skip)]

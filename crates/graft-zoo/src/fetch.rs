@@ -120,7 +120,10 @@ impl Registry {
         if let Some(s) = user.img_size {
             o.img_size = Some(s);
         }
-        self.build(backend, name, e, cfg, weights, &o)
+        // a multi-task model's heads are part of what its weights hold
+        let mut e = e.clone();
+        e.tasks = user.tasks.clone();
+        self.build(backend, name, &e, cfg, weights, &o)
     }
 }
 

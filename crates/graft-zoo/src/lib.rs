@@ -11,8 +11,9 @@
 //! `Model::forward_batch`), parameter names and initialisation as the
 //! references do them, the per-family stage tables and feature info, key remap tables between
 //! layouts, position-embedding resampling, the safetensors loader and its [`LoadReport`], and
-//! inference copies ([`Model::for_inference`]: BatchNorm folded, channels-last, bf16), and where
-//! a text model's files are ([`TextModelFiles`]: a given directory or an installed package's).
+//! inference copies ([`Model::for_inference`]: BatchNorm folded, channels-last, bf16), a
+//! multi-task model's named heads ([`TaskHead`], `tasks.<name>.*`, saved and rebuilt with it), and
+//! where a text model's files are ([`TextModelFiles`]: a given directory or an installed package's).
 //!
 //! Also which pretrained weights exist and what they were trained with
 //! ([`pretrained`]: timm's tags and torchvision's weights, generated from them), the names a
@@ -61,8 +62,8 @@ pub use graft_hub::{Hub, HubConfig};
 pub use inference::{InferenceOptions, Layout};
 pub use load::{LoadOptions, LoadReport, Remap, ShapeMismatch, WeightsFile, adapt_input_conv};
 pub use model::{
-    Arch, FeatureInfo, HeadSpec, Model, ModelOptions, StageSpec, count_parameters,
-    param_shapes_with_head,
+    Arch, FeatureInfo, HeadSpec, Model, ModelOptions, StageSpec, TASKS_PREFIX, TaskHead,
+    count_parameters, is_task_param, param_shapes_with_head,
 };
 pub use pretrained::{ModelRef, TimmTag, TvWeights, list_pretrained};
 pub use registry::{Registry, RegistryEntry, create_model, list_models, wildcard_match};

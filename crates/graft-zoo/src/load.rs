@@ -155,7 +155,8 @@ pub(crate) fn plan(
     file: &WeightsFile,
     opts: &LoadOptions,
 ) -> Result<Plan> {
-    let is_classifier = |n: &str| arch.is_classifier(n);
+    // a task head is a head: one in the file that the model lacks is dropped as a classifier is
+    let is_classifier = |n: &str| arch.is_classifier(n) || crate::model::is_task_param(n);
     let mut report = LoadReport {
         file: file.path.clone(),
         ..LoadReport::default()

@@ -29,6 +29,8 @@ pub struct RegistryEntry {
     pub base: Option<String>,
     /// The classifier a user model was saved with (Linear for built-ins).
     pub head: crate::model::HeadSpec,
+    /// The task heads a multi-task user model was saved with (rebuilt before its weights load).
+    pub tasks: Vec<crate::model::TaskHead>,
 }
 
 /// Built-in and user-registered models.
@@ -87,6 +89,7 @@ impl Registry {
                 weights: None,
                 base: None,
                 head,
+                tasks: Vec::new(),
             },
         );
     }
@@ -257,6 +260,7 @@ impl Registry {
                 weights: Some(weights.to_path_buf()),
                 base: Some(base_name),
                 head,
+                tasks: cfg.tasks.clone(),
             },
         );
         Ok(())
@@ -380,6 +384,9 @@ impl Registry {
         let pretrained_classes = cfg.num_classes;
         let mut model = Model::build(backend, name, arch, cfg, &build)?;
         model.set_architecture(e.base.as_deref().unwrap_or(&e.name));
+        for t in &e.tasks {
+            model.add_task_head(t.clone(), opts.seed)?;
+        }
         let report = match weights {
             Some(w) => Some(model.load_weights(&w, &opts.load)?),
             None => None,

@@ -200,6 +200,7 @@ pub(crate) fn read(path: &Path, text: &str) -> Result<UserModelConfig> {
         in_chans,
         img_size,
         head: crate::model::HeadSpec::Linear,
+        tasks: Vec::new(),
         written_by_timm: Some(crate::cfg::TimmSays { global_pool: pool }),
         pretrained_cfg: PretrainedCfg {
             num_classes: c.num_classes,

@@ -23,10 +23,12 @@ use crate::schedule::Schedule;
 mod records;
 mod run_dir;
 mod step;
+mod work;
 
 pub use records::{Callback, Control, EpochRecord, History, StepRecord};
 use step::Pending;
 pub(crate) use step::{assign_from_host, host_scalar};
+use work::Work;
 
 /// The validation metric early stopping watches.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -164,8 +166,57 @@ impl<B: AutodiffBackend> Trainer<B> {
         train: &Loader,
         val: Option<&Loader>,
     ) -> Result<History> {
+        self.run(model, Work::One { train, val })
+    }
+
+    /// Trains `model`'s trunk and task heads on several tasks at once
+    /// ([`crate::multitask`]): every micro-batch one task's, drawn by the set's policy, its loss
+    /// times the task's weight; after each epoch every task's validation metrics (the epoch
+    /// record's `tasks`). Early stopping watches the tasks' weighted mean validation loss, or
+    /// the mean top-1 of the classification tasks. Mixup and semi-supervised training are
+    /// single-task settings and are refused here.
+    pub fn fit_tasks(&mut self, model: &mut Model<B>, tasks: &crate::TaskSet) -> Result<History> {
+        if self.cfg.mixup.is_some() {
+            return Err(Error::invalid(
+                "fit_tasks",
+                "mixup mixes one task's labels: it does not apply to multi-task training",
+            ));
+        }
+        if self.unlabeled.is_some() {
+            return Err(Error::invalid(
+                "fit_tasks",
+                "semi-supervised training pseudo-labels the model's own classifier: it does not apply to multi-task training",
+            ));
+        }
+        tasks.check_model(model)?;
+        if let Some(es) = self.cfg.early_stopping {
+            let val_of = |classification: bool| {
+                tasks
+                    .tasks()
+                    .iter()
+                    .any(|t| t.val().is_some() && (!classification || t.kind() == "classification"))
+            };
+            if !val_of(es.monitor == Monitor::ValTop1) {
+                return Err(Error::invalid(
+                    "fit_tasks",
+                    format!(
+                        "early stopping on {:?} needs a {}task with validation data",
+                        es.monitor,
+                        if es.monitor == Monitor::ValTop1 {
+                            "classification "
+                        } else {
+                            ""
+                        }
+                    ),
+                ));
+            }
+        }
+        self.run(model, Work::Tasks(tasks))
+    }
+
+    fn run(&mut self, model: &mut Model<B>, work: Work<'_>) -> Result<History> {
         let started = Instant::now();
-        self.write_config(model, train)?;
+        self.write_config(model, work)?;
         let (mut st, resumed) = self.start(model)?;
         let mut history = History::default();
         // a run that had stopped early stays stopped: resuming it trains nothing more
@@ -176,14 +227,14 @@ impl<B: AutodiffBackend> Trainer<B> {
             history.stopped_early = true;
         }
         check_trainable(model)?;
-        let total = train.num_batches().div_ceil(self.cfg.accumulate.max(1)) * self.cfg.epochs;
+        let total = work.num_batches().div_ceil(self.cfg.accumulate.max(1)) * self.cfg.epochs;
         while !history.stopped_early && st.epoch < self.cfg.epochs {
-            let pass = self.train_epoch(model, train, total, started, &mut st, &mut history)?;
-            if self.end_epoch(model, val, pass, started, &mut st, &mut history)? == Control::Stop {
+            let pass = self.train_epoch(model, work, total, started, &mut st, &mut history)?;
+            if self.end_epoch(model, work, pass, started, &mut st, &mut history)? == Control::Stop {
                 break;
             }
         }
-        self.finish(history, resumed)
+        self.finish(history, resumed, work)
     }
 
     /// The progress bar of an epoch (hidden unless asked for and stderr is a terminal).
@@ -210,14 +261,14 @@ impl<B: AutodiffBackend> Trainer<B> {
     fn train_epoch(
         &mut self,
         model: &Model<B>,
-        train: &Loader,
+        work: Work<'_>,
         total: usize,
         started: Instant,
         st: &mut LoopState,
         history: &mut History,
     ) -> Result<EpochPass> {
         let acc = self.cfg.accumulate.max(1);
-        let n_batches = train.num_batches();
+        let n_batches = work.num_batches();
         let first = st.batch;
         let mut pass = EpochPass {
             images: 0,
@@ -226,13 +277,13 @@ impl<B: AutodiffBackend> Trainer<B> {
             started: Instant::now(),
         };
         let mut pending: Option<Pending<B>> = None;
-        for (k, batch) in train.epoch_from(st.epoch as u64, first).enumerate() {
+        for (k, item) in work.epoch_from(st.epoch as u64, first).enumerate() {
             let bi = first + k;
-            let batch = batch?;
+            let (task, batch) = item?;
             pass.images += batch.labels.len();
             let pending_n = pending.as_ref().map_or(0, |p| p.n);
             let micro = (st.step * acc + pending_n) as u64;
-            let Some((g, l)) = self.backward(model, &batch, micro, st)? else {
+            let Some((g, l)) = self.backward(model, task, &batch, micro, st)? else {
                 pass.stop = true;
                 break;
             };
@@ -283,29 +334,25 @@ impl<B: AutodiffBackend> Trainer<B> {
     fn end_epoch(
         &mut self,
         model: &Model<B>,
-        val: Option<&Loader>,
+        work: Work<'_>,
         pass: EpochPass,
         started: Instant,
         st: &mut LoopState,
         history: &mut History,
     ) -> Result<Control> {
         let mut stop = pass.stop;
+        let val = work.val();
         let val_m = match val {
             Some(v) => Some(evaluate(model, v, &graft_backend::Ctx::eval())?),
             None => None,
         };
-        match &val_m {
-            Some(m) => pass.bar.finish_with_message(format!(
-                "val loss {:.4}  top-1 {:.2} %",
-                m.loss,
-                100.0 * m.top1
-            )),
-            None => pass.bar.finish(),
-        }
         let ema_m = match val {
-            Some(v) => self.evaluate_ema(model, v)?,
+            Some(v) => {
+                self.with_ema_weights(model, |m| evaluate(m, v, &graft_backend::Ctx::eval()))?
+            }
             None => None,
         };
+        let tasks = self.task_records(model, work, st)?;
         let secs = pass.started.elapsed().as_secs_f64();
         let rec = EpochRecord {
             epoch: st.epoch,
@@ -315,7 +362,20 @@ impl<B: AutodiffBackend> Trainer<B> {
             ema_val: ema_m,
             img_per_s: pass.images as f64 / secs.max(1e-9),
             time_s: started.elapsed().as_secs_f64(),
+            tasks,
         };
+        let monitored = work.monitored(&rec, self.cfg.early_stopping.map(|e| e.monitor));
+        match (&rec.val, monitored) {
+            (Some(m), _) => pass.bar.finish_with_message(format!(
+                "val loss {:.4}  top-1 {:.2} %",
+                m.loss,
+                100.0 * m.top1
+            )),
+            (None, Some(v)) if !rec.tasks.is_empty() => {
+                pass.bar.finish_with_message(format!("tasks' val {v:.4}"))
+            }
+            _ => pass.bar.finish(),
+        }
         self.write_metrics(st, "epoch", &rec)?;
         for c in &mut self.callbacks {
             stop |= c.on_epoch(&rec) == Control::Stop;
@@ -325,10 +385,11 @@ impl<B: AutodiffBackend> Trainer<B> {
         st.batch = 0;
         st.epoch_loss_sum = 0.0;
         st.epoch_loss_n = 0;
-        if let (Some(es), Some(m)) = (self.cfg.early_stopping, &val_m) {
-            let (value, better) = match es.monitor {
-                Monitor::ValLoss => (m.loss, st.best.is_none_or(|b| m.loss < b - es.min_delta)),
-                Monitor::ValTop1 => (m.top1, st.best.is_none_or(|b| m.top1 > b + es.min_delta)),
+        st.task_loss.clear();
+        if let (Some(es), Some(value)) = (self.cfg.early_stopping, monitored) {
+            let better = match es.monitor {
+                Monitor::ValLoss => st.best.is_none_or(|b| value < b - es.min_delta),
+                Monitor::ValTop1 => st.best.is_none_or(|b| value > b + es.min_delta),
             };
             if better {
                 st.best = Some(value);
@@ -370,6 +431,8 @@ struct LoopState {
     bad_epochs: usize,
     epoch_loss_sum: f64,
     epoch_loss_n: usize,
+    /// Multi-task: each task's training loss sum and batch count this epoch.
+    task_loss: BTreeMap<String, (f64, usize)>,
 }
 
 fn check_trainable<B: AutodiffBackend>(model: &Model<B>) -> Result<()> {

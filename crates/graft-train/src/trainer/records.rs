@@ -31,6 +31,9 @@ pub struct EpochRecord {
     /// Training images per second this epoch (wall clock).
     pub img_per_s: f64,
     pub time_s: f64,
+    /// Multi-task runs: each task's training loss and validation metrics this epoch.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub tasks: std::collections::BTreeMap<String, crate::multitask::TaskRecord>,
 }
 
 /// What a callback wants.

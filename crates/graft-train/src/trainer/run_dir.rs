@@ -7,12 +7,11 @@ use std::path::{Path, PathBuf};
 
 use graft_backend::AutodiffBackend;
 use graft_core::{Error, Result};
-use graft_data::Loader;
 use graft_optim::Optimizer;
 use graft_zoo::Model;
 use serde::Serialize;
 
-use super::{LoopState, Trainer, assign_from_host};
+use super::{LoopState, Trainer, Work, assign_from_host};
 use crate::checkpoint::Checkpoint;
 use crate::trainer::History;
 
@@ -79,6 +78,9 @@ impl<B: AutodiffBackend> Trainer<B> {
         extra.insert("bad_epochs".into(), st.bad_epochs.to_string());
         extra.insert("epoch_loss_sum".into(), format!("{:e}", st.epoch_loss_sum));
         extra.insert("epoch_loss_n".into(), st.epoch_loss_n.to_string());
+        for (task, (sum, n)) in &st.task_loss {
+            extra.insert(format!("task_loss.{task}"), format!("{sum:e} {n}"));
+        }
         Checkpoint {
             step: st.step,
             epoch: st.epoch,
@@ -138,6 +140,22 @@ impl<B: AutodiffBackend> Trainer<B> {
             }
         }
         let parse = |k: &str| ck.extra.get(k).and_then(|v| v.parse::<f64>().ok());
+        let mut task_loss = BTreeMap::new();
+        for (k, v) in &ck.extra {
+            let Some(task) = k.strip_prefix("task_loss.") else {
+                continue;
+            };
+            let parsed = v
+                .split_once(' ')
+                .and_then(|(s, n)| Some((s.parse::<f64>().ok()?, n.parse::<usize>().ok()?)));
+            let Some(sn) = parsed else {
+                return Err(Error::format(
+                    path,
+                    format!("{k}: {v:?} is not \"SUM COUNT\""),
+                ));
+            };
+            task_loss.insert(task.to_string(), sn);
+        }
         Ok(LoopState {
             step: ck.step,
             epoch: ck.epoch,
@@ -147,11 +165,12 @@ impl<B: AutodiffBackend> Trainer<B> {
             bad_epochs: parse("bad_epochs").unwrap_or(0.0) as usize,
             epoch_loss_sum: parse("epoch_loss_sum").unwrap_or(0.0),
             epoch_loss_n: parse("epoch_loss_n").unwrap_or(0.0) as usize,
+            task_loss,
         })
     }
 
     /// Writes the resolved run settings to `run_dir/config.json` (when there is a run dir).
-    pub(super) fn write_config(&self, model: &Model<B>, train: &Loader) -> Result<()> {
+    pub(super) fn write_config(&self, model: &Model<B>, work: Work<'_>) -> Result<()> {
         let Some(dir) = &self.cfg.run_dir else {
             return Ok(());
         };
@@ -169,7 +188,7 @@ impl<B: AutodiffBackend> Trainer<B> {
                 })
             })
             .collect();
-        let resolved = serde_json::json!({
+        let mut resolved = serde_json::json!({
             "model": model.name(),
             "architecture": model.architecture(),
             "num_classes": model.num_classes(),
@@ -177,15 +196,39 @@ impl<B: AutodiffBackend> Trainer<B> {
             "optimizer": format!("{:?}", self.opt.kind()),
             "groups": groups,
             "threads": model.backend().num_threads(),
-            "train_samples": train.dataset().len(),
-            "batch_size": train.config().batch_size,
-            "loader_seed": train.config().seed,
-            "semi_supervised": self.unlabeled.as_ref().map(|u| serde_json::json!({
-                "config": u.cfg,
-                "unlabeled_samples": u.samples(),
-                "unlabeled_batch_size": u.batch_size(),
-            })),
         });
+        let data = match work {
+            Work::One { train, .. } => serde_json::json!({
+                "train_samples": train.dataset().len(),
+                "batch_size": train.config().batch_size,
+                "loader_seed": train.config().seed,
+                "semi_supervised": self.unlabeled.as_ref().map(|u| serde_json::json!({
+                    "config": u.cfg,
+                    "unlabeled_samples": u.samples(),
+                    "unlabeled_batch_size": u.batch_size(),
+                })),
+            }),
+            Work::Tasks(set) => serde_json::json!({
+                "sampling": set.sampling(),
+                "steps_per_epoch": set.steps_per_epoch(),
+                "tasks": set.tasks().iter().map(|t| serde_json::json!({
+                    "name": t.name(),
+                    "kind": t.kind(),
+                    "outputs": t.outputs(),
+                    "loss": t.loss(),
+                    "weight": t.weight(),
+                    "metric": t.metric(),
+                    "train_samples": t.train().dataset().len(),
+                    "val_samples": t.val().map(|v| v.dataset().len()),
+                    "batch_size": t.train().config().batch_size,
+                    "loader_seed": t.train().config().seed,
+                })).collect::<Vec<_>>(),
+            }),
+        };
+        if let (serde_json::Value::Object(r), serde_json::Value::Object(d)) = (&mut resolved, data)
+        {
+            r.extend(d);
+        }
         let text =
             serde_json::to_string_pretty(&resolved).map_err(|e| Error::Training(e.to_string()))?;
         graft_backend::safetensors_io::write_atomic(&dir.join("config.json"), text.as_bytes())
@@ -210,14 +253,24 @@ impl<B: AutodiffBackend> Trainer<B> {
     }
 
     /// The run's end: the learning curves of the whole run (resumed parts included, from
-    /// `metrics.jsonl`) plotted into the run dir; a resumed run reports the whole run, as one
-    /// never interrupted would.
-    pub(super) fn finish(&self, history: History, resumed: bool) -> Result<History> {
+    /// `metrics.jsonl`) plotted into the run dir — a multi-task run's per-task curves too
+    /// (`task_losses.png`: each task's training and validation loss; `task_metrics.png`: each
+    /// task's headline metric); a resumed run reports the whole run, as one never interrupted
+    /// would.
+    pub(super) fn finish(
+        &self,
+        history: History,
+        resumed: bool,
+        work: Work<'_>,
+    ) -> Result<History> {
         let Some(dir) = &self.cfg.run_dir else {
             return Ok(history);
         };
         let whole = History::from_metrics(&dir.join("metrics.jsonl"));
         crate::plot::plot_history(whole.as_ref().unwrap_or(&history), &dir.join("curves.png"))?;
+        if let Work::Tasks(set) = work {
+            plot_tasks(set, whole.as_ref().unwrap_or(&history), dir)?;
+        }
         if resumed {
             let mut full = whole?;
             full.stopped_early = history.stopped_early;
@@ -225,4 +278,61 @@ impl<B: AutodiffBackend> Trainer<B> {
         }
         Ok(history)
     }
+}
+
+/// A multi-task run's per-task curves, by epoch.
+fn plot_tasks(set: &crate::TaskSet, h: &History, dir: &Path) -> Result<()> {
+    use crate::plot::{Series, plot_series};
+    let series = |name: String, f: &dyn Fn(&crate::TaskRecord) -> Option<f64>, task: &str| Series {
+        name,
+        points: h
+            .epochs
+            .iter()
+            .filter_map(|e| {
+                e.tasks
+                    .get(task)
+                    .and_then(f)
+                    .map(|v| ((e.epoch + 1) as f64, v))
+            })
+            .collect(),
+        err: None,
+    };
+    let mut losses = Vec::new();
+    let mut metrics = Vec::new();
+    for t in set.tasks() {
+        let name = t.name();
+        losses.push(series(format!("{name} train"), &|r| r.train_loss, name));
+        losses.push(series(
+            format!("{name} val"),
+            &|r| r.val.as_ref().map(|m| m.loss()),
+            name,
+        ));
+        let metric = t.metric();
+        metrics.push(series(
+            format!("{name} {metric:?}").to_lowercase(),
+            &|r| r.val.as_ref().and_then(|m| metric.value(m)),
+            name,
+        ));
+    }
+    losses.retain(|s| !s.points.is_empty());
+    metrics.retain(|s| !s.points.is_empty());
+    if !losses.is_empty() {
+        plot_series(
+            &dir.join("task_losses.png"),
+            "loss by task",
+            ("epoch", "loss"),
+            &losses,
+            false,
+        )?;
+    }
+    if !metrics.is_empty() {
+        plot_series(
+            &dir.join("task_metrics.png"),
+            "validation metric by task",
+            ("epoch", ""),
+            &metrics,
+            false,
+        )?;
+    }
+    Ok(())
 }

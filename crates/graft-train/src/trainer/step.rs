@@ -7,12 +7,11 @@ use std::time::Instant;
 use graft_backend::init::mix_seed;
 use graft_backend::{AutodiffBackend, Backend, Ctx, Gradients, TensorData};
 use graft_core::{Error, Result};
-use graft_data::{Batch, Loader};
+use graft_data::Batch;
 use graft_zoo::Model;
 
 use super::{Control, LoopState, StepRecord, Trainer};
 use crate::loss::{Targets, cross_entropy};
-use crate::metrics::{ClassMetrics, evaluate};
 
 /// Gradients summed over the micro-batches of one optimizer step.
 pub(super) struct Pending<B: AutodiffBackend> {
@@ -50,16 +49,34 @@ pub(crate) fn assign_from_host<B: AutodiffBackend>(
 
 impl<B: AutodiffBackend> Trainer<B> {
     /// Forward and backward of one batch (micro-batch `micro` of the run): mixup when set, the
-    /// model fed through `Model::forward_batch`, the loss shown to the callbacks, then its
-    /// gradients and value. `None`: a callback stopped the run at this loss (nothing changed).
+    /// model fed through `Model::forward_batch` — or, for a multi-task run's batch of `task`,
+    /// the trunk's pooled features through the task's head and its weighted loss — the loss
+    /// shown to the callbacks, then its gradients and value. `None`: a callback stopped the run
+    /// at this loss (nothing changed).
     pub(super) fn backward(
         &mut self,
         model: &Model<B>,
+        task: Option<&crate::Task>,
         batch: &Batch,
         micro: u64,
-        st: &LoopState,
+        st: &mut LoopState,
     ) -> Result<Option<(Gradients<B>, f64)>> {
         let b = model.backend();
+        if let Some(t) = task {
+            let ctx = Ctx::train(&self.modes, self.cfg.seed, micro);
+            let pooled = model.forward_pooled_batch(&batch.inputs, &ctx)?;
+            let out = model.forward_task(t.name(), &pooled, &ctx)?;
+            let raw = t.loss_of(b, &out, batch, self.cfg.label_smoothing, true)?;
+            let lt = host_scalar(b, &raw)?;
+            let loss = b.mul_scalar(&raw, t.weight())?;
+            let Some(out) = self.guarded(model, loss, st)? else {
+                return Ok(None);
+            };
+            let e = st.task_loss.entry(t.name().to_string()).or_default();
+            e.0 += lt;
+            e.1 += 1;
+            return Ok(Some(out));
+        }
         let (inputs, targets) = match &self.cfg.mixup {
             Some(m) => {
                 let mut rng =
@@ -80,7 +97,18 @@ impl<B: AutodiffBackend> Trainer<B> {
         if let Some(u) = &mut self.unlabeled {
             loss = b.add(&loss, &u.loss(model, &self.modes, self.cfg.seed, micro)?)?;
         }
-        let l = host_scalar(b, &loss)?;
+        self.guarded(model, loss, st)
+    }
+
+    /// The loss shown to the callbacks and checked: finite, its gradients and value; `None`
+    /// when a callback stops the run here.
+    fn guarded(
+        &mut self,
+        model: &Model<B>,
+        loss: B::Tensor,
+        st: &LoopState,
+    ) -> Result<Option<(Gradients<B>, f64)>> {
+        let l = host_scalar(model.backend(), &loss)?;
         let mut stop = false;
         for c in &mut self.callbacks {
             stop |= c.on_loss(st.step, l) == Control::Stop;
@@ -215,11 +243,12 @@ impl<B: AutodiffBackend> Trainer<B> {
         Ok(())
     }
 
-    pub(super) fn evaluate_ema(
+    /// `f` run on the model with its EMA weights in place (then restored); `None` without EMA.
+    pub(super) fn with_ema_weights<T>(
         &self,
         model: &Model<B>,
-        val: &Loader,
-    ) -> Result<Option<ClassMetrics>> {
+        f: impl FnOnce(&Model<B>) -> Result<T>,
+    ) -> Result<Option<T>> {
         let Some(e) = &self.ema else {
             return Ok(None);
         };
@@ -231,7 +260,7 @@ impl<B: AutodiffBackend> Trainer<B> {
                 b.no_grad(|| b.assign(&entry.tensor, avg))?;
             }
         }
-        let m = evaluate(model, val, &Ctx::eval());
+        let m = f(model);
         for (name, t) in saved {
             let dst = model.params().get(&name)?;
             b.no_grad(|| b.assign(dst, &t))?;

@@ -96,27 +96,78 @@ pub(crate) fn init_classifier<B: Backend>(
     if num_classes == 0 {
         return Ok(());
     }
-    let c = arch.classifier();
-    let p = root.sub(c.prefix)?;
+    if *head == HeadSpec::Distilled {
+        let c = arch.classifier();
+        let Some(dist) = arch.dist_head_prefix() else {
+            return Err(graft_core::Error::invalid(
+                "head",
+                "the distilled head needs a trunk with a distillation token (DeiT distilled)",
+            ));
+        };
+        init_final(
+            &root.sub(c.prefix)?,
+            c.init,
+            arch.num_features(),
+            num_classes,
+        )?;
+        return init_final(&root.sub(dist)?, c.init, arch.num_features(), num_classes);
+    }
+    init_head_at(root, arch.classifier().prefix, arch, head, num_classes)
+}
+
+/// Creates a Linear or MLP head at `prefix` on `arch`'s pooled features, initialised as the
+/// family initialises its classifier (the model's classifier, or a task head).
+pub(crate) fn init_head_at<B: Backend>(
+    root: &ParamPath<'_, B>,
+    prefix: &str,
+    arch: &Arch,
+    head: &HeadSpec,
+    outputs: usize,
+) -> Result<()> {
+    let init = arch.classifier().init;
+    let p = root.sub(prefix)?;
     match head {
-        HeadSpec::Linear => init_final(&p, c.init, arch.num_features(), num_classes),
-        HeadSpec::Distilled => {
-            let Some(dist) = arch.dist_head_prefix() else {
-                return Err(graft_core::Error::invalid(
-                    "head",
-                    "the distilled head needs a trunk with a distillation token (DeiT distilled)",
-                ));
-            };
-            init_final(&p, c.init, arch.num_features(), num_classes)?;
-            init_final(&root.sub(dist)?, c.init, arch.num_features(), num_classes)
-        }
+        HeadSpec::Linear => init_final(&p, init, arch.num_features(), outputs),
+        HeadSpec::Distilled => Err(graft_core::Error::invalid(
+            "head",
+            format!(
+                "{prefix}: the distilled head is the classifier of a DeiT distilled trunk only"
+            ),
+        )),
         HeadSpec::Mlp { hidden, .. } => {
             let mut width = arch.num_features();
             for (i, &h) in hidden.iter().enumerate() {
                 graft_backend::nn::init_linear(&p.sub(format!("hidden{i}"))?, width, h, true)?;
                 width = h;
             }
-            init_final(&p.sub("out")?, c.init, width, num_classes)
+            init_final(&p.sub("out")?, init, width, outputs)
+        }
+    }
+}
+
+/// A Linear or MLP head at `prefix` on (already dropped-out) pooled features `x`.
+pub(crate) fn forward_head_at<B: Backend>(
+    params: &graft_backend::Params<B>,
+    prefix: &str,
+    head: &HeadSpec,
+    x: &B::Tensor,
+    ctx: &graft_backend::Ctx<'_>,
+) -> Result<B::Tensor> {
+    match head {
+        HeadSpec::Linear => graft_backend::nn::linear(params, prefix, x),
+        HeadSpec::Distilled => Err(graft_core::Error::invalid(
+            "head",
+            format!("{prefix}: the distilled head reads a DeiT's two tokens, not pooled features"),
+        )),
+        HeadSpec::Mlp { hidden, dropout } => {
+            let b = params.backend();
+            let mut y = x.clone();
+            for i in 0..hidden.len() {
+                let path = format!("{prefix}.hidden{i}");
+                y = b.relu(&graft_backend::nn::linear(params, &path, &y)?)?;
+                y = graft_backend::nn::dropout(b, &y, *dropout, ctx, &path)?;
+            }
+            graft_backend::nn::linear(params, &format!("{prefix}.out"), &y)
         }
     }
 }

@@ -12,12 +12,14 @@ use crate::cfg::PretrainedCfg;
 mod arch;
 mod head;
 mod input;
+mod tasks;
 pub(crate) use input::check_token_ids;
 
 pub use arch::*;
 pub(crate) use arch::{Family, Side};
 pub use head::*;
 pub(crate) use head::{ClassifierSpec, HeadInit, init_classifier};
+pub use tasks::{TASKS_PREFIX, TaskHead, is_task_param};
 
 /// How to build a model (timm's `create_model` keyword arguments).
 #[derive(Debug, Clone)]
@@ -133,6 +135,8 @@ pub struct Model<B: Backend> {
     dtype: DType,
     /// Set on an inference copy ([`Model::for_inference`]).
     inference: Option<crate::inference::InferenceOptions>,
+    /// The heads of a multi-task model (`tasks.<name>.*`), beside the classifier.
+    tasks: Vec<TaskHead>,
 }
 
 impl<B: Backend> Model<B> {
@@ -203,6 +207,7 @@ impl<B: Backend> Model<B> {
             seed,
             dtype,
             inference: None,
+            tasks: Vec::new(),
         })
     }
     /// How this model was made an inference copy (None: a trainable model).
@@ -226,6 +231,7 @@ impl<B: Backend> Model<B> {
             seed: self.seed,
             dtype: opts.dtype,
             inference: Some(opts),
+            tasks: self.tasks.clone(),
         }
     }
     /// Refuses `op` on an inference copy (its BatchNorms are folded away, its layout and dtype
@@ -310,9 +316,10 @@ impl<B: Backend> Model<B> {
     pub fn dtype(&self) -> DType {
         self.dtype
     }
-    /// Stages, bottom to top, ending with `head`: for freezing and per-group learning rates.
+    /// Stages, bottom to top, ending with `head` (the classifier and any task heads): for
+    /// freezing and per-group learning rates.
     pub fn stages(&self) -> StageTable {
-        self.arch.stage_table()
+        self.stages_with_tasks()
     }
     /// The trunk stages' names, bottom to top (`stem`, `layer1`, ...): what `forward_stages`
     /// and a probe take.
@@ -419,28 +426,18 @@ impl<B: Backend> Model<B> {
                 format!("{} has no classifier (num_classes 0)", self.name),
             ));
         }
-        let y = pooled;
-        let c = self.arch.classifier();
-        let y = graft_backend::nn::dropout(b, y, c.dropout, ctx, c.dropout_path)?;
-        match &self.head {
-            HeadSpec::Linear => graft_backend::nn::linear(&self.params, c.prefix, &y),
-            HeadSpec::Distilled => Err(Error::invalid(
+        if self.head == HeadSpec::Distilled {
+            return Err(Error::invalid(
                 "forward_classifier",
                 format!(
                     "{}'s distilled head reads the class and distillation tokens, not the pooled features: run the trunk (forward), or replace the head with a Linear one to train on pooled features",
                     self.name
                 ),
-            )),
-            HeadSpec::Mlp { hidden, dropout } => {
-                let mut y = y;
-                for i in 0..hidden.len() {
-                    let path = format!("{}.hidden{i}", c.prefix);
-                    y = b.relu(&graft_backend::nn::linear(&self.params, &path, &y)?)?;
-                    y = graft_backend::nn::dropout(b, &y, *dropout, ctx, &path)?;
-                }
-                graft_backend::nn::linear(&self.params, &format!("{}.out", c.prefix), &y)
-            }
+            ));
         }
+        let c = self.arch.classifier();
+        let y = graft_backend::nn::dropout(b, pooled, c.dropout, ctx, c.dropout_path)?;
+        head::forward_head_at(&self.params, c.prefix, &self.head, &y, ctx)
     }
     /// Logits (or pooled features when the model has no head).
     pub fn forward(&self, x: &B::Tensor, ctx: &Ctx<'_>) -> Result<B::Tensor> {
@@ -536,9 +533,9 @@ impl<B: Backend> Model<B> {
         self.seed = seed;
         Ok(removed)
     }
-    /// True when `name` belongs to the classifier.
+    /// True when `name` belongs to the classifier or to a task head.
     pub fn is_classifier(&self, name: &str) -> bool {
-        self.arch.is_classifier(name)
+        self.arch.is_classifier(name) || is_task_param(name)
     }
     /// The classifier's structure.
     pub fn head(&self) -> &HeadSpec {
@@ -624,6 +621,7 @@ impl<B: Backend> Model<B> {
             head: self.head.clone(),
             pretrained_cfg: cfg,
             label_names: labels,
+            tasks: self.tasks.clone(),
             written_by_timm: None,
         }
         .write(&dir.join("config.json"))
