@@ -5,8 +5,11 @@
 //! confusion matrix), the loop ([`Trainer::fit`]: epochs, evaluation, early stopping, gradient
 //! accumulation, gradient clipping, weight EMA, callbacks), `metrics.jsonl`, atomic checkpoints
 //! and exact resume, the non-finite-loss guard, fastai's LR finder (a callback on the same loop),
-//! PNG learning curves. Every batch reaches the model through `Model::forward_batch`, whatever it
-//! holds (images, token ids, cached features).
+//! PNG learning curves; semi-supervised training ([`Unlabeled`]) and multi-task training
+//! ([`Trainer::fit_tasks`] over a [`TaskSet`]: per-task loaders, losses — cross-entropy, MSE,
+//! smooth-L1 —, weights, metrics and a sampling policy) in the same loop. Every batch reaches
+//! the model through `Model::forward_batch` — a multi-task batch through `forward_pooled_batch`
+//! and its task's head —, whatever it holds (images, token ids, cached features).
 //!
 //! Must not know: concrete backends, which parameters are frozen (a surgery plan's optimizer and
 //! mode table come in), datasets beyond the loader's batches, TOML, the CLI.
