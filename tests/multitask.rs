@@ -175,6 +175,7 @@ fn two_headed<B: Backend>(b: &B) -> graft::zoo::Model<B> {
             name: "digit".into(),
             outputs: 10,
             head: HeadSpec::Linear,
+            labels: None,
         },
         1,
     )
@@ -184,6 +185,7 @@ fn two_headed<B: Backend>(b: &B) -> graft::zoo::Model<B> {
             name: "ink".into(),
             outputs: 2,
             head: HeadSpec::mlp(&[32], 0.0),
+            labels: None,
         },
         2,
     )
@@ -442,6 +444,7 @@ fn bad_multitask_setups_are_refused_by_name() {
                 name: "digit".into(),
                 outputs: 9,
                 head: HeadSpec::Linear,
+                labels: None,
             },
             0,
         )
@@ -454,6 +457,7 @@ fn bad_multitask_setups_are_refused_by_name() {
             name: "digit".into(),
             outputs: 10,
             head: HeadSpec::Linear,
+            labels: None,
         },
         0,
     ));
@@ -464,6 +468,7 @@ fn bad_multitask_setups_are_refused_by_name() {
                 name: name.into(),
                 outputs: 3,
                 head,
+                labels: None,
             },
             0,
         ));
@@ -477,6 +482,7 @@ fn bad_multitask_setups_are_refused_by_name() {
                 name: "ink".into(),
                 outputs: 2,
                 head: HeadSpec::Linear,
+                labels: None,
             },
             0,
         )

@@ -125,6 +125,58 @@ pub struct Experiment<S> {
     pub train: TrainSection,
     #[serde(default)]
     pub output: OutputSection,
+    /// `graft multitask`: the tasks (`[[task]]` tables), each with its own data.
+    #[serde(default, rename = "task")]
+    pub tasks: Vec<Spanned<TaskSection>>,
+}
+
+/// One `[[task]]` of `graft multitask`: a head on the shared trunk, its data (`[task.data]`,
+/// the `[data]` schema), loss, weight and headline metric.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct TaskSection {
+    /// Letters, digits, `_`, `-`: the head's parameters are `tasks.<name>.*`.
+    pub name: Spanned<String>,
+    pub data: DataSection,
+    /// `classification` (the data's labels) or `regression` (the data's values: VADER's mean
+    /// valence).
+    #[serde(default)]
+    pub kind: TaskKindName,
+    /// `cross_entropy` (classification), `mse` (regression's default) or `smooth_l1`.
+    pub loss: Option<Spanned<TaskLossName>>,
+    /// smooth-L1's β.
+    #[serde(default = "one_f", deserialize_with = "crate::valid::positive")]
+    pub beta: f64,
+    /// The weight of the task's loss.
+    #[serde(default = "one_f", deserialize_with = "crate::valid::non_negative")]
+    pub weight: f64,
+    /// `top1` / `top5` (classification), `mae` / `rmse` / `r2` (regression).
+    pub metric: Option<Spanned<graft_train::TaskMetric>>,
+    /// The task's head: `linear` or `mlp` (with `hidden`, `dropout`).
+    #[serde(default)]
+    pub head: HeadName,
+    #[serde(default, deserialize_with = "crate::valid::widths")]
+    pub hidden: Vec<usize>,
+    #[serde(default, deserialize_with = "crate::valid::unit")]
+    pub dropout: f64,
+}
+
+/// What a task predicts.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TaskKindName {
+    #[default]
+    Classification,
+    Regression,
+}
+
+/// A task's loss.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TaskLossName {
+    CrossEntropy,
+    Mse,
+    SmoothL1,
 }
 
 /// The tensor backend, on the command line (`--backend`) and in the file (`[model] backend`).

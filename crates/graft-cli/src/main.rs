@@ -71,6 +71,10 @@ enum Command {
     },
     /// The surgery plan(s) a finetune experiment would run, without training.
     Plan { experiment: PathBuf },
+    /// Multi-task training: one trunk, a head per [[task]] (classification or regression, its
+    /// own data, loss, weight and metric), the tasks sharing the steps by a sampling policy;
+    /// exports the trunk with every head.
+    Multitask { experiment: PathBuf },
     /// Accuracy, per-class accuracy and confusion matrix of a model on the experiment's data.
     Eval { experiment: PathBuf },
     /// Classify image files (the model's eval transform; top-k labels and probabilities).
@@ -229,6 +233,7 @@ fn run(cli: Cli) -> Result<()> {
             );
         }
         Command::Plan { experiment } => return route(routes::Route::Plan, experiment),
+        Command::Multitask { experiment } => return route(routes::Route::Multitask, experiment),
         Command::Eval { experiment } => return route(routes::Route::Eval, experiment),
         _ => {}
     }
@@ -239,6 +244,7 @@ fn run(cli: Cli) -> Result<()> {
         | Command::Reuse { .. }
         | Command::Finetune { .. }
         | Command::Plan { .. }
+        | Command::Multitask { .. }
         | Command::Eval { .. } => unreachable!("routed above"),
         Command::Predict {
             model,

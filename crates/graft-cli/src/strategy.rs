@@ -325,3 +325,36 @@ impl FinetuneStrategy {
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct NoStrategy {}
+
+/// `graft multitask`'s `[strategy]`: how the tasks share the steps, and the plan over the shared
+/// trunk.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct MultitaskStrategy {
+    /// `round_robin` (default), `proportional` (to the tasks' training samples) or
+    /// `temperature` (∝ samples^(1/temperature)).
+    #[serde(default)]
+    pub sampling: SamplingName,
+    /// `sampling = "temperature"`'s T.
+    pub temperature: Option<Spanned<f64>>,
+    /// Bottom trunk stages frozen (LR 0).
+    #[serde(default)]
+    pub freeze: usize,
+    /// Each stage below the heads trains at this factor of the one above (discriminative LRs;
+    /// default 1: one LR).
+    #[serde(default, deserialize_with = "crate::valid::opt_positive")]
+    pub lr_mult: Option<f64>,
+    /// Steps of an epoch (default: the tasks' training batches together).
+    #[serde(default, deserialize_with = "crate::valid::opt_at_least_one")]
+    pub steps_per_epoch: Option<usize>,
+}
+
+/// A task-sampling policy.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SamplingName {
+    #[default]
+    RoundRobin,
+    Proportional,
+    Temperature,
+}

@@ -319,8 +319,8 @@ impl Task {
     }
 
     /// Evaluates the task's head on its validation loader (eval mode): classification or
-    /// regression metrics.
-    pub(crate) fn evaluate<B: Backend>(&self, model: &Model<B>) -> Result<Option<TaskMetrics>> {
+    /// regression metrics; `None` without one.
+    pub fn evaluate<B: Backend>(&self, model: &Model<B>) -> Result<Option<TaskMetrics>> {
         let Some(val) = &self.val else {
             return Ok(None);
         };

@@ -95,6 +95,7 @@ pub(super) fn digits_data(src: &Source, d: &crate::exp::DigitsSection) -> Result
         shift: None,
         text: None,
         unlabeled,
+        values: Default::default(),
     })
 }
 
@@ -109,6 +110,7 @@ pub(super) fn folder_data(src: &Source, d: &crate::exp::DataSection) -> Result<D
         shift: None,
         text: None,
         unlabeled: None,
+        values: Default::default(),
     };
     if let Some(p) = &d.unlabeled {
         let root = src.existing("data.unlabeled", p)?;
@@ -312,6 +314,12 @@ pub(super) fn text_data(
         .next()
         .map(|p| p.classes.clone())
         .unwrap_or_default();
+    // the regression values the texts carry (VADER's mean valence), split as the texts are
+    let values = parts.each_ref().map(|p| {
+        p.as_ref()
+            .and_then(|d| d.targets.as_ref())
+            .map(|t| t.iter().map(|&v| v as f32).collect())
+    });
     let mut sets: Vec<Option<Arc<dyn Dataset>>> = Vec::new();
     for p in &parts {
         sets.push(match p {
@@ -330,5 +338,6 @@ pub(super) fn text_data(
         shift: None,
         text: Some(TextInputs { tokenizer, files }),
         unlabeled: None,
+        values,
     })
 }

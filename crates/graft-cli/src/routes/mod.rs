@@ -1,4 +1,4 @@
-//! `graft extract | probe | reuse | finetune | plan | eval EXP.toml`: each resolves the file
+//! `graft extract | probe | reuse | finetune | plan | eval | multitask EXP.toml`: each resolves the file
 //! (errors located in it), builds the model and the data, runs the route through the library
 //! crates and writes a run directory: `config.toml` (resolved), `plan.txt`, `metrics.jsonl`,
 //! checkpoints, `curves.png`, `report.md` + `report.json`, and the exported `model/`.
@@ -41,6 +41,7 @@ pub enum Route {
     Finetune,
     Plan,
     Eval,
+    Multitask,
 }
 
 impl Route {
@@ -52,6 +53,7 @@ impl Route {
             Route::Finetune => "finetune",
             Route::Plan => "plan",
             Route::Eval => "eval",
+            Route::Multitask => "multitask",
         }
     }
 }
@@ -75,6 +77,7 @@ pub fn run(
             job.dispatch()
         }
         Route::Eval => Job::<NoStrategy>::new(route, src, models_dirs)?.dispatch(),
+        Route::Multitask => multitask::run(src, models_dirs),
     }
 }
 
@@ -91,6 +94,9 @@ struct Data {
     text: Option<TextInputs>,
     /// Unlabelled images for `[train.semi]` (their labels are never read).
     unlabeled: Option<Arc<dyn Dataset>>,
+    /// Regression values of train / val / test, one a sample in the dataset's order, where the
+    /// data carries them (VADER's mean valence).
+    values: [Option<Vec<f32>>; 3],
 }
 
 /// What a text experiment reads with.
@@ -112,6 +118,22 @@ struct Job<S> {
 impl<S: DeserializeOwned + Serialize + Default> Job<S> {
     fn new(route: Route, src: Source, cli_dirs: &[PathBuf]) -> Result<Self> {
         let exp: Experiment<S> = src.parse()?;
+        if let (Some(t), false) = (exp.tasks.first(), route == Route::Multitask) {
+            return Err(src
+                .error(t.span(), "[[task]] tables are read by graft multitask")
+                .into());
+        }
+        Self::with_exp(route, src, exp, cli_dirs)
+    }
+
+    /// A job on an experiment already parsed from `src` (a multi-task run's task, say, whose
+    /// `[data]` is its `[task.data]`).
+    fn with_exp(
+        route: Route,
+        src: Source,
+        exp: Experiment<S>,
+        cli_dirs: &[PathBuf],
+    ) -> Result<Self> {
         let reg = registry(&src, cli_dirs, &exp.model.models_dir)?;
         let name = &exp.model.name;
         let clip = exp.model.clip.as_ref().is_some_and(|c| *c.get_ref());
@@ -609,6 +631,16 @@ pub trait Routes: Backend + Sized {
     ) -> Result<graft_finetune::FineTuneReport> {
         bail!("fine-tuning needs libtorch (backend = \"tch\")")
     }
+    /// Multi-task training under a freeze and LR plan over the shared trunk.
+    fn fit_tasks(
+        _model: &mut Model<Self>,
+        _tasks: &graft_train::TaskSet,
+        _freeze: &graft_surgery::FreezeConfig,
+        _lr: &LrConfig,
+        _cfg: TrainConfig,
+    ) -> Result<History> {
+        bail!("multi-task training needs libtorch (backend = \"tch\")")
+    }
 }
 
 impl Routes for graft_ndarray::NdArray {}
@@ -636,6 +668,18 @@ impl Routes for graft_tch::Tch {
     ) -> Result<graft_finetune::FineTuneReport> {
         Ok(graft_finetune::fine_tune(model, n, train, val, s, o)?)
     }
+    fn fit_tasks(
+        model: &mut Model<Self>,
+        tasks: &graft_train::TaskSet,
+        freeze: &graft_surgery::FreezeConfig,
+        lr: &LrConfig,
+        cfg: TrainConfig,
+    ) -> Result<History> {
+        let plan = graft_surgery::Plan::new(model, freeze, lr)?;
+        let opt = plan.apply(model)?;
+        let mut t = graft_train::Trainer::new(cfg, opt, plan.modes().clone());
+        Ok(t.fit_tasks(model, tasks)?)
+    }
 }
 
 /// A fitted head's predictions on features.
@@ -649,6 +693,7 @@ mod data;
 mod eval;
 mod extract;
 mod finetune;
+mod multitask;
 mod probe;
 mod report;
 mod reuse;

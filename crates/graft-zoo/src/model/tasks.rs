@@ -36,6 +36,9 @@ pub struct TaskHead {
     /// Linear (default) or MLP; DeiT's distilled pair is not a task head.
     #[serde(default, skip_serializing_if = "is_linear")]
     pub head: HeadSpec,
+    /// A classification task's class names, index = output (`None`: unnamed, or regression).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub labels: Option<Vec<String>>,
 }
 
 fn is_linear(h: &HeadSpec) -> bool {
@@ -65,6 +68,15 @@ impl TaskHead {
                 "{} outputs: must be 1 to {}",
                 self.outputs,
                 graft_core::limits::MAX_CLASSES
+            )));
+        }
+        if let Some(l) = &self.labels
+            && l.len() != self.outputs
+        {
+            return Err(bad(format!(
+                "{} labels for {} outputs",
+                l.len(),
+                self.outputs
             )));
         }
         if self.head == HeadSpec::Distilled {
