@@ -2,7 +2,8 @@
 //! pretrained weights ahead of time (`pull`), inspects weights files, runs
 //! inference from `.npy` to `.npy` or on image files (`predict`), and runs the three transfer
 //! routes from one TOML experiment file (`extract | probe | reuse | finetune | plan | eval
-//! EXP.toml`), each writing a run directory. Libtorch (`--backend tch`, default feature) or pure
+//! EXP.toml`) and multi-task training (`multitask EXP.toml`, `[[task]]` tables), each writing a
+//! run directory. Libtorch (`--backend tch`, default feature) or pure
 //! Rust (`--backend ndarray`; a `--no-default-features` build links no libtorch at all and serves
 //! the inference routes).
 //!
