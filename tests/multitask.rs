@@ -15,8 +15,8 @@ use graft::backend::{ParamKind, Params, safetensors_io};
 use graft::data::{ArrayDataset, Dataset, Loader, LoaderConfig, Subset, k_shot, stratified_split};
 use graft::surgery::{FreezeConfig, LrConfig, Plan};
 use graft::train::{
-    Callback, Control, EarlyStopping, EpochRecord, Monitor, Sampling, Task, TaskLoss, TaskMetric,
-    TaskSet, TrainConfig, Trainer, regression_loss, snapshot,
+    EarlyStopping, Monitor, Sampling, Task, TaskLoss, TaskMetric, TaskSet, TrainConfig, Trainer,
+    regression_loss, snapshot,
 };
 use graft::zoo::{HeadSpec, ModelOptions, Registry, TaskHead, create_model};
 use graft::{AutodiffBackend, Backend, Ctx, NdArray, Tch};
@@ -193,17 +193,6 @@ fn two_headed<B: Backend>(b: &B) -> graft::zoo::Model<B> {
     m
 }
 
-struct StopAfter(usize);
-impl Callback for StopAfter {
-    fn on_epoch(&mut self, r: &EpochRecord) -> Control {
-        if r.epoch + 1 == self.0 {
-            Control::Stop
-        } else {
-            Control::Continue
-        }
-    }
-}
-
 fn fit(
     model: &mut graft::zoo::Model<Tch>,
     tasks: &TaskSet,
@@ -224,7 +213,7 @@ fn fit(
     }
     let mut t = Trainer::new(cfg, opt, plan.modes().clone());
     if let Some(n) = stop_after {
-        t = t.with_callback(Box::new(StopAfter(n)));
+        t = t.with_callback(Box::new(common::StopAfter(n)));
     }
     t.fit_tasks(model, tasks).expect("fit_tasks")
 }

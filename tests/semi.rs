@@ -3,13 +3,15 @@
 //! weight —, and a run stopped after an epoch and resumed ends bit-identical to an uninterrupted
 //! one (the unlabelled batch of a step is a function of the step).
 
+mod common;
+
 use std::sync::Arc;
 
 use graft::data::{
     ArrayDataset, Dataset, Loader, LoaderConfig, Sample, Shift, Subset, k_shot, stratified_split,
 };
 use graft::surgery::{FreezeConfig, LrConfig, Plan};
-use graft::train::{Callback, Control, EpochRecord, TrainConfig, Trainer, Unlabeled, snapshot};
+use graft::train::{TrainConfig, Trainer, Unlabeled, snapshot};
 use graft::zoo::{ModelOptions, create_model};
 use graft::{Result, Tch};
 
@@ -82,17 +84,6 @@ fn unlabeled(ds: Arc<dyn Dataset>, fixmatch: bool) -> Unlabeled {
     }
 }
 
-struct StopAfter(usize);
-impl Callback for StopAfter {
-    fn on_epoch(&mut self, r: &EpochRecord) -> Control {
-        if r.epoch + 1 == self.0 {
-            Control::Stop
-        } else {
-            Control::Continue
-        }
-    }
-}
-
 /// `epochs` epochs of resnet18_small, semi-supervised on `u`; `stop_after`: stop there (the
 /// checkpoint in `dir` kept); `resume`: continue from `dir`'s checkpoint.
 fn train(
@@ -115,7 +106,7 @@ fn train(
     }
     let mut t = Trainer::new(cfg, opt, plan.modes().clone()).with_unlabeled(u);
     if let Some(n) = stop_after {
-        t = t.with_callback(Box::new(StopAfter(n)));
+        t = t.with_callback(Box::new(common::StopAfter(n)));
     }
     t.fit(&mut model, labelled, None).expect("fit");
     snapshot(&model).expect("snapshot")

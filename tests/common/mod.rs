@@ -194,3 +194,17 @@ pub fn cosines<D: ndarray::Dimension>(got: &[f32], want: &ndarray::Array<f32, D>
         })
         .collect()
 }
+
+/// A training callback that stops the run after epoch `n` (1-based): the run's checkpoint is
+/// then where a resumed run continues.
+pub struct StopAfter(pub usize);
+
+impl graft::train::Callback for StopAfter {
+    fn on_epoch(&mut self, r: &graft::train::EpochRecord) -> graft::train::Control {
+        if r.epoch + 1 == self.0 {
+            graft::train::Control::Stop
+        } else {
+            graft::train::Control::Continue
+        }
+    }
+}
