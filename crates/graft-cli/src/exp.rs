@@ -144,9 +144,8 @@ pub struct TaskSection {
     pub kind: TaskKindName,
     /// `cross_entropy` (classification), `mse` (regression's default) or `smooth_l1`.
     pub loss: Option<Spanned<TaskLossName>>,
-    /// smooth-L1's β.
-    #[serde(default = "one_f", deserialize_with = "crate::valid::positive")]
-    pub beta: f64,
+    /// smooth-L1's β (default 1; checked > 0 where it stands).
+    pub beta: Option<Spanned<f64>>,
     /// The weight of the task's loss.
     #[serde(default = "one_f", deserialize_with = "crate::valid::non_negative")]
     pub weight: f64,

@@ -175,6 +175,12 @@ fn multitask_files_are_checked_where_they_stand() {
             "loss.toml:6:8: loss Mse does not fit a classification task",
         ),
         (
+            "beta.toml",
+            format!("{head}[[task]]\nname = \"a\"\nbeta = 0.5\n{digits}"),
+            "multitask",
+            "beta.toml:6:8: beta applies to loss = \"smooth_l1\"",
+        ),
+        (
             "metric.toml",
             format!("{head}[[task]]\nname = \"a\"\nmetric = \"rmse\"\n{digits}"),
             "multitask",

@@ -139,6 +139,15 @@ impl MultiJob {
                     );
                 }
             }
+            if let Some(b) = &t.beta {
+                let smooth = t.loss.as_ref().map(|l| *l.get_ref()) == Some(TaskLossName::SmoothL1);
+                if !smooth {
+                    return err(b.span(), "beta applies to loss = \"smooth_l1\"".into());
+                }
+                if !(b.get_ref().is_finite() && *b.get_ref() > 0.0) {
+                    return err(b.span(), format!("beta {}: finite and > 0", b.get_ref()));
+                }
+            }
             if regression && job.data.values[0].is_none() {
                 return err(
                     span.clone(),
@@ -261,7 +270,9 @@ impl MultiJob {
             task = task.with_loss(match l.get_ref() {
                 TaskLossName::CrossEntropy => TaskLoss::CrossEntropy,
                 TaskLossName::Mse => TaskLoss::Mse,
-                TaskLossName::SmoothL1 => TaskLoss::SmoothL1 { beta: t.beta },
+                TaskLossName::SmoothL1 => TaskLoss::SmoothL1 {
+                    beta: t.beta.as_ref().map_or(1.0, |b| *b.get_ref()),
+                },
             })?;
         }
         if let Some(m) = &t.metric {
