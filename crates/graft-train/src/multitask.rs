@@ -409,8 +409,9 @@ pub struct TaskSet {
 
 impl TaskSet {
     /// Tasks sharing the steps by `sampling`; an epoch is as many steps as the tasks have
-    /// training batches together (each task's data seen once an epoch on average under the
-    /// proportional policy). The draws are seeded by `seed` and the step.
+    /// training batches together (under the proportional policy and equal batch sizes, each
+    /// task's data is then seen about once an epoch). The draws are seeded by `seed` and the
+    /// step.
     pub fn new(tasks: Vec<Task>, sampling: Sampling, seed: u64) -> Result<Self> {
         if tasks.is_empty() {
             return Err(Error::invalid("multi-task", "no task"));
