@@ -100,44 +100,26 @@ impl MultiJob {
                 );
             }
             let regression = t.kind == TaskKindName::Regression;
-            if let Some(l) = &t.loss {
-                let reg_loss = *l.get_ref() != TaskLossName::CrossEntropy;
-                if reg_loss != regression {
-                    return err(
-                        l.span(),
-                        format!(
-                            "loss {:?} does not fit a {} task",
-                            l.get_ref(),
-                            if regression {
-                                "regression"
-                            } else {
-                                "classification"
-                            }
-                        ),
-                    );
-                }
-            }
-            if let Some(m) = &t.metric {
-                let reg_metric = matches!(
-                    m.get_ref(),
-                    graft_train::TaskMetric::Mae
-                        | graft_train::TaskMetric::Rmse
-                        | graft_train::TaskMetric::R2
+            let kind = if regression {
+                "regression"
+            } else {
+                "classification"
+            };
+            if let Some(l) = &t.loss
+                && (*l.get_ref() != TaskLossName::CrossEntropy) != regression
+            {
+                return err(
+                    l.span(),
+                    format!("loss {:?} does not fit a {kind} task", l.get_ref()),
                 );
-                if reg_metric != regression {
-                    return err(
-                        m.span(),
-                        format!(
-                            "metric {:?} does not measure a {} task",
-                            m.get_ref(),
-                            if regression {
-                                "regression"
-                            } else {
-                                "classification"
-                            }
-                        ),
-                    );
-                }
+            }
+            if let Some(m) = &t.metric
+                && m.get_ref().is_regression() != regression
+            {
+                return err(
+                    m.span(),
+                    format!("metric {:?} does not measure a {kind} task", m.get_ref()),
+                );
             }
             if let Some(b) = &t.beta {
                 let smooth = t.loss.as_ref().map(|l| *l.get_ref()) == Some(TaskLossName::SmoothL1);

@@ -39,7 +39,8 @@ pub enum TaskLoss {
 }
 
 impl TaskLoss {
-    fn is_regression(&self) -> bool {
+    /// True for a regression loss (MSE, smooth-L1).
+    pub fn is_regression(&self) -> bool {
         !matches!(self, TaskLoss::CrossEntropy)
     }
 }
@@ -59,7 +60,8 @@ pub enum TaskMetric {
 }
 
 impl TaskMetric {
-    fn is_regression(&self) -> bool {
+    /// True for a regression metric (MAE, RMSE, R²).
+    pub fn is_regression(&self) -> bool {
         matches!(self, TaskMetric::Mae | TaskMetric::Rmse | TaskMetric::R2)
     }
     /// The metric's value in `m` (`None` when `m` is of the other kind).

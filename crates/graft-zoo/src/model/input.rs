@@ -56,13 +56,8 @@ impl<B: Backend> Model<B> {
     /// token ids give pooled features, as [`Model::forward`].
     pub fn forward_batch(&self, batch: &InputBatch, ctx: &Ctx<'_>) -> Result<B::Tensor> {
         match batch {
-            InputBatch::Features(d) => {
-                let b = self.backend();
-                let mut x = b.from_data(d)?;
-                if b.dtype(&x) != self.dtype {
-                    x = b.cast(&x, self.dtype)?;
-                }
-                self.forward_classifier(&x, ctx)
+            InputBatch::Features(_) => {
+                self.forward_classifier(&self.forward_pooled_batch(batch, ctx)?, ctx)
             }
             _ => self.forward(&self.input(batch)?, ctx),
         }

@@ -409,17 +409,7 @@ impl<B: Backend> Model<B> {
     /// `forward_pooled` returns, or a feature cache holds): dropout, then the Linear or MLP head.
     pub fn forward_classifier(&self, pooled: &B::Tensor, ctx: &Ctx<'_>) -> Result<B::Tensor> {
         let b = self.backend();
-        let shape = b.shape(pooled);
-        if shape.len() != 2 || shape[1] != self.arch.num_features() {
-            return Err(Error::shape(
-                "forward_classifier",
-                format!(
-                    "{} expects pooled features [N, {}], got {shape:?}",
-                    self.name,
-                    self.arch.num_features()
-                ),
-            ));
-        }
+        self.check_pooled("forward_classifier", &self.name, pooled)?;
         if self.num_classes == 0 {
             return Err(Error::invalid(
                 "forward_classifier",
@@ -438,6 +428,21 @@ impl<B: Backend> Model<B> {
         let c = self.arch.classifier();
         let y = graft_backend::nn::dropout(b, pooled, c.dropout, ctx, c.dropout_path)?;
         head::forward_head_at(&self.params, c.prefix, &self.head, &y, ctx)
+    }
+    /// Checks that `x` is pooled features `[N, num_features]`, for `op`; `who` reads them (the
+    /// model, or one of its task heads).
+    fn check_pooled(&self, op: &'static str, who: &str, x: &B::Tensor) -> Result<()> {
+        let shape = self.backend().shape(x);
+        if shape.len() != 2 || shape[1] != self.arch.num_features() {
+            return Err(Error::shape(
+                op,
+                format!(
+                    "{who} expects pooled features [N, {}], got {shape:?}",
+                    self.arch.num_features()
+                ),
+            ));
+        }
+        Ok(())
     }
     /// Logits (or pooled features when the model has no head).
     pub fn forward(&self, x: &B::Tensor, ctx: &Ctx<'_>) -> Result<B::Tensor> {

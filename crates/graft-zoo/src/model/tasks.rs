@@ -133,40 +133,24 @@ impl<B: Backend> Model<B> {
     pub fn forward_task(&self, name: &str, pooled: &B::Tensor, ctx: &Ctx<'_>) -> Result<B::Tensor> {
         let t = self.task_head(name)?;
         let b = self.backend();
-        let shape = b.shape(pooled);
-        if shape.len() != 2 || shape[1] != self.arch.num_features() {
-            return Err(Error::shape(
-                "forward_task",
-                format!(
-                    "{}: task {name:?} takes pooled features [N, {}], got {shape:?}",
-                    self.name,
-                    self.arch.num_features()
-                ),
-            ));
-        }
+        self.check_pooled(
+            "forward_task",
+            &format!("{}: task {name:?}", self.name),
+            pooled,
+        )?;
         let prefix = t.prefix();
         let c = self.arch.classifier();
         let y = graft_backend::nn::dropout(b, pooled, c.dropout, ctx, &prefix)?;
         super::head::forward_head_at(&self.params, &prefix, &t.head, &y, ctx)
     }
     /// Pooled pre-logits features of a batch: the trunk on images or token ids; cached pooled
-    /// features as they are (cast to the model's dtype). What every task head reads.
+    /// features as they are (cast to the model's dtype; their width is checked by the head that
+    /// reads them). What every task head, and the classifier, reads.
     pub fn forward_pooled_batch(&self, batch: &InputBatch, ctx: &Ctx<'_>) -> Result<B::Tensor> {
         match batch {
             InputBatch::Features(d) => {
                 let b = self.backend();
                 let x = b.from_data(d)?;
-                let s = b.shape(&x);
-                if s.len() != 2 || s[1] != self.arch.num_features() {
-                    return Err(Error::shape(
-                        "forward",
-                        format!(
-                            "{}: cached features must be [N, {}], got {s:?}",
-                            self.name,
-                            self.arch.num_features()
-                        ),
-                    ));
-                }
                 if b.dtype(&x) != self.dtype {
                     return b.cast(&x, self.dtype);
                 }
