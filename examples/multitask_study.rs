@@ -35,48 +35,6 @@ use graft::text::{TextDataset, TokenDataset};
 use graft::train::{Sampling, Schedule, Task, TaskMetrics, TaskSet, TrainConfig, Trainer};
 use graft::zoo::{HeadSpec, Model, ModelOptions, Registry, TaskHead, create_model};
 
-/// MNIST as the UCI digits were made: binarised at 0.5, padded to 32×32, on-pixels counted in
-/// 4×4 blocks → 8×8 in [0, 1].
-fn mnist_as_digits() -> Result<ArrayDataset> {
-    let m = ArrayDataset::mnist()?;
-    let mut data = Vec::with_capacity(m.len() * 64);
-    let mut labels = Vec::with_capacity(m.len());
-    for i in 0..m.len() {
-        let graft::data::Sample::Image(im) = m.get(i)? else {
-            bail!("MNIST holds images")
-        };
-        let on = |r: usize, c: usize| -> f32 {
-            // (r, c) in the 32×32 padded frame
-            if (2..30).contains(&r)
-                && (2..30).contains(&c)
-                && im.data[(r - 2) * 28 + (c - 2)] >= 0.5
-            {
-                1.0
-            } else {
-                0.0
-            }
-        };
-        for br in 0..8 {
-            for bc in 0..8 {
-                let mut n = 0.0;
-                for r in 0..4 {
-                    for c in 0..4 {
-                        n += on(br * 4 + r, bc * 4 + c);
-                    }
-                }
-                data.push(n / 16.0);
-            }
-        }
-        labels.push(im.label);
-    }
-    Ok(ArrayDataset::new(
-        [1, 8, 8],
-        data,
-        labels,
-        (0..10).map(|d| d.to_string()).collect(),
-    )?)
-}
-
 fn mean_std(v: &[f64]) -> (f64, f64) {
     let n = v.len().max(1) as f64;
     let m = v.iter().sum::<f64>() / n;
@@ -138,7 +96,7 @@ fn digits_data() -> Result<Digits> {
         Arc::new(Subset::new(h.digits.clone(), h.second.clone())?),
         LoaderConfig::eval(256),
     )?;
-    let mnist: Arc<dyn Dataset> = Arc::new(mnist_as_digits()?);
+    let mnist: Arc<dyn Dataset> = Arc::new(ArrayDataset::mnist_8x8()?);
     let parts = stratified_split(&mnist.labels(), &[0.4, 0.2, 0.4], 0)?;
     let mnist_train = Loader::new(
         Arc::new(Subset::new(mnist.clone(), parts[0].clone())?),

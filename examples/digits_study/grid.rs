@@ -65,13 +65,8 @@ pub(crate) fn target_grid(
 ) -> Result<(Grid, Vec<Curves>)> {
     let labels = s.digits.labels();
     let test = loader(s, &s.second, &TARGET, shift, None)?;
-    let pool: Vec<usize> = s
-        .first
-        .iter()
-        .copied()
-        .filter(|&i| labels[i] >= 5)
-        .collect();
-    let src_model = model_from(src, 5, 0)?;
+    let pool: Vec<usize> = s.first.clone();
+    let src_model = model_from(src, CLASSES, 0)?;
     let mut g = Grid::default();
     let mut curves = Vec::new();
     for &k in ks {
@@ -87,7 +82,7 @@ pub(crate) fn target_grid(
             let epochs = epochs_for(idx.len());
             let train = loader(s, &idx, &TARGET, shift, Some(seed))?;
             if routes_all {
-                let (m, c) = scratch(&train, 5, epochs, seed, want.then_some(&test))?;
+                let (m, c) = scratch(&train, CLASSES, epochs, seed, want.then_some(&test))?;
                 g.add("scratch", &kname, top1(&m, &test)?);
                 if want {
                     cs.push(c);
@@ -96,13 +91,13 @@ pub(crate) fn target_grid(
                 let feats_train = loader(s, &idx, &TARGET, shift, None)?;
                 let (tr, _) = extract(&src_model, &feats_train, &FeatureSpec::Pooled, &s.cache)?;
                 let (te, _) = extract(&src_model, &test, &FeatureSpec::Pooled, &s.cache)?;
-                let lh = LogisticHead::fit(&tr, 5, &LogisticConfig::default())?;
+                let lh = LogisticHead::fit(&tr, CLASSES, &LogisticConfig::default())?;
                 g.add(
                     "extract, logistic",
                     &kname,
                     accuracy(&lh.predict(&te)?, &te),
                 );
-                let ph = PrototypeHead::fit(&tr, 5)?;
+                let ph = PrototypeHead::fit(&tr, CLASSES)?;
                 g.add(
                     "extract, prototype",
                     &kname,
@@ -275,7 +270,7 @@ pub(crate) fn verdicts(
             .all(|k| best_depth(far, k).0 <= best_depth(near, k).0);
         let _ = writeln!(
             v,
-            "3. **Small target: train only the last layers; more data: retrain more; farther domain: free more** (rule: the best freeze depth at the smallest k is at least that at k = all, and the inverted target's best depth is no deeper than the near one's at k = 10 and all) — data part **{}**, distance part **{}**. Best depth (stages frozen) near: {}. Far: {}.\n",
+            "3. **Small target: train only the last layers; more data: retrain more; farther domain: free more** (rule: the best freeze depth at the smallest k is at least that at k = all, and the rotated target's best depth is no deeper than the near one's at k = 10 and all) — data part **{}**, distance part **{}**. Best depth (stages frozen) near: {}. Far: {}.\n",
             if small >= large {
                 "holds"
             } else {

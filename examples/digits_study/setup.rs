@@ -3,11 +3,18 @@
 
 use super::*;
 
-pub(crate) const TARGET: [usize; 5] = [5, 6, 7, 8, 9];
+/// The ten digits: the source (MNIST) and every target share the classes.
+pub(crate) const TARGET: [usize; 10] = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9];
+pub(crate) const CLASSES: usize = TARGET.len();
+/// The farther target's shift (the report says why it was chosen).
+pub(crate) const FAR: Shift = Shift::Rot90(1);
 pub(crate) const DEPTHS: [usize; 6] = [0, 1, 2, 3, 4, 5];
 
 pub(crate) struct Setup {
+    /// The target collection: scikit-learn's digits.
     pub(crate) digits: Arc<dyn Dataset>,
+    /// The source collection: MNIST in the digits' 8×8 form.
+    pub(crate) mnist: Arc<dyn Dataset>,
     /// First stratified half (training pool), second half (test).
     pub(crate) first: Vec<usize>,
     pub(crate) second: Vec<usize>,
@@ -104,12 +111,26 @@ pub(crate) fn tune(
     curve: Option<&Loader>,
     cache: &Path,
 ) -> Result<(Model<Tch>, Vec<f64>)> {
-    let mut m = model_from(src, 5, seed)?;
+    tune_with(src, train, strategy, seed, curve, cache, None)
+}
+
+/// [`tune`], semi-supervised on `unlabeled` where given.
+pub(crate) fn tune_with(
+    src: &Snapshot,
+    train: &Loader,
+    strategy: &Strategy,
+    seed: u64,
+    curve: Option<&Loader>,
+    cache: &Path,
+    unlabeled: Option<Unlabeled>,
+) -> Result<(Model<Tch>, Vec<f64>)> {
+    let mut m = model_from(src, CLASSES, seed)?;
     let mut opts = FineTuneOptions::default();
     opts.base.progress = false;
     opts.seed = seed;
     opts.cache_dir = Some(cache.to_path_buf());
-    let r = fine_tune(&mut m, 5, train, curve, strategy, &opts)?;
+    opts.unlabeled = unlabeled;
+    let r = fine_tune(&mut m, CLASSES, train, curve, strategy, &opts)?;
     Ok((
         m,
         r.history
@@ -139,4 +160,18 @@ pub(crate) fn lpft(epochs: usize) -> Strategy {
 
 pub(crate) fn top1(m: &Model<Tch>, test: &Loader) -> Result<f64> {
     Ok(evaluate(m, test, &Ctx::eval())?.top1)
+}
+
+/// The source: `resnet18_small` from scratch on every MNIST image (the digits' 8×8 form),
+/// labelled as the target's classes, normalisation the identity.
+pub(crate) fn source(s: &Setup, epochs: usize) -> Result<Model<Tch>> {
+    let train = Loader::new(s.mnist.clone(), LoaderConfig::train(32).seed(100))?;
+    let (mut m, _) = scratch(&train, CLASSES, epochs, 100, None)?;
+    let c = m.cfg_mut();
+    c.input_size = [1, 8, 8];
+    c.mean = [0.0; 3];
+    c.std = [1.0; 3];
+    c.crop_pct = 1.0;
+    c.labels = Some(s.mnist.classes().to_vec());
+    Ok(m)
 }

@@ -357,7 +357,7 @@ pub struct DataSection {
     /// decompression bombs.
     pub max_image_pixels: Option<u64>,
     /// A documented shift of the target images, applied to val and test (`contrast:0.25`,
-    /// `blur:1.0`, `noise:0.3`, `invert`).
+    /// `blur:1.0`, `noise:0.3`, `invert`, `rot90`).
     pub shift: Option<Spanned<String>>,
     /// Apply the shift to the training images too (a shifted target domain).
     #[serde(default)]

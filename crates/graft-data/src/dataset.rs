@@ -282,6 +282,41 @@ impl ArrayDataset {
         let classes = (0..10).map(|d| d.to_string()).collect();
         Self::new([1, 28, 28], data, labels, classes)
     }
+    /// [`ArrayDataset::mnist`] in the form of [`ArrayDataset::digits`], made as the UCI
+    /// "optdigits" were made from NIST's bitmaps (Alpaydin & Kaynak 1998; the UCI description of
+    /// scikit-learn's digits): [`ArrayDataset::to_uci_8x8`] on the 28×28 images. The two
+    /// collections then share a form, so one model reads both.
+    pub fn mnist_8x8() -> Result<Self> {
+        Self::mnist()?.to_uci_8x8()
+    }
+    /// One-channel 28×28 images (MNIST's form) brought to the UCI digits' 8×8 form: each image
+    /// binarised at 0.5, centred in a 32×32 frame (2 pixels of background on every side), and the
+    /// on-pixels counted in the 64 non-overlapping 4×4 blocks; a count of 0–16 becomes `count / 16`
+    /// (as [`ArrayDataset::digits`] scales its 0–16 values). Labels and classes are kept.
+    pub fn to_uci_8x8(&self) -> Result<Self> {
+        if self.shape != [1, 28, 28] {
+            return Err(Error::shape(
+                "ArrayDataset::to_uci_8x8",
+                format!("images of {:?}; this takes [1, 28, 28]", self.shape),
+            ));
+        }
+        let mut data = Vec::with_capacity(self.labels.len() * 64);
+        for im in self.data.chunks_exact(28 * 28) {
+            // (r, c) in the 32×32 frame: the image sits at rows and columns 2..30
+            let on = |r: usize, c: usize| -> bool {
+                (2..30).contains(&r) && (2..30).contains(&c) && im[(r - 2) * 28 + (c - 2)] >= 0.5
+            };
+            for br in 0..8 {
+                for bc in 0..8 {
+                    let count = (0..16)
+                        .filter(|&p| on(br * 4 + p / 4, bc * 4 + p % 4))
+                        .count();
+                    data.push(count as f32 / 16.0);
+                }
+            }
+        }
+        Self::new([1, 8, 8], data, self.labels.clone(), self.classes.clone())
+    }
     /// From two `.npy` files: images `[N, C, H, W]` (or `[N, H, W]`) float32, labels `[N]` int64
     /// (or int32 / uint8). Class names are the label values.
     pub fn from_npy(images: &Path, labels: &Path) -> Result<Self> {

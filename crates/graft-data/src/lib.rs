@@ -1,7 +1,8 @@
 //! graft-data: datasets, splits and the loader.
 //!
 //! Owns: the [`Dataset`] trait (indexable samples with a class label), in-memory array datasets
-//! (scikit-learn's real handwritten digits and 10,000 real MNIST digits ship inside the crate;
+//! (scikit-learn's real handwritten digits and 10,000 real MNIST digits ship inside the crate,
+//! MNIST also in the digits' 8×8 form;
 //! `.npy` pairs, their headers checked against the file before anything is allocated), ImageFolder (jpg / png / webp / bmp;
 //! each real directory once; images bounded by pixels and handed to the first transform as
 //! 8-bit [`RawImage`]s), transforms (PIL-style resizing, crops, flips, normalisation, timm's

@@ -22,6 +22,9 @@ pub enum Shift {
     Noise(f32),
     /// `max - x`, `max` the data's range top (1 for the digits): dark strokes on light ground.
     Invert(f32),
+    /// Rotation by `k` quarter turns counter-clockwise, as NumPy's `np.rot90(x, k)` on the
+    /// (height, width) plane (a non-square image swaps its sides for odd `k`).
+    Rot90(u8),
 }
 
 impl fmt::Display for Shift {
@@ -31,13 +34,14 @@ impl fmt::Display for Shift {
             Shift::Blur(s) => write!(f, "blur sigma {s} px"),
             Shift::Noise(s) => write!(f, "noise sigma {s}"),
             Shift::Invert(m) => write!(f, "inversion ({m} - x)"),
+            Shift::Rot90(k) => write!(f, "rotation by {} degrees", 90 * u32::from(*k % 4)),
         }
     }
 }
 
 impl Shift {
-    /// Parses `contrast:0.25`, `blur:1.0`, `noise:0.3`, `invert` / `invert:1` (the form TOML
-    /// files and the CLI use).
+    /// Parses `contrast:0.25`, `blur:1.0`, `noise:0.3`, `invert` / `invert:1`, `rot90` /
+    /// `rot90:2` (quarter turns; the form TOML files and the CLI use).
     pub fn parse(s: &str) -> Result<Self> {
         let (kind, arg) = match s.split_once(':') {
             Some((k, a)) => (k.trim(), Some(a.trim())),
@@ -64,10 +68,20 @@ impl Shift {
             "blur" => Shift::Blur(num(None)?),
             "noise" => Shift::Noise(num(None)?),
             "invert" => Shift::Invert(num(Some(1.0))?),
+            "rot90" => {
+                let k = num(Some(1.0))?;
+                if k.fract() != 0.0 || !(0.0..4.0).contains(&k) {
+                    return Err(Error::invalid(
+                        "Shift",
+                        format!("{s:?}: quarter turns must be 0, 1, 2 or 3"),
+                    ));
+                }
+                Shift::Rot90(k as u8)
+            }
             _ => {
                 return Err(Error::invalid(
                     "Shift",
-                    format!("unknown shift {kind:?} (contrast, blur, noise, invert)"),
+                    format!("unknown shift {kind:?} (contrast, blur, noise, invert, rot90)"),
                 ));
             }
         };
@@ -128,6 +142,25 @@ fn blur(s: &mut Image, sigma: f32) {
     }
 }
 
+/// One quarter turn counter-clockwise: `out[c][i][j] = x[c][j][w - 1 - i]`, `out` of `[c, w, h]`.
+fn rot90(s: Image) -> Image {
+    let [c, h, w] = s.shape;
+    let mut out = vec![0f32; s.data.len()];
+    for ch in 0..c {
+        let plane = ch * h * w;
+        for i in 0..w {
+            for j in 0..h {
+                out[plane + i * h + j] = s.data[plane + j * w + (w - 1 - i)];
+            }
+        }
+    }
+    Image {
+        shape: [c, w, h],
+        data: out,
+        ..s
+    }
+}
+
 impl Transform for Shift {
     fn apply(&self, mut s: Image, rng: &mut ChaCha8Rng) -> Result<Image> {
         match *self {
@@ -139,6 +172,11 @@ impl Transform for Shift {
                 s.data.iter_mut().for_each(|v| *v += rng.sample(d));
             }
             Shift::Invert(m) => s.data.iter_mut().for_each(|v| *v = m - *v),
+            Shift::Rot90(k) => {
+                for _ in 0..k % 4 {
+                    s = rot90(s);
+                }
+            }
         }
         Ok(s)
     }
@@ -190,8 +228,39 @@ mod tests {
         assert_ne!(n1, sample());
         assert_eq!(Shift::parse("blur:1.5").expect("p"), Shift::Blur(1.5));
         assert_eq!(Shift::parse("invert").expect("p"), Shift::Invert(1.0));
-        for bad in ["blur", "noise:x", "warp:1", "noise:-1"] {
+        assert_eq!(Shift::parse("rot90").expect("p"), Shift::Rot90(1));
+        assert_eq!(Shift::parse("rot90:3").expect("p"), Shift::Rot90(3));
+        for bad in [
+            "blur",
+            "noise:x",
+            "warp:1",
+            "noise:-1",
+            "rot90:1.5",
+            "rot90:4",
+        ] {
             assert!(Shift::parse(bad).is_err(), "{bad}");
         }
+    }
+
+    /// `np.rot90` of `[[1, 2, 3], [4, 5, 6]]` is `[[3, 6], [2, 5], [1, 4]]`; twice,
+    /// `[[6, 5, 4], [3, 2, 1]]`; four times, the image.
+    #[test]
+    fn rot90_turns_as_numpy() {
+        let mut rng = ChaCha8Rng::seed_from_u64(0);
+        let x = Image {
+            shape: [1, 2, 3],
+            data: vec![1., 2., 3., 4., 5., 6.],
+            label: 3,
+        };
+        let r1 = Shift::Rot90(1).apply(x.clone(), &mut rng).expect("r1");
+        assert_eq!(r1.shape, [1, 3, 2]);
+        assert_eq!(r1.data, vec![3., 6., 2., 5., 1., 4.]);
+        assert_eq!(r1.label, 3);
+        let r2 = Shift::Rot90(2).apply(x.clone(), &mut rng).expect("r2");
+        assert_eq!(r2.shape, [1, 2, 3]);
+        assert_eq!(r2.data, vec![6., 5., 4., 3., 2., 1.]);
+        let r4 = Shift::Rot90(3).apply(r1, &mut rng).expect("r4");
+        assert_eq!(r4, x);
+        assert_eq!(Shift::Rot90(1).to_string(), "rotation by 90 degrees");
     }
 }
