@@ -10,7 +10,9 @@
 //! on host features (multinomial logistic regression through linfa, prototype / nearest class
 //! mean by cosine, kNN); a Linear / MLP head trained on cached features with graft-train's
 //! Trainer, in place on its trunk; the per-stage linear probe and the freeze depth it recommends;
-//! exporting trunk + head as one user model; on text ([`text`]): a zoo text encoder with its
+//! exporting trunk + head as one user model; ranking candidate models before any training
+//! ([`rank`]: LogME on the cached features, LEEP and NCE from a source head, kNN and linear
+//! probes); on text ([`text`]): a zoo text encoder with its
 //! tokenizer, sentence embeddings in length-sorted batches, the same cache, zero-shot
 //! classification by cosine to embedded class descriptions; with CLIP ([`clip`]): image and text
 //! embeddings and zero-shot image classification from class names and prompt templates.
@@ -21,6 +23,7 @@ pub mod clip;
 mod episodes;
 mod heads;
 mod probe;
+mod rank;
 pub mod text;
 
 pub use clip::{ClipEncoder, imagenet_templates, prompts};
@@ -29,6 +32,9 @@ pub use heads::{
     HeadTraining, KnnHead, LogisticConfig, LogisticHead, PrototypeHead, accuracy, train_head,
 };
 pub use probe::{ProbeConfig, ProbeReport, ProbeRow, probe};
+pub use rank::{
+    Candidate, RankConfig, RankReport, RankRow, RankTimes, leep, logme, logme_regression, nce, rank,
+};
 pub use text::{TextData, TextEncoder, ZeroShot, embed_with, extract_texts};
 
 use std::collections::{BTreeMap, HashMap};
