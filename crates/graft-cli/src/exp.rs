@@ -85,6 +85,10 @@ impl Source {
         self.error(at..at, msg)
     }
     pub fn parse<S: DeserializeOwned + Default>(&self) -> Result<Experiment<S>, ConfigError> {
+        self.parse_as()
+    }
+    /// The file as any schema (`graft rank`'s [`RankFile`]).
+    pub fn parse_as<T: DeserializeOwned>(&self) -> Result<T, ConfigError> {
         toml::from_str(&self.text).map_err(|e| {
             let span = e.span().unwrap_or(0..0);
             self.error(span, e.message().trim().to_string())
@@ -128,6 +132,20 @@ pub struct Experiment<S> {
     /// `graft multitask`: the tasks (`[[task]]` tables), each with its own data.
     #[serde(default, rename = "task")]
     pub tasks: Vec<Spanned<TaskSection>>,
+}
+
+/// `graft rank`'s file: `[rank]` with the usual `[data]`, `[train]` (its seed splits the data)
+/// and `[output]`; no `[model]` — the candidates are the models.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RankFile {
+    pub rank: RankSection,
+    #[serde(default)]
+    pub data: DataSection,
+    #[serde(default)]
+    pub train: TrainSection,
+    #[serde(default)]
+    pub output: OutputSection,
 }
 
 /// One `[[task]]` of `graft multitask`: a head on the shared trunk, its data (`[task.data]`,

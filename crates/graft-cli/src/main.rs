@@ -2,8 +2,8 @@
 //! pretrained weights ahead of time (`pull`), inspects weights files, runs
 //! inference from `.npy` to `.npy` or on image files (`predict`), and runs the three transfer
 //! routes from one TOML experiment file (`extract | probe | reuse | finetune | plan | eval
-//! EXP.toml`) and multi-task training (`multitask EXP.toml`, `[[task]]` tables), each writing a
-//! run directory. Libtorch (`--backend tch`, default feature) or pure
+//! EXP.toml`), multi-task training (`multitask EXP.toml`, `[[task]]` tables) and ranking candidate
+//! models before training (`rank EXP.toml`), each writing a run directory. Libtorch (`--backend tch`, default feature) or pure
 //! Rust (`--backend ndarray`; a `--no-default-features` build links no libtorch at all and serves
 //! the inference routes).
 //!
@@ -78,6 +78,10 @@ enum Command {
     Multitask { experiment: PathBuf },
     /// Accuracy, per-class accuracy and confusion matrix of a model on the experiment's data.
     Eval { experiment: PathBuf },
+    /// Which pretrained model to start from, before any training: `[rank] candidates` scored on
+    /// the target's train split by LogME (LEEP and NCE from a source head, kNN and linear probes
+    /// on val), sorted by LogME with the time each took.
+    Rank { experiment: PathBuf },
     /// Classify image files (the model's eval transform; top-k labels and probabilities).
     Predict {
         /// A registered name, a pretrained tag (`resnet50.a1_in1k`), `hf-hub:org/name[@rev]` or
@@ -236,6 +240,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Plan { experiment } => return route(routes::Route::Plan, experiment),
         Command::Multitask { experiment } => return route(routes::Route::Multitask, experiment),
         Command::Eval { experiment } => return route(routes::Route::Eval, experiment),
+        Command::Rank { experiment } => return route(routes::Route::Rank, experiment),
         _ => {}
     }
     let reg = registry(&cli.models_dir)?;
@@ -246,7 +251,8 @@ fn run(cli: Cli) -> Result<()> {
         | Command::Finetune { .. }
         | Command::Plan { .. }
         | Command::Multitask { .. }
-        | Command::Eval { .. } => unreachable!("routed above"),
+        | Command::Eval { .. }
+        | Command::Rank { .. } => unreachable!("routed above"),
         Command::Predict {
             model,
             weights,

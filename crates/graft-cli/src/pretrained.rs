@@ -153,6 +153,33 @@ pub fn list(reg: &Registry, pattern: Option<&str>) -> Result<()> {
     Ok(())
 }
 
+/// What a wildcard in `[rank] candidates` names: the pretrained tags (timm's and torchvision's)
+/// and user models with weights that match, split into those in the local caches (and the user
+/// models) and the tags that would need a download.
+pub fn matches(reg: &Registry, pattern: &str) -> Result<(Vec<String>, Vec<String>)> {
+    let hub = Hub::from_env();
+    let t = pt::table()?;
+    let m = |n: &str| graft_zoo::wildcard_match(pattern, n);
+    let (mut cached, mut uncached) = (Vec::new(), Vec::new());
+    for e in reg.list(Some(pattern)) {
+        if e.weights.is_some() {
+            cached.push(e.name.clone());
+        }
+    }
+    for r in t.timm.iter().filter(|r| m(&r.tag)) {
+        let have = r
+            .files
+            .iter()
+            .any(|f| hub.cached(&r.hf_hub_id, "main", f).ok().flatten().is_some());
+        if have { &mut cached } else { &mut uncached }.push(r.tag.clone());
+    }
+    for r in t.torchvision.iter().filter(|r| m(&r.tag)) {
+        let have = hub.torch_checkpoint_cached(&r.file).is_some();
+        if have { &mut cached } else { &mut uncached }.push(r.tag.clone());
+    }
+    Ok((cached, uncached))
+}
+
 /// `graft pull NAME...`: fetches each name's files into the caches ahead of time.
 pub fn pull(reg: &Registry, names: &[String], revision: Option<&str>) -> Result<()> {
     let hub = Hub::from_env();

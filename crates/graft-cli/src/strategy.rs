@@ -358,3 +358,94 @@ pub enum SamplingName {
     Proportional,
     Temperature,
 }
+
+/// `graft rank`'s `[rank]`: the candidates, what features they are scored on, the probes, and
+/// what every candidate shares (the backend, user models, input channels).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RankSection {
+    /// Pretrained tags (`resnet50.a1_in1k`), `hf-hub:` / `tv:` names, user models, wildcards
+    /// over the cached tags and the user models (`resnet*.a1_in1k`), or tables
+    /// (`{ name = "resnet18_small", init = "random", label = "scratch" }`).
+    pub candidates: Spanned<Vec<Spanned<CandidateEntry>>>,
+    /// `pooled` (default) or a trunk stage's name, for every candidate without its own.
+    #[serde(default = "pooled")]
+    pub features: Spanned<String>,
+    /// Neighbours of the kNN probe on the val split (0: no kNN probe).
+    #[serde(default = "twenty")]
+    pub knn_k: usize,
+    /// The linear probe (a logistic head fitted on train, scored on val).
+    #[serde(default = "crate::exp::yes")]
+    pub linear: bool,
+    /// The linear probe's L2 penalty (scikit-learn's 1 / C).
+    #[serde(default = "alpha", deserialize_with = "crate::valid::positive")]
+    pub alpha: f64,
+    #[serde(default = "iters")]
+    pub max_iterations: u64,
+    /// `tch` (default when built with libtorch) or `ndarray`: ranking trains nothing.
+    pub backend: Option<Spanned<crate::exp::BackendName>>,
+    /// Directories of user models.
+    #[serde(default)]
+    pub models_dir: Vec<Spanned<std::path::PathBuf>>,
+    /// Input channels (default: the data's).
+    #[serde(default, deserialize_with = "crate::valid::opt_in_chans")]
+    pub in_chans: Option<usize>,
+}
+
+fn twenty() -> usize {
+    20
+}
+
+/// One entry of `[rank] candidates`.
+#[derive(Debug, Clone, Serialize)]
+#[serde(untagged)]
+pub enum CandidateEntry {
+    /// A name or a wildcard.
+    Name(String),
+    Table(CandidateTable),
+}
+
+// By hand rather than `untagged`: a table's own errors (an unknown key, a wrong type) are said as
+// they are, not as "did not match any variant".
+impl<'de> Deserialize<'de> for CandidateEntry {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = CandidateEntry;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a model name, a wildcard, or a table with `name`")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(CandidateEntry::Name(v.to_string()))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                m: A,
+            ) -> Result<Self::Value, A::Error> {
+                CandidateTable::deserialize(serde::de::value::MapAccessDeserializer::new(m))
+                    .map(CandidateEntry::Table)
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// A candidate with settings of its own.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct CandidateTable {
+    /// As `[model] name`.
+    pub name: String,
+    /// The name in the table (default: `name`); labels must differ.
+    pub label: Option<String>,
+    /// `random` (a scratch trunk) or `pretrained`.
+    pub init: Option<crate::pretrained::Init>,
+    /// safetensors weights for `name`'s architecture.
+    pub weights: Option<std::path::PathBuf>,
+    /// The Hub revision of a tag's files.
+    pub revision: Option<String>,
+    /// `pooled` or a trunk stage (default: `[rank] features`).
+    pub features: Option<String>,
+    /// A text model's directory.
+    pub dir: Option<std::path::PathBuf>,
+}

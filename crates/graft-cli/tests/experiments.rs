@@ -183,6 +183,73 @@ classes = [5, 6, 7, 8, 9]
         "{plan}"
     );
     assert!(plan.contains("layer4.frozen"), "{plan}");
+
+    // ranking candidates for digits 5-9 before training: the digits 0-4 source (with its own
+    // head: LEEP, NCE), a random trunk (no trained head) and a tag that is not in the (empty,
+    // offline) cache — reported, the others scored
+    write(
+        &dir,
+        "rank.toml",
+        "[rank]\ncandidates = [\n  \"model\",\n  { name = \"resnet18_small\", init = \"random\", label = \"random trunk\" },\n  \"resnet18.a1_in1k\",\n]\nmodels_dir = [\"runs/source\"]\nknn_k = 5\n[data.digits]\nclasses = [5, 6, 7, 8, 9]\n",
+    );
+    let offline = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_graft"))
+            .current_dir(&dir)
+            .args(args)
+            .env("HF_HUB_OFFLINE", "1")
+            .env("HF_HOME", dir.join("hf"))
+            .env("TORCH_HOME", dir.join("torch"))
+            .output()
+            .expect("run graft");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        dir.join(run_dir(&String::from_utf8_lossy(&out.stdout)))
+    };
+    let run = offline(&["rank", "rank.toml"]);
+    let r = report(&run);
+    let rows = r["candidates"].as_array().expect("rows");
+    assert_eq!(rows.len(), 2, "{r}");
+    let row = |n: &str| rows.iter().find(|x| x["name"] == n).expect("candidate");
+    let (src, rnd) = (row("model"), row("random trunk"));
+    assert!(src["leep"].as_f64().expect("leep") < 0.0 && src["nce"].is_number());
+    assert!(
+        rnd["leep"].is_null() && rnd["nce"].is_null(),
+        "no trained head: {rnd}"
+    );
+    assert!(
+        rows[0]["logme"].as_f64() >= rows[1]["logme"].as_f64(),
+        "sorted by LogME"
+    );
+    for x in rows {
+        assert_eq!(x["dim"], 512);
+        assert!(
+            x["linear_val_accuracy"].as_f64().expect("probe") > 0.5,
+            "{x}"
+        );
+        assert!(x["knn_val_accuracy"].as_f64().expect("knn") > 0.5, "{x}");
+    }
+    let failed = r["failed"].as_array().expect("failed");
+    assert_eq!(failed.len(), 1, "{r}");
+    assert_eq!(failed[0]["name"], "resnet18.a1_in1k");
+    assert!(
+        failed[0]["error"]
+            .as_str()
+            .expect("why")
+            .contains("not in the cache")
+    );
+    assert!(run.join("rank.png").exists() && run.join("config.toml").exists());
+    // the second run reads every feature from the cache and scores the same
+    let again = report(&offline(&["rank", "rank.toml"]));
+    for (a, b) in rows
+        .iter()
+        .zip(again["candidates"].as_array().expect("rows"))
+    {
+        assert_eq!(b["cached"], true, "{b}");
+        assert_eq!(a["logme"], b["logme"]);
+    }
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -225,6 +292,52 @@ fn bad_experiment_files_name_file_line_and_column() {
     for (name, text, want) in cases {
         write(&dir, name, text);
         let out = graft(&dir, &["finetune", name]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{name}: {err}");
+        assert_eq!(err.lines().count(), 1, "one line: {err}");
+        assert!(err.starts_with(&format!("error: {want}")), "{name}: {err}");
+    }
+    // graft rank's file: candidates are checked, each one located, before anything runs
+    let rank_cases = [
+        (
+            "rank_unknown.toml",
+            "[rank]\ncandidates = [\"resnet81\"]\n[data.digits]\n",
+            "rank_unknown.toml:2:15: unknown model \"resnet81\"",
+        ),
+        (
+            "rank_wildcard.toml",
+            "[rank]\ncandidates = [\"zzz*\"]\n[data.digits]\n",
+            "rank_wildcard.toml:2:15: \"zzz*\" matches no pretrained tag and no user model",
+        ),
+        (
+            "rank_twice.toml",
+            "[rank]\ncandidates = [\"resnet18.a1_in1k\", \"resnet18.a1_in1k\"]\n[data.digits]\n",
+            "rank_twice.toml:2:35: two candidates are called \"resnet18.a1_in1k\"",
+        ),
+        (
+            "rank_stage.toml",
+            "[rank]\ncandidates = [\n  { name = \"resnet18_small\", init = \"random\", features = \"layer9\" },\n]\n[data.digits]\n",
+            "rank_stage.toml:3:3: resnet18_small has no stage \"layer9\"",
+        ),
+        (
+            "rank_key.toml",
+            "[rank]\ncandidates = [{ nam = \"resnet18\" }]\n[data.digits]\n",
+            "rank_key.toml:2:17: unknown field `nam`",
+        ),
+        (
+            "rank_model.toml",
+            "[model]\nname = \"resnet18\"\n[rank]\ncandidates = [\"resnet18\"]\n",
+            "rank_model.toml:1:2: unknown field `model`",
+        ),
+        (
+            "rank_empty.toml",
+            "[rank]\ncandidates = []\n[data.digits]\n",
+            "rank_empty.toml:2:14: no candidate to rank",
+        ),
+    ];
+    for (name, text, want) in rank_cases {
+        write(&dir, name, text);
+        let out = graft(&dir, &["rank", name]);
         let err = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(2), "{name}: {err}");
         assert_eq!(err.lines().count(), 1, "one line: {err}");

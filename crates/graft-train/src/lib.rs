@@ -35,7 +35,7 @@ pub use loss::{Targets, cross_entropy};
 pub use lr_find::{LrFinder, LrFinderResult, lr_find};
 pub use metrics::{ClassMetrics, RegressionMetrics, TaskMetrics, evaluate};
 pub use multitask::{Sampling, Task, TaskLoss, TaskMetric, TaskRecord, TaskSet, regression_loss};
-pub use plot::{Series, plot_history, plot_lr_find, plot_series};
+pub use plot::{Series, plot_bars, plot_history, plot_lr_find, plot_series};
 pub use schedule::Schedule;
 pub use semi::{SemiConfig, SemiMethod, Unlabeled};
 pub use trainer::{

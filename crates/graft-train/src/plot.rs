@@ -246,3 +246,45 @@ pub fn plot_series(
         .map_err(|e| err(path, e))?;
     root.present().map_err(|e| err(path, e))
 }
+
+/// Horizontal bars, one a named value, top to bottom in the order given, each labelled with its
+/// name and value, as a PNG (`graft rank`'s candidates by score).
+pub fn plot_bars(path: &Path, caption: &str, x_desc: &str, bars: &[(String, f64)]) -> Result<()> {
+    font();
+    let n = bars.len().max(1);
+    let height = (120 + 28 * n).min(4000) as u32;
+    let root = BitMapBackend::new(path, (900, height)).into_drawing_area();
+    root.fill(&WHITE).map_err(|e| err(path, e))?;
+    let (lo, hi) = range(bars.iter().map(|b| b.1).chain([0.0]));
+    let mut c = ChartBuilder::on(&root)
+        .caption(caption, ("sans-serif", 20))
+        .margin(10)
+        .x_label_area_size(30)
+        .y_label_area_size(10)
+        .build_cartesian_2d(lo..hi, 0.0..n as f64)
+        .map_err(|e| err(path, e))?;
+    c.configure_mesh()
+        .x_desc(x_desc)
+        .disable_y_mesh()
+        .disable_y_axis()
+        .draw()
+        .map_err(|e| err(path, e))?;
+    for (i, (name, v)) in bars.iter().enumerate() {
+        // the first bar on top
+        let y = (n - 1 - i) as f64;
+        let color = Palette99::pick(i).to_rgba();
+        c.draw_series(std::iter::once(Rectangle::new(
+            [(0.0, y + 0.15), (*v, y + 0.85)],
+            color.mix(0.6).filled(),
+        )))
+        .map_err(|e| err(path, e))?;
+        let at = if *v >= 0.0 { lo } else { 0.0 };
+        c.draw_series(std::iter::once(Text::new(
+            format!("{name}  {v:.3}"),
+            (at + 0.01 * (hi - lo), y + 0.65),
+            ("sans-serif", 14).into_font(),
+        )))
+        .map_err(|e| err(path, e))?;
+    }
+    root.present().map_err(|e| err(path, e))
+}

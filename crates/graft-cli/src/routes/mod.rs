@@ -1,4 +1,4 @@
-//! `graft extract | probe | reuse | finetune | plan | eval | multitask EXP.toml`: each resolves the file
+//! `graft extract | probe | reuse | finetune | plan | eval | multitask | rank EXP.toml`: each resolves the file
 //! (errors located in it), builds the model and the data, runs the route through the library
 //! crates and writes a run directory: `config.toml` (resolved), `plan.txt`, `metrics.jsonl`,
 //! checkpoints, `curves.png`, `report.md` + `report.json`, and the exported `model/`.
@@ -42,6 +42,7 @@ pub enum Route {
     Plan,
     Eval,
     Multitask,
+    Rank,
 }
 
 impl Route {
@@ -54,6 +55,7 @@ impl Route {
             Route::Plan => "plan",
             Route::Eval => "eval",
             Route::Multitask => "multitask",
+            Route::Rank => "rank",
         }
     }
 }
@@ -78,6 +80,7 @@ pub fn run(
         }
         Route::Eval => Job::<NoStrategy>::new(route, src, models_dirs)?.dispatch(),
         Route::Multitask => multitask::run(src, models_dirs),
+        Route::Rank => rank::run(src, models_dirs),
     }
 }
 
@@ -135,6 +138,12 @@ impl<S: DeserializeOwned + Serialize + Default> Job<S> {
         cli_dirs: &[PathBuf],
     ) -> Result<Self> {
         let reg = registry(&src, cli_dirs, &exp.model.models_dir)?;
+        Self::with_registry(route, src, exp, reg)
+    }
+
+    /// [`Self::with_exp`] with the registry already built (one for all of `graft rank`'s
+    /// candidates).
+    fn with_registry(route: Route, src: Source, exp: Experiment<S>, reg: Registry) -> Result<Self> {
         let name = &exp.model.name;
         let clip = exp.model.clip.as_ref().is_some_and(|c| *c.get_ref());
         if clip {
@@ -352,6 +361,15 @@ impl<S: DeserializeOwned + Serialize + Default> Job<S> {
     /// A model from the registry: a name, tag, `hf-hub:` repo or user model, with the weights
     /// `[model]` says.
     fn registry_model<B: Backend>(&self, b: &B, own_head: bool) -> Result<Model<B>> {
+        Ok(self.registry_model_loaded(b, own_head)?.0)
+    }
+
+    /// [`Self::registry_model`] with its load report (none for a random initialisation).
+    fn registry_model_loaded<B: Backend>(
+        &self,
+        b: &B,
+        own_head: bool,
+    ) -> Result<(Model<B>, Option<graft_zoo::LoadReport>)> {
         let m = &self.exp.model;
         let name = m.name.get_ref();
         let is_hub = crate::pretrained::is_hub(&self.reg, name);
@@ -403,7 +421,7 @@ impl<S: DeserializeOwned + Serialize + Default> Job<S> {
             Some(r) => eprint!("{r}"),
             None => eprintln!("note: {name} starts from random weights (init = \"random\")"),
         }
-        Ok(model)
+        Ok((model, report))
     }
 
     fn tcfg<B: Backend>(&self, model: &Model<B>) -> TransformCfg {
@@ -621,6 +639,7 @@ mod extract;
 mod finetune;
 mod multitask;
 mod probe;
+mod rank;
 mod report;
 mod reuse;
 mod training;

@@ -28,6 +28,9 @@ pub struct Candidate<B: Backend> {
     /// The model's classifier came with its weights (a trained source head): LEEP and NCE are
     /// computed from it. A random or dropped head has nothing to say about the target.
     pub source_head: bool,
+    /// The features LogME and the probes read: the pooled features or a trunk stage's (not the
+    /// logits).
+    pub features: FeatureSpec,
 }
 
 /// What to compute besides LogME.
@@ -96,9 +99,10 @@ pub struct RankReport {
 }
 
 /// Scores every candidate of `names` — `prepare` builds each (a model is dropped before the next
-/// is built) — and sorts them by LogME. A candidate that cannot be prepared or scored is listed
-/// in `failed` with its error and the others go on; features are cached in `cache_dir`.
-pub fn rank<B, F>(
+/// is built) — and sorts them by LogME. A candidate that cannot be prepared (a tag not in the
+/// cache, offline) or scored is listed in `failed` with its error and the others go on; features
+/// are cached in `cache_dir`.
+pub fn rank<B, F, E>(
     names: &[String],
     cache_dir: &Path,
     cfg: &RankConfig,
@@ -106,7 +110,8 @@ pub fn rank<B, F>(
 ) -> Result<RankReport>
 where
     B: Backend,
-    F: FnMut(&str) -> Result<Candidate<B>>,
+    F: FnMut(&str) -> std::result::Result<Candidate<B>, E>,
+    E: std::fmt::Display,
 {
     if names.is_empty() {
         return Err(Error::invalid("rank", "no candidate to rank"));
@@ -115,13 +120,16 @@ where
     let mut failed = Vec::new();
     for name in names {
         let t = Instant::now();
-        let scored = prepare(name).and_then(|c| {
-            let load = t.elapsed().as_secs_f64();
-            score(name, &c, cache_dir, cfg, load)
-        });
+        let scored = match prepare(name) {
+            Ok(c) => {
+                let load = t.elapsed().as_secs_f64();
+                score(name, &c, cache_dir, cfg, load).map_err(|e| e.to_string())
+            }
+            Err(e) => Err(e.to_string()),
+        };
         match scored {
             Ok(r) => rows.push(r),
-            Err(e) => failed.push((name.clone(), e.to_string())),
+            Err(e) => failed.push((name.clone(), e)),
         }
     }
     rows.sort_by(|a, b| b.logme.total_cmp(&a.logme));
@@ -140,7 +148,13 @@ fn score<B: Backend>(
         ..RankTimes::default()
     };
     let classes = c.train.dataset().classes().len();
-    let mut specs = vec![FeatureSpec::Pooled];
+    if c.features == FeatureSpec::Logits {
+        return Err(Error::invalid(
+            "rank",
+            format!("{name}: LogME reads features, not logits (pooled or a stage)"),
+        ));
+    }
+    let mut specs = vec![c.features.clone()];
     if c.source_head {
         specs.push(FeatureSpec::Logits);
     }
