@@ -226,7 +226,7 @@ fn rank_on<B: Routes>(
     let r = &file.rank;
     let cfg = RankConfig {
         knn_k: r.knn_k,
-        linear: r.linear.then(|| LogisticConfig {
+        linear: r.linear.then_some(LogisticConfig {
             alpha: r.alpha,
             max_iterations: r.max_iterations,
             standardize: false,
