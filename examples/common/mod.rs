@@ -8,8 +8,47 @@ use anyhow::Result;
 use graft::Tch;
 use graft::data::{ArrayDataset, Dataset, Loader, LoaderConfig, Subset, stratified_split};
 use graft::surgery::{FreezeConfig, LrConfig, Plan};
-use graft::train::{Schedule, TrainConfig, Trainer};
-use graft::zoo::{ModelOptions, create_model};
+use graft::train::{History, Schedule, TrainConfig, Trainer};
+use graft::zoo::{Model, ModelOptions, create_model};
+
+/// Runs this example again as a child with `MKL_CBWR=COMPATIBLE` and exits with its status,
+/// unless that is already set: MKL's conditional numerical reproducibility must be on before
+/// libtorch loads, or MKL picks alignment-dependent kernels and a second run differs.
+pub fn rerun_with_reproducible_mkl() -> Result<()> {
+    if std::env::var_os("MKL_CBWR").is_some() {
+        return Ok(());
+    }
+    let exe = std::env::current_exe()?;
+    let status = std::process::Command::new(exe)
+        .args(std::env::args_os().skip(1))
+        .env("MKL_CBWR", "COMPATIBLE")
+        .status()
+        .map_err(|e| anyhow::anyhow!("re-run with MKL_CBWR=COMPATIBLE: {e}"))?;
+    std::process::exit(status.code().unwrap_or(1));
+}
+
+/// Trains every parameter of `m` from its current weights with the studies' from-scratch recipe:
+/// AdamW 3e-3, weight decay 0.05, label smoothing 0.1, one-cycle; `curve` is evaluated after
+/// each epoch.
+pub fn train_from_scratch(
+    m: &mut Model<Tch>,
+    train: &Loader,
+    epochs: usize,
+    seed: u64,
+    curve: Option<&Loader>,
+) -> Result<History> {
+    let plan = Plan::new(
+        m,
+        &FreezeConfig::none(),
+        &LrConfig::adamw(3e-3).weight_decay(0.05),
+    )?;
+    let mut cfg = TrainConfig::new(epochs);
+    cfg.schedule = Schedule::one_cycle();
+    cfg.label_smoothing = 0.1;
+    cfg.seed = seed;
+    cfg.progress = false;
+    Ok(Trainer::new(cfg, plan.apply(m)?, plan.modes().clone()).fit(m, train, curve)?)
+}
 
 /// Writes `body` as the section `name` of the Markdown file `path` (between
 /// `<!-- begin name -->` and `<!-- end name -->`): replaces that section when the file has it,

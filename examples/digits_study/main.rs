@@ -45,22 +45,12 @@ use graft::data::{
 use graft::extract::{FeatureSpec, LogisticConfig, LogisticHead, PrototypeHead, accuracy, extract};
 use graft::finetune::{FineTuneOptions, FreezeDepth, LpFt, Recipe, Strategy, fine_tune};
 use graft::reuse::{LabelMap, evaluate_reuse, reestimate_batch_norm};
-use graft::surgery::{FreezeConfig, LrConfig, Plan};
-use graft::train::{Schedule, Series, TrainConfig, Trainer, Unlabeled, evaluate, plot_series};
+use graft::train::{Series, Unlabeled, evaluate, plot_series};
 use graft::zoo::{Model, ModelOptions, create_model};
 use graft::{Ctx, ModeTable, Tch, TensorData};
 
 fn main() -> Result<()> {
-    // MKL's conditional numerical reproducibility must be set before libtorch loads: re-run self
-    if std::env::var_os("MKL_CBWR").is_none() {
-        let exe = std::env::current_exe().context("own path")?;
-        let status = std::process::Command::new(exe)
-            .args(std::env::args_os().skip(1))
-            .env("MKL_CBWR", "COMPATIBLE")
-            .status()
-            .context("re-run with MKL_CBWR=COMPATIBLE")?;
-        std::process::exit(status.code().unwrap_or(1));
-    }
+    common::rerun_with_reproducible_mkl()?;
     let args: Vec<String> = std::env::args().skip(1).collect();
     let quick = args.iter().any(|a| a == "--quick");
     let semi = args.iter().any(|a| a == "--semi");

@@ -82,17 +82,7 @@ pub(crate) fn scratch(
         .in_chans(1)
         .seed(seed);
     let (mut m, _) = create_model(&Tch::cpu(), "resnet18_small", &opts)?;
-    let plan = Plan::new(
-        &m,
-        &FreezeConfig::none(),
-        &LrConfig::adamw(3e-3).weight_decay(0.05),
-    )?;
-    let mut cfg = TrainConfig::new(epochs);
-    cfg.schedule = Schedule::one_cycle();
-    cfg.label_smoothing = 0.1;
-    cfg.seed = seed;
-    cfg.progress = false;
-    let h = Trainer::new(cfg, plan.apply(&m)?, plan.modes().clone()).fit(&mut m, train, curve)?;
+    let h = common::train_from_scratch(&mut m, train, epochs, seed, curve)?;
     Ok((
         m,
         h.epochs

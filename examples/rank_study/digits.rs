@@ -7,8 +7,7 @@ use super::*;
 use graft::backend::safetensors_io;
 use graft::data::{ArrayDataset, Dataset, Loader, LoaderConfig, Shift, Subset, k_shot};
 use graft::finetune::{FineTuneOptions, FreezeDepth, Recipe, Strategy, fine_tune};
-use graft::surgery::{FreezeConfig, LrConfig, Plan};
-use graft::train::{Schedule, TrainConfig, Trainer, evaluate};
+use graft::train::evaluate;
 use graft::zoo::{Arch, Block, LoadOptions, Model, ModelOptions, Registry, ResNet};
 use graft::{Ctx, Tch};
 
@@ -193,18 +192,7 @@ pub(crate) fn make_sources(dir: &Path, budget: usize, quick: bool) -> Result<Vec
                     train = train.with_transform(Arc::new(s));
                 }
                 let epochs = budget.div_ceil(n).clamp(1, 60);
-                let plan = Plan::new(
-                    &m,
-                    &FreezeConfig::none(),
-                    &LrConfig::adamw(3e-3).weight_decay(0.05),
-                )?;
-                let mut cfg = TrainConfig::new(epochs);
-                cfg.schedule = Schedule::one_cycle();
-                cfg.label_smoothing = 0.1;
-                cfg.seed = 100;
-                cfg.progress = false;
-                Trainer::new(cfg, plan.apply(&m)?, plan.modes().clone())
-                    .fit(&mut m, &train, None)?;
+                common::train_from_scratch(&mut m, &train, epochs, 100, None)?;
                 eprintln!(
                     "source {}: {n} images, {epochs} epochs, {:.0} s",
                     spec.label,

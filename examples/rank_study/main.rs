@@ -78,16 +78,7 @@ impl Times {
 }
 
 fn main() -> Result<()> {
-    // MKL's conditional numerical reproducibility must be set before libtorch loads: re-run self
-    if std::env::var_os("MKL_CBWR").is_none() {
-        let exe = std::env::current_exe().context("own path")?;
-        let status = std::process::Command::new(exe)
-            .args(std::env::args_os().skip(1))
-            .env("MKL_CBWR", "COMPATIBLE")
-            .status()
-            .context("re-run with MKL_CBWR=COMPATIBLE")?;
-        std::process::exit(status.code().unwrap_or(1));
-    }
+    common::rerun_with_reproducible_mkl()?;
     let args: Vec<String> = std::env::args().skip(1).collect();
     let quick = args.iter().any(|a| a == "--quick");
     if let Some(bad) = args.iter().find(|a| *a != "--quick") {
