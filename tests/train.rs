@@ -90,7 +90,11 @@ fn child(dir: &Path, kill_at: Option<usize>) -> std::process::ExitStatus {
     .env(
         "GRAFT_KILL_AT",
         kill_at.map_or(String::new(), |k| k.to_string()),
-    );
+    )
+    // MKL's sums independent of the machine's load (no dynamic thread count, alignment-free
+    // kernels): every run here is a child with the same settings, so they compare bit for bit
+    .env("MKL_DYNAMIC", "FALSE")
+    .env("MKL_CBWR", "COMPATIBLE");
     c.status().expect("spawn child")
 }
 

@@ -193,7 +193,7 @@ classes = [5, 6, 7, 8, 9]
         "[rank]\ncandidates = [\n  \"model\",\n  { name = \"resnet18_small\", init = \"random\", label = \"random trunk\" },\n  \"resnet18.a1_in1k\",\n]\nmodels_dir = [\"runs/source\"]\nknn_k = 5\n[data.digits]\nclasses = [5, 6, 7, 8, 9]\n",
     );
     let offline = |args: &[&str]| {
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_graft"))
+        let out = common::graft_cmd()
             .current_dir(&dir)
             .args(args)
             .env("HF_HUB_OFFLINE", "1")

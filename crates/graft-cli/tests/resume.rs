@@ -6,7 +6,7 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use common::{graft, ok, report, tmp};
@@ -54,7 +54,7 @@ fn whole_and_resumed(tag: &str, exp: &str, first: &str) -> (PathBuf, PathBuf) {
     ok(&a, &["finetune", "exp.toml"]);
     let b = tmp(&format!("{tag}-killed"));
     std::fs::write(b.join("exp.toml"), exp).expect("write");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_graft"))
+    let mut child = common::graft_cmd()
         .current_dir(&b)
         .args(["finetune", "exp.toml"])
         .stdout(Stdio::null())

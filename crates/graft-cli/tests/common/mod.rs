@@ -4,9 +4,20 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+/// The `graft` binary as a command, with MKL's results made independent of the machine's load:
+/// `MKL_DYNAMIC=FALSE` (MKL otherwise uses fewer threads when the machine is busy, which changes
+/// the order of its sums) and `MKL_CBWR=COMPATIBLE` (kernels that do not depend on alignment).
+/// Two processes then compute the same floats — what the resume tests compare bit for bit; a CI
+/// run beside other work once differed at the 8th digit without them.
+pub fn graft_cmd() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_graft"));
+    c.env("MKL_DYNAMIC", "FALSE").env("MKL_CBWR", "COMPATIBLE");
+    c
+}
+
 /// `graft ARGS` in `dir`.
 pub fn graft(dir: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_graft"))
+    graft_cmd()
         .current_dir(dir)
         .args(args)
         .output()
