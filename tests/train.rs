@@ -91,8 +91,8 @@ fn child(dir: &Path, kill_at: Option<usize>) -> std::process::ExitStatus {
         "GRAFT_KILL_AT",
         kill_at.map_or(String::new(), |k| k.to_string()),
     )
-    // MKL's sums independent of the machine's load (no dynamic thread count, alignment-free
-    // kernels): every run here is a child with the same settings, so they compare bit for bit
+    // MKL's documented run-to-run variation off (alignment-dependent kernels, a dynamic thread
+    // count): every run here is a child with the same settings, so they compare bit for bit
     .env("MKL_DYNAMIC", "FALSE")
     .env("MKL_CBWR", "COMPATIBLE");
     c.status().expect("spawn child")

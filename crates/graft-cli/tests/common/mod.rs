@@ -4,11 +4,12 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-/// The `graft` binary as a command, with MKL's results made independent of the machine's load:
-/// `MKL_DYNAMIC=FALSE` (MKL otherwise uses fewer threads when the machine is busy, which changes
-/// the order of its sums) and `MKL_CBWR=COMPATIBLE` (kernels that do not depend on alignment).
-/// Two processes then compute the same floats — what the resume tests compare bit for bit; a CI
-/// run beside other work once differed at the 8th digit without them.
+/// The `graft` binary as a command, with MKL's two documented sources of run-to-run variation
+/// turned off: `MKL_CBWR=COMPATIBLE` (kernels that do not depend on the alignment of the arrays,
+/// which differs between processes) and `MKL_DYNAMIC=FALSE` (MKL may otherwise run fewer threads
+/// than set, splitting its sums differently). Two processes then compute the same floats — what
+/// the resume tests compare bit for bit; a CI run beside other work once saw two processes
+/// differ at the 8th digit of the first epoch's loss without them.
 pub fn graft_cmd() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_graft"));
     c.env("MKL_DYNAMIC", "FALSE").env("MKL_CBWR", "COMPATIBLE");
