@@ -263,20 +263,11 @@ impl Target {
 
 /// Scores every source on the target's train draw (`graft_extract::rank`, features cached).
 pub(crate) fn score(sources: &[Source], t: &Target, cache: &Path) -> Result<RankReport> {
-    let names: Vec<String> = sources.iter().map(|s| s.label.to_string()).collect();
-    let cfg = RankConfig {
-        knn_k: 5,
-        ..RankConfig::default()
-    };
-    Ok(graft::extract::rank(
-        &names,
+    rank_each(
+        sources,
+        |s| s.label.to_string(),
         cache,
-        &cfg,
-        |name| -> Result<Candidate<Tch>> {
-            let s = sources
-                .iter()
-                .find(|s| s.label == name)
-                .context("a source")?;
+        |s| {
             Ok(Candidate {
                 model: s.model()?,
                 train: t.loader(&t.train, None)?,
@@ -286,7 +277,7 @@ pub(crate) fn score(sources: &[Source], t: &Target, cache: &Path) -> Result<Rank
                 features: FeatureSpec::Pooled,
             })
         },
-    )?)
+    )
 }
 
 /// Fine-tunes a copy of the source on the target's train draw with the classic recipe (a new

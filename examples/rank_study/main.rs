@@ -28,6 +28,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
+use graft::Tch;
 use graft::extract::{Candidate, FeatureSpec, RankConfig, RankReport};
 
 const SCORES: [&str; 5] = ["LogME", "LEEP", "NCE", "kNN (val)", "linear probe (val)"];
@@ -38,6 +39,25 @@ struct Measured {
     what: String,
     scores: Vec<[Option<f64>; 5]>,
     acc: Vec<f64>,
+}
+
+/// `graft_extract::rank` over `items` (named by `name`) with the study's probes: kNN with k = 5,
+/// the default logistic head.
+fn rank_each<T>(
+    items: &[T],
+    name: impl Fn(&T) -> String,
+    cache: &Path,
+    mut prepare: impl FnMut(&T) -> Result<Candidate<Tch>>,
+) -> Result<RankReport> {
+    let names: Vec<String> = items.iter().map(&name).collect();
+    let cfg = RankConfig {
+        knn_k: 5,
+        ..RankConfig::default()
+    };
+    Ok(graft::extract::rank(&names, cache, &cfg, |n| {
+        let item = items.iter().find(|i| name(i) == n).context("a candidate")?;
+        prepare(item)
+    })?)
 }
 
 fn scores_of(rep: &RankReport, label: &str) -> Result<[Option<f64>; 5]> {

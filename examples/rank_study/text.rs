@@ -130,21 +130,11 @@ fn loader(s: &TextSetup, ds: &TextDataset, shuffle_seed: Option<u64>) -> Result<
 
 /// Scores every candidate on `train` (a few-shot draw), probes on the val split.
 pub(crate) fn score(s: &TextSetup, train: &TextDataset, cache: &Path) -> Result<RankReport> {
-    let cands = Layers::all();
-    let names: Vec<String> = cands.iter().map(|c| c.label()).collect();
-    let cfg = RankConfig {
-        knn_k: 5,
-        ..RankConfig::default()
-    };
-    Ok(graft::extract::rank(
-        &names,
+    rank_each(
+        &Layers::all(),
+        |c| c.label(),
         cache,
-        &cfg,
-        |name| -> Result<Candidate<Tch>> {
-            let c = cands
-                .iter()
-                .find(|c| c.label() == name)
-                .context("a candidate")?;
+        |c| {
             Ok(Candidate {
                 model: c.model(s, 0)?,
                 train: loader(s, train, None)?,
@@ -154,7 +144,7 @@ pub(crate) fn score(s: &TextSetup, train: &TextDataset, cache: &Path) -> Result<
                 features: FeatureSpec::Pooled,
             })
         },
-    )?)
+    )
 }
 
 /// Fine-tunes the candidate on `train`: a new classifier on the pooled embedding, every encoder
