@@ -269,12 +269,18 @@ fn write_report(
 ) -> Result<()> {
     let d = &job.data;
     let mut rep = Report::new("graft rank: which model to start from");
+    let probes = match &d.val {
+        Some(v) => format!(
+            "probes fitted on train, scored on val ({} samples)",
+            v.len()
+        ),
+        None => "no val split: no kNN or linear probe".to_string(),
+    };
     rep.para(&format!(
-        "{} candidates on the target's train split ({} samples, {} classes), sorted by LogME (higher is better for every score); probes fitted on train, scored on val ({} samples).",
+        "{} candidates on the target's train split ({} samples, {} classes), sorted by LogME (higher is better for every score); {probes}.",
         report.rows.len(),
         d.train.as_ref().map_or(0, |t| t.len()),
         d.classes.len(),
-        d.val.as_ref().map_or(0, |t| t.len()),
     ));
     rep.md.push_str("| # | candidate | features | dim | LogME | LEEP | NCE | kNN val | linear val | seconds |\n|---|---|---|---|---|---|---|---|---|---|\n");
     let features_of = |label: &str| {
