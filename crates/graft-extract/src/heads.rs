@@ -137,16 +137,31 @@ pub fn accuracy(pred: &[usize], f: &Features) -> f64 {
     ok as f64 / f.n.max(1) as f64
 }
 
-fn check_labels(what: &'static str, f: &Features, classes: usize) -> Result<()> {
+/// Every label below `classes` (and at least one class); the first one past names its sample.
+pub(crate) fn check_label_range(
+    what: &'static str,
+    labels: &[usize],
+    classes: usize,
+) -> Result<()> {
+    if classes == 0 {
+        return Err(Error::invalid(what, "no class"));
+    }
+    match labels.iter().position(|&l| l >= classes) {
+        Some(i) => Err(Error::invalid(
+            what,
+            format!("sample {i} has label {} for {classes} classes", labels[i]),
+        )),
+        None => Ok(()),
+    }
+}
+
+/// Training samples, labels in range, and every one of `classes` classes with a sample (a class
+/// without one is named).
+pub(crate) fn check_labels(what: &'static str, f: &Features, classes: usize) -> Result<()> {
     if f.n == 0 {
         return Err(Error::invalid(what, "no training samples"));
     }
-    if let Some(&c) = f.labels.iter().find(|&&c| c >= classes) {
-        return Err(Error::invalid(
-            what,
-            format!("label {c} for {classes} classes"),
-        ));
-    }
+    check_label_range(what, &f.labels, classes)?;
     let mut seen = vec![false; classes];
     for &c in &f.labels {
         seen[c] = true;

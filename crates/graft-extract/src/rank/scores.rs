@@ -21,6 +21,7 @@ use faer::{Mat, Side};
 use graft_core::{Error, Result};
 
 use crate::Features;
+use crate::heads::{check_label_range, check_labels};
 
 /// Fixed-point iterations of α and β at most; the updates converge in a handful on real features
 /// (the authors' code stops after 11 or at a relative change of α/β below 1e-3 — a looser stop
@@ -169,39 +170,12 @@ fn check_features(what: &'static str, f: &Features) -> Result<()> {
     Ok(())
 }
 
-fn check_labels(what: &'static str, labels: &[usize], classes: usize) -> Result<()> {
-    if classes == 0 {
-        return Err(Error::invalid(what, "no class"));
-    }
-    match labels.iter().position(|&l| l >= classes) {
-        Some(i) => Err(Error::invalid(
-            what,
-            format!("sample {i} has label {} for {classes} classes", labels[i]),
-        )),
-        None => Ok(()),
-    }
-}
-
 /// LogME of `f` for its class labels (`classes` classes, one-hot targets): the mean over classes
 /// of the per-sample log evidence. A class with no sample is refused (its target is all zeros,
 /// which any features "explain").
 pub fn logme(f: &Features, classes: usize) -> Result<f64> {
     check_features("logme", f)?;
-    check_labels("logme", &f.labels, classes)?;
-    let mut seen = vec![false; classes];
-    for &l in &f.labels {
-        seen[l] = true;
-    }
-    if let Some(c) = seen.iter().position(|s| !s) {
-        let name = f
-            .classes
-            .get(c)
-            .map_or(String::new(), |s| format!(" ({s})"));
-        return Err(Error::invalid(
-            "logme",
-            format!("class {c}{name} has no sample"),
-        ));
-    }
+    check_labels("logme", f, classes)?;
     let y = Mat::<f64>::from_fn(f.n, classes, |i, c| f64::from(u8::from(f.labels[i] == c)));
     mean_evidence("logme", f, &y)
 }
@@ -265,7 +239,7 @@ fn softmax_rows(f: &Features) -> Vec<f64> {
 /// target samples; `source.labels` are the target labels of `classes` classes).
 pub fn leep(source: &Features, classes: usize) -> Result<f64> {
     check_features("leep", source)?;
-    check_labels("leep", &source.labels, classes)?;
+    check_label_range("leep", &source.labels, classes)?;
     let (n, z) = (source.n, source.dim);
     let theta = softmax_rows(source);
     // the empirical joint P(y, z) = 1/n Σᵢ θᵢ(z) [yᵢ = y], and P(z)
@@ -299,7 +273,7 @@ pub fn leep(source: &Features, classes: usize) -> Result<f64> {
 /// NCE of a source head's logits `source` (as [`leep`]): −H(Y | Z) with Z the head's top class.
 pub fn nce(source: &Features, classes: usize) -> Result<f64> {
     check_features("nce", source)?;
-    check_labels("nce", &source.labels, classes)?;
+    check_label_range("nce", &source.labels, classes)?;
     let (n, z) = (source.n, source.dim);
     let mut counts = vec![0usize; classes * z];
     let mut cz = vec![0usize; z];
