@@ -82,6 +82,18 @@ pub fn options(start: &Start, revision: Option<&str>) -> ModelOptions {
     o
 }
 
+/// A timm tag's weights are in the Hugging Face cache (any of its files, at `main`).
+fn timm_cached(hub: &Hub, r: &pt::TimmTag) -> bool {
+    r.files
+        .iter()
+        .any(|f| hub.cached(&r.hf_hub_id, "main", f).ok().flatten().is_some())
+}
+
+/// A torchvision tag's checkpoint is in torch.hub's cache.
+fn tv_cached(hub: &Hub, r: &pt::TvWeights) -> bool {
+    hub.torch_checkpoint_cached(&r.file).is_some()
+}
+
 /// `graft models --pretrained [PATTERN]`: every tag matching, with its architecture, size,
 /// input, classes, licence and whether it is in the local cache.
 pub fn list(reg: &Registry, pattern: Option<&str>) -> Result<()> {
@@ -92,10 +104,7 @@ pub fn list(reg: &Registry, pattern: Option<&str>) -> Result<()> {
     for r in t.timm.iter().filter(|r| m(&r.tag)) {
         let params =
             reg.param_count_with(&graft_ndarray::NdArray, &r.architecture, r.num_classes)?;
-        let files: Vec<&str> = r.files.iter().map(String::as_str).collect();
-        let cached = files
-            .iter()
-            .any(|f| hub.cached(&r.hf_hub_id, "main", f).ok().flatten().is_some());
+        let cached = timm_cached(&hub, r);
         let size = |s: [usize; 3]| format!("{}x{}", s[1], s[2]);
         rows.push(vec![
             format!("{}{}", r.tag, if r.default { " *" } else { "" }),
@@ -118,12 +127,7 @@ pub fn list(reg: &Registry, pattern: Option<&str>) -> Result<()> {
             format!("{}x{}", r.input_size[1], r.input_size[2]),
             format!("{} {}", r.num_classes, r.label_set),
             r.license.clone(),
-            if hub.torch_checkpoint_cached(&r.file).is_some() {
-                "yes"
-            } else {
-                "-"
-            }
-            .into(),
+            if tv_cached(&hub, r) { "yes" } else { "-" }.into(),
         ]);
     }
     if rows.is_empty() {
@@ -167,15 +171,20 @@ pub fn matches(reg: &Registry, pattern: &str) -> Result<(Vec<String>, Vec<String
         }
     }
     for r in t.timm.iter().filter(|r| m(&r.tag)) {
-        let have = r
-            .files
-            .iter()
-            .any(|f| hub.cached(&r.hf_hub_id, "main", f).ok().flatten().is_some());
-        if have { &mut cached } else { &mut uncached }.push(r.tag.clone());
+        if timm_cached(&hub, r) {
+            &mut cached
+        } else {
+            &mut uncached
+        }
+        .push(r.tag.clone());
     }
     for r in t.torchvision.iter().filter(|r| m(&r.tag)) {
-        let have = hub.torch_checkpoint_cached(&r.file).is_some();
-        if have { &mut cached } else { &mut uncached }.push(r.tag.clone());
+        if tv_cached(&hub, r) {
+            &mut cached
+        } else {
+            &mut uncached
+        }
+        .push(r.tag.clone());
     }
     Ok((cached, uncached))
 }
