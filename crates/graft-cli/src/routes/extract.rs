@@ -81,23 +81,7 @@ impl Job<ExtractStrategy> {
         let spec = match st.features.get_ref().as_str() {
             // the image embedding, what a CLIP's text tower is compared with
             _ if clip_text.is_some() => FeatureSpec::Logits,
-            "pooled" => FeatureSpec::Pooled,
-            s => {
-                let names = model.stage_names();
-                if !names.iter().any(|n| n == s) {
-                    return Err(self
-                        .src
-                        .error(
-                            st.features.span(),
-                            format!(
-                                "{} has no stage {s:?}: pooled or one of {names:?}",
-                                model.name()
-                            ),
-                        )
-                        .into());
-                }
-                FeatureSpec::Stage(s.to_string())
-            }
+            _ => self.feature_spec(&st.features, model.name(), &model.stage_names())?,
         };
         if st.head != ExtractHead::ZeroShot {
             self.need("train", "graft extract")?;

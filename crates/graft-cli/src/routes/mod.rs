@@ -593,6 +593,24 @@ impl<S: DeserializeOwned + Serialize + Default> Job<S> {
         c
     }
 
+    /// `features` — `pooled` or one of the trunk `stages` of the model `name` — as a spec;
+    /// anything else is an error located at the value, listing the stages.
+    fn feature_spec(
+        &self,
+        features: &Spanned<String>,
+        name: &str,
+        stages: &[String],
+    ) -> std::result::Result<FeatureSpec, ConfigError> {
+        match features.get_ref().as_str() {
+            "pooled" => Ok(FeatureSpec::Pooled),
+            s if stages.iter().any(|n| n == s) => Ok(FeatureSpec::Stage(s.to_string())),
+            s => Err(self.src.error(
+                features.span(),
+                format!("{name} has no stage {s:?}: pooled or one of {stages:?}"),
+            )),
+        }
+    }
+
     /// Routes that do not take text data say so.
     fn images_only(&self, route: &str) -> Result<()> {
         if self.data.text.is_some() {

@@ -147,49 +147,30 @@ impl Job<NoStrategy> {
     /// `features` is `pooled` or one of the candidate's trunk stages (checked from the registry
     /// before any model is built; an `hf-hub:` repo is checked once it is).
     fn check_features(&self, features: &Spanned<String>) -> Result<()> {
-        let f = features.get_ref();
-        if f == "pooled" || crate::pretrained::is_hub(&self.reg, self.exp.model.name.get_ref()) {
+        let name = self.exp.model.name.get_ref();
+        if crate::pretrained::is_hub(&self.reg, name) {
             return Ok(());
         }
-        let (entry, _) = self.reg.entry_of(self.exp.model.name.get_ref())?;
-        let names: Vec<String> = entry
+        let (entry, _) = self.reg.entry_of(name)?;
+        let stages: Vec<String> = entry
             .arch
             .stage_specs()
             .into_iter()
             .map(|s| s.name)
             .collect();
-        if names.iter().any(|n| n == f) {
-            return Ok(());
-        }
-        Err(self
-            .src
-            .error(
-                features.span(),
-                format!(
-                    "{} has no stage {f:?}: pooled or one of {names:?}",
-                    self.exp.model.name.get_ref()
-                ),
-            )
-            .into())
+        self.feature_spec(features, name, &stages)?;
+        Ok(())
     }
 
     /// The candidate, built: its weights (the file's own head kept — LEEP and NCE read it), its
     /// loaders through its own eval transform.
-    fn candidate<B: Backend>(&self, b: &B, features: &str) -> Result<Candidate<B>> {
+    fn candidate<B: Backend>(&self, b: &B, features: &Spanned<String>) -> Result<Candidate<B>> {
         let (mut model, report) = self.registry_model_loaded(b, true)?;
         self.input_cfg(&mut model);
         let source_head = report.as_ref().is_some_and(|r| {
             r.head_dropped.is_empty() && r.applied.iter().any(|n| model.is_classifier(n))
         });
-        let features = match features {
-            "pooled" => FeatureSpec::Pooled,
-            s if model.stage_names().iter().any(|n| n == s) => FeatureSpec::Stage(s.into()),
-            s => bail!(
-                "{} has no stage {s:?} (stages: {:?})",
-                model.name(),
-                model.stage_names()
-            ),
-        };
+        let features = self.feature_spec(features, model.name(), &model.stage_names())?;
         let train = self
             .loader(&model, "train", false)?
             .context("train split")?;
@@ -240,7 +221,7 @@ fn rank_on<B: Routes>(
             .ok_or_else(|| format!("no candidate {label:?}"))?;
         eprintln!("rank: {label}");
         c.job
-            .candidate(b, c.features.get_ref())
+            .candidate(b, &c.features)
             .map_err(|e| format!("{e:#}"))
     })?;
     for (name, why) in &report.failed {
