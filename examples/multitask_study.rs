@@ -22,6 +22,7 @@
 //! the seeds; nothing is selected on the test data.
 
 mod common;
+use common::mean_std;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -34,13 +35,6 @@ use graft::surgery::{FreezeConfig, LrConfig, Plan};
 use graft::text::{TextDataset, TokenDataset};
 use graft::train::{Sampling, Schedule, Task, TaskMetrics, TaskSet, TrainConfig, Trainer};
 use graft::zoo::{HeadSpec, Model, ModelOptions, Registry, TaskHead, create_model};
-
-fn mean_std(v: &[f64]) -> (f64, f64) {
-    let n = v.len().max(1) as f64;
-    let m = v.iter().sum::<f64>() / n;
-    let var = v.iter().map(|x| (x - m).powi(2)).sum::<f64>() / (n - 1.0).max(1.0);
-    (m, var.sqrt())
-}
 
 fn pm(v: &[f64], scale: f64, digits: usize) -> String {
     let (m, s) = mean_std(v);

@@ -10,6 +10,7 @@
 
 #[path = "common/mod.rs"]
 mod common;
+use common::mean_std;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -80,13 +81,6 @@ fn tuned(train: &Features, val: &Features, test: &Features) -> Result<(f64, f64,
         }
     }
     Ok((best.1, best.0, best.2))
-}
-
-fn mean_std(v: &[f64]) -> (f64, f64) {
-    let m = v.iter().sum::<f64>() / v.len() as f64;
-    let var =
-        v.iter().map(|x| (x - m).powi(2)).sum::<f64>() / v.len().max(2).saturating_sub(1) as f64;
-    (m, var.sqrt())
 }
 
 fn pct(v: f64) -> String {

@@ -79,6 +79,14 @@ pub fn write_section(path: &std::path::Path, name: &str, body: &str) -> Result<(
     std::fs::write(path, new).map_err(|e| anyhow::anyhow!("write {}: {e}", path.display()))
 }
 
+/// Mean and sample standard deviation (n − 1; 0 for fewer than two values).
+pub fn mean_std(v: &[f64]) -> (f64, f64) {
+    let n = v.len().max(1) as f64;
+    let m = v.iter().sum::<f64>() / n;
+    let var = v.iter().map(|x| (x - m).powi(2)).sum::<f64>() / (n - 1.0).max(1.0);
+    (m, var.sqrt())
+}
+
 /// Where the examples keep what they make (under the target dir).
 pub fn work_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/graft-examples")

@@ -3,12 +3,7 @@
 
 use super::*;
 
-pub(crate) fn mean_std(v: &[f64]) -> (f64, f64) {
-    let n = v.len().max(1) as f64;
-    let m = v.iter().sum::<f64>() / n;
-    let var = v.iter().map(|x| (x - m).powi(2)).sum::<f64>() / (n - 1.0).max(1.0);
-    (m, var.sqrt())
-}
+pub(crate) use crate::common::mean_std;
 
 pub(crate) fn cell(v: &[f64]) -> String {
     let (m, s) = mean_std(v);

@@ -1,6 +1,7 @@
 //! Kendall's τ-b and the weighted τ, and the study's tables.
 
 use super::*;
+use crate::common::mean_std;
 
 fn sign(v: f64) -> f64 {
     if v > 0.0 {
@@ -58,17 +59,6 @@ pub(crate) fn weighted(x: &[f64], y: &[f64]) -> f64 {
         rank
     };
     (weighted_with(x, y, &rank_by(x, y)) + weighted_with(x, y, &rank_by(y, x))) / 2.0
-}
-
-pub(crate) fn mean_std(v: &[f64]) -> (f64, f64) {
-    let n = v.len().max(1) as f64;
-    let m = v.iter().sum::<f64>() / n;
-    let var = if v.len() > 1 {
-        v.iter().map(|x| (x - m) * (x - m)).sum::<f64>() / (n - 1.0)
-    } else {
-        0.0
-    };
-    (m, var.sqrt())
 }
 
 /// (per-draw τ values, τ-b of the means, weighted τ of the means, candidates) for score `k`.
