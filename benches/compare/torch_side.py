@@ -7,9 +7,12 @@ One process per case and variant, so its peak RSS is its own. Protocol, one line
   stdin "done" -> stdout "rss <peak RSS in KiB>" and exit
 
 Kinds:
-  extract   {model, size, batch, variant: eager | channels_last | bf16_autocast_cl}
-            one forward of a fixed batch under torch.inference_mode, output to host.
-  finetune  {model, size, batch, classes, freeze: stage count, variant: eager | channels_last}
+  extract   {model, size, batch, variant: eager | channels_last | bf16_autocast_cl | ts_freeze |
+            compile | compile_bf16 | ort}
+            one forward of a fixed batch (torch.inference_mode; no_grad for the TorchScript and
+            compiled forms), output to host. ort: torch.onnx.export, then ONNX Runtime.
+  finetune  {model, size, batch, classes, freeze: stage count,
+             variant: eager | channels_last | compile}
             one AdamW step (lr 1e-3, wd 0.01): bottom `freeze` stages frozen (requires_grad off,
             their BatchNorms in eval mode), the rest in train mode, new head.
   embed     {texts: a JSON file of strings, batch, variant: st_fp32 | st_bf16}
@@ -60,18 +63,69 @@ def extract_case(c):
     m = build(c["model"]).eval()
     x = torch.randn(c["batch"], 3, c["size"], c["size"])
     v = c["variant"]
-    if v in ("channels_last", "bf16_autocast_cl"):
+    if v in ("channels_last", "bf16_autocast_cl", "ts_freeze", "compile", "compile_bf16"):
         m = m.to(memory_format=torch.channels_last)
         x = x.contiguous(memory_format=torch.channels_last)
+    bf16 = v in ("bf16_autocast_cl", "compile_bf16")
+    if v == "ts_freeze":
+        # TorchScript's deployment form: trace, freeze (weights become constants, BatchNorm
+        # folded), then optimize_for_inference (oneDNN prepacked convolutions with fused
+        # activations / adds, MKL-DNN layout kept between them)
+        with torch.no_grad():
+            m = torch.jit.optimize_for_inference(torch.jit.freeze(torch.jit.trace(m, x)))
+    elif v in ("compile", "compile_bf16"):
+        # inductor with freezing: weights folded and prepacked for oneDNN at compile time
+        import torch._inductor.config as inductor_config
+
+        inductor_config.freezing = True
+        m = torch.compile(m)
+    elif v == "ort":
+        return ort_case(m, x)
 
     def step():
-        with torch.inference_mode():
-            if v == "bf16_autocast_cl":
+        with torch.no_grad() if v in ("ts_freeze", "compile", "compile_bf16") else torch.inference_mode():
+            if bf16:
                 with torch.autocast("cpu", dtype=torch.bfloat16):
                     y = m(x)
             else:
                 y = m(x)
             y.float().numpy()
+
+    return step
+
+
+def ort_case(m, x):
+    """ONNX Runtime's CPU provider on the model exported by torch.onnx (graph optimisations all
+    on, intra-op threads = torch's), output checked against PyTorch eager."""
+    import os
+    import tempfile
+
+    import numpy as np
+    import onnxruntime as ort
+
+    d = tempfile.mkdtemp(prefix="graft-bench-onnx-")
+    path = os.path.join(d, "model.onnx")
+    with torch.no_grad():
+        want = m(x).numpy()
+        torch.onnx.export(m, (x,), path, input_names=["x"], output_names=["y"], dynamo=True,
+                          external_data=False, verbose=False)
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = torch.get_num_threads()
+    so.inter_op_num_threads = 1
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    sess = ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
+    xn = x.numpy()
+    got = sess.run(None, {"x": xn})[0]
+    err = float(np.abs(got - want).max())
+    if not err <= 1e-3 * max(1.0, float(np.abs(want).max())):
+        sys.exit(f"ONNX Runtime's output differs from PyTorch's by {err}")
+    print(f"onnxruntime {ort.__version__}: max |ORT - PyTorch| = {err:.2e}", file=sys.stderr)
+    for f in os.listdir(d):
+        os.remove(os.path.join(d, f))
+    os.rmdir(d)
+
+    def step():
+        sess.run(None, {"x": xn})[0]
 
     return step
 
@@ -93,6 +147,9 @@ def finetune_case(c):
     m.train()
     for mod in frozen_mods:
         mod.eval()
+    if c["variant"] == "compile":
+        # inductor over the training step's forward and backward (AOTAutograd), NCHW
+        m = torch.compile(m)
 
     def step():
         t0 = time.perf_counter()
