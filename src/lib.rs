@@ -25,6 +25,7 @@ pub use graft_extract as extract;
 pub use graft_finetune as finetune;
 pub use graft_hub as hub;
 pub use graft_ndarray as ndarray;
+pub use graft_onnx as onnx;
 pub use graft_optim as optim;
 pub use graft_reuse as reuse;
 pub use graft_surgery as surgery;

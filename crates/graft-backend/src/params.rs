@@ -82,6 +82,18 @@ impl<B: Backend> Params<B> {
     pub fn is_empty(&self) -> bool {
         self.names.is_empty()
     }
+    /// The same named tensors on another backend (values copied through the host, kinds and
+    /// folded BatchNorms kept; entries get new ids).
+    pub fn to_backend<B2: Backend>(&self, backend: &B2) -> Result<Params<B2>> {
+        let mut out = Params::new(backend.clone());
+        for name in &self.names {
+            let e = &self.entries[name];
+            let t = backend.from_data(&self.backend.to_data(&e.tensor)?)?;
+            out.insert(name, t, e.kind)?;
+        }
+        out.folded = self.folded.clone();
+        Ok(out)
+    }
     /// Adds a tensor under a new name; an existing name is a [`Error::NameCollision`].
     pub fn insert(&mut self, name: &str, tensor: B::Tensor, kind: ParamKind) -> Result<()> {
         validate_name(name)?;

@@ -210,6 +210,25 @@ impl<B: Backend> Model<B> {
             tasks: Vec::new(),
         })
     }
+    /// The same model on another backend: every parameter and buffer copied through the host,
+    /// the architecture, head, tasks and inference form kept (train on libtorch, run on
+    /// ndarray; or trace it for ONNX export).
+    pub fn to_backend<B2: Backend>(&self, backend: &B2) -> Result<Model<B2>> {
+        Ok(Model {
+            name: self.name.clone(),
+            architecture: self.architecture.clone(),
+            arch: self.arch.clone(),
+            cfg: self.cfg.clone(),
+            params: self.params.to_backend(backend)?,
+            num_classes: self.num_classes,
+            in_chans: self.in_chans,
+            head: self.head.clone(),
+            seed: self.seed,
+            dtype: self.dtype,
+            inference: self.inference,
+            tasks: self.tasks.clone(),
+        })
+    }
     /// How this model was made an inference copy (None: a trainable model).
     pub fn inference(&self) -> Option<&crate::inference::InferenceOptions> {
         self.inference.as_ref()

@@ -1,0 +1,193 @@
+//! ONNX export (graft-onnx): a model traced on the `Trace` backend, written as `.onnx`, checked by
+//! onnx's own checker with full shape inference and run in ONNX Runtime (the venv's
+//! onnxruntime, CPU provider, every graph optimisation on) must compute what graft computes on
+//! libtorch: logits, pooled features and trunk features, one architecture of each convolutional
+//! and transformer family, trainable models and inference copies (BatchNorm folded). Bound:
+//! max abs diff ≤ 1e-4 × max |graft| (float32 kernels of two libraries). And the refusals: what
+//! a graph cannot express is an error naming it, not a wrong file.
+
+mod common;
+
+use std::path::Path;
+
+use graft::onnx::{Output, Trace, export};
+use graft::zoo::{InferenceOptions, Model, ModelOptions, create_model};
+use graft::{Backend, Ctx, Tch, TensorData};
+use ndarray_npy::{read_npy, write_npy};
+
+/// Replaces every BatchNorm's running statistics with varied values (fresh models have mean 0,
+/// variance 1, which would hide a mis-wired normalisation).
+fn vary_batch_norms(m: &mut Model<Tch>) {
+    let b = *m.backend();
+    let names: Vec<String> = m
+        .params()
+        .names()
+        .filter(|n| n.ends_with("running_mean") || n.ends_with("running_var"))
+        .map(str::to_string)
+        .collect();
+    for (k, name) in names.iter().enumerate() {
+        let t = m.params().get(name).expect("param");
+        let shape = b.shape(t);
+        let n: usize = shape.iter().product();
+        let var = name.ends_with("running_var");
+        let v: Vec<f32> = (0..n)
+            .map(|i| {
+                let s = ((i * 7 + k * 13) % 17) as f32 / 17.0;
+                if var { 0.5 + s } else { s - 0.5 }
+            })
+            .collect();
+        let t = b
+            .from_data(&TensorData::f32(&shape, v).expect("data"))
+            .expect("upload");
+        m.params_mut().replace(name, t).expect("replace");
+    }
+}
+
+fn input(shape: &[usize]) -> TensorData {
+    let n: usize = shape.iter().product();
+    let v = (0..n).map(|i| ((i % 977) as f32 * 0.37).sin()).collect();
+    TensorData::f32(shape, v).expect("input")
+}
+
+/// Exports `model` at `shape`, runs the file in ONNX Runtime, compares with graft's forward.
+fn check(model: &Model<Tch>, shape: &[usize], what: Output, dir: &Path) {
+    let b = model.backend();
+    let x = input(shape);
+    let xt = b.from_data(&x).expect("upload");
+    let ctx = Ctx::eval();
+    let want = match what {
+        Output::Logits => model.forward(&xt, &ctx),
+        Output::Pooled => model.forward_pooled(&xt, &ctx),
+        Output::Features => model.forward_features(&xt, &ctx),
+    }
+    .expect("forward");
+    let want = b.to_data(&want).expect("download").to_f32();
+    let e = export(model, shape, what).expect("export");
+    assert_eq!(
+        e.output.1,
+        want.shape(),
+        "{}: traced output shape",
+        model.name()
+    );
+    let tag = format!("{}-{what:?}", model.name());
+    let (onnx, xin, yout) = (
+        dir.join(format!("{tag}.onnx")),
+        dir.join(format!("{tag}-x.npy")),
+        dir.join(format!("{tag}-y.npy")),
+    );
+    e.save(&onnx).expect("save");
+    write_npy(&xin, &x.to_f32()).expect("write input");
+    let out = std::process::Command::new(common::python())
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python/onnx_run.py"))
+        .args([&onnx, &xin, &yout])
+        .output()
+        .expect("spawn python");
+    assert!(
+        out.status.success(),
+        "{tag}: onnx checker / ONNX Runtime refused the file:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let info: serde_json::Value =
+        serde_json::from_slice(&out.stdout).expect("onnx_run.py's JSON line");
+    let inferred: Vec<usize> = info["inferred_output_shape"]
+        .as_array()
+        .expect("shape")
+        .iter()
+        .map(|d| d.as_u64().expect("dim") as usize)
+        .collect();
+    assert_eq!(inferred, want.shape(), "{tag}: onnx shape inference");
+    let got: ndarray::ArrayD<f32> = read_npy(&yout).expect("read output");
+    assert_eq!(
+        got.shape(),
+        want.shape(),
+        "{tag}: ONNX Runtime's output shape"
+    );
+    let scale = want.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-6);
+    let diff = got
+        .iter()
+        .zip(want.iter())
+        .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+    assert!(
+        diff <= 1e-4 * scale,
+        "{tag}: ONNX Runtime vs graft max |diff| {diff:e} > 1e-4 x {scale:e} ({info})"
+    );
+    eprintln!("{tag}: max |ORT - graft| = {diff:.2e} (scale {scale:.2e}), {info}");
+}
+
+fn model(name: &str, opts: ModelOptions) -> Model<Tch> {
+    let (mut m, _) = create_model(&Tch::cpu(), name, &opts.seed(3)).expect("create");
+    vary_batch_norms(&mut m);
+    m
+}
+
+#[test]
+fn convnets_export_and_run_in_onnx_runtime() {
+    let dir = common::temp_dir("onnx-cnn");
+    for (name, side) in [
+        ("resnet18", 64),
+        ("resnet50", 64),
+        ("convnext_atto", 64),
+        ("efficientnet_b0", 64),
+        ("mobilenet_v3_large", 64),
+        ("regnetx_002", 64),
+    ] {
+        let m = model(name, ModelOptions::default().num_classes(7));
+        let shape = [2, 3, side, side];
+        check(&m, &shape, Output::Logits, &dir);
+        check(&m, &shape, Output::Pooled, &dir);
+        // the inference copy: BatchNorm folded into the convs, channels-last in libtorch
+        let fast = m.for_inference(&InferenceOptions::default()).expect("copy");
+        check(&fast, &shape, Output::Features, &dir);
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn transformers_export_and_run_in_onnx_runtime() {
+    let dir = common::temp_dir("onnx-vit");
+    let m = model(
+        "vit_tiny_patch16_224",
+        ModelOptions::default().num_classes(5).img_size(32, 32),
+    );
+    check(&m, &[2, 3, 32, 32], Output::Logits, &dir);
+    check(&m, &[2, 3, 32, 32], Output::Pooled, &dir);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn what_a_graph_cannot_express_is_refused_by_name() {
+    // a forward that reads a value mid-way has no graph
+    let t = Trace::new();
+    let x = t.input("x", &[2, 3], graft::DType::F32);
+    let err = t
+        .to_data(&x)
+        .expect_err("to_data while tracing")
+        .to_string();
+    assert!(err.contains("reading a tensor's values"), "{err}");
+    // randomness (train-mode dropout)
+    let err = t.rand_uniform(&[2], 0).expect_err("random").to_string();
+    assert!(err.contains("random numbers"), "{err}");
+    // uneven adaptive pooling bins
+    let y = t.input("y", &[1, 4, 7, 7], graft::DType::F32);
+    let err = t
+        .adaptive_avg_pool2d(&y, (3, 3))
+        .expect_err("uneven bins")
+        .to_string();
+    assert!(err.contains("adaptive_avg_pool2d from 7x7 to 3x3"), "{err}");
+    // shapes are checked as the ops are recorded
+    let err = t.add(&x, &y).expect_err("broadcast").to_string();
+    assert!(err.contains("do not broadcast"), "{err}");
+    // an unwritable path is an error naming it, and an existing file survives a failed save
+    let m = model("resnet18", ModelOptions::default().num_classes(3));
+    let e = export(&m, &[1, 3, 32, 32], Output::Logits).expect("export");
+    let dir = common::temp_dir("onnx-save");
+    let blocker = dir.join("file");
+    std::fs::write(&blocker, b"keep").expect("write");
+    let err = e
+        .save(&blocker.join("model.onnx"))
+        .expect_err("a file as a directory")
+        .to_string();
+    assert!(err.contains("file"), "{err}");
+    assert_eq!(std::fs::read(&blocker).expect("read"), b"keep");
+    let _ = std::fs::remove_dir_all(&dir);
+}
