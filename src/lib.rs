@@ -17,6 +17,8 @@
 //! - [`extract`]: feature extraction — the feature cache, heads on features, the per-stage probe.
 //! - [`finetune`]: fine-tuning — the classic recipe, fastai's `fine_tune`, gradual unfreezing.
 //! - [`text`]: tokenisation for text encoders, text datasets, the VADER lexicon.
+//! - [`onnx`]: any model as an ONNX graph, traced from its forward; [`ort`]: running such a graph
+//!   in ONNX Runtime (loaded at run time from an installed library).
 
 pub use graft_backend as backend;
 pub use graft_core as core;
@@ -27,6 +29,7 @@ pub use graft_hub as hub;
 pub use graft_ndarray as ndarray;
 pub use graft_onnx as onnx;
 pub use graft_optim as optim;
+pub use graft_ort as ort;
 pub use graft_reuse as reuse;
 pub use graft_surgery as surgery;
 #[cfg(feature = "tch")]

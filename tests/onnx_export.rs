@@ -191,3 +191,53 @@ fn what_a_graph_cannot_express_is_refused_by_name() {
     assert_eq!(std::fs::read(&blocker).expect("read"), b"keep");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// graft-ort: the exported graph run from Rust in the venv's ONNX Runtime library (loaded at run
+/// time) computes what graft computes, and a second session in the same process reuses the
+/// loaded library.
+#[test]
+fn graft_runs_its_export_in_onnx_runtime_from_rust() {
+    use graft::ort::{OnnxRuntime, OrtSession, SessionOptions};
+    let venv = Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv");
+    let lib = OnnxRuntime::in_python_env(&venv)
+        .expect("the venv's onnxruntime wheel (make setup installs it)");
+    let rt = OnnxRuntime::load(&lib).expect("load libonnxruntime");
+    assert_eq!(rt.path(), lib);
+    for (name, shape) in [
+        ("resnet18", [3, 3, 48, 48]),
+        ("convnext_atto", [2, 3, 64, 64]),
+    ] {
+        let m = model(name, ModelOptions::default().num_classes(4));
+        let fast = m.for_inference(&InferenceOptions::default()).expect("copy");
+        let x = input(&shape);
+        let b = fast.backend();
+        let want = b
+            .to_data(
+                &fast
+                    .forward_pooled(&b.from_data(&x).expect("up"), &Ctx::eval())
+                    .expect("forward"),
+            )
+            .expect("down");
+        let e = export(&fast, &shape, Output::Pooled).expect("export");
+        let s =
+            OrtSession::new(&rt, &e.to_bytes(), &SessionOptions { threads: 1 }).expect("session");
+        let got = s.run(&x).expect("run");
+        assert_eq!(got.shape(), want.shape(), "{name}");
+        let scale = want.to_f32().iter().fold(0f32, |m, v| m.max(v.abs()));
+        let diff = got.max_abs_diff(&want).expect("same shape");
+        assert!(
+            diff <= 1e-4 * scale as f64,
+            "{name}: ONNX Runtime (graft-ort) vs graft {diff:e}, scale {scale:e}"
+        );
+        // the session checks what it is given
+        let wrong = input(&[1, 3, 8, 8]);
+        let err = s
+            .run(&wrong)
+            .expect_err("a shape the graph was not traced for");
+        assert!(err.to_string().contains("ONNX Runtime run"), "{err}");
+    }
+    // one library per process: naming another file is refused, naming the same one is not
+    assert!(OnnxRuntime::load(&lib).is_ok());
+    let err = OnnxRuntime::load(&venv.join("nothing.so")).expect_err("a second library");
+    assert!(err.to_string().contains("already loaded"), "{err}");
+}

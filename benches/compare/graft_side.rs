@@ -63,6 +63,21 @@ fn graft_extract(c: &Value) -> Result<Step> {
     }
     let b = Tch::cpu();
     let (m, _) = create_model(&b, name, &opts)?;
+    if variant == "onnx" {
+        // graft's own export (BatchNorm folded) run by ONNX Runtime through graft-ort
+        let m = m.for_inference(&InferenceOptions::default())?;
+        let e = graft::onnx::export(&m, &[batch, 3, size, size], graft::onnx::Output::Logits)?;
+        let lib = graft::ort::OnnxRuntime::find(Some(&Path::new(REPO).join(".venv")))?;
+        let rt = graft::ort::OnnxRuntime::load(&lib)?;
+        let opts = graft::ort::SessionOptions {
+            threads: Tch::num_threads(),
+        };
+        let s = graft::ort::OrtSession::new(&rt, &e.to_bytes(), &opts)?;
+        return Ok(timed(move || {
+            s.run(&x)?;
+            Ok(())
+        }));
+    }
     let m = match variant {
         "plain" => m,
         "fp32" => m.for_inference(&InferenceOptions::default())?,

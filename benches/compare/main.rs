@@ -230,6 +230,11 @@ fn extract_variants(cnn: bool) -> Vec<Variant> {
     }
     out.extend([
         v("graft", "fp32", "graft-tch fp32 inference copy"),
+        v(
+            "graft",
+            "onnx",
+            "graft fp32 export run by ONNX Runtime (graft-onnx + graft-ort)",
+        ),
         v("graft", "bf16", "graft-tch bf16 inference copy"),
     ]);
     out
