@@ -241,3 +241,68 @@ fn graft_runs_its_export_in_onnx_runtime_from_rust() {
     let err = OnnxRuntime::load(&venv.join("nothing.so")).expect_err("a second library");
     assert!(err.to_string().contains("already loaded"), "{err}");
 }
+
+/// Extraction on the ONNX Runtime engine: the same features as on libtorch (the loader's short
+/// last batch included: a second traced shape), its own cache entry, and the refusals.
+#[test]
+fn extraction_runs_on_onnx_runtime() {
+    use std::sync::Arc;
+
+    use graft::data::{ArrayDataset, Dataset, Loader, LoaderConfig};
+    use graft::extract::{ExtractOptions, FeatureSpec, extract_many_with};
+    let venv = Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv");
+    let lib = graft::ort::OnnxRuntime::in_python_env(&venv).expect("the venv's onnxruntime");
+    graft::ort::OnnxRuntime::load(&lib).expect("load");
+    let m = model(
+        "resnet18_small",
+        ModelOptions::default().num_classes(10).in_chans(1),
+    );
+    let digits: Arc<dyn Dataset> = Arc::new(ArrayDataset::digits());
+    let loader = Loader::new(digits, LoaderConfig::eval(256)).expect("loader");
+    let dir = common::temp_dir("onnx-extract");
+    let specs = [FeatureSpec::Pooled, FeatureSpec::Logits];
+    let (want, r0) =
+        extract_many_with(&m, &loader, &specs, &dir, &ExtractOptions::default()).expect("tch");
+    assert!(!r0.cached);
+    let ort = ExtractOptions::onnx_runtime(1);
+    let (got, r1) = extract_many_with(&m, &loader, &specs, &dir, &ort).expect("onnx runtime");
+    assert!(
+        !r1.cached,
+        "the backend's cache entry must not answer for ONNX Runtime"
+    );
+    for (w, g) in want.iter().zip(&got) {
+        assert_eq!((w.n, w.dim, &w.labels), (g.n, g.dim, &g.labels));
+        let scale = w.data.iter().fold(0f32, |m, v| m.max(v.abs()));
+        let diff = w
+            .data
+            .iter()
+            .zip(&g.data)
+            .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+        assert!(
+            diff <= 1e-4 * scale,
+            "{:?}: ONNX Runtime vs libtorch features differ by {diff:e} (scale {scale:e})",
+            w.spec
+        );
+    }
+    let (_, r2) = extract_many_with(&m, &loader, &specs, &dir, &ort).expect("again");
+    assert!(
+        r2.cached,
+        "a second ONNX Runtime extraction reads its cache"
+    );
+    // what the engine cannot run is refused before any work, by name
+    let mut bf16 = ExtractOptions::bf16();
+    bf16.engine = ort.engine;
+    let err = extract_many_with(&m, &loader, &[FeatureSpec::Pooled], &dir, &bf16)
+        .expect_err("bf16 on ONNX Runtime")
+        .to_string();
+    assert!(err.contains("fp32 graphs"), "{err}");
+    let stage = [FeatureSpec::Stage("layer3".into())];
+    let err = extract_many_with(&m, &loader, &stage, &dir, &ort)
+        .expect_err("stage features on ONNX Runtime")
+        .to_string();
+    assert!(
+        err.contains("stage features run on the backend engine"),
+        "{err}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

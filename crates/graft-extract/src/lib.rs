@@ -6,7 +6,8 @@
 //! the loader's transform, the feature spec and the dataset's fingerprint — a second identical
 //! run does no trunk forward at all; each file carries a SHA-256 of its content, and one that no
 //! longer matches is computed again); running the trunk pass on an inference copy of the model
-//! (BatchNorm folded, channels-last where it pays, opt-in bf16 — graft-zoo builds it); the heads
+//! (BatchNorm folded, channels-last where it pays, opt-in bf16 — graft-zoo builds it), on the
+//! model's backend or, with [`Engine::OnnxRuntime`], traced to ONNX and run by ONNX Runtime; the heads
 //! on host features (multinomial logistic regression through linfa, prototype / nearest class
 //! mean by cosine, kNN); a Linear / MLP head trained on cached features with graft-train's
 //! Trainer, in place on its trunk; the per-stage linear probe and the freeze depth it recommends;
@@ -20,6 +21,7 @@
 //! Must not know: concrete backends, the loop's internals (it hands the Trainer a plan), TOML.
 
 pub mod clip;
+mod engine;
 mod episodes;
 mod heads;
 mod probe;
@@ -27,6 +29,7 @@ mod rank;
 pub mod text;
 
 pub use clip::{ClipEncoder, imagenet_templates, prompts};
+pub use engine::Engine;
 pub use episodes::{EpisodeConfig, EpisodeHead, EpisodeReport, evaluate_episodes};
 pub use heads::{
     HeadTraining, KnnHead, LogisticConfig, LogisticHead, PrototypeHead, accuracy, train_head,
@@ -134,6 +137,7 @@ fn key_of(
     model_name: &str,
     weights: u64,
     form: &InferenceOptions,
+    engine: Engine,
     loader: &Loader,
     spec: &FeatureSpec,
 ) -> Result<u64> {
@@ -141,6 +145,7 @@ fn key_of(
     b.extend(model_name.as_bytes());
     b.extend(weights.to_le_bytes());
     b.extend(form.label().as_bytes());
+    b.extend(engine.key().as_bytes());
     b.extend(format!("{:?}", loader.transform()).as_bytes());
     b.extend(format!("{spec:?}").as_bytes());
     b.extend(loader.dataset().fingerprint()?.to_le_bytes());
@@ -154,6 +159,7 @@ pub fn cache_key<B: Backend>(model: &Model<B>, loader: &Loader, spec: &FeatureSp
         model.name(),
         model_hash(model)?,
         &o.form(model),
+        o.engine,
         loader,
         spec,
     )
@@ -167,6 +173,8 @@ pub struct ExtractOptions {
     /// precision for 2-6x the speed on CPUs with AMX (docs/benchmarks.md); the cache keeps the two apart. A model
     /// that already is an inference copy runs as it is.
     pub inference: InferenceOptions,
+    /// What runs the trunk: the model's backend (default) or ONNX Runtime.
+    pub engine: Engine,
 }
 
 impl ExtractOptions {
@@ -174,6 +182,14 @@ impl ExtractOptions {
     pub fn bf16() -> Self {
         Self {
             inference: InferenceOptions::bf16(),
+            engine: Engine::Backend,
+        }
+    }
+    /// fp32 extraction on ONNX Runtime with `threads` intra-op threads (0: its default).
+    pub fn onnx_runtime(threads: usize) -> Self {
+        Self {
+            engine: Engine::OnnxRuntime { threads },
+            ..Self::default()
         }
     }
     fn form<B: Backend>(&self, model: &Model<B>) -> InferenceOptions {
@@ -328,7 +344,7 @@ pub fn extract_many_with<B: Backend>(
     let paths = specs
         .iter()
         .map(|s| {
-            key_of(model.name(), weights, &form, loader, s)
+            key_of(model.name(), weights, &form, opts.engine, loader, s)
                 .map(|k| cache_dir.join(format!("features-{k:016x}.safetensors")))
         })
         .collect::<Result<Vec<_>>>()?;
@@ -366,6 +382,10 @@ pub fn extract_many_with<B: Backend>(
     };
     let b = model.backend();
     let ctx = Ctx::eval();
+    let mut ort = match opts.engine {
+        Engine::Backend => None,
+        Engine::OnnxRuntime { threads } => Some(engine::OrtTrunk::new(model, specs, threads)?),
+    };
     let stages: Vec<&str> = specs
         .iter()
         .filter_map(|s| match s {
@@ -381,14 +401,23 @@ pub fn extract_many_with<B: Backend>(
     for batch in loader.epoch(0) {
         let batch = batch?;
         let x = model.input(&batch.inputs)?;
-        let (pooled, logits) = match (want_pooled, want_logits) {
-            (true, true) => {
+        let (pooled, logits) = match (&mut ort, want_pooled, want_logits) {
+            (Some(_), false, false) => (None, None),
+            (Some(t), _, _) => {
+                let p = b.from_data(&t.pooled(model, &batch.inputs)?)?;
+                let l = match want_logits {
+                    true => Some(model.forward_classifier(&p, &ctx)?),
+                    false => None,
+                };
+                (Some(p), l)
+            }
+            (None, true, true) => {
                 let (p, l) = model.forward_pooled_and_logits(&x, &ctx)?;
                 (Some(p), Some(l))
             }
-            (true, false) => (Some(model.forward_pooled(&x, &ctx)?), None),
-            (false, true) => (None, Some(model.forward(&x, &ctx)?)),
-            (false, false) => (None, None),
+            (None, true, false) => (Some(model.forward_pooled(&x, &ctx)?), None),
+            (None, false, true) => (None, Some(model.forward(&x, &ctx)?)),
+            (None, false, false) => (None, None),
         };
         if want_pooled || want_logits {
             forwards += 1;

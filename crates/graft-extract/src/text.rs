@@ -228,6 +228,12 @@ pub fn extract_texts<B: Backend>(
     if data.texts.is_empty() {
         return Err(Error::invalid("extract_texts", "no texts"));
     }
+    if opts.engine != crate::Engine::Backend {
+        return Err(Error::invalid(
+            "extract_texts",
+            "text encoders run on their backend: the ONNX Runtime engine runs image models",
+        ));
+    }
     if let Some(&bad) = data.labels.iter().find(|&&l| l >= data.classes.len()) {
         return Err(Error::invalid(
             "extract_texts",

@@ -81,6 +81,19 @@ impl OnnxRuntime {
         }
     }
 
+    /// The library this process loaded, if one was.
+    pub fn loaded() -> Option<Self> {
+        LOADED.get().and_then(|r| r.as_ref().ok()).cloned()
+    }
+
+    /// The loaded library, else the one [`OnnxRuntime::find`] finds, loaded now.
+    pub fn get_or_load(python_env: Option<&Path>) -> Result<Self> {
+        match Self::loaded() {
+            Some(rt) => Ok(rt),
+            None => Self::load(&Self::find(python_env)?),
+        }
+    }
+
     /// Finds the library: `ORT_DYLIB_PATH` (ONNX Runtime's documented variable), else the
     /// `onnxruntime` wheel of the Python environment in `VIRTUAL_ENV`, else of `python_env`.
     pub fn find(python_env: Option<&Path>) -> Result<PathBuf> {
