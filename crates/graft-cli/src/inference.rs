@@ -10,17 +10,23 @@ use graft_zoo::{LoadOptions, ModelOptions, Registry, WeightsFile};
 
 use crate::{guard, pretrained};
 
-#[derive(Debug)]
-pub(crate) struct InferJob {
+/// A model as the command line names it (`graft infer`, `graft export`).
+#[derive(Debug, Clone)]
+pub(crate) struct ModelArgs {
     pub(crate) model: String,
     pub(crate) init: Option<pretrained::Init>,
     pub(crate) weights: Option<PathBuf>,
+    pub(crate) num_classes: Option<usize>,
+    pub(crate) lenient: bool,
+}
+
+#[derive(Debug)]
+pub(crate) struct InferJob {
+    pub(crate) args: ModelArgs,
     pub(crate) input: PathBuf,
     pub(crate) output: PathBuf,
     pub(crate) features: bool,
-    pub(crate) num_classes: Option<usize>,
     pub(crate) batch_size: usize,
-    pub(crate) lenient: bool,
 }
 
 /// The head size of a weights file (its index only, nothing decoded), checked.
@@ -96,37 +102,40 @@ pub(crate) fn embed<B: Backend>(b: &B, reg: &Registry, job: &EmbedJob) -> Result
     Ok(())
 }
 
-pub(crate) fn infer<B: Backend>(b: &B, reg: &Registry, job: &InferJob) -> Result<()> {
-    let (entry, entry_cfg) = reg.entry_of(&job.model)?;
-    let mut reads = guard::Reads::default().file("--input", &job.input);
-    if let Some(w) = &job.weights {
+/// The files a model named on the command line reads (its weights, a user model's directory),
+/// beside which no output may be written.
+pub(crate) fn model_reads(
+    reg: &Registry,
+    args: &ModelArgs,
+    reads: guard::Reads,
+) -> Result<guard::Reads> {
+    let (entry, _) = reg.entry_of(&args.model)?;
+    let mut reads = reads;
+    if let Some(w) = &args.weights {
         reads = reads.file("--weights", w);
     }
     if let Some(w) = &entry.weights {
         // a user model: its directory's files
         reads = match w.parent() {
-            Some(d) => reads.dir(&format!("{}'s files", job.model), d),
-            None => reads.file(&format!("{}'s weights", job.model), w),
+            Some(d) => reads.dir(&format!("{}'s files", args.model), d),
+            None => reads.file(&format!("{}'s weights", args.model), w),
         };
     }
-    reads.check_output(&job.output)?;
-    let x = graft_data::npy::read_f32(&job.input)?;
-    if let Some(i) = x.iter().position(|v| !v.is_finite()) {
-        bail!(
-            "{}: value {i} (flat index) is not finite: inputs must be",
-            job.input.display()
-        );
-    }
-    if x.ndim() != 4 {
-        bail!(
-            "{}: input must be NCHW float32, got shape {:?}",
-            job.input.display(),
-            x.shape()
-        );
-    }
-    let (n, c, h, w) = (x.shape()[0], x.shape()[1], x.shape()[2], x.shape()[3]);
+    Ok(reads)
+}
+
+/// Builds and loads the model `args` names for `c`-channel `h`x`w` inputs (a ViT built for
+/// another size is built for this one, its position embeddings resampled on load); prints the
+/// load report.
+pub(crate) fn build_model<B: Backend>(
+    b: &B,
+    reg: &Registry,
+    args: &ModelArgs,
+    [c, h, w]: [usize; 3],
+) -> Result<graft_zoo::Model<B>> {
+    let (entry, entry_cfg) = reg.entry_of(&args.model)?;
     let mut opts = ModelOptions::default().in_chans(c);
-    if job.lenient {
+    if args.lenient {
         opts.load = LoadOptions::lenient();
     }
     if let Some(size) = entry.arch.img_size()
@@ -134,12 +143,12 @@ pub(crate) fn infer<B: Backend>(b: &B, reg: &Registry, job: &InferJob) -> Result
     {
         eprintln!(
             "note: {} is built for {}x{}; building it for {h}x{w} (position embeddings resampled on load)",
-            job.model, size[0], size[1]
+            args.model, size[0], size[1]
         );
         opts.img_size = Some([h, w]);
     }
-    let start = pretrained::start(reg, &job.model, job.weights.clone(), job.init)?;
-    let weights = job.weights.clone().or_else(|| entry.weights.clone());
+    let start = pretrained::start(reg, &args.model, args.weights.clone(), args.init)?;
+    let weights = args.weights.clone().or_else(|| entry.weights.clone());
     // a torch.save file is decoded once here, then loaded from memory
     let pickled = match &weights {
         Some(p) if graft_zoo::pretrained::is_pickle(p) => Some(graft_zoo::torch_file::read(p)?),
@@ -161,13 +170,12 @@ pub(crate) fn infer<B: Backend>(b: &B, reg: &Registry, job: &InferJob) -> Result
         (Some(p), None) => weights_num_classes(p, &entry_cfg.classifier)?,
         (None, _) => None,
     };
-    opts.num_classes = job.num_classes.or(file_classes);
-    let t0 = Instant::now();
+    opts.num_classes = args.num_classes.or(file_classes);
     let (model, report) = match (&weights, pickled) {
         (Some(p), Some(tensors)) => {
             let (mut m, _) = reg.create(
                 b,
-                &job.model,
+                &args.model,
                 &ModelOptions {
                     weights: None,
                     ..opts.clone()
@@ -178,7 +186,7 @@ pub(crate) fn infer<B: Backend>(b: &B, reg: &Registry, job: &InferJob) -> Result
         }
         (Some(p), None) => reg.create(
             b,
-            &job.model,
+            &args.model,
             &ModelOptions {
                 weights: Some(p.clone()),
                 ..opts.clone()
@@ -188,12 +196,12 @@ pub(crate) fn infer<B: Backend>(b: &B, reg: &Registry, job: &InferJob) -> Result
             if start == pretrained::Start::Random {
                 eprintln!(
                     "note: {} runs with random weights (init = random)",
-                    job.model
+                    args.model
                 );
             }
             reg.create(
                 b,
-                &job.model,
+                &args.model,
                 &ModelOptions {
                     pretrained: start == pretrained::Start::Pretrained,
                     ..opts.clone()
@@ -204,6 +212,29 @@ pub(crate) fn infer<B: Backend>(b: &B, reg: &Registry, job: &InferJob) -> Result
     if let Some(r) = &report {
         eprint!("{r}");
     }
+    Ok(model)
+}
+
+pub(crate) fn infer<B: Backend>(b: &B, reg: &Registry, job: &InferJob) -> Result<()> {
+    let reads = guard::Reads::default().file("--input", &job.input);
+    model_reads(reg, &job.args, reads)?.check_output(&job.output)?;
+    let x = graft_data::npy::read_f32(&job.input)?;
+    if let Some(i) = x.iter().position(|v| !v.is_finite()) {
+        bail!(
+            "{}: value {i} (flat index) is not finite: inputs must be",
+            job.input.display()
+        );
+    }
+    if x.ndim() != 4 {
+        bail!(
+            "{}: input must be NCHW float32, got shape {:?}",
+            job.input.display(),
+            x.shape()
+        );
+    }
+    let (n, c, h, w) = (x.shape()[0], x.shape()[1], x.shape()[2], x.shape()[3]);
+    let t0 = Instant::now();
+    let model = build_model(b, reg, &job.args, [c, h, w])?;
     // the eval-only copy: BatchNorm folded, channels-last where it pays (same outputs)
     let model = model.for_inference(&graft_zoo::InferenceOptions::default())?;
     let ctx = Ctx::eval();
@@ -224,7 +255,7 @@ pub(crate) fn infer<B: Backend>(b: &B, reg: &Registry, job: &InferJob) -> Result
         if let Some(i) = y.iter().position(|v| !v.is_finite()) {
             bail!(
                 "{}: non-finite output for input row {} (NaN or infinite weights; the load report lists them)",
-                job.model,
+                job.args.model,
                 start + i / y.shape()[1].max(1)
             );
         }
@@ -237,7 +268,7 @@ pub(crate) fn infer<B: Backend>(b: &B, reg: &Registry, job: &InferJob) -> Result
     graft_backend::safetensors_io::write_atomic(&job.output, &bytes)?;
     eprintln!(
         "{}: {n} images {c}x{h}x{w} -> {} [{n}, {width}] on {} in {:.2} s",
-        job.model,
+        job.args.model,
         if job.features { "features" } else { "logits" },
         b.name(),
         t0.elapsed().as_secs_f64()

@@ -17,6 +17,7 @@ mod guard;
 #[macro_use]
 mod exp;
 mod clip;
+mod export;
 mod inference;
 mod listing;
 mod pretrained;
@@ -26,8 +27,9 @@ mod strategy;
 mod valid;
 
 use exp::BackendName;
+use export::export as export_onnx;
 pub(crate) use inference::weights_num_classes;
-use inference::{EmbedJob, InferJob, PredictJob, embed, infer, predict};
+use inference::{EmbedJob, InferJob, ModelArgs, PredictJob, embed, infer, predict};
 use listing::{inspect, models};
 pub(crate) use listing::{millions, table};
 
@@ -191,6 +193,42 @@ enum Command {
         #[arg(long)]
         lenient: bool,
     },
+    /// Write a model as an ONNX graph (opset 18, traced from graft's own forward; BatchNorm
+    /// folded) for ONNX Runtime and other ONNX consumers: logits, or with --features the pooled
+    /// features, of a fixed input shape.
+    Export {
+        /// A registered name, a pretrained tag, `hf-hub:org/name` or `tv:arch.WEIGHTS`.
+        #[arg(long)]
+        model: String,
+        /// `pretrained` (an architecture's default tag) or `random` (scratch weights).
+        #[arg(long, value_enum)]
+        init: Option<pretrained::Init>,
+        /// safetensors, or a torch.save .pth / .pt / .bin. Optional for user models and
+        /// pretrained names.
+        #[arg(long)]
+        weights: Option<PathBuf>,
+        /// The .onnx file to write.
+        #[arg(long)]
+        output: PathBuf,
+        /// Pooled pre-logits features instead of logits.
+        #[arg(long)]
+        features: bool,
+        /// The input's C,H,W (default: the model's pretrained input size).
+        #[arg(long, value_delimiter = ',')]
+        input_size: Option<Vec<usize>>,
+        /// The graph's batch size (its shapes are fixed).
+        #[arg(long, default_value_t = 1, value_parser = at_least_one())]
+        batch_size: usize,
+        /// Head size (default: the weights file's head, else the model's cfg).
+        #[arg(long)]
+        num_classes: Option<usize>,
+        /// Apply what fits and report the rest instead of failing on a mismatch.
+        #[arg(long)]
+        lenient: bool,
+        /// The backend the model is loaded on before tracing (the graph is the same).
+        #[arg(long, value_enum, default_value_t = default_backend())]
+        backend: BackendName,
+    },
 }
 
 /// A count that must be at least 1 (`--batch-size 0` is refused, not read as 1).
@@ -322,17 +360,46 @@ fn run(cli: Cli) -> Result<()> {
             lenient,
         } => {
             let job = InferJob {
-                model,
-                init,
-                weights,
+                args: ModelArgs {
+                    model,
+                    init,
+                    weights,
+                    num_classes,
+                    lenient,
+                },
                 input,
                 output,
                 features,
-                num_classes,
                 batch_size,
-                lenient,
             };
             on_backend!(backend, infer(&reg, &job))
+        }
+        Command::Export {
+            model,
+            init,
+            weights,
+            output,
+            features,
+            input_size,
+            batch_size,
+            num_classes,
+            lenient,
+            backend,
+        } => {
+            let job = export::ExportJob {
+                args: ModelArgs {
+                    model,
+                    init,
+                    weights,
+                    num_classes,
+                    lenient,
+                },
+                output,
+                features,
+                input_size,
+                batch_size,
+            };
+            on_backend!(backend, export_onnx(&reg, &job))
         }
     }
 }

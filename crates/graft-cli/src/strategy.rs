@@ -22,6 +22,18 @@ pub enum ExtractHead {
     ZeroShot,
 }
 
+/// What runs the trunk of `graft extract`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum ExtractEngine {
+    /// The model's backend (`[model] backend`).
+    #[default]
+    Backend,
+    /// The model traced to ONNX and run by ONNX Runtime (found through `ORT_DYLIB_PATH` or the
+    /// `onnxruntime` wheel of `$VIRTUAL_ENV`): fp32 image models, pooled features.
+    Onnxruntime,
+}
+
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ExtractStrategy {
@@ -54,6 +66,8 @@ pub struct ExtractStrategy {
     pub class_names: Option<Spanned<BTreeMap<String, String>>>,
     /// Few-shot episodes on a split's features (`[strategy.episodes]`), beside the head.
     pub episodes: Option<EpisodesSection>,
+    /// What runs the trunk pass: `backend` (default) or `onnxruntime`.
+    pub engine: Option<Spanned<ExtractEngine>>,
 }
 
 /// `[strategy.episodes]`: N-way K-shot episodes with mean and 95 % confidence interval.
@@ -139,6 +153,7 @@ impl Default for ExtractStrategy {
             templates: None,
             class_names: None,
             episodes: None,
+            engine: None,
         }
     }
 }

@@ -270,3 +270,94 @@ fn embed_texts_to_npy_on_both_backends() {
     );
     assert!(!d.join("x.npy").exists());
 }
+
+/// `graft export`: a user model written as ONNX, checked by onnx's checker and run in the venv's
+/// ONNX Runtime, computes what `graft infer` computes; bad sizes and an output over an input are
+/// refused before anything is written.
+#[test]
+fn export_writes_a_graph_onnx_runtime_runs() {
+    let d = tmp("export");
+    let models = d.join("models");
+    let (m, _) = create_model(
+        &NdArray,
+        "resnet18_small",
+        &ModelOptions::default().num_classes(4).seed(5),
+    )
+    .expect("build");
+    m.save_user_model(&models.join("net")).expect("save");
+    let x = ndarray::Array4::from_shape_fn((2, 3, 16, 16), |(n, c, h, w)| {
+        ((n * 5 + c * 3 + h * 2 + w) as f32 * 0.13).cos()
+    });
+    let input = d.join("x.npy");
+    ndarray_npy::write_npy(&input, &x).expect("npy");
+    let (want, onnx) = (d.join("want.npy"), d.join("net.onnx"));
+    let base = ["--models-dir", s(&models), "--model", "net"];
+    ok(&[
+        &["infer"],
+        &base[..],
+        &["--input", s(&input), "--output", s(&want)],
+    ]
+    .concat());
+    let said = String::from_utf8_lossy(
+        &graft(
+            &[
+                &["export"],
+                &base[..],
+                &[
+                    "--output",
+                    s(&onnx),
+                    "--input-size",
+                    "3,16,16",
+                    "--batch-size",
+                    "2",
+                ],
+            ]
+            .concat(),
+        )
+        .stderr,
+    )
+    .into_owned();
+    assert!(onnx.exists(), "{said}");
+    assert!(
+        said.contains("ONNX opset 18") && said.contains("[2, 4]"),
+        "{said}"
+    );
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let got = d.join("got.npy");
+    let run = Command::new(repo.join(".venv/bin/python"))
+        .arg(repo.join("tests/python/onnx_run.py"))
+        .args([&onnx, &input, &got])
+        .output()
+        .expect("python");
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let (a, b): (ndarray::ArrayD<f32>, ndarray::ArrayD<f32>) = (
+        ndarray_npy::read_npy(&want).expect("want"),
+        ndarray_npy::read_npy(&got).expect("got"),
+    );
+    assert_eq!(a.shape(), b.shape());
+    let scale = a.iter().fold(0f32, |m, v| m.max(v.abs()));
+    let diff = a
+        .iter()
+        .zip(b.iter())
+        .fold(0f32, |m, (p, q)| m.max((p - q).abs()));
+    assert!(diff <= 1e-4 * scale, "ONNX Runtime vs graft infer: {diff}");
+    // refusals: a zero size, and the output over the model's own weights
+    let err = fails(
+        &[
+            &["export"],
+            &base[..],
+            &["--output", s(&d.join("z.onnx")), "--input-size", "3,0,16"],
+        ]
+        .concat(),
+    );
+    assert!(err.contains("--input-size"), "{err}");
+    let weights = models.join("net/model.safetensors");
+    let before = std::fs::read(&weights).expect("weights");
+    let err = fails(&[&["export"], &base[..], &["--output", s(&weights)]].concat());
+    assert!(err.contains("model.safetensors"), "{err}");
+    assert_eq!(std::fs::read(&weights).expect("weights"), before);
+}

@@ -85,6 +85,37 @@ classes = [5, 6, 7, 8, 9]
         "logistic head on the transferred trunk: {test_acc}"
     );
 
+    // the same extraction on ONNX Runtime (the venv's wheel, found through VIRTUAL_ENV): its own
+    // cache entry, the same features within float rounding, so the same head
+    write(
+        &dir,
+        "extract_ort.toml",
+        &format!("{extract}\n[strategy]\nengine = \"onnxruntime\"\n"),
+    );
+    let venv = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.venv");
+    let out = common::graft_cmd()
+        .current_dir(&dir)
+        .env("VIRTUAL_ENV", &venv)
+        .env_remove("ORT_DYLIB_PATH")
+        .args(["extract", "extract_ort.toml"])
+        .output()
+        .expect("run graft");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let ort = report(&dir.join(run_dir(&String::from_utf8_lossy(&out.stdout))));
+    assert!(
+        ort["trunk_forwards"].as_u64().expect("n") > 0,
+        "not the backend's cache"
+    );
+    let ort_acc = ort["metrics"]["test"]["accuracy"].as_f64().expect("acc");
+    assert!(
+        (ort_acc - test_acc).abs() <= 0.01,
+        "ONNX Runtime's features give the backend's head: {ort_acc} vs {test_acc}"
+    );
+
     // the exported model: listed, evaluated, and used on image files
     let exported = second_run.join("model");
     let models = ok(
@@ -297,6 +328,19 @@ fn bad_experiment_files_name_file_line_and_column() {
         assert_eq!(err.lines().count(), 1, "one line: {err}");
         assert!(err.starts_with(&format!("error: {want}")), "{name}: {err}");
     }
+    // the ONNX Runtime engine runs pooled features only: located at the engine key
+    write(
+        &dir,
+        "stage_engine.toml",
+        "[model]\nname = \"resnet18_small\"\ninit = \"random\"\n[data.digits]\n[strategy]\nfeatures = \"layer3\"\nengine = \"onnxruntime\"\n",
+    );
+    let out = graft(&dir, &["extract", "stage_engine.toml"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.starts_with("error: stage_engine.toml:7:10: stage features run on the backend engine"),
+        "{err}"
+    );
     // graft rank's file: candidates are checked, each one located, before anything runs
     let rank_cases = [
         (

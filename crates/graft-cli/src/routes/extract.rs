@@ -71,6 +71,29 @@ impl Job<ExtractStrategy> {
                 )
                 .into());
         }
+        let engine = match &st.engine {
+            Some(e) if *e.get_ref() == ExtractEngine::Onnxruntime => {
+                let refuse = if self.data.text.is_some() {
+                    Some(
+                        "text encoders run on their backend: the ONNX Runtime engine runs image models",
+                    )
+                } else if self.is_clip() {
+                    Some("a CLIP's image tower runs on the backend engine")
+                } else if st.features.get_ref() != "pooled" {
+                    Some(
+                        "stage features run on the backend engine; ONNX Runtime computes the pooled features",
+                    )
+                } else {
+                    None
+                };
+                if let Some(msg) = refuse {
+                    return Err(self.src.error(e.span(), msg).into());
+                }
+                let threads = std::thread::available_parallelism().map_or(0, |n| n.get());
+                graft_extract::ExtractOptions::onnx_runtime(threads)
+            }
+            _ => graft_extract::ExtractOptions::default(),
+        };
         let (mut model, clip_text) = if self.is_clip() && st.head == ExtractHead::ZeroShot {
             let (mut visual, text) = self.clip_encoder(b)?.into_parts();
             self.input_cfg(&mut visual);
@@ -103,9 +126,8 @@ impl Job<ExtractStrategy> {
             let Some(l) = self.loader(&model, which, false)? else {
                 continue;
             };
-            let opts = graft_extract::ExtractOptions::default();
             let (mut fs, r) =
-                extract_many_with(&model, &l, std::slice::from_ref(&spec), &run.cache, &opts)?;
+                extract_many_with(&model, &l, std::slice::from_ref(&spec), &run.cache, &engine)?;
             let f = fs.pop().context("features")?;
             for why in &r.recomputed {
                 eprintln!("warning: feature cache not used, computed again: {why}");

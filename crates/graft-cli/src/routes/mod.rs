@@ -27,9 +27,9 @@ use serde_json::json;
 use toml::Spanned;
 
 use crate::exp::{
-    BackendName, BnName, ClassRef, ConfigError, Experiment, ExtractHead, ExtractStrategy,
-    FinetuneKind, FinetuneStrategy, FreezeValue, HeadName, NoStrategy, ProbeStrategy,
-    ReuseStrategy, Source,
+    BackendName, BnName, ClassRef, ConfigError, Experiment, ExtractEngine, ExtractHead,
+    ExtractStrategy, FinetuneKind, FinetuneStrategy, FreezeValue, HeadName, NoStrategy,
+    ProbeStrategy, ReuseStrategy, Source,
 };
 
 /// The experiment commands.
