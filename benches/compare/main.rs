@@ -1,5 +1,6 @@
 //! graft against PyTorch, side by side, in one run: `make bench-compare` (or
-//! `cargo bench --bench compare -- [--quick] [--rounds N] [--only TEXT] [--out FILE]`).
+//! `cargo bench --bench compare -- [--quick] [--rounds N] [--only TEXT] [--variants A,B]
+//! [--out FILE]`).
 //!
 //! Every case runs each of its variants in a fresh worker process — graft's through this same
 //! binary (`--worker`), PyTorch's through `benches/compare/torch_side.py` in the project's venv —
@@ -498,10 +499,13 @@ fn main() -> Result<()> {
         .map_or(Ok(if quick { 3 } else { 7 }), |s| s.parse())
         .context("--rounds")?;
     let only = opt("--only");
+    // `--variants ort,onnx`: a head-to-head of some variants (more rounds for the same time)
+    let keep: Option<Vec<String>> =
+        opt("--variants").map(|v| v.split(',').map(str::to_string).collect());
     // only a full run writes the published page by default
     let out_path = opt("--out").map_or_else(
         || {
-            Path::new(REPO).join(if quick || only.is_some() {
+            Path::new(REPO).join(if quick || only.is_some() || keep.is_some() {
                 "target/benchmarks-partial.md"
             } else {
                 "docs/benchmarks.md"
@@ -517,12 +521,24 @@ fn main() -> Result<()> {
         md: String::new(),
         targets: Vec::new(),
     };
-    for case in cases(quick) {
+    for mut case in cases(quick) {
         if only
             .as_ref()
             .is_some_and(|o| !case.title.contains(o.as_str()))
         {
             continue;
+        }
+        if let Some(keep) = &keep {
+            let base = case.variants[case.baseline].name;
+            case.variants.retain(|v| keep.iter().any(|k| k == v.name));
+            if case.variants.len() < 2 {
+                continue;
+            }
+            case.baseline = case
+                .variants
+                .iter()
+                .position(|v| v.name == base)
+                .unwrap_or(0);
         }
         let m = run_case(&case, rounds)?;
         table(&case, &m, &mut rep);
