@@ -25,6 +25,22 @@ pub fn broadcast_shape(a: &[usize], b: &[usize]) -> Option<Vec<usize>> {
         .collect()
 }
 
+/// Checks that `dims` reorders the `rank` dims of a tensor (each once): `permute`'s argument.
+pub fn check_permutation(dims: &[usize], rank: usize) -> Result<()> {
+    let mut seen = vec![false; rank];
+    if dims.len() != rank
+        || dims
+            .iter()
+            .any(|&d| d >= rank || std::mem::replace(&mut seen[d], true))
+    {
+        return Err(Error::invalid(
+            "permute",
+            format!("{dims:?} is not a permutation of 0..{rank}"),
+        ));
+    }
+    Ok(())
+}
+
 /// Element types graft tensors carry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum DType {

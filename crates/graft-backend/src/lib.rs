@@ -25,7 +25,7 @@ pub mod safetensors_io;
 
 pub use backend::{AutodiffBackend, Backend};
 pub use ctx::{Ctx, ModeRule, ModeTable, NormMode};
-pub use data::{DType, TensorData, broadcast_shape};
+pub use data::{DType, TensorData, broadcast_shape, check_permutation};
 pub use init::Init;
 pub use input::{InputBatch, InputKind};
 pub use opts::{

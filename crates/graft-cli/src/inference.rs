@@ -11,12 +11,23 @@ use graft_zoo::{LoadOptions, ModelOptions, Registry, WeightsFile};
 use crate::{guard, pretrained};
 
 /// A model as the command line names it (`graft infer`, `graft export`).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, clap::Args)]
 pub(crate) struct ModelArgs {
+    /// A registered name, a pretrained tag, `hf-hub:org/name` or `tv:arch.WEIGHTS`.
+    #[arg(long)]
     pub(crate) model: String,
+    /// `pretrained` (an architecture's default tag) or `random` (scratch weights).
+    #[arg(long, value_enum)]
     pub(crate) init: Option<pretrained::Init>,
+    /// safetensors, or a torch.save .pth / .pt / .bin (read without running its pickle, on
+    /// either backend). Optional for user models and pretrained names.
+    #[arg(long)]
     pub(crate) weights: Option<PathBuf>,
+    /// Head size (default: the weights file's head, else the model's cfg).
+    #[arg(long)]
     pub(crate) num_classes: Option<usize>,
+    /// Apply what fits and report the rest instead of failing on a mismatch.
+    #[arg(long)]
     pub(crate) lenient: bool,
 }
 

@@ -164,16 +164,8 @@ enum Command {
     },
     /// Run a model on an NCHW float32 .npy batch; write logits (or pooled features) as .npy.
     Infer {
-        /// A registered name, a pretrained tag, or `tv:arch.WEIGHTS`.
-        #[arg(long)]
-        model: String,
-        /// `pretrained` (an architecture's default tag) or `random` (scratch weights).
-        #[arg(long, value_enum)]
-        init: Option<pretrained::Init>,
-        /// safetensors, or a torch.save .pth / .pt / .bin (read without running its pickle, on
-        /// either backend). Optional for user models and pretrained names.
-        #[arg(long)]
-        weights: Option<PathBuf>,
+        #[command(flatten)]
+        args: ModelArgs,
         #[arg(long)]
         input: PathBuf,
         #[arg(long)]
@@ -183,30 +175,16 @@ enum Command {
         features: bool,
         #[arg(long, value_enum, default_value_t = default_backend())]
         backend: BackendName,
-        /// Head size (default: the weights file's head, else the model's cfg).
-        #[arg(long)]
-        num_classes: Option<usize>,
         /// Images per forward.
         #[arg(long, default_value_t = 16, value_parser = at_least_one())]
         batch_size: usize,
-        /// Apply what fits and report the rest instead of failing on a mismatch.
-        #[arg(long)]
-        lenient: bool,
     },
     /// Write a model as an ONNX graph (opset 18, traced from graft's own forward; BatchNorm
     /// folded) for ONNX Runtime and other ONNX consumers: logits, or with --features the pooled
     /// features, of a fixed input shape.
     Export {
-        /// A registered name, a pretrained tag, `hf-hub:org/name` or `tv:arch.WEIGHTS`.
-        #[arg(long)]
-        model: String,
-        /// `pretrained` (an architecture's default tag) or `random` (scratch weights).
-        #[arg(long, value_enum)]
-        init: Option<pretrained::Init>,
-        /// safetensors, or a torch.save .pth / .pt / .bin. Optional for user models and
-        /// pretrained names.
-        #[arg(long)]
-        weights: Option<PathBuf>,
+        #[command(flatten)]
+        args: ModelArgs,
         /// The .onnx file to write.
         #[arg(long)]
         output: PathBuf,
@@ -219,12 +197,6 @@ enum Command {
         /// The graph's batch size (its shapes are fixed).
         #[arg(long, default_value_t = 1, value_parser = at_least_one())]
         batch_size: usize,
-        /// Head size (default: the weights file's head, else the model's cfg).
-        #[arg(long)]
-        num_classes: Option<usize>,
-        /// Apply what fits and report the rest instead of failing on a mismatch.
-        #[arg(long)]
-        lenient: bool,
         /// The backend the model is loaded on before tracing (the graph is the same).
         #[arg(long, value_enum, default_value_t = default_backend())]
         backend: BackendName,
@@ -348,25 +320,15 @@ fn run(cli: Cli) -> Result<()> {
         Command::Pull { names, revision } => pretrained::pull(&reg, &names, revision.as_deref()),
         Command::Inspect { weights, all } => inspect(&reg, &weights, all),
         Command::Infer {
-            model,
-            init,
-            weights,
+            args,
             input,
             output,
             features,
             backend,
-            num_classes,
             batch_size,
-            lenient,
         } => {
             let job = InferJob {
-                args: ModelArgs {
-                    model,
-                    init,
-                    weights,
-                    num_classes,
-                    lenient,
-                },
+                args,
                 input,
                 output,
                 features,
@@ -375,25 +337,15 @@ fn run(cli: Cli) -> Result<()> {
             on_backend!(backend, infer(&reg, &job))
         }
         Command::Export {
-            model,
-            init,
-            weights,
+            args,
             output,
             features,
             input_size,
             batch_size,
-            num_classes,
-            lenient,
             backend,
         } => {
             let job = export::ExportJob {
-                args: ModelArgs {
-                    model,
-                    init,
-                    weights,
-                    num_classes,
-                    lenient,
-                },
+                args,
                 output,
                 features,
                 input_size,

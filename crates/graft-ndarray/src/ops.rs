@@ -414,18 +414,7 @@ impl Backend for NdArray {
         }))
     }
     fn permute(&self, x: &NdTensor, dims: &[usize]) -> Result<NdTensor> {
-        let r = x.shape().len();
-        let mut seen = vec![false; r];
-        if dims.len() != r
-            || dims
-                .iter()
-                .any(|&d| d >= r || std::mem::replace(&mut seen[d], true))
-        {
-            return Err(Error::invalid(
-                "permute",
-                format!("{dims:?} is not a permutation of 0..{r}"),
-            ));
-        }
+        graft_backend::check_permutation(dims, x.shape().len())?;
         Ok(each!(x, a => a.clone().permuted_axes(IxDyn(dims))))
     }
     fn cat(&self, xs: &[&NdTensor], dim: usize) -> Result<NdTensor> {

@@ -493,18 +493,7 @@ impl Backend for Trace {
         Ok(self.op("Reshape", &[&x.name, &s], vec![], shape.to_vec(), x.dtype))
     }
     fn permute(&self, x: &Value, dims: &[usize]) -> Result<Value> {
-        let r = x.shape.len();
-        let mut seen = vec![false; r];
-        if dims.len() != r
-            || dims
-                .iter()
-                .any(|&d| d >= r || std::mem::replace(&mut seen[d], true))
-        {
-            return Err(Error::invalid(
-                "permute",
-                format!("{dims:?} is not a permutation of {r} dims"),
-            ));
-        }
+        graft_backend::check_permutation(dims, x.shape.len())?;
         let shape = dims.iter().map(|&d| x.shape[d]).collect();
         Ok(self.op(
             "Transpose",
