@@ -1,7 +1,7 @@
 //! What runs the trunk during an extraction: the model's own backend, or the model exported to
 //! ONNX (graft-onnx) and run by ONNX Runtime (graft-ort) — the same function, ONNX Runtime's
 //! CPU kernels (its NCHWc convolutions measured fastest of every form here on ResNet-50 at 224,
-//! docs/benchmarks.md).
+//! docs/speed.md).
 
 use std::collections::HashMap;
 

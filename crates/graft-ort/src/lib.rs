@@ -9,7 +9,7 @@
 //! Must not know: models, tracing, training, libtorch; it runs whatever graph it is handed.
 
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, OnceLock};
+use std::sync::Mutex;
 
 use graft_backend::{DType, TensorData};
 use graft_core::{Error, Result};
@@ -34,7 +34,9 @@ impl std::fmt::Debug for OnnxRuntime {
     }
 }
 
-static LOADED: OnceLock<std::result::Result<OnnxRuntime, String>> = OnceLock::new();
+/// The library this process loaded (set by the first successful load only: a failed load
+/// leaves the process free to load another file).
+static LOADED: Mutex<Option<OnnxRuntime>> = Mutex::new(None);
 
 fn backend_err(op: &str, e: impl std::fmt::Display) -> Error {
     Error::Backend {
@@ -44,46 +46,46 @@ fn backend_err(op: &str, e: impl std::fmt::Display) -> Error {
 }
 
 impl OnnxRuntime {
-    /// Loads the library at `path` (`libonnxruntime.so.<version>`): the first call in a process
-    /// loads it, later calls return the same runtime, and naming a different file is an error.
+    /// Loads the library at `path` (`libonnxruntime.so.<version>`): the first successful call in
+    /// a process loads it, later calls return the same runtime, and naming a different file
+    /// then is an error.
     pub fn load(path: &Path) -> Result<Self> {
-        let got = LOADED.get_or_init(|| {
-            let init = || -> std::result::Result<OnnxRuntime, String> {
-                if !path.is_file() {
-                    return Err(format!("{}: no such file", path.display()));
-                }
-                let env = ort::init_from(path)
-                    .map_err(|e| e.to_string())?
-                    .with_name("graft")
-                    .build()
-                    .map_err(|e| e.to_string())?;
-                Ok(OnnxRuntime {
-                    env,
-                    path: path.to_path_buf(),
-                })
-            };
-            init()
-        });
-        match got {
-            Ok(rt) if rt.path == path => Ok(rt.clone()),
-            Ok(rt) => Err(Error::invalid(
+        let mut slot = LOADED.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(rt) = slot.as_ref() {
+            if rt.path == path {
+                return Ok(rt.clone());
+            }
+            return Err(Error::invalid(
                 "ONNX Runtime",
                 format!(
                     "this process already loaded {}; one ONNX Runtime library per process ({} asked for)",
                     rt.path.display(),
                     path.display()
                 ),
-            )),
-            Err(e) => Err(backend_err(
-                "loading ONNX Runtime",
-                format!("{}: {e}", path.display()),
-            )),
+            ));
         }
+        let fail = |e: &dyn std::fmt::Display| {
+            backend_err("loading ONNX Runtime", format!("{}: {e}", path.display()))
+        };
+        if !path.is_file() {
+            return Err(fail(&"no such file"));
+        }
+        let env = ort::init_from(path)
+            .map_err(|e| fail(&e))?
+            .with_name("graft")
+            .build()
+            .map_err(|e| fail(&e))?;
+        let rt = OnnxRuntime {
+            env,
+            path: path.to_path_buf(),
+        };
+        *slot = Some(rt.clone());
+        Ok(rt)
     }
 
     /// The library this process loaded, if one was.
     pub fn loaded() -> Option<Self> {
-        LOADED.get().and_then(|r| r.as_ref().ok()).cloned()
+        LOADED.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     /// The loaded library, else the one [`OnnxRuntime::find`] finds, loaded now.
