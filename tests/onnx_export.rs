@@ -177,6 +177,21 @@ fn what_a_graph_cannot_express_is_refused_by_name() {
     // shapes are checked as the ops are recorded
     let err = t.add(&x, &y).expect_err("broadcast").to_string();
     assert!(err.contains("do not broadcast"), "{err}");
+    // input shapes a graph cannot have are refused before tracing
+    let m0 = model("resnet18", ModelOptions::default().num_classes(3));
+    for bad in [&[1, 3, 0, 32][..], &[1, 3, 32], &[1, 3, 1 << 20, 32]] {
+        let err = export(&m0, bad, Output::Logits)
+            .expect_err("bad shape")
+            .to_string();
+        assert!(err.contains("[N, C, H, W]"), "{bad:?}: {err}");
+    }
+    let err = export(&m0, &[1, 4, 32, 32], Output::Logits)
+        .expect_err("channels the model does not take")
+        .to_string();
+    assert!(
+        err.contains("input must be [N, 3, H, W], got [1, 4, 32, 32]"),
+        "{err}"
+    );
     // an unwritable path is an error naming it, and an existing file survives a failed save
     let m = model("resnet18", ModelOptions::default().num_classes(3));
     let e = export(&m, &[1, 3, 32, 32], Output::Logits).expect("export");

@@ -80,6 +80,25 @@ pub fn export<B: Backend>(
     input_shape: &[usize],
     what: Output,
 ) -> Result<Exported> {
+    use graft_core::limits::{MAX_IN_CHANS, MAX_INPUT_SIDE};
+    let ok = match input_shape {
+        &[n, c, h, w] => {
+            n > 0
+                && n <= 1 << 20
+                && (1..=MAX_IN_CHANS).contains(&c)
+                && (1..=MAX_INPUT_SIDE).contains(&h)
+                && (1..=MAX_INPUT_SIDE).contains(&w)
+        }
+        _ => false,
+    };
+    if !ok {
+        return Err(Error::invalid(
+            "onnx export",
+            format!(
+                "input shape {input_shape:?}: [N, C, H, W] with N in 1..=1048576, C in 1..={MAX_IN_CHANS}, H and W in 1..={MAX_INPUT_SIDE}"
+            ),
+        ));
+    }
     let trace = Trace::new();
     let traced = model.to_backend(&trace)?;
     let x = trace.input("input", input_shape, DType::F32);
