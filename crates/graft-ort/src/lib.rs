@@ -96,7 +96,7 @@ impl OnnxRuntime {
         }
     }
 
-    /// Finds the library: `ORT_DYLIB_PATH` (ONNX Runtime's documented variable), else the
+    /// Finds the library: `ORT_DYLIB_PATH` (the `ort` crate's variable for it), else the
     /// `onnxruntime` wheel of the Python environment in `VIRTUAL_ENV`, else of `python_env`.
     pub fn find(python_env: Option<&Path>) -> Result<PathBuf> {
         if let Some(p) = std::env::var_os("ORT_DYLIB_PATH").filter(|p| !p.is_empty()) {
