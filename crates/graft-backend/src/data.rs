@@ -122,6 +122,27 @@ impl TensorData {
             TensorData::I64(_) => DType::I64,
         }
     }
+    /// The values' bytes, little-endian, row-major (the layout safetensors and ONNX's
+    /// `raw_data` store).
+    pub fn to_le_bytes(&self) -> Vec<u8> {
+        match self {
+            TensorData::F32(a) => a
+                .as_standard_layout()
+                .iter()
+                .flat_map(|v| v.to_le_bytes())
+                .collect(),
+            TensorData::BF16(a) => a
+                .as_standard_layout()
+                .iter()
+                .flat_map(|v| v.to_le_bytes())
+                .collect(),
+            TensorData::I64(a) => a
+                .as_standard_layout()
+                .iter()
+                .flat_map(|v| v.to_le_bytes())
+                .collect(),
+        }
+    }
     /// The values as f32 (bf16 widened exactly, i64 rounded), in standard layout.
     pub fn to_f32(&self) -> ArrayD<f32> {
         match self {

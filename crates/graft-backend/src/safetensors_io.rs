@@ -13,29 +13,12 @@ use crate::data::TensorData;
 use crate::{Error, Result};
 
 fn to_bytes(d: &TensorData) -> (Dtype, Vec<u8>) {
-    match d {
-        TensorData::F32(a) => (
-            Dtype::F32,
-            a.as_standard_layout()
-                .iter()
-                .flat_map(|v| v.to_le_bytes())
-                .collect(),
-        ),
-        TensorData::BF16(a) => (
-            Dtype::BF16,
-            a.as_standard_layout()
-                .iter()
-                .flat_map(|v| v.to_le_bytes())
-                .collect(),
-        ),
-        TensorData::I64(a) => (
-            Dtype::I64,
-            a.as_standard_layout()
-                .iter()
-                .flat_map(|v| v.to_le_bytes())
-                .collect(),
-        ),
-    }
+    let dtype = match d {
+        TensorData::F32(_) => Dtype::F32,
+        TensorData::BF16(_) => Dtype::BF16,
+        TensorData::I64(_) => Dtype::I64,
+    };
+    (dtype, d.to_le_bytes())
 }
 
 /// Serialises named tensors (and optional string metadata) to safetensors bytes.

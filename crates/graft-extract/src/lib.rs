@@ -400,24 +400,30 @@ pub fn extract_many_with<B: Backend>(
     let mut forwards = 0;
     for batch in loader.epoch(0) {
         let batch = batch?;
-        let x = model.input(&batch.inputs)?;
-        let (pooled, logits) = match (&mut ort, want_pooled, want_logits) {
-            (Some(_), false, false) => (None, None),
-            (Some(t), _, _) => {
+        let (pooled, logits, x) = match &mut ort {
+            Some(t) => {
+                // ONNX Runtime reads the batch from the host: checked, not uploaded
+                model.check_batch(&batch.inputs)?;
                 let p = b.from_data(&t.pooled(model, &batch.inputs)?)?;
                 let l = match want_logits {
                     true => Some(model.forward_classifier(&p, &ctx)?),
                     false => None,
                 };
-                (Some(p), l)
+                (Some(p), l, None)
             }
-            (None, true, true) => {
-                let (p, l) = model.forward_pooled_and_logits(&x, &ctx)?;
-                (Some(p), Some(l))
+            None => {
+                let x = model.input(&batch.inputs)?;
+                let (p, l) = match (want_pooled, want_logits) {
+                    (true, true) => {
+                        let (p, l) = model.forward_pooled_and_logits(&x, &ctx)?;
+                        (Some(p), Some(l))
+                    }
+                    (true, false) => (Some(model.forward_pooled(&x, &ctx)?), None),
+                    (false, true) => (None, Some(model.forward(&x, &ctx)?)),
+                    (false, false) => (None, None),
+                };
+                (p, l, Some(x))
             }
-            (None, true, false) => (Some(model.forward_pooled(&x, &ctx)?), None),
-            (None, false, true) => (None, Some(model.forward(&x, &ctx)?)),
-            (None, false, false) => (None, None),
         };
         if want_pooled || want_logits {
             forwards += 1;
@@ -426,6 +432,10 @@ pub fn extract_many_with<B: Backend>(
             Vec::new()
         } else {
             forwards += 1;
+            // the ONNX Runtime engine refuses stage specs before the loop
+            let x = x.ok_or_else(|| {
+                Error::invalid("extract", "stage features run on the backend engine")
+            })?;
             model.forward_stages(&x, &stages, &ctx)?
         };
         let mut maps = maps.into_iter();

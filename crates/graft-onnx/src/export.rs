@@ -51,23 +51,13 @@ impl Exported {
     pub fn to_bytes(&self) -> Vec<u8> {
         self.proto.encode_to_vec()
     }
-    /// Writes the `.onnx` file (through a temporary file beside it, renamed into place: an
-    /// existing file is replaced whole or not at all).
+    /// Writes the `.onnx` file (graft's atomic write: a temporary file beside it, synced, renamed
+    /// into place — an existing file is replaced whole or not at all), making its directory.
     pub fn save(&self, path: &Path) -> Result<()> {
-        let bytes = self.to_bytes();
-        let dir = path.parent().filter(|p| !p.as_os_str().is_empty());
-        if let Some(d) = dir {
+        if let Some(d) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
             std::fs::create_dir_all(d).map_err(|e| Error::io(d, e))?;
         }
-        let name = path.file_name().ok_or_else(|| {
-            Error::invalid(
-                "onnx export",
-                format!("{}: not a file path", path.display()),
-            )
-        })?;
-        let tmp = path.with_file_name(format!(".{}.partial", name.to_string_lossy()));
-        std::fs::write(&tmp, &bytes).map_err(|e| Error::io(&tmp, e))?;
-        std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
+        graft_backend::safetensors_io::write_atomic(path, &self.to_bytes())
     }
 }
 

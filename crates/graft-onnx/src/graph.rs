@@ -27,34 +27,13 @@ pub(crate) fn onnx_type(dtype: DType) -> i32 {
     }
 }
 
-/// A constant's bytes, little-endian, row-major.
-fn raw_bytes(data: &TensorData) -> Vec<u8> {
-    match data {
-        TensorData::F32(a) => a
-            .as_standard_layout()
-            .iter()
-            .flat_map(|v| v.to_le_bytes())
-            .collect(),
-        TensorData::BF16(a) => a
-            .as_standard_layout()
-            .iter()
-            .flat_map(|v| v.to_bits().to_le_bytes())
-            .collect(),
-        TensorData::I64(a) => a
-            .as_standard_layout()
-            .iter()
-            .flat_map(|v| v.to_le_bytes())
-            .collect(),
-    }
-}
-
 /// A tensor proto of `data` named `name`.
 pub(crate) fn tensor_proto(name: &str, data: &TensorData) -> TensorProto {
     TensorProto {
         dims: data.shape().iter().map(|&d| d as i64).collect(),
         data_type: onnx_type(data.dtype()),
         name: name.to_string(),
-        raw_data: raw_bytes(data),
+        raw_data: data.to_le_bytes(),
     }
 }
 

@@ -29,6 +29,12 @@ impl<B: Backend> Model<B> {
     /// another id would be masked wrongly — the error names both). Pooled features are not a
     /// trunk input ([`Model::forward_batch`] runs the classifier on them).
     pub fn input(&self, batch: &InputBatch) -> Result<B::Tensor> {
+        self.check_batch(batch)?;
+        self.backend().from_data(batch.data())
+    }
+    /// [`Model::input`]'s check alone, for a caller that feeds the batch to another engine
+    /// (ONNX Runtime) and so needs it on the host, not uploaded.
+    pub fn check_batch(&self, batch: &InputBatch) -> Result<()> {
         let wrong = |why: String| Error::invalid("forward", format!("{}: {why}", self.name));
         let takes = self.input_kind();
         match (batch, takes) {
@@ -49,7 +55,7 @@ impl<B: Backend> Model<B> {
                 )));
             }
         }
-        self.backend().from_data(batch.data())
+        Ok(())
     }
     /// Logits of a batch: the whole model on images or token ids, the classifier alone on
     /// pooled features (a feature cache: the trunk never runs). Without a head, images and
