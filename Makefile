@@ -3,7 +3,7 @@
 # closing summary is the full test count.
 STAGE := bash scripts/stage.sh
 
-.PHONY: setup demo test check-libtorch build fmt clippy unit doc ndarray-cli examples downstream package benches bench bench-compare sweep
+.PHONY: setup demo test check-libtorch build fmt clippy unit doc ndarray-cli examples downstream package benches bench bench-compare bench-peers sweep
 
 setup:
 	@$(STAGE) setup bash scripts/setup.sh
@@ -73,6 +73,12 @@ test: setup fmt clippy doc ndarray-cli examples downstream package benches unit
 # look, `-- --only TEXT` for one case).
 bench-compare: check-libtorch
 	@$(STAGE) "bench: graft vs PyTorch" cargo bench --bench compare
+
+# The pure-Rust peers of graft-ndarray (tract, candle) as bench workers: benches/peers is its own
+# workspace, built only here (its dependencies never weigh on `make test`); bench-compare adds
+# them to the graft-ndarray case when target/peers/release/graft-bench-peers exists.
+bench-peers:
+	@$(STAGE) "bench: build the tract / candle workers" cargo build --release --manifest-path benches/peers/Cargo.toml --target-dir target/peers
 
 # Every built-in architecture timm also builds, random weights, timm vs graft (both backends) at a
 # small input: writes the table into docs/zoo.md. Not in `make test` (it builds every

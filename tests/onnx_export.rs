@@ -15,34 +15,6 @@ use graft::zoo::{InferenceOptions, Model, ModelOptions, create_model};
 use graft::{Backend, Ctx, Tch, TensorData};
 use ndarray_npy::{read_npy, write_npy};
 
-/// Replaces every BatchNorm's running statistics with varied values (fresh models have mean 0,
-/// variance 1, which would hide a mis-wired normalisation).
-fn vary_batch_norms(m: &mut Model<Tch>) {
-    let b = *m.backend();
-    let names: Vec<String> = m
-        .params()
-        .names()
-        .filter(|n| n.ends_with("running_mean") || n.ends_with("running_var"))
-        .map(str::to_string)
-        .collect();
-    for (k, name) in names.iter().enumerate() {
-        let t = m.params().get(name).expect("param");
-        let shape = b.shape(t);
-        let n: usize = shape.iter().product();
-        let var = name.ends_with("running_var");
-        let v: Vec<f32> = (0..n)
-            .map(|i| {
-                let s = ((i * 7 + k * 13) % 17) as f32 / 17.0;
-                if var { 0.5 + s } else { s - 0.5 }
-            })
-            .collect();
-        let t = b
-            .from_data(&TensorData::f32(&shape, v).expect("data"))
-            .expect("upload");
-        m.params_mut().replace(name, t).expect("replace");
-    }
-}
-
 fn input(shape: &[usize]) -> TensorData {
     let n: usize = shape.iter().product();
     let v = (0..n).map(|i| ((i % 977) as f32 * 0.37).sin()).collect();
@@ -116,7 +88,7 @@ fn check(model: &Model<Tch>, shape: &[usize], what: Output, dir: &Path) {
 
 fn model(name: &str, opts: ModelOptions) -> Model<Tch> {
     let (mut m, _) = create_model(&Tch::cpu(), name, &opts.seed(3)).expect("create");
-    vary_batch_norms(&mut m);
+    common::vary_batch_norms(&mut m);
     m
 }
 
@@ -316,7 +288,7 @@ fn extraction_runs_on_onnx_runtime() {
     );
     // what the engine cannot run is refused before any work, by name
     let mut bf16 = ExtractOptions::bf16();
-    bf16.engine = ort.engine;
+    bf16.engine = ort.engine.clone();
     let err = extract_many_with(&m, &loader, &[FeatureSpec::Pooled], &dir, &bf16)
         .expect_err("bf16 on ONNX Runtime")
         .to_string();

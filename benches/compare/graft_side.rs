@@ -63,15 +63,26 @@ fn graft_extract(c: &Value) -> Result<Step> {
     }
     let b = Tch::cpu();
     let (m, _) = create_model(&b, name, &opts)?;
-    if variant == "onnx" {
+    if variant == "onnx" || variant == "onnx_int8" {
         // graft's own export (BatchNorm folded) run by ONNX Runtime through graft-ort
         let m = m.for_inference(&InferenceOptions::default())?;
-        let e = graft::onnx::export(&m, &[batch, 3, size, size], graft::onnx::Output::Logits)?;
+        let mut e = graft::onnx::export(&m, &[batch, 3, size, size], graft::onnx::Output::Logits)?;
         let lib = graft::ort::OnnxRuntime::find(Some(&Path::new(REPO).join(".venv")))?;
         let rt = graft::ort::OnnxRuntime::load(&lib)?;
         let opts = graft::ort::SessionOptions {
             threads: Tch::num_threads(),
         };
+        if variant == "onnx_int8" {
+            // static int8: ranges from the fp32 graph on the timed batch (speed does not
+            // depend on which images calibrate; accuracy is the probe's business)
+            use graft::onnx::quant;
+            let targets = quant::calibration_targets(&e)?;
+            let cal = graft::ort::OrtSession::new(&rt, &quant::with_outputs(&e, &targets)?, &opts)?;
+            let mut ranges = quant::Ranges::default();
+            cal.run_each(&x, |name, _, v| ranges.observe(name, v))?;
+            ranges.samples = batch;
+            e = quant::quantize(&e, &ranges)?;
+        }
         let s = graft::ort::OrtSession::new(&rt, &e.to_bytes(), &opts)?;
         return Ok(timed(move || {
             s.run(&x)?;
@@ -86,6 +97,18 @@ fn graft_extract(c: &Value) -> Result<Step> {
     };
     let x = b.from_data(&x)?;
     Ok(forward_step(b, m, x))
+}
+
+/// graft's ONNX export of an extraction case's model (seed 0, fp32 inference copy, logits) for
+/// the tract worker: the same graph ONNX Runtime runs in the `onnx` variant.
+pub(crate) fn export_for_peers(c: &Value) -> Result<PathBuf> {
+    let name = c["model"].as_str().context("model")?;
+    let (size, batch) = (num(c, "size")?, num(c, "batch")?);
+    let path = Path::new(REPO).join(format!("target/peers/{name}-{size}-b{batch}.onnx"));
+    let (m, _) = create_model(&Tch::cpu(), name, &ModelOptions::default().seed(0))?;
+    let m = m.for_inference(&InferenceOptions::default())?;
+    graft::onnx::export(&m, &[batch, 3, size, size], graft::onnx::Output::Logits)?.save(&path)?;
+    Ok(path)
 }
 
 /// The texts of the embedding case: sentences of 6-30 words from the VADER lexicon's tokens

@@ -39,9 +39,15 @@ mod report;
 use graft_side::{embed_texts, num, worker};
 use report::{Report, render, speedup, table, target, vs_best};
 
+/// The peers' worker (tract, candle): `make bench-peers` builds it (benches/peers, outside the
+/// workspace).
+fn peers_bin() -> PathBuf {
+    Path::new(REPO).join("target/peers/release/graft-bench-peers")
+}
+
 #[derive(Debug, Clone)]
 struct Variant {
-    /// `graft` or `torch`.
+    /// `graft`, `torch` or `peer`.
     side: &'static str,
     name: &'static str,
     label: &'static str,
@@ -75,6 +81,10 @@ impl Worker {
         let mut cmd = if side == "graft" {
             let mut c = Command::new(std::env::current_exe()?);
             c.arg("--worker").arg(&arg);
+            c
+        } else if side == "peer" {
+            let mut c = Command::new(peers_bin());
+            c.arg(&arg);
             c
         } else {
             let py = Path::new(REPO).join(".venv/bin/python");
@@ -169,6 +179,12 @@ fn run_case(case: &Case, rounds: usize) -> Result<Vec<Measured>> {
             // each side runs its own recipe: the variant names it
             spec["kind"] = json!(v.name);
         }
+        if v.side == "peer" {
+            spec["threads"] = json!(Tch::num_threads());
+            if v.name == "tract" {
+                spec["onnx"] = json!(graft_side::export_for_peers(&case.spec)?);
+            }
+        }
         workers.push(Worker::spawn(
             v.side,
             &spec,
@@ -238,6 +254,11 @@ fn extract_variants(cnn: bool) -> Vec<Variant> {
             "onnx",
             "graft fp32 export run by ONNX Runtime (graft-onnx + graft-ort)",
         ),
+        v(
+            "graft",
+            "onnx_int8",
+            "graft int8 (static, QDQ) run by ONNX Runtime",
+        ),
         v("graft", "bf16", "graft-tch bf16 inference copy"),
     ]);
     out
@@ -287,12 +308,27 @@ fn cases(quick: bool) -> Vec<Case> {
     }
     let nd_size = if quick { 64 } else { 224 };
     out.push(Case {
-        title: format!("graft-ndarray vs graft-tch: resnet18 {nd_size}x{nd_size} batch 32"),
-        spec: json!({"kind": "extract", "model": "resnet18", "size": nd_size, "batch": 32}),
-        variants: vec![
-            v("graft", "fp32", "graft-tch fp32 inference copy"),
-            v("graft", "ndarray", "graft-ndarray fp32 inference copy"),
-        ],
+        title: format!("graft-ndarray vs graft-tch: resnet50 {nd_size}x{nd_size} batch 32"),
+        spec: json!({"kind": "extract", "model": "resnet50", "size": nd_size, "batch": 32}),
+        variants: {
+            let mut vs = vec![
+                v("graft", "fp32", "graft-tch fp32 inference copy"),
+                v("graft", "ndarray", "graft-ndarray fp32 inference copy"),
+            ];
+            // the pure-Rust peers, when `make bench-peers` built their worker
+            if peers_bin().exists() {
+                vs.extend([
+                    v("peer", "tract", "tract-onnx on graft's ONNX export"),
+                    v("peer", "candle", "candle-transformers ResNet (CPU)"),
+                ]);
+            } else {
+                eprintln!(
+                    "note: {} not built: the tract / candle variants are left out (`make bench-peers`)",
+                    peers_bin().display()
+                );
+            }
+            vs
+        },
         items: 32,
         baseline: 0,
         rounds_mult: 1,
@@ -339,9 +375,10 @@ fn cases(quick: bool) -> Vec<Case> {
     out
 }
 
-/// Linear-probe accuracy of fp32 vs bf16 features: a source trained on digits 0-4 (the
-/// examples' source model), logistic heads on digits 5-9.
-fn bf16_probe() -> Result<(f64, f64, usize, usize)> {
+/// Linear-probe accuracy of fp32, bf16 and int8 features: a source trained on digits 0-4 (the
+/// examples' source model), logistic heads on digits 5-9; int8 calibrated on the first 256
+/// train images. Returns the accuracies (fp32, bf16, int8) and the train / test sizes.
+fn precision_probe() -> Result<([f64; 3], usize, usize)> {
     let dir = common::digits_source("digits04", &[0, 1, 2, 3, 4])?;
     let mut reg = graft::zoo::Registry::builtin();
     let name = reg.register_dir(&dir, None)?;
@@ -360,17 +397,29 @@ fn bf16_probe() -> Result<(f64, f64, usize, usize)> {
     };
     let (train, test) = (mk(&h.first)?, mk(&h.second)?);
     let cache = std::env::temp_dir().join(format!("graft-compare-probe-{}", std::process::id()));
-    let mut acc = Vec::new();
-    for o in [ExtractOptions::default(), ExtractOptions::bf16()] {
+    let lib = graft::ort::OnnxRuntime::find(Some(&Path::new(REPO).join(".venv")))?;
+    graft::ort::OnnxRuntime::load(&lib)?;
+    let threads = Tch::num_threads();
+    let cal = Arc::new(graft::extract::calibrate_int8(
+        &model, &train, 256, threads,
+    )?);
+    let mut acc = [0.0; 3];
+    let opts = [
+        ExtractOptions::default(),
+        ExtractOptions::bf16(),
+        ExtractOptions::onnx_runtime_int8(threads, cal),
+    ];
+    for (a, o) in acc.iter_mut().zip(&opts) {
         let spec = [FeatureSpec::Pooled];
-        let (mut tr, _) = extract_many_with(&model, &train, &spec, &cache, &o)?;
-        let (mut te, _) = extract_many_with(&model, &test, &spec, &cache, &o)?;
+        let (mut tr, _) = extract_many_with(&model, &train, &spec, &cache, o)?;
+        let (mut te, _) = extract_many_with(&model, &test, &spec, &cache, o)?;
         let (tr, te) = (tr.pop().context("train")?, te.pop().context("test")?);
         let head = LogisticHead::fit(&tr, classes.len(), &LogisticConfig::default())?;
-        acc.push((accuracy(&head.predict(&te)?, &te), tr.n, te.n));
+        *a = accuracy(&head.predict(&te)?, &te);
     }
     let _ = std::fs::remove_dir_all(&cache);
-    Ok((acc[0].0, acc[1].0, acc[0].1, acc[0].2))
+    let (ntr, nte) = (train.dataset().len(), test.dataset().len());
+    Ok((acc, ntr, nte))
 }
 
 fn main() -> Result<()> {
@@ -451,6 +500,20 @@ fn main() -> Result<()> {
                     );
                 }
             }
+            // issue 22's int8 bar: against graft's bf16 form; and, beside it, against the
+            // fastest fp32 anchor (int8 trades accuracy, the probe says how much)
+            target(
+                &mut rep,
+                format!("{t}: graft int8 vs graft bf16"),
+                speedup(&case, &m, "onnx_int8", "bf16"),
+                1.5,
+            );
+            if let Some((_, theirs, got)) = vs_best(&case, &m, &["onnx_int8"], FP32_ANCHORS) {
+                rep.md.push_str(&format!(
+                    "graft int8 vs the fastest fp32 anchor ({theirs}): {:.2}x best / {:.2}x median.\n\n",
+                    got.0, got.1
+                ));
+            }
             if t.starts_with("extract resnet") {
                 // issue 8's bar: bf16 well ahead of the fp32 default
                 target(
@@ -467,6 +530,14 @@ fn main() -> Result<()> {
                     format!("{b:.2}x best / {med:.2}x median (target <= 2)"),
                     b <= 2.0,
                 ));
+            }
+            for peer in ["tract", "candle"] {
+                target(
+                    &mut rep,
+                    format!("{t}: graft-ndarray vs {peer}"),
+                    speedup(&case, &m, "ndarray", peer),
+                    1.0,
+                );
             }
         } else if t.starts_with("fine-tune") {
             if let Some((_, name, got)) = vs_best(
@@ -550,19 +621,26 @@ fn main() -> Result<()> {
             &out_path,
         )?;
     }
-    if only.is_none() || only.as_deref() == Some("bf16 probe") {
-        eprintln!("== bf16 linear probe on the digits");
-        let (a32, a16, ntr, nte) = bf16_probe()?;
+    if only.is_none() || only.as_deref() == Some("probe") {
+        eprintln!("== bf16 / int8 linear probe on the digits");
+        let ([a32, a16, a8], ntr, nte) = precision_probe()?;
         rep.md.push_str(&format!(
-            "### bf16 features: linear-probe accuracy\n\nThe examples' source (`resnet18_small` trained on digits 0-4), logistic heads on its pooled features of digits 5-9 ({ntr} train / {nte} test, the real 8x8 digits): fp32 inference copy **{:.2} %**, bf16 inference copy **{:.2} %** ({:+.2} points).\n\n",
+            "### bf16 and int8 features: linear-probe accuracy\n\nThe examples' source (`resnet18_small` trained on digits 0-4), logistic heads on its pooled features of digits 5-9 ({ntr} train / {nte} test, the real 8x8 digits): fp32 inference copy **{:.2} %**, bf16 inference copy **{:.2} %** ({:+.2} points), int8 on ONNX Runtime (static, calibrated on the first 256 train images) **{:.2} %** ({:+.2} points).\n\n",
             a32 * 100.0,
             a16 * 100.0,
-            (a16 - a32) * 100.0
+            (a16 - a32) * 100.0,
+            a8 * 100.0,
+            (a8 - a32) * 100.0
         ));
         rep.targets.push((
             "bf16 linear probe within 0.5 points of fp32".into(),
             format!("{:+.2} points", (a16 - a32) * 100.0),
             (a16 - a32).abs() * 100.0 <= 0.5,
+        ));
+        rep.targets.push((
+            "int8 linear probe within 1 point of fp32".into(),
+            format!("{:+.2} points", (a8 - a32) * 100.0),
+            (a8 - a32).abs() * 100.0 <= 1.0,
         ));
     }
     let doc = render(

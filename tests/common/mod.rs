@@ -208,3 +208,32 @@ impl graft::train::Callback for StopAfter {
         }
     }
 }
+
+/// Replaces every BatchNorm's running statistics with varied values (fresh models have mean 0,
+/// variance 1, which would hide a mis-wired normalisation).
+pub fn vary_batch_norms(m: &mut graft::zoo::Model<graft::Tch>) {
+    use graft::Backend;
+    let b = *m.backend();
+    let names: Vec<String> = m
+        .params()
+        .names()
+        .filter(|n| n.ends_with("running_mean") || n.ends_with("running_var"))
+        .map(str::to_string)
+        .collect();
+    for (k, name) in names.iter().enumerate() {
+        let t = m.params().get(name).expect("param");
+        let shape = b.shape(t);
+        let n: usize = shape.iter().product();
+        let var = name.ends_with("running_var");
+        let v: Vec<f32> = (0..n)
+            .map(|i| {
+                let s = ((i * 7 + k * 13) % 17) as f32 / 17.0;
+                if var { 0.5 + s } else { s - 0.5 }
+            })
+            .collect();
+        let t = b
+            .from_data(&graft::TensorData::f32(&shape, v).expect("data"))
+            .expect("upload");
+        m.params_mut().replace(name, t).expect("replace");
+    }
+}

@@ -32,6 +32,9 @@ pub enum ExtractEngine {
     /// The model traced to ONNX and run by ONNX Runtime (found through `ORT_DYLIB_PATH` or the
     /// `onnxruntime` wheel of `$VIRTUAL_ENV`): fp32 image models, pooled features.
     Onnxruntime,
+    /// As `onnxruntime`, on the int8 graph (static post-training quantisation: per-channel int8
+    /// weights, uint8 activations calibrated on the first `calibration_images` train images).
+    OnnxruntimeInt8,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -66,8 +69,10 @@ pub struct ExtractStrategy {
     pub class_names: Option<Spanned<BTreeMap<String, String>>>,
     /// Few-shot episodes on a split's features (`[strategy.episodes]`), beside the head.
     pub episodes: Option<EpisodesSection>,
-    /// What runs the trunk pass: `backend` (default) or `onnxruntime`.
+    /// What runs the trunk pass: `backend` (default), `onnxruntime` or `onnxruntime_int8`.
     pub engine: Option<Spanned<ExtractEngine>>,
+    /// How many train images calibrate `onnxruntime_int8` (default 256).
+    pub calibration_images: Option<Spanned<usize>>,
 }
 
 /// `[strategy.episodes]`: N-way K-shot episodes with mean and 95 % confidence interval.
@@ -154,6 +159,7 @@ impl Default for ExtractStrategy {
             class_names: None,
             episodes: None,
             engine: None,
+            calibration_images: None,
         }
     }
 }

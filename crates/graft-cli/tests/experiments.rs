@@ -87,33 +87,43 @@ classes = [5, 6, 7, 8, 9]
 
     // the same extraction on ONNX Runtime (the venv's wheel, found through VIRTUAL_ENV): its own
     // cache entry, the same features within float rounding, so the same head
-    write(
-        &dir,
-        "extract_ort.toml",
-        &format!("{extract}\n[strategy]\nengine = \"onnxruntime\"\n"),
-    );
     let venv = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.venv");
-    let out = common::graft_cmd()
-        .current_dir(&dir)
-        .env("VIRTUAL_ENV", &venv)
-        .env_remove("ORT_DYLIB_PATH")
-        .args(["extract", "extract_ort.toml"])
-        .output()
-        .expect("run graft");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let ort = report(&dir.join(run_dir(&String::from_utf8_lossy(&out.stdout))));
-    assert!(
-        ort["trunk_forwards"].as_u64().expect("n") > 0,
-        "not the backend's cache"
-    );
-    let ort_acc = ort["metrics"]["test"]["accuracy"].as_f64().expect("acc");
+    let on_ort = |name: &str, strategy: &str| {
+        write(&dir, name, &format!("{extract}\n[strategy]\n{strategy}"));
+        let out = common::graft_cmd()
+            .current_dir(&dir)
+            .env("VIRTUAL_ENV", &venv)
+            .env_remove("ORT_DYLIB_PATH")
+            .args(["extract", name])
+            .output()
+            .expect("run graft");
+        assert!(
+            out.status.success(),
+            "{name}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let r = report(&dir.join(run_dir(&String::from_utf8_lossy(&out.stdout))));
+        assert!(
+            r["trunk_forwards"].as_u64().expect("n") > 0,
+            "{name}: not another engine's cache"
+        );
+        let acc = r["metrics"]["test"]["accuracy"].as_f64().expect("acc");
+        (r, acc)
+    };
+    let (_, ort_acc) = on_ort("extract_ort.toml", "engine = \"onnxruntime\"\n");
     assert!(
         (ort_acc - test_acc).abs() <= 0.01,
         "ONNX Runtime's features give the backend's head: {ort_acc} vs {test_acc}"
+    );
+    // int8: calibrated once on the first train images, every split quantised alike
+    let (int8, int8_acc) = on_ort(
+        "extract_int8.toml",
+        "engine = \"onnxruntime_int8\"\ncalibration_images = 100\n",
+    );
+    assert_eq!(int8["int8_calibration_images"], 100);
+    assert!(
+        (int8_acc - test_acc).abs() <= 0.02,
+        "int8 features keep the head: {int8_acc} vs fp32 {test_acc}"
     );
 
     // the exported model: listed, evaluated, and used on image files
@@ -339,6 +349,31 @@ fn bad_experiment_files_name_file_line_and_column() {
     assert_eq!(out.status.code(), Some(2), "{err}");
     assert!(
         err.starts_with("error: stage_engine.toml:7:10: stage features run on the backend engine"),
+        "{err}"
+    );
+    // calibration_images belongs to the int8 engine
+    write(
+        &dir,
+        "calibration.toml",
+        "[model]\nname = \"resnet18_small\"\ninit = \"random\"\n[data.digits]\n[strategy]\nengine = \"onnxruntime\"\ncalibration_images = 64\n",
+    );
+    let out = graft(&dir, &["extract", "calibration.toml"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.starts_with("error: calibration.toml:7:22: calibration_images sets the int8 engine"),
+        "{err}"
+    );
+    write(
+        &dir,
+        "calibration0.toml",
+        "[model]\nname = \"resnet18_small\"\ninit = \"random\"\n[data.digits]\n[strategy]\nengine = \"onnxruntime_int8\"\ncalibration_images = 0\n",
+    );
+    let out = graft(&dir, &["extract", "calibration0.toml"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.starts_with("error: calibration0.toml:7:22: calibration_images must be at least 1"),
         "{err}"
     );
     // graft rank's file: candidates are checked, each one located, before anything runs

@@ -1,19 +1,23 @@
 //! What runs the trunk during an extraction: the model's own backend, or the model exported to
 //! ONNX (graft-onnx) and run by ONNX Runtime (graft-ort) — the same function, ONNX Runtime's
 //! CPU kernels (its NCHWc convolutions measured fastest of every form here on ResNet-50 at 224,
-//! docs/speed.md).
+//! docs/speed.md) — or that graph quantised to int8 with ranges calibrated on target images
+//! (graft-onnx's `quant`; 1.4–3.3× the fastest fp32 form here, docs/speed.md).
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use graft_backend::{Backend, DType, InputBatch, TensorData};
 use graft_core::{Error, Result};
+use graft_data::Loader;
+use graft_onnx::quant::{self, Ranges};
 use graft_ort::{OnnxRuntime, OrtSession, SessionOptions};
-use graft_zoo::Model;
+use graft_zoo::{InferenceOptions, Model};
 
 use crate::FeatureSpec;
 
 /// The engine of a trunk pass.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub enum Engine {
     /// The model's backend (libtorch or ndarray) on its inference copy.
     #[default]
@@ -25,16 +29,154 @@ pub enum Engine {
     /// pooled features and logits (the classifier runs on the backend, from the pooled
     /// features).
     OnnxRuntime { threads: usize },
+    /// As [`Engine::OnnxRuntime`], on the int8 form of the graph (`graft_onnx::quant`:
+    /// per-channel int8 weights, uint8 activations) with the ranges of `calibration` — the same
+    /// quantisation for every dataset extracted with it, so train and test features agree.
+    OnnxRuntimeInt8 {
+        threads: usize,
+        calibration: Arc<Int8Calibration>,
+    },
 }
 
 impl Engine {
-    /// A label for cache keys and reports (empty for the backend: older caches stay valid).
-    pub(crate) fn key(&self) -> &'static str {
+    /// ONNX Runtime's intra-op threads (0 for the backend engine: its own setting).
+    pub fn threads(&self) -> usize {
         match self {
-            Engine::Backend => "",
-            Engine::OnnxRuntime { .. } => "+onnxruntime",
+            Engine::Backend => 0,
+            Engine::OnnxRuntime { threads } | Engine::OnnxRuntimeInt8 { threads, .. } => *threads,
         }
     }
+    /// A label for cache keys and reports (empty for the backend: older caches stay valid).
+    pub(crate) fn key(&self) -> String {
+        match self {
+            Engine::Backend => String::new(),
+            Engine::OnnxRuntime { .. } => "+onnxruntime".into(),
+            Engine::OnnxRuntimeInt8 { calibration, .. } => {
+                format!(
+                    "+onnxruntime-int8:{:016x}",
+                    calibration.ranges.fingerprint()
+                )
+            }
+        }
+    }
+}
+
+/// Images per calibration run.
+const CALIBRATION_CHUNK: usize = 16;
+
+/// The activation ranges of a model's fp32 inference copy over calibration images: what static
+/// int8 quantisation needs ([`calibrate_int8`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Int8Calibration {
+    /// The model calibrated (its name) and a hash of its weights: a calibration serves that
+    /// model only.
+    pub model: String,
+    pub(crate) weights: u64,
+    /// Each quantised activation's (min, max) seen.
+    pub ranges: Ranges,
+}
+
+/// Calibrates `model` for int8 extraction: runs its fp32 inference copy (exported to ONNX, on
+/// ONNX Runtime with `threads` threads) over the first `images` images of `loader` (all of them
+/// if fewer) and records the range of every activation the int8 graph quantises. Calibrate on
+/// data like the data to extract — a few hundred images of the target task is the usual size
+/// (more only widens the ranges with rarer outliers).
+pub fn calibrate_int8<B: Backend>(
+    model: &Model<B>,
+    loader: &Loader,
+    images: usize,
+    threads: usize,
+) -> Result<Int8Calibration> {
+    let what = "int8 calibration";
+    if images == 0 {
+        return Err(Error::invalid(
+            what,
+            "0 calibration images: ask for at least one",
+        ));
+    }
+    let weights = crate::model_hash(model)?;
+    let copy;
+    let m = match model.inference() {
+        Some(_) => model,
+        None => {
+            copy = model.for_inference(&InferenceOptions::default())?;
+            &copy
+        }
+    };
+    check_model(m, &[FeatureSpec::Pooled])?;
+    let rt = OnnxRuntime::get_or_load(None)?;
+    let mut sessions: HashMap<Vec<usize>, (OrtSession, Vec<String>)> = HashMap::new();
+    let mut ranges = Ranges::default();
+    for batch in loader.epoch(0) {
+        if ranges.samples >= images {
+            break;
+        }
+        let batch = batch?;
+        m.check_batch(&batch.inputs)?;
+        let x = images_of(m, &batch.inputs)?.cast(DType::F32);
+        let x = x.as_f32(what)?;
+        let take = (images - ranges.samples).min(x.shape()[0]);
+        let x = x.slice_axis(ndarray::Axis(0), ndarray::Slice::from(0..take));
+        // the calibration graph returns every quantised activation: a few images at a time
+        // bound its memory (ResNet-50 at 224² holds ~40 MB of them per image)
+        for chunk in x.axis_chunks_iter(ndarray::Axis(0), CALIBRATION_CHUNK) {
+            let shape = chunk.shape().to_vec();
+            let chunk = TensorData::f32(&shape, chunk.iter().copied().collect())?;
+            if !sessions.contains_key(&shape) {
+                let e = graft_onnx::export(m, &shape, graft_onnx::Output::Pooled)?;
+                let targets = quant::calibration_targets(&e)?;
+                let bytes = quant::with_outputs(&e, &targets)?;
+                let s = OrtSession::new(&rt, &bytes, &SessionOptions { threads })?;
+                sessions.insert(shape.clone(), (s, targets));
+            }
+            let (s, targets) = &sessions[&shape];
+            s.run_each(&chunk, |name, _, values| {
+                if targets.iter().any(|t| t == name) {
+                    ranges.observe(name, values)?;
+                }
+                Ok(())
+            })?;
+            ranges.samples += shape[0];
+        }
+    }
+    if ranges.samples == 0 {
+        return Err(Error::invalid(what, "the loader yielded no images"));
+    }
+    Ok(Int8Calibration {
+        model: model.name().to_string(),
+        weights,
+        ranges,
+    })
+}
+
+fn images_of<'a, B: Backend>(model: &Model<B>, inputs: &'a InputBatch) -> Result<&'a TensorData> {
+    match inputs {
+        InputBatch::Images(x) => Ok(x),
+        _ => Err(Error::invalid(
+            "extract (ONNX Runtime engine)",
+            format!(
+                "{}: the ONNX Runtime engine runs image models",
+                model.name()
+            ),
+        )),
+    }
+}
+
+fn check_model<B: Backend>(model: &Model<B>, specs: &[FeatureSpec]) -> Result<()> {
+    let refuse = |why: String| Error::invalid("extract (ONNX Runtime engine)", why);
+    if model.dtype() != DType::F32 {
+        return Err(refuse(format!(
+            "{} is {}: ONNX Runtime's CPU provider runs fp32 graphs (use the backend engine for bf16)",
+            model.name(),
+            model.dtype()
+        )));
+    }
+    if let Some(s) = specs.iter().find(|s| matches!(s, FeatureSpec::Stage(_))) {
+        return Err(refuse(format!(
+            "{s:?}: stage features run on the backend engine; ONNX Runtime computes pooled features and logits"
+        )));
+    }
+    Ok(())
 }
 
 /// One ONNX Runtime session per input shape (the traced graph's shapes are fixed: a loader's
@@ -42,34 +184,46 @@ impl Engine {
 pub(crate) struct OrtTrunk {
     rt: OnnxRuntime,
     threads: usize,
+    int8: Option<Arc<Int8Calibration>>,
     sessions: HashMap<Vec<usize>, OrtSession>,
 }
 
 impl OrtTrunk {
-    /// Checks that `model` and `specs` can run on ONNX Runtime and loads the library.
+    /// Checks that `model` (the original: what a calibration was made of) and `specs` can run
+    /// on ONNX Runtime, and loads the library.
     pub(crate) fn new<B: Backend>(
         model: &Model<B>,
+        weights: u64,
         specs: &[FeatureSpec],
-        threads: usize,
-    ) -> Result<Self> {
-        let refuse = |why: String| Error::invalid("extract (ONNX Runtime engine)", why);
-        if model.dtype() != DType::F32 {
-            return Err(refuse(format!(
-                "{} is {}: ONNX Runtime's CPU provider runs fp32 graphs (use the backend engine for bf16)",
-                model.name(),
-                model.dtype()
-            )));
-        }
-        if let Some(s) = specs.iter().find(|s| matches!(s, FeatureSpec::Stage(_))) {
-            return Err(refuse(format!(
-                "{s:?}: stage features run on the backend engine; ONNX Runtime computes pooled features and logits"
-            )));
-        }
-        Ok(Self {
+        engine: &Engine,
+    ) -> Result<Option<Self>> {
+        let (threads, int8) = match engine {
+            Engine::Backend => return Ok(None),
+            Engine::OnnxRuntime { threads } => (*threads, None),
+            Engine::OnnxRuntimeInt8 {
+                threads,
+                calibration,
+            } => {
+                if calibration.weights != weights || calibration.model != model.name() {
+                    return Err(Error::invalid(
+                        "extract (ONNX Runtime int8 engine)",
+                        format!(
+                            "the calibration was made of {} with other weights than this {}: calibrate the model being extracted (calibrate_int8)",
+                            calibration.model,
+                            model.name()
+                        ),
+                    ));
+                }
+                (*threads, Some(calibration.clone()))
+            }
+        };
+        check_model(model, specs)?;
+        Ok(Some(Self {
             rt: OnnxRuntime::get_or_load(None)?,
             threads,
+            int8,
             sessions: HashMap::new(),
-        })
+        }))
     }
 
     /// The pooled features of one batch of images.
@@ -78,19 +232,13 @@ impl OrtTrunk {
         model: &Model<B>,
         inputs: &InputBatch,
     ) -> Result<TensorData> {
-        let InputBatch::Images(x) = inputs else {
-            return Err(Error::invalid(
-                "extract (ONNX Runtime engine)",
-                format!(
-                    "{}: the ONNX Runtime engine runs image models",
-                    model.name()
-                ),
-            ));
-        };
-        let x = x.cast(DType::F32);
+        let x = images_of(model, inputs)?.cast(DType::F32);
         let shape = x.shape().to_vec();
         if !self.sessions.contains_key(&shape) {
-            let e = graft_onnx::export(model, &shape, graft_onnx::Output::Pooled)?;
+            let mut e = graft_onnx::export(model, &shape, graft_onnx::Output::Pooled)?;
+            if let Some(c) = &self.int8 {
+                e = quant::quantize(&e, &c.ranges)?;
+            }
             let opts = SessionOptions {
                 threads: self.threads,
             };

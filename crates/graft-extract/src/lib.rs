@@ -7,7 +7,8 @@
 //! run does no trunk forward at all; each file carries a SHA-256 of its content, and one that no
 //! longer matches is computed again); running the trunk pass on an inference copy of the model
 //! (BatchNorm folded, channels-last where it pays, opt-in bf16 — graft-zoo builds it), on the
-//! model's backend or, with [`Engine::OnnxRuntime`], traced to ONNX and run by ONNX Runtime; the heads
+//! model's backend or, with [`Engine::OnnxRuntime`], traced to ONNX and run by ONNX Runtime (in
+//! int8 with [`Engine::OnnxRuntimeInt8`], after [`calibrate_int8`] on the target's images); the heads
 //! on host features (multinomial logistic regression through linfa, prototype / nearest class
 //! mean by cosine, kNN); a Linear / MLP head trained on cached features with graft-train's
 //! Trainer, in place on its trunk; the per-stage linear probe and the freeze depth it recommends;
@@ -29,7 +30,7 @@ mod rank;
 pub mod text;
 
 pub use clip::{ClipEncoder, imagenet_templates, prompts};
-pub use engine::Engine;
+pub use engine::{Engine, Int8Calibration, calibrate_int8};
 pub use episodes::{EpisodeConfig, EpisodeHead, EpisodeReport, evaluate_episodes};
 pub use heads::{
     HeadTraining, KnnHead, LogisticConfig, LogisticHead, PrototypeHead, accuracy, train_head,
@@ -117,7 +118,7 @@ pub struct ExtractReport {
     pub recomputed: Vec<String>,
 }
 
-fn model_hash<B: Backend>(model: &Model<B>) -> Result<u64> {
+pub(crate) fn model_hash<B: Backend>(model: &Model<B>) -> Result<u64> {
     let mut b = Vec::new();
     for (name, t) in model.params().to_data()? {
         b.extend(name.as_bytes());
@@ -137,7 +138,7 @@ fn key_of(
     model_name: &str,
     weights: u64,
     form: &InferenceOptions,
-    engine: Engine,
+    engine: &Engine,
     loader: &Loader,
     spec: &FeatureSpec,
 ) -> Result<u64> {
@@ -159,14 +160,14 @@ pub fn cache_key<B: Backend>(model: &Model<B>, loader: &Loader, spec: &FeatureSp
         model.name(),
         model_hash(model)?,
         &o.form(model),
-        o.engine,
+        &o.engine,
         loader,
         spec,
     )
 }
 
 /// How the trunk runs during an extraction.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct ExtractOptions {
     /// The inference copy the trunk pass runs on (default: fp32, BatchNorm folded, channels-last
     /// where it pays — the same features within float rounding, faster). `bf16()` halves the
@@ -189,6 +190,17 @@ impl ExtractOptions {
     pub fn onnx_runtime(threads: usize) -> Self {
         Self {
             engine: Engine::OnnxRuntime { threads },
+            ..Self::default()
+        }
+    }
+    /// int8 extraction on ONNX Runtime (`threads` intra-op threads) with the ranges of
+    /// `calibration` ([`calibrate_int8`] of the same model).
+    pub fn onnx_runtime_int8(threads: usize, calibration: std::sync::Arc<Int8Calibration>) -> Self {
+        Self {
+            engine: Engine::OnnxRuntimeInt8 {
+                threads,
+                calibration,
+            },
             ..Self::default()
         }
     }
@@ -344,7 +356,7 @@ pub fn extract_many_with<B: Backend>(
     let paths = specs
         .iter()
         .map(|s| {
-            key_of(model.name(), weights, &form, opts.engine, loader, s)
+            key_of(model.name(), weights, &form, &opts.engine, loader, s)
                 .map(|k| cache_dir.join(format!("features-{k:016x}.safetensors")))
         })
         .collect::<Result<Vec<_>>>()?;
@@ -382,10 +394,7 @@ pub fn extract_many_with<B: Backend>(
     };
     let b = model.backend();
     let ctx = Ctx::eval();
-    let mut ort = match opts.engine {
-        Engine::Backend => None,
-        Engine::OnnxRuntime { threads } => Some(engine::OrtTrunk::new(model, specs, threads)?),
-    };
+    let mut ort = engine::OrtTrunk::new(model, weights, specs, &opts.engine)?;
     let stages: Vec<&str> = specs
         .iter()
         .filter_map(|s| match s {

@@ -1,9 +1,10 @@
 //! conv2d: im2col + GEMM written straight into the output planes (1×1 stride-1 convs read the
-//! image itself; small planes batch a chunk of images), depthwise as direct loops.
+//! image itself; images in parallel when the batch fills the thread pool), depthwise as direct
+//! loops.
 
 use graft_backend::Conv2dOpts;
 use graft_core::{Error, Result};
-use ndarray::{Array2, ArrayD, ArrayView2, ArrayViewD, ArrayViewMut2, IxDyn};
+use ndarray::{ArrayD, ArrayView2, ArrayViewD, ArrayViewMut2, IxDyn};
 use rayon::prelude::*;
 
 use crate::gemm::gemm_into;
@@ -76,8 +77,8 @@ fn im2col(
         });
 }
 
-/// 2-d convolution: im2col over chunks of images + one GEMM per group and chunk; depthwise runs
-/// as direct loops.
+/// 2-d convolution: im2col per image (none for a pointwise conv) + one GEMM per image and group
+/// into the output; depthwise runs as direct loops.
 pub fn conv2d(
     x: &ArrayViewD<'_, f32>,
     w: &ArrayViewD<'_, f32>,
@@ -171,80 +172,52 @@ pub fn conv2d(
         let shape_err = |e: ndarray::ShapeError| Error::shape("conv2d", e.to_string());
         // a 1x1, stride-1, unpadded conv multiplies the image itself: no im2col
         let pointwise = kh == 1 && kw == 1 && o.stride == (1, 1) && o.padding == (0, 0);
-        // large output planes: one GEMM per image and group straight into the output (no
-        // scatter); small ones: im2col over a chunk of images for a wider product, then scatter
-        let per_img = kk * plane * g;
-        let chunk = if plane >= 1024 {
-            1
-        } else {
-            (16usize << 20)
-                .checked_div(per_img.max(1))
-                .unwrap_or(1)
-                .clamp(1, n.max(1))
-        };
         if let Some(bv) = &bias {
             out.par_chunks_mut(plane)
                 .enumerate()
                 .for_each(|(pi, dst)| dst.fill(bv[pi % oc]));
         }
-        let mut cols = Vec::new();
-        for start in (0..n).step_by(chunk) {
-            let imgs = chunk.min(n - start);
-            let cols_w = imgs * plane;
-            let direct = imgs == 1;
-            let colsv: &[f32] = if direct && pointwise {
-                &xsl[start * c * h * wd..(start + 1) * c * h * wd]
+        // one GEMM per image and group, written straight into the image's output planes: with
+        // a batch at least as large as the thread pool the images run in parallel, each product
+        // on its thread (no shared packing, no scatter); a smaller batch threads each product
+        let threaded_gemm = n < rayon::current_num_threads().max(2);
+        let image = |img: usize, dst: &mut [f32], cols: &mut Vec<f32>| -> Result<()> {
+            let colsv: &[f32] = if pointwise {
+                &xsl[img * c * h * wd..(img + 1) * c * h * wd]
             } else {
-                cols.resize(g * kk * cols_w, 0f32);
-                im2col(
-                    &mut cols,
-                    xsl,
-                    start,
-                    imgs,
-                    (c, h, wd),
-                    (oh, ow),
-                    (icg, kh, kw),
-                    o,
-                );
-                &cols
+                cols.resize(g * kk * plane, 0f32);
+                im2col(cols, xsl, img, 1, (c, h, wd), (oh, ow), (icg, kh, kw), o);
+                cols
             };
             for gi in 0..g {
                 let wmat =
                     ArrayView2::from_shape((ocg, kk), &wsl[gi * ocg * kk..(gi + 1) * ocg * kk])
                         .map_err(shape_err)?;
                 let cmat = ArrayView2::from_shape(
-                    (kk, cols_w),
-                    &colsv[gi * kk * cols_w..(gi + 1) * kk * cols_w],
+                    (kk, plane),
+                    &colsv[gi * kk * plane..(gi + 1) * kk * plane],
                 )
                 .map_err(shape_err)?;
-                if direct {
-                    let base = start * oc * plane + gi * ocg * plane;
-                    let mut dst =
-                        ArrayViewMut2::from_shape((ocg, plane), &mut out[base..base + ocg * plane])
-                            .map_err(shape_err)?;
-                    if !gemm_into(&wmat, &cmat, &mut dst, bias.is_some(), true) {
-                        return Err(Error::shape("conv2d", "gemm shapes"));
-                    }
-                    continue;
-                }
-                let mut res = Array2::<f32>::zeros((ocg, cols_w));
-                if !gemm_into(&wmat, &cmat, &mut res.view_mut(), false, true) {
+                let mut d = ArrayViewMut2::from_shape(
+                    (ocg, plane),
+                    &mut dst[gi * ocg * plane..(gi + 1) * ocg * plane],
+                )
+                .map_err(shape_err)?;
+                if !gemm_into(&wmat, &cmat, &mut d, bias.is_some(), threaded_gemm) {
                     return Err(Error::shape("conv2d", "gemm shapes"));
                 }
-                // scatter [ocg, imgs*plane] into out[img, gi*ocg + j, plane] (bias already there)
-                for j in 0..ocg {
-                    let co = gi * ocg + j;
-                    let src = res.row(j);
-                    let src = src.as_slice().unwrap_or(&[]);
-                    for im in 0..imgs {
-                        let dst = &mut out[((start + im) * oc + co) * plane
-                            ..((start + im) * oc + co + 1) * plane];
-                        for (d, s) in dst.iter_mut().zip(&src[im * plane..(im + 1) * plane]) {
-                            *d += s;
-                        }
-                    }
-                }
             }
+            Ok(())
+        };
+        if threaded_gemm {
+            let mut cols = Vec::new();
+            for (img, dst) in out.chunks_mut(oc * plane).enumerate() {
+                image(img, dst, &mut cols)?;
+            }
+        } else {
+            out.par_chunks_mut(oc * plane)
+                .enumerate()
+                .try_for_each_init(Vec::new, |cols, (img, dst)| image(img, dst, cols))?;
         }
     }
     ArrayD::from_shape_vec(IxDyn(&[n, oc, oh, ow]), out)

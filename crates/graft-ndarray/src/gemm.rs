@@ -1,5 +1,6 @@
-//! Matrix products on the `gemm` crate (the kernels candle and faer use: AVX-512 / AVX2 / NEON
-//! picked at run time, packed panels, rayon threads) — about twice matrixmultiply's speed here.
+//! Matrix products on the `gemm` crate (the kernels faer uses: AVX-512 — the `x86-v4` feature —
+//! / AVX2 / NEON picked at run time, packed panels, rayon threads) — about twice
+//! matrixmultiply's speed with AVX2 alone.
 //!
 //! The crate's entry point takes raw pointers and strides; this module is the one place graft
 //! calls it, through [`gemm_into`], which takes ndarray views and checks every shape first.

@@ -3,8 +3,9 @@
 //! Owns: CPU kernels for every backend op: broadcasting elementwise maths, reductions, indexing,
 //! matmul and linear on the `gemm` crate's kernels (module `gemm`, the crate's one `unsafe` call,
 //! behind a shape-checked safe wrapper), conv2d as im2col + GEMM straight into the output planes
-//! (chunks of images for small planes; depthwise and 1×1 special-cased), pools, norms. bf16 tensors are computed in f32 and
-//! rounded once per op (as libtorch's CPU kernels do).
+//! (images in parallel when the batch fills the thread pool; depthwise and 1×1 special-cased),
+//! pools, norms. bf16 tensors are computed in f32 and rounded once per op (as libtorch's CPU
+//! kernels do).
 //!
 //! Must not know: autograd (it does not implement `AutodiffBackend`, so training code does not
 //! compile against it), training-mode BatchNorm, dropout (both return [`Error::Unsupported`]),

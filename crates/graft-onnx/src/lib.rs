@@ -13,6 +13,7 @@
 mod export;
 mod graph;
 pub mod proto;
+pub mod quant;
 pub mod trace;
 
 pub use export::{Exported, IR_VERSION, Output, export};

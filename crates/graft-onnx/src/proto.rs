@@ -112,6 +112,9 @@ pub struct AttributeProto {
 /// `TensorProto.DataType` values graft uses.
 pub mod data_type {
     pub const FLOAT: i32 = 1;
+    pub const UINT8: i32 = 2;
+    pub const INT8: i32 = 3;
+    pub const INT32: i32 = 6;
     pub const BOOL: i32 = 9;
     pub const INT64: i32 = 7;
     pub const BFLOAT16: i32 = 16;

@@ -150,7 +150,7 @@ pub struct SessionOptions {
     pub threads: usize,
 }
 
-/// One ONNX graph loaded for inference: one f32 input, one f32 output.
+/// One ONNX graph loaded for inference: one f32 input, f32 outputs.
 pub struct OrtSession {
     session: Mutex<Session>,
     input: String,
@@ -181,11 +181,11 @@ impl OrtSession {
                 .map_err(|x| e(x.into()))?;
         }
         let session = b.commit_from_memory(onnx).map_err(e)?;
-        if session.inputs().len() != 1 || session.outputs().len() != 1 {
+        if session.inputs().len() != 1 || session.outputs().is_empty() {
             return Err(Error::invalid(
                 "ONNX Runtime session",
                 format!(
-                    "graft runs graphs of one input and one output; this one has {} and {}",
+                    "graft runs graphs of one input and at least one output; this one has {} and {}",
                     session.inputs().len(),
                     session.outputs().len()
                 ),
@@ -198,8 +198,28 @@ impl OrtSession {
         })
     }
 
-    /// Runs the graph on `x` (f32); returns its output.
+    /// Runs the graph on `x` (f32); returns its first output.
     pub fn run(&self, x: &TensorData) -> Result<TensorData> {
+        let mut first = None;
+        self.run_each(x, |_, shape, values| {
+            if first.is_none() {
+                first = Some(TensorData::f32(shape, values.to_vec())?);
+            }
+            Ok(())
+        })?;
+        let y = first.ok_or_else(|| Error::invalid("ONNX Runtime run", "no output"))?;
+        debug_assert_eq!(y.dtype(), DType::F32);
+        Ok(y)
+    }
+
+    /// Runs the graph on `x` (f32) and hands each output (name, shape, values) to `f` in the
+    /// graph's output order, without copying it (what calibration reads dozens of activations
+    /// through).
+    pub fn run_each(
+        &self,
+        x: &TensorData,
+        mut f: impl FnMut(&str, &[usize], &[f32]) -> Result<()>,
+    ) -> Result<()> {
         let e = |x: ort::Error| backend_err("ONNX Runtime run", x);
         let a = x.as_f32("ONNX Runtime run")?.as_standard_layout();
         let data = a
@@ -209,10 +229,11 @@ impl OrtSession {
         let t = TensorRef::from_array_view((shape, data)).map_err(e)?;
         let mut s = self.session.lock().unwrap_or_else(|p| p.into_inner());
         let out = s.run(ort::inputs![t]).map_err(e)?;
-        let (shape, values) = out[0].try_extract_tensor::<f32>().map_err(e)?;
-        let shape: Vec<usize> = shape.iter().map(|&d| d as usize).collect();
-        let y = TensorData::f32(&shape, values.to_vec())?;
-        debug_assert_eq!(y.dtype(), DType::F32);
-        Ok(y)
+        for (name, v) in out.iter() {
+            let (shape, values) = v.try_extract_tensor::<f32>().map_err(e)?;
+            let shape: Vec<usize> = shape.iter().map(|&d| d as usize).collect();
+            f(name, &shape, values)?;
+        }
+        Ok(())
     }
 }

@@ -71,8 +71,31 @@ impl Job<ExtractStrategy> {
                 )
                 .into());
         }
-        let engine = match &st.engine {
-            Some(e) if *e.get_ref() == ExtractEngine::Onnxruntime => {
+        let int8 = st
+            .engine
+            .as_ref()
+            .is_some_and(|e| *e.get_ref() == ExtractEngine::OnnxruntimeInt8);
+        let calibration_images = match &st.calibration_images {
+            Some(c) if !int8 => {
+                return Err(self
+                    .src
+                    .error(
+                        c.span(),
+                        "calibration_images sets the int8 engine's calibration: it needs engine = \"onnxruntime_int8\"",
+                    )
+                    .into());
+            }
+            Some(c) if *c.get_ref() == 0 => {
+                return Err(self
+                    .src
+                    .error(c.span(), "calibration_images must be at least 1")
+                    .into());
+            }
+            Some(c) => *c.get_ref(),
+            None => 256,
+        };
+        let mut engine = match &st.engine {
+            Some(e) if *e.get_ref() != ExtractEngine::Backend => {
                 let refuse = if self.data.text.is_some() {
                     Some(
                         "text encoders run on their backend: the ONNX Runtime engine runs image models",
@@ -101,6 +124,24 @@ impl Job<ExtractStrategy> {
         } else {
             (self.model(b, false)?, None)
         };
+        let mut calibrated = None;
+        if int8 {
+            // one calibration (the first train images, in order) serves every split
+            let train = self
+                .loader(&model, "train", false)?
+                .context("the int8 engine calibrates on the train split")?;
+            let cal = graft_extract::calibrate_int8(
+                &model,
+                &train,
+                calibration_images,
+                engine.engine.threads(),
+            )?;
+            calibrated = Some(cal.ranges.samples);
+            engine = graft_extract::ExtractOptions::onnx_runtime_int8(
+                engine.engine.threads(),
+                std::sync::Arc::new(cal),
+            );
+        }
         let spec = match st.features.get_ref().as_str() {
             // the image embedding, what a CLIP's text tower is compared with
             _ if clip_text.is_some() => FeatureSpec::Logits,
@@ -120,6 +161,12 @@ impl Job<ExtractStrategy> {
             spec,
             model.name()
         ));
+        if let Some(n) = calibrated {
+            rep.para(&format!(
+                "engine: ONNX Runtime, int8 (static quantisation calibrated on the first {n} train {noun})"
+            ));
+            rep.set("int8_calibration_images", json!(n));
+        }
         let mut feats: Vec<(&str, Features)> = Vec::new();
         let mut forwards = serde_json::Map::new();
         for which in ["train", "val", "test"] {
