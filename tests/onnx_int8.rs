@@ -13,8 +13,8 @@ use std::sync::Arc;
 
 use graft::data::{ArrayDataset, Dataset, Loader, LoaderConfig, Subset};
 use graft::extract::{
-    ExtractOptions, FeatureSpec, LogisticConfig, LogisticHead, accuracy, calibrate_int8,
-    extract_many_with,
+    CalibrationRun, ExtractOptions, FeatureSpec, LogisticConfig, LogisticHead, accuracy,
+    calibrate_int8, extract_many_with,
 };
 use graft::onnx::{Output, export, quant};
 use graft::ort::{OnnxRuntime, OrtSession, SessionOptions};
@@ -60,27 +60,17 @@ fn int8_graphs_run_integer_kernels_as_well_as_onnx_runtimes_quantiser() {
         let shape = [4, 3, size, size];
         let x = input(&shape);
         let e = export(&m, &shape, Output::Pooled).expect("export");
-        let targets = quant::calibration_targets(&e).expect("targets");
-        assert!(!targets.is_empty(), "{name}: nothing to calibrate");
         let opts = SessionOptions { threads: 1 };
-        let cal = OrtSession::new(
-            &rt,
-            &quant::with_outputs(&e, &targets).expect("outputs"),
-            &opts,
-        )
-        .expect("calibration session");
+        let cal = CalibrationRun::new(&rt, &e, opts.threads).expect("calibration session");
+        assert!(!cal.targets().is_empty(), "{name}: nothing to calibrate");
         let mut ranges = quant::Ranges::default();
-        let mut seen = 0;
-        cal.run_each(&x, |n, _, v| {
-            if targets.iter().any(|t| t == n) {
-                seen += 1;
-                ranges.observe(n, v)?;
-            }
-            Ok(())
-        })
-        .expect("calibrate");
-        assert_eq!(seen, targets.len(), "{name}: every target came back");
-        ranges.samples = shape[0];
+        cal.observe(&x, &mut ranges).expect("calibrate");
+        assert_eq!(
+            ranges.by_tensor.len(),
+            cal.targets().len(),
+            "{name}: every target observed"
+        );
+        assert_eq!(ranges.samples, shape[0]);
         let q = quant::quantize(&e, &ranges).expect("quantize");
         // graft-ort runs it too
         let y = OrtSession::new(&rt, &q.to_bytes(), &opts)

@@ -75,13 +75,9 @@ fn graft_extract(c: &Value) -> Result<Step> {
         if variant == "onnx_int8" {
             // static int8: ranges from the fp32 graph on the timed batch (speed does not
             // depend on which images calibrate; accuracy is the probe's business)
-            use graft::onnx::quant;
-            let targets = quant::calibration_targets(&e)?;
-            let cal = graft::ort::OrtSession::new(&rt, &quant::with_outputs(&e, &targets)?, &opts)?;
-            let mut ranges = quant::Ranges::default();
-            cal.run_each(&x, |name, _, v| ranges.observe(name, v))?;
-            ranges.samples = batch;
-            e = quant::quantize(&e, &ranges)?;
+            let mut ranges = graft::onnx::quant::Ranges::default();
+            graft::extract::CalibrationRun::new(&rt, &e, opts.threads)?.observe(&x, &mut ranges)?;
+            e = graft::onnx::quant::quantize(&e, &ranges)?;
         }
         let s = graft::ort::OrtSession::new(&rt, &e.to_bytes(), &opts)?;
         return Ok(timed(move || {

@@ -4,7 +4,10 @@ usage: where_time_goes.py COMPARE_BINARY [MODEL SIZE]
   1. graft-tch's fp32 inference copy, every oneDNN primitive timed by oneDNN itself
      (ONEDNN_VERBOSE=1 on the bench's graft worker, one iteration after warm-up);
   2. the same for PyTorch's TorchScript freeze + optimize_for_inference form;
-  3. ONNX Runtime on graft's own export, every node timed by ONNX Runtime's profiler.
+  3. ONNX Runtime on graft's own export, every node timed by ONNX Runtime's profiler;
+  4. torch.compile (inductor, freezing, channels-last: the bench's `compile` anchor), timed by
+     torch.profiler with inductor's per-kernel profiling on (its generated C++ kernels by name,
+     library calls such as oneDNN / MKL linear and flash attention as aten / mkldnn ops).
 Prints one table per engine: milliseconds by primitive kind / implementation (or op type) and
 the share of the iteration.
 """
@@ -114,6 +117,43 @@ def main():
     for f in os.listdir(d):
         os.remove(os.path.join(d, f))
     os.rmdir(d)
+    compiled_table(model, size)
+
+
+def compiled_table(model, size):
+    import torch
+    import torch._inductor.config as inductor_config
+
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    import torch_side
+
+    inductor_config.cpp.enable_kernel_profile = True
+    step = torch_side.extract_case({"model": model, "size": size, "batch": 32, "variant": "compile"})
+    for _ in range(3):
+        step()
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+        t0 = time.perf_counter()
+        step()
+        secs = time.perf_counter() - t0
+    by = collections.defaultdict(lambda: [0.0, 0])
+    for e in prof.key_averages():
+        if e.self_cpu_time_total > 0:
+            # inductor's fused kernels carry a serial number: group them by what they fuse
+            name = e.key.split("graph_")[-1] if "cpp_fused" in e.key else e.key
+            by[name][0] += e.self_cpu_time_total / 1000
+            by[name][1] += e.count
+    total = sum(v[0] for v in by.values())
+    print(f"\ntorch.compile (inductor, freezing, channels-last) ({secs:.3f} s the iteration): "
+          f"{total:.0f} ms self time in all")
+    print("| kernel / op | calls | ms | share |\n|---|---|---|---|")
+    rest = [0.0, 0]
+    for op, (ms, n) in sorted(by.items(), key=lambda kv: -kv[1][0]):
+        if ms / max(total, 1e-9) >= 0.01:
+            print(f"| {op} | {n} | {ms:.0f} | {100 * ms / total:.1f} % |")
+        else:
+            rest[0] += ms
+            rest[1] += n
+    print(f"| (the rest, each < 1 %) | {rest[1]} | {rest[0]:.0f} | {100 * rest[0] / max(total, 1e-9):.1f} % |")
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ use std::sync::Arc;
 use graft_backend::{Backend, DType, InputBatch, TensorData};
 use graft_core::{Error, Result};
 use graft_data::Loader;
+use graft_onnx::Exported;
 use graft_onnx::quant::{self, Ranges};
 use graft_ort::{OnnxRuntime, OrtSession, SessionOptions};
 use graft_zoo::{InferenceOptions, Model};
@@ -105,7 +106,7 @@ pub fn calibrate_int8<B: Backend>(
     };
     check_model(m, &[FeatureSpec::Pooled])?;
     let rt = OnnxRuntime::get_or_load(None)?;
-    let mut sessions: HashMap<Vec<usize>, (OrtSession, Vec<String>)> = HashMap::new();
+    let mut runs: HashMap<Vec<usize>, CalibrationRun> = HashMap::new();
     let mut ranges = Ranges::default();
     for batch in loader.epoch(0) {
         if ranges.samples >= images {
@@ -122,21 +123,11 @@ pub fn calibrate_int8<B: Backend>(
         for chunk in x.axis_chunks_iter(ndarray::Axis(0), CALIBRATION_CHUNK) {
             let shape = chunk.shape().to_vec();
             let chunk = TensorData::f32(&shape, chunk.iter().copied().collect())?;
-            if !sessions.contains_key(&shape) {
+            if !runs.contains_key(&shape) {
                 let e = graft_onnx::export(m, &shape, graft_onnx::Output::Pooled)?;
-                let targets = quant::calibration_targets(&e)?;
-                let bytes = quant::with_outputs(&e, &targets)?;
-                let s = OrtSession::new(&rt, &bytes, &SessionOptions { threads })?;
-                sessions.insert(shape.clone(), (s, targets));
+                runs.insert(shape.clone(), CalibrationRun::new(&rt, &e, threads)?);
             }
-            let (s, targets) = &sessions[&shape];
-            s.run_each(&chunk, |name, _, values| {
-                if targets.iter().any(|t| t == name) {
-                    ranges.observe(name, values)?;
-                }
-                Ok(())
-            })?;
-            ranges.samples += shape[0];
+            runs[&shape].observe(&chunk, &mut ranges)?;
         }
     }
     if ranges.samples == 0 {
@@ -147,6 +138,64 @@ pub fn calibrate_int8<B: Backend>(
         weights,
         ranges,
     })
+}
+
+/// ONNX Runtime running an exported fp32 graph with every activation that int8 quantisation
+/// will quantise (`quant::calibration_targets`) as an extra output: each batch run through it
+/// widens a [`Ranges`]. What [`calibrate_int8`] runs per batch shape; for a graph of one's own
+/// (a benchmark, a deployment script) it is the whole calibration step.
+pub struct CalibrationRun {
+    session: OrtSession,
+    targets: Vec<String>,
+}
+
+impl std::fmt::Debug for CalibrationRun {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CalibrationRun")
+            .field("targets", &self.targets.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl CalibrationRun {
+    /// The calibration form of `graph`, loaded into ONNX Runtime with `threads` intra-op
+    /// threads.
+    pub fn new(rt: &OnnxRuntime, graph: &Exported, threads: usize) -> Result<Self> {
+        let targets = quant::calibration_targets(graph)?;
+        let bytes = quant::with_outputs(graph, &targets)?;
+        let session = OrtSession::new(rt, &bytes, &SessionOptions { threads })?;
+        Ok(Self { session, targets })
+    }
+
+    /// The tensors whose ranges a run observes, in graph order.
+    pub fn targets(&self) -> &[String] {
+        &self.targets
+    }
+
+    /// Runs `x` (the graph's input shape, f32) and widens `ranges` by every target tensor's
+    /// values; counts its first dimension into `ranges.samples`. A target ONNX Runtime did not
+    /// return is an error, not a silently missing range.
+    pub fn observe(&self, x: &TensorData, ranges: &mut Ranges) -> Result<()> {
+        let mut seen = 0;
+        self.session.run_each(x, |name, _, values| {
+            if self.targets.iter().any(|t| t == name) {
+                seen += 1;
+                ranges.observe(name, values)?;
+            }
+            Ok(())
+        })?;
+        if seen != self.targets.len() {
+            return Err(Error::invalid(
+                "int8 calibration",
+                format!(
+                    "ONNX Runtime returned {seen} of the graph's {} calibrated tensors",
+                    self.targets.len()
+                ),
+            ));
+        }
+        ranges.samples += x.shape().first().copied().unwrap_or(1);
+        Ok(())
+    }
 }
 
 fn images_of<'a, B: Backend>(model: &Model<B>, inputs: &'a InputBatch) -> Result<&'a TensorData> {

@@ -30,7 +30,7 @@ mod rank;
 pub mod text;
 
 pub use clip::{ClipEncoder, imagenet_templates, prompts};
-pub use engine::{Engine, Int8Calibration, calibrate_int8};
+pub use engine::{CalibrationRun, Engine, Int8Calibration, calibrate_int8};
 pub use episodes::{EpisodeConfig, EpisodeHead, EpisodeReport, evaluate_episodes};
 pub use heads::{
     HeadTraining, KnnHead, LogisticConfig, LogisticHead, PrototypeHead, accuracy, train_head,
