@@ -77,7 +77,11 @@ fn graft_extract(c: &Value) -> Result<Step> {
             // depend on which images calibrate; accuracy is the probe's business)
             let mut ranges = graft::onnx::quant::Ranges::default();
             graft::extract::CalibrationRun::new(&rt, &e, opts.threads)?.observe(&x, &mut ranges)?;
-            e = graft::onnx::quant::quantize(&e, &ranges)?;
+            e = graft::onnx::quant::quantize(
+                &e,
+                &ranges,
+                graft::onnx::quant::WeightRange::for_host(),
+            )?;
         }
         let s = graft::ort::OrtSession::new(&rt, &e.to_bytes(), &opts)?;
         return Ok(timed(move || {

@@ -1,13 +1,14 @@
 """Checks graft's int8 (QDQ) graph against ONNX Runtime's own static quantiser.
 
-usage: onnx_int8.py FP32.onnx INT8.onnx INPUT.npy
+usage: onnx_int8.py FP32.onnx INT8.onnx INPUT.npy full|reduced
 
 - onnx's checker (full check) accepts graft's int8 file;
 - ONNX Runtime's optimiser turns it into integer kernels: the op types of the optimised graph
   (saved through `SessionOptions.optimized_model_filepath`) are counted;
 - the reference: `onnxruntime.quantization.quantize_static` on the same fp32 graph, calibrated
-  on the same input (MinMax, per-channel int8 weights, uint8 activations, QDQ) — graft's error
-  against fp32 is compared with the reference quantiser's.
+  on the same input (MinMax, per-channel int8 weights, uint8 activations, QDQ; `reduce_range`
+  — 7-bit weights — when graft's were reduced too) — graft's error against fp32 is compared
+  with the reference quantiser's.
 Prints one JSON line.
 """
 import collections
@@ -47,7 +48,7 @@ class Once(CalibrationDataReader):
 
 
 def main():
-    fp32, int8, inp = sys.argv[1:4]
+    fp32, int8, inp, weights = sys.argv[1:5]
     x = np.load(inp)
     onnx.checker.check_model(onnx.load(int8), full_check=True)
     with tempfile.TemporaryDirectory() as d:
@@ -58,7 +59,8 @@ def main():
         quantize_static(fp32, ref, Once(session(fp32).get_inputs()[0].name, x),
                         quant_format=QuantFormat.QDQ, per_channel=True,
                         activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                        calibrate_method=CalibrationMethod.MinMax)
+                        calibrate_method=CalibrationMethod.MinMax,
+                        reduce_range=weights == "reduced")
         yref = run(ref, x)
     y32 = run(fp32, x)
     scale = float(np.abs(y32).max())

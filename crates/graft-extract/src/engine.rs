@@ -11,7 +11,7 @@ use graft_backend::{Backend, DType, InputBatch, TensorData};
 use graft_core::{Error, Result};
 use graft_data::Loader;
 use graft_onnx::Exported;
-use graft_onnx::quant::{self, Ranges};
+use graft_onnx::quant::{self, Ranges, WeightRange};
 use graft_ort::{OnnxRuntime, OrtSession, SessionOptions};
 use graft_zoo::{InferenceOptions, Model};
 
@@ -53,8 +53,13 @@ impl Engine {
             Engine::Backend => String::new(),
             Engine::OnnxRuntime { .. } => "+onnxruntime".into(),
             Engine::OnnxRuntimeInt8 { calibration, .. } => {
+                // 7-bit weights (x86 without VNNI) give other features than 8-bit ones
+                let bits = match WeightRange::for_host() {
+                    WeightRange::Full => "",
+                    WeightRange::Reduced => "-w7",
+                };
                 format!(
-                    "+onnxruntime-int8:{:016x}",
+                    "+onnxruntime-int8{bits}:{:016x}",
                     calibration.ranges.fingerprint()
                 )
             }
@@ -286,7 +291,7 @@ impl OrtTrunk {
         if !self.sessions.contains_key(&shape) {
             let mut e = graft_onnx::export(model, &shape, graft_onnx::Output::Pooled)?;
             if let Some(c) = &self.int8 {
-                e = quant::quantize(&e, &c.ranges)?;
+                e = quant::quantize(&e, &c.ranges, WeightRange::for_host())?;
             }
             let opts = SessionOptions {
                 threads: self.threads,

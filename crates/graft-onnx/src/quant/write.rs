@@ -6,7 +6,7 @@ use std::collections::{HashMap, HashSet};
 use graft_core::{Error, Result};
 
 use super::plan::{Source, plan};
-use super::{Ranges, WHAT, graph_of};
+use super::{Ranges, WHAT, WeightRange, graph_of};
 use crate::export::Exported;
 use crate::proto::{
     AttributeProto, AttributeType, NodeProto, StringStringEntryProto, TensorProto, data_type,
@@ -47,8 +47,15 @@ fn f32s(t: &TensorProto) -> Result<Vec<f32>> {
         .collect())
 }
 
-/// Per-channel symmetric int8 weights along `axis`: (values, scales).
-fn int8_per_channel(w: &[f32], dims: &[i64], axis: usize) -> (Vec<i8>, Vec<f32>) {
+/// Per-channel symmetric int8 weights along `axis`, each channel's largest magnitude at
+/// `±range.max()`: (values, scales).
+fn int8_per_channel(
+    w: &[f32],
+    dims: &[i64],
+    axis: usize,
+    range: WeightRange,
+) -> (Vec<i8>, Vec<f32>) {
+    let top = range.max();
     let c = dims[axis] as usize;
     let inner: usize = dims[axis + 1..].iter().product::<i64>() as usize;
     let channel = |i: usize| (i / inner) % c;
@@ -59,16 +66,12 @@ fn int8_per_channel(w: &[f32], dims: &[i64], axis: usize) -> (Vec<i8>, Vec<f32>)
     }
     let scales: Vec<f32> = amax
         .iter()
-        .map(|&a| if a > 0.0 { a / 127.0 } else { 1.0 })
+        .map(|&a| if a > 0.0 { a / top } else { 1.0 })
         .collect();
     let q = w
         .iter()
         .enumerate()
-        .map(|(i, &v)| {
-            (v / scales[channel(i)])
-                .round_ties_even()
-                .clamp(-127.0, 127.0) as i8
-        })
+        .map(|(i, &v)| (v / scales[channel(i)]).round_ties_even().clamp(-top, top) as i8)
         .collect();
     (q, scales)
 }
@@ -100,8 +103,9 @@ fn node(
 
 /// The QDQ int8 form of `e` from calibrated `ranges` (the module doc says what is quantised and
 /// how). Same input and output as `e`; an error names a tensor the ranges lack (calibrated on a
-/// different graph) or a weight that cannot be read.
-pub fn quantize(e: &Exported, ranges: &Ranges) -> Result<Exported> {
+/// different graph) or a weight that cannot be read. `weights` is the integer range of the
+/// weights: [`WeightRange::for_host`] for the CPU this process runs on.
+pub fn quantize(e: &Exported, ranges: &Ranges, weights: WeightRange) -> Result<Exported> {
     let g = graph_of(e)?;
     let p = plan(g);
     if p.weights.is_empty() {
@@ -154,7 +158,7 @@ pub fn quantize(e: &Exported, ranges: &Ranges) -> Result<Exported> {
             data = (0..r * c).map(|j| data[(j % r) * c + j / r]).collect();
             dims = vec![dims[1], dims[0]];
         }
-        let (q, scales) = int8_per_channel(&data, &dims, *axis as usize);
+        let (q, scales) = int8_per_channel(&data, &dims, *axis as usize, weights);
         let base = format!("{}__n{i}", w.name);
         let c = scales.len() as i64;
         new_inits.push(tensor(
@@ -340,4 +344,29 @@ pub fn quantize(e: &Exported, ranges: &Ranges) -> Result<Exported> {
         input: e.input.clone(),
         output: e.output.clone(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn weights_span_the_chosen_range_per_channel() {
+        // two output channels (axis 0) of three values each
+        let w = [0.5, -1.0, 0.25, 3.0, 1.5, -0.75];
+        for (range, top) in [(WeightRange::Full, 127), (WeightRange::Reduced, 64)] {
+            let (q, scales) = int8_per_channel(&w, &[2, 3], 0, range);
+            assert_eq!(q[1], -top, "{range:?}");
+            assert_eq!(q[3], top, "{range:?}");
+            assert!(q.iter().all(|&v| (v as i32).abs() <= top as i32));
+            assert_eq!(scales, vec![1.0 / top as f32, 3.0 / top as f32]);
+            for (i, &v) in w.iter().enumerate() {
+                let back = q[i] as f32 * scales[i / 3];
+                assert!(
+                    (back - v).abs() <= scales[i / 3] / 2.0 + 1e-6,
+                    "{range:?} {i}"
+                );
+            }
+        }
+    }
 }
